@@ -1,0 +1,30 @@
+//! Indexes of the per-CPU counter array ([`crate::maps::COUNTERS_MAP`]).
+
+/// Packets the TC classifiers looked at.
+pub const TC_PACKETS: u32 = 0;
+/// Packets the TC classifiers reported as events.
+pub const TC_EVENTS: u32 = 1;
+/// Packets the TC classifiers could not parse (truncated or malformed headers).
+pub const TC_PARSE_ERRORS: u32 = 2;
+/// `kfree_skb` calls seen (any reason other than "consumed").
+pub const DROPS_SEEN: u32 = 3;
+/// Drop events sent.
+pub const DROP_EVENTS: u32 = 4;
+/// Events lost because the ring buffer was full (`bpf_ringbuf_reserve` failed).
+pub const RINGBUF_FULL: u32 = 5;
+/// Drops whose packet headers could not be read from the skb.
+pub const DROP_PARSE_ERRORS: u32 = 6;
+
+/// Number of counters (size of the array).
+pub const COUNT: u32 = 7;
+
+/// Human names, in index order, for reports.
+pub const NAMES: [&str; COUNT as usize] = [
+    "tc_packets",
+    "tc_events",
+    "tc_parse_errors",
+    "drops_seen",
+    "drop_events",
+    "ringbuf_full",
+    "drop_parse_errors",
+];

@@ -1,0 +1,213 @@
+//! Length-checked decoding of ring-buffer records (userspace only).
+
+use crate::event::{
+    DropEvent, EventHeader, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_PACKET, EVENT_VERSION,
+};
+
+/// A decoded ring-buffer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Packet(PacketEvent),
+    Drop(DropEvent),
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {header}-byte event header")]
+    ShortHeader { len: usize, header: usize },
+    #[error("record kind {kind} is unknown (this build knows kinds 1..=2)")]
+    UnknownKind { kind: u16 },
+    #[error("record kind {kind} has wire version {found}, this build reads version {expected}")]
+    Version { kind: u16, found: u16, expected: u16 },
+    #[error("record kind {kind} declares {declared} bytes but a {kind_name} is {expected} bytes")]
+    DeclaredSize { kind: u16, kind_name: &'static str, declared: u32, expected: usize },
+    #[error("record kind {kind} ({kind_name}) is {len} bytes, expected exactly {expected}")]
+    Length { kind: u16, kind_name: &'static str, len: usize, expected: usize },
+}
+
+/// Decodes one record, checking its header, kind, version and length before reading it.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read_prefix(bytes).ok_or(DecodeError::ShortHeader {
+        len: bytes.len(),
+        header: size_of::<EventHeader>(),
+    })?;
+    match header.kind {
+        EVENT_KIND_PACKET => read_exact(bytes, &header, "PacketEvent").map(Event::Packet),
+        EVENT_KIND_DROP => read_exact(bytes, &header, "DropEvent").map(Event::Drop),
+        kind => Err(DecodeError::UnknownKind { kind }),
+    }
+}
+
+fn read_exact<T: Copy>(
+    bytes: &[u8],
+    header: &EventHeader,
+    kind_name: &'static str,
+) -> Result<T, DecodeError> {
+    let kind = header.kind;
+    let expected = size_of::<T>();
+    if header.version != EVENT_VERSION {
+        return Err(DecodeError::Version { kind, found: header.version, expected: EVENT_VERSION });
+    }
+    if header.size as usize != expected {
+        return Err(DecodeError::DeclaredSize { kind, kind_name, declared: header.size, expected });
+    }
+    if bytes.len() != expected {
+        return Err(DecodeError::Length { kind, kind_name, len: bytes.len(), expected });
+    }
+    read_prefix(bytes).ok_or(DecodeError::Length { kind, kind_name, len: bytes.len(), expected })
+}
+
+/// Reads a `T` from the start of `bytes` if there are enough of them.
+///
+/// Only used with the `#[repr(C)]` integer-only structs of [`crate::event`], for which every bit
+/// pattern is a valid value.
+fn read_prefix<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked above, `read_unaligned` has no alignment requirement, and
+    // the event structs hold only integers and byte arrays (any bit pattern is valid).
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The bytes of an event, as the kernel side writes them (for tests and replay fixtures).
+pub fn encode<T: Copy>(event: &T) -> Vec<u8> {
+    let len = size_of::<T>();
+    let mut out = vec![0u8; len];
+    // SAFETY: `out` holds exactly `len` bytes and `T` is a plain-data event struct.
+    unsafe { core::ptr::copy_nonoverlapping((event as *const T).cast::<u8>(), out.as_mut_ptr(), len) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{FlowTuple, FAMILY_IPV4, HOOK_TC_INGRESS, PROTO_TCP, TCP_SYN};
+
+    fn packet() -> PacketEvent {
+        let mut flow = FlowTuple { sport: 40000, dport: 15012, family: FAMILY_IPV4, protocol: PROTO_TCP, ..Default::default() };
+        flow.saddr[..4].copy_from_slice(&[10, 244, 1, 10]);
+        flow.daddr[..4].copy_from_slice(&[10, 244, 2, 10]);
+        PacketEvent {
+            header: EventHeader {
+                kind: EVENT_KIND_PACKET,
+                version: EVENT_VERSION,
+                size: size_of::<PacketEvent>() as u32,
+                timestamp_ns: 42,
+            },
+            flow,
+            ifindex: 7,
+            hook: HOOK_TC_INGRESS,
+            tcp_flags: TCP_SYN,
+            tcp_seq: 1234,
+            ..Default::default()
+        }
+    }
+
+    fn drop_event() -> DropEvent {
+        DropEvent {
+            header: EventHeader {
+                kind: EVENT_KIND_DROP,
+                version: EVENT_VERSION,
+                size: size_of::<DropEvent>() as u32,
+                timestamp_ns: 43,
+            },
+            flow: packet().flow,
+            reason: 12,
+            ifindex: 3,
+            netns_ino: 4026532000,
+            flow_valid: 1,
+            location: 0xffff_ffff_8100_0000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn round_trips_a_packet_event_field_for_field() {
+        let event = packet();
+        assert_eq!(decode(&encode(&event)), Ok(Event::Packet(event)));
+    }
+
+    #[test]
+    fn round_trips_a_drop_event_field_for_field() {
+        let event = drop_event();
+        let Ok(Event::Drop(decoded)) = decode(&encode(&event)) else { panic!("not a drop") };
+        assert_eq!(decoded.reason, 12);
+        assert_eq!(decoded.netns_ino, 4026532000);
+        assert_eq!(decoded.flow.dport, 15012);
+        assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn rejects_records_shorter_than_the_header() {
+        for len in 0..size_of::<EventHeader>() {
+            assert_eq!(
+                decode(&vec![0u8; len]),
+                Err(DecodeError::ShortHeader { len, header: 16 }),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_a_truncated_body() {
+        let bytes = encode(&packet());
+        let short = &bytes[..bytes.len() - 1];
+        let err = decode(short).err();
+        assert_eq!(
+            err,
+            Some(DecodeError::Length { kind: 1, kind_name: "PacketEvent", len: 71, expected: 72 })
+        );
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("71 bytes"));
+    }
+
+    #[test]
+    fn rejects_an_oversized_record() {
+        let mut bytes = encode(&drop_event());
+        bytes.extend_from_slice(&[0xAA; 8]);
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Length { kind: 2, kind_name: "DropEvent", len: 88, expected: 80 })
+        );
+    }
+
+    #[test]
+    fn rejects_a_header_that_lies_about_its_size() {
+        let mut event = packet();
+        event.header.size = 4096;
+        assert_eq!(
+            decode(&encode(&event)),
+            Err(DecodeError::DeclaredSize { kind: 1, kind_name: "PacketEvent", declared: 4096, expected: 72 })
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_kinds_and_versions() {
+        let mut event = packet();
+        event.header.kind = 99;
+        assert_eq!(decode(&encode(&event)), Err(DecodeError::UnknownKind { kind: 99 }));
+        let mut event = packet();
+        event.header.version = 7;
+        assert_eq!(
+            decode(&encode(&event)),
+            Err(DecodeError::Version { kind: 1, found: 7, expected: EVENT_VERSION })
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x9e37_79b9_u32;
+        for len in 0..200usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    (seed & 0xff) as u8
+                })
+                .collect();
+            let _ = decode(&bytes);
+        }
+    }
+}

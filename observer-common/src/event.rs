@@ -1,0 +1,98 @@
+//! Events the kernel side sends through the ring buffer. Each starts with an [`EventHeader`].
+
+/// Version of the wire layout; bumped whenever a struct below changes.
+pub const EVENT_VERSION: u16 = 1;
+
+/// A TCP handshake/reset packet seen by a TC classifier ([`PacketEvent`]).
+pub const EVENT_KIND_PACKET: u16 = 1;
+/// A packet freed by the kernel with a drop reason (`skb:kfree_skb`, [`DropEvent`]).
+pub const EVENT_KIND_DROP: u16 = 2;
+
+/// Address family values of [`FlowTuple::family`] (the kernel's `AF_INET`/`AF_INET6`).
+pub const FAMILY_IPV4: u8 = 2;
+pub const FAMILY_IPV6: u8 = 10;
+
+/// IP protocol numbers used in [`FlowTuple::protocol`].
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// TCP flag bits as they sit in the TCP header's 13th byte.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Where a [`PacketEvent`] was seen.
+pub const HOOK_TC_INGRESS: u8 = 1;
+pub const HOOK_TC_EGRESS: u8 = 2;
+
+/// First bytes of every record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EventHeader {
+    /// One of the `EVENT_KIND_*` constants.
+    pub kind: u16,
+    /// [`EVENT_VERSION`] of the writer.
+    pub version: u16,
+    /// Size in bytes of the whole record, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event was recorded.
+    pub timestamp_ns: u64,
+}
+
+/// A packet's 5-tuple. Addresses are in network byte order; IPv4 uses the first 4 bytes.
+/// Ports are in host byte order (0 when the protocol has none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowTuple {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// `FAMILY_IPV4` or `FAMILY_IPV6`.
+    pub family: u8,
+    /// IP protocol number of the transport header (after IPv6 extension headers).
+    pub protocol: u8,
+    pub _pad: [u8; 2],
+}
+
+/// A TCP SYN, SYN-ACK or RST seen at a TC hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PacketEvent {
+    pub header: EventHeader,
+    pub flow: FlowTuple,
+    /// Interface index in the network namespace the classifier is attached in.
+    pub ifindex: u32,
+    /// `HOOK_TC_INGRESS` or `HOOK_TC_EGRESS`.
+    pub hook: u8,
+    /// TCP flags byte (`TCP_*` bits).
+    pub tcp_flags: u8,
+    pub _pad: [u8; 2],
+    /// TCP sequence number (host order), to tell retransmissions from new attempts.
+    pub tcp_seq: u32,
+    pub _pad2: u32,
+}
+
+/// A packet the kernel dropped, from the `skb:kfree_skb` tracepoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DropEvent {
+    pub header: EventHeader,
+    /// The dropped packet's 5-tuple (zeroed when the headers could not be read).
+    pub flow: FlowTuple,
+    /// Value of the running kernel's `enum skb_drop_reason` (names come from BTF).
+    pub reason: u32,
+    /// `skb->dev->ifindex`, 0 when the skb had no device.
+    pub ifindex: u32,
+    /// Inode number of the network namespace of the drop (`skb->dev` or `skb->sk`), 0 if unknown.
+    pub netns_ino: u32,
+    /// Non-zero when `flow` holds parsed headers.
+    pub flow_valid: u8,
+    pub _pad: [u8; 3],
+    /// Kernel text address that dropped the packet (symbolized in userspace).
+    pub location: u64,
+}

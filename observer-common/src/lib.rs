@@ -1,0 +1,23 @@
+//! Wire types shared by observer's eBPF programs and its userspace.
+//!
+//! Everything here is plain data (`#[repr(C)]`, `Copy`, explicit padding, no `bool`, `Option` or
+//! Rust enums), so the kernel side can write it into a ring buffer and userspace can read it back
+//! with a length-checked decoder ([`decode`], behind the `user` feature).
+#![cfg_attr(not(feature = "user"), no_std)]
+
+pub mod config;
+pub mod counters;
+pub mod event;
+pub mod maps;
+
+#[cfg(feature = "user")]
+pub mod decode;
+
+#[cfg(feature = "user")]
+mod pod_impls;
+
+pub use config::KernelOffsets;
+pub use event::{
+    DropEvent, EventHeader, FlowTuple, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_PACKET,
+    EVENT_VERSION,
+};

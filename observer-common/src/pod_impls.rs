@@ -1,0 +1,4 @@
+//! `aya::Pod` for the types userspace writes into maps or globals.
+
+// SAFETY: plain `#[repr(C)]` structs of integers with explicit padding; every bit pattern is valid.
+unsafe impl aya::Pod for crate::KernelOffsets {}

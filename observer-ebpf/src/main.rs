@@ -1,0 +1,22 @@
+//! observer's eBPF programs. Every program returns "continue": the observer never changes a
+//! packet's fate.
+#![no_std]
+#![no_main]
+
+mod counters;
+mod emit;
+mod kfree_skb;
+mod maps;
+mod packet;
+mod tc;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL-compatible licence: `bpf_probe_read_kernel` is a GPL-only helper.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

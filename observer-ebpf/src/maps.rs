@@ -1,0 +1,43 @@
+//! Every map and load-time global of the eBPF side, in one place.
+//! Names and sizes come from `observer_common::maps` so userspace finds them by the same names.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use observer_common::{counters, maps::EVENTS_RINGBUF_BYTES, KernelOffsets};
+
+/// Discrete events to userspace (`observer_common::event`).
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RINGBUF_BYTES, 0);
+
+/// Per-CPU counters indexed by `observer_common::counters`.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+/// Kernel struct offsets resolved from BTF by userspace at load time (`override_global`).
+#[unsafe(no_mangle)]
+pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_transport_header: 0,
+    skb_protocol: 0,
+    skb_dev: 0,
+    skb_sk: 0,
+    dev_ifindex: 0,
+    dev_nd_net: 0,
+    sk_net: 0,
+    net_ns_inum: 0,
+    reason_consumed: u32::MAX,
+    valid: 0,
+};
+
+/// Reads one field of [`KERNEL_OFFSETS`] with a volatile load, so the compiler cannot fold the
+/// zero defaults (the loader rewrites the global before the program is loaded).
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: a plain static of integers.
+        unsafe { core::ptr::read_volatile(&raw const $crate::maps::KERNEL_OFFSETS.$field) }
+    };
+}
+pub(crate) use offset;

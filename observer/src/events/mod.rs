@@ -1,0 +1,6 @@
+//! Kernel events as userspace sees them: decoded from the ring buffer and turned into
+//! [`model::Observation`]s that name interfaces, drop reasons and kernel symbols.
+
+pub mod clock;
+pub mod model;
+pub mod ringbuf;

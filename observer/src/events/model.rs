@@ -1,0 +1,227 @@
+//! Observations: decoded kernel events with names attached (interface, drop reason, symbol).
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::SystemTime,
+};
+
+use observer_common::{
+    decode::Event,
+    event::{
+        FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_TC_EGRESS, PROTO_ICMP,
+        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+    },
+};
+use serde::Serialize;
+
+use crate::kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms};
+
+use super::clock::MonotonicClock;
+
+/// A packet's 5-tuple with real address types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Flow {
+    pub protocol: Protocol,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Protocol(pub u8);
+
+impl Protocol {
+    pub fn name(self) -> String {
+        match self.0 {
+            PROTO_TCP => "TCP".into(),
+            PROTO_UDP => "UDP".into(),
+            PROTO_ICMP => "ICMP".into(),
+            PROTO_ICMPV6 => "ICMPv6".into(),
+            n => format!("proto#{n}"),
+        }
+    }
+}
+
+impl Serialize for Protocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl Flow {
+    /// `None` for an unknown address family.
+    pub fn from_wire(t: &FlowTuple) -> Option<Self> {
+        let (src, dst) = match t.family {
+            FAMILY_IPV4 => {
+                let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+                (v4(&t.saddr), v4(&t.daddr))
+            }
+            FAMILY_IPV6 => (IpAddr::V6(Ipv6Addr::from(t.saddr)), IpAddr::V6(Ipv6Addr::from(t.daddr))),
+            _ => return None,
+        };
+        Some(Self { protocol: Protocol(t.protocol), src, sport: t.sport, dst, dport: t.dport })
+    }
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ep = |ip: IpAddr, port: u16| match ip {
+            IpAddr::V4(a) => format!("{a}:{port}"),
+            IpAddr::V6(a) => format!("[{a}]:{port}"),
+        };
+        write!(f, "{} {} -> {}", self.protocol.name(), ep(self.src, self.sport), ep(self.dst, self.dport))
+    }
+}
+
+/// Where in the kernel the observation was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    TcIngress,
+    TcEgress,
+    KfreeSkb,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::TcIngress => "tc-ingress",
+            Hook::TcEgress => "tc-egress",
+            Hook::KfreeSkb => "kfree_skb",
+        }
+    }
+}
+
+/// What was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Detail {
+    /// A TCP handshake or reset packet.
+    Packet { tcp_flags: String, tcp_seq: u32 },
+    /// A packet the kernel dropped.
+    Drop { drop_reason: String, location: String, netns: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    #[serde(serialize_with = "serialize_time")]
+    pub time: SystemTime,
+    pub hook: Hook,
+    pub ifindex: u32,
+    /// Interface name when the ifindex belongs to the watched namespace.
+    pub interface: Option<String>,
+    pub flow: Option<Flow>,
+    #[serde(flatten)]
+    pub detail: Detail,
+}
+
+fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::clock::rfc3339(*t))
+}
+
+/// Everything needed to name what a raw event refers to.
+pub struct Namer<'a> {
+    pub clock: MonotonicClock,
+    pub interfaces: &'a BTreeMap<u32, String>,
+    /// Inode of the watched network namespace (interface names are only valid there).
+    pub watched_netns: u32,
+    pub drop_reasons: &'a DropReasons,
+    pub kallsyms: &'a Kallsyms,
+}
+
+impl Namer<'_> {
+    pub fn observe(&self, event: &Event) -> Observation {
+        match event {
+            Event::Packet(p) => Observation {
+                time: self.clock.to_wall(p.header.timestamp_ns),
+                hook: if p.hook == HOOK_TC_EGRESS { Hook::TcEgress } else { Hook::TcIngress },
+                ifindex: p.ifindex,
+                interface: self.interfaces.get(&p.ifindex).cloned(),
+                flow: Flow::from_wire(&p.flow),
+                detail: Detail::Packet { tcp_flags: tcp_flags(p.tcp_flags), tcp_seq: p.tcp_seq },
+            },
+            Event::Drop(d) => Observation {
+                time: self.clock.to_wall(d.header.timestamp_ns),
+                hook: Hook::KfreeSkb,
+                ifindex: d.ifindex,
+                interface: (d.netns_ino == self.watched_netns)
+                    .then(|| self.interfaces.get(&d.ifindex).cloned())
+                    .flatten(),
+                flow: (d.flow_valid != 0).then(|| Flow::from_wire(&d.flow)).flatten(),
+                detail: Detail::Drop {
+                    drop_reason: self.drop_reasons.name(d.reason),
+                    location: self.kallsyms.symbolize(d.location),
+                    netns: d.netns_ino,
+                },
+            },
+        }
+    }
+}
+
+/// `SYN`, `SYN|ACK`, `RST|ACK`...
+pub fn tcp_flags(flags: u8) -> String {
+    let names = [(TCP_SYN, "SYN"), (TCP_RST, "RST"), (TCP_FIN, "FIN"), (TCP_PSH, "PSH"), (TCP_ACK, "ACK")];
+    let set: Vec<&str> = names.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect();
+    if set.is_empty() { "-".into() } else { set.join("|") }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use observer_common::event::{DropEvent, PacketEvent, HOOK_TC_INGRESS};
+
+    use super::*;
+
+    fn tuple() -> FlowTuple {
+        let mut t = FlowTuple { family: FAMILY_IPV4, protocol: PROTO_TCP, sport: 43512, dport: 15012, ..Default::default() };
+        t.saddr[..4].copy_from_slice(&[10, 244, 1, 10]);
+        t.daddr[..4].copy_from_slice(&[10, 244, 2, 10]);
+        t
+    }
+
+    #[test]
+    fn names_a_syn_and_a_drop() {
+        let interfaces = BTreeMap::from([(4, "cni0".to_string())]);
+        let reasons = DropReasons::from_pairs([(12, "NETFILTER_DROP")]);
+        let syms = Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n");
+        let namer = Namer {
+            clock: MonotonicClock::with_offset_ns(0),
+            interfaces: &interfaces,
+            watched_netns: 77,
+            drop_reasons: &reasons,
+            kallsyms: &syms,
+        };
+        let syn = PacketEvent { flow: tuple(), ifindex: 4, hook: HOOK_TC_INGRESS, tcp_flags: TCP_SYN, ..Default::default() };
+        let obs = namer.observe(&Event::Packet(syn));
+        assert_eq!(obs.hook, Hook::TcIngress);
+        assert_eq!(obs.interface.as_deref(), Some("cni0"));
+        assert_eq!(obs.flow.map(|f| f.to_string()).as_deref(), Some("TCP 10.244.1.10:43512 -> 10.244.2.10:15012"));
+        assert_eq!(obs.detail, Detail::Packet { tcp_flags: "SYN".into(), tcp_seq: 0 });
+
+        let drop = DropEvent { flow: tuple(), flow_valid: 1, reason: 12, ifindex: 4, netns_ino: 78, location: 0xffffffff81a00010, ..Default::default() };
+        let obs = namer.observe(&Event::Drop(drop));
+        // Same ifindex, but another namespace: no name.
+        assert_eq!(obs.interface, None);
+        assert_eq!(
+            obs.detail,
+            Detail::Drop { drop_reason: "NETFILTER_DROP".into(), location: "nf_hook_slow+0x10".into(), netns: 78 }
+        );
+    }
+
+    #[test]
+    fn formats_ipv6_and_flags() {
+        let mut t = tuple();
+        t.family = FAMILY_IPV6;
+        t.saddr = "fd00::1".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
+        t.daddr = "fd00::2".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
+        let flow = Flow::from_wire(&t).expect("v6");
+        assert_eq!(flow.to_string(), "TCP [fd00::1]:43512 -> [fd00::2]:15012");
+        assert_eq!(tcp_flags(TCP_SYN | TCP_ACK), "SYN|ACK");
+        assert_eq!(tcp_flags(TCP_RST | TCP_ACK), "RST|ACK");
+        t.family = 99;
+        assert_eq!(Flow::from_wire(&t), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! Reading records from the kernel's ring buffer and the per-CPU counters.
+
+use std::os::fd::AsFd;
+
+use aya::{
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    Ebpf,
+};
+use observer_common::{
+    counters,
+    decode::{decode, Event},
+    maps::{COUNTERS_MAP, EVENTS_MAP},
+};
+use tracing::warn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    #[error("map `{0}` missing from the eBPF object (build mismatch)")]
+    MissingMap(&'static str),
+    #[error("opening map `{name}`: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("waiting for events: {0}")]
+    Poll(nix::Error),
+}
+
+/// The ring buffer, plus a count of records that failed to decode.
+pub struct EventSource {
+    ring: RingBuf<MapData>,
+    pub undecodable: u64,
+}
+
+impl EventSource {
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self, RingError> {
+        let map = ebpf.take_map(EVENTS_MAP).ok_or(RingError::MissingMap(EVENTS_MAP))?;
+        let ring = RingBuf::try_from(map).map_err(|source| RingError::Map { name: EVENTS_MAP, source })?;
+        Ok(Self { ring, undecodable: 0 })
+    }
+
+    /// Waits up to `timeout_ms` for data, then hands every available event to `sink`.
+    pub fn poll(&mut self, timeout_ms: u16, mut sink: impl FnMut(Event)) -> Result<usize, RingError> {
+        let mut fds = [nix::poll::PollFd::new(self.ring.as_fd(), nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(timeout_ms)) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(err) => return Err(RingError::Poll(err)),
+        }
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            match decode(&item) {
+                Ok(event) => {
+                    sink(event);
+                    n += 1;
+                }
+                Err(err) => {
+                    self.undecodable += 1;
+                    warn!("dropping undecodable ring-buffer record: {err}");
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Sums of the per-CPU counters, by name (`observer_common::counters::NAMES`).
+pub fn read_counters(ebpf: &Ebpf) -> Result<Vec<(&'static str, u64)>, RingError> {
+    let map = ebpf.map(COUNTERS_MAP).ok_or(RingError::MissingMap(COUNTERS_MAP))?;
+    let array = PerCpuArray::<_, u64>::try_from(map).map_err(|source| RingError::Map { name: COUNTERS_MAP, source })?;
+    let mut out = Vec::with_capacity(counters::NAMES.len());
+    for (index, name) in counters::NAMES.iter().enumerate() {
+        let values = array
+            .get(&(index as u32), 0)
+            .map_err(|source| RingError::Map { name: COUNTERS_MAP, source })?;
+        out.push((*name, values.iter().sum()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,46 @@
+//! The kernel struct offsets the drop tracepoint needs, resolved from the running kernel's BTF.
+
+use observer_common::KernelOffsets;
+
+use super::btf::{Btf, BtfError, MemberInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("BTF member `{path}` is {found} bytes, expected {expected}")]
+    Size { path: String, found: u32, expected: u32 },
+}
+
+/// Resolves every offset in [`KernelOffsets`]; `reason_consumed` is the value of
+/// `SKB_CONSUMED` in `enum skb_drop_reason` (u32::MAX if the kernel has none).
+pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
+    let reason_consumed = btf
+        .enum_values("skb_drop_reason")
+        .ok()
+        .and_then(|values| values.into_iter().find(|(name, _)| name == "SKB_CONSUMED"))
+        .map_or(u32::MAX, |(_, value)| value as u32);
+    Ok(KernelOffsets {
+        skb_head: sized(btf, "sk_buff", "head", 8)?,
+        skb_network_header: sized(btf, "sk_buff", "network_header", 2)?,
+        skb_transport_header: sized(btf, "sk_buff", "transport_header", 2)?,
+        skb_protocol: sized(btf, "sk_buff", "protocol", 2)?,
+        skb_dev: sized(btf, "sk_buff", "dev", 8)?,
+        skb_sk: sized(btf, "sk_buff", "sk", 8)?,
+        dev_ifindex: sized(btf, "net_device", "ifindex", 4)?,
+        // possible_net_t holds a single `struct net *` (CONFIG_NET_NS) at offset 0.
+        dev_nd_net: sized(btf, "net_device", "nd_net", 8)?,
+        sk_net: sized(btf, "sock", "__sk_common.skc_net", 8)?,
+        net_ns_inum: sized(btf, "net", "ns.inum", 4)?,
+        reason_consumed,
+        valid: 1,
+    })
+}
+
+fn sized(btf: &Btf, ty: &str, path: &str, expected: u32) -> Result<u32, OffsetsError> {
+    let MemberInfo { offset, size } = btf.member(ty, path)?;
+    if size != expected {
+        return Err(OffsetsError::Size { path: format!("{ty}.{path}"), found: size, expected });
+    }
+    Ok(offset)
+}

@@ -1,0 +1,7 @@
+//! observer: eBPF node dataplane observer for Istio service meshes (library side of the CLI).
+
+pub mod cli;
+pub mod events;
+pub mod kernel;
+pub mod loader;
+pub mod trace;

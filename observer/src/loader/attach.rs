@@ -1,0 +1,85 @@
+//! Attaching the TC classifiers to every interface of a network namespace, and the drop
+//! tracepoint.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    programs::{tc, BtfTracePoint, ProgramError, SchedClassifier, TcAttachType},
+    util::KernelVersion,
+    Ebpf,
+};
+use tracing::{debug, warn};
+
+use super::{
+    netns::{NetnsError, NetnsTarget},
+    programs::{program_mut, LoadError, KFREE_SKB, TC_EGRESS, TC_INGRESS},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("listing interfaces of network namespace `{netns}`: {source}")]
+    ListInterfaces { netns: String, source: nix::Error },
+    #[error("no interface to attach to in network namespace `{0}` (only loopback?)")]
+    NoInterfaces(String),
+    #[error("attaching `{program}` to {iface} in `{netns}`: {source}")]
+    Tc { program: &'static str, iface: String, netns: String, source: ProgramError },
+    #[error("attaching the kfree_skb tracepoint: {0}")]
+    Tracepoint(ProgramError),
+}
+
+/// What got attached: interface names by ifindex (in the watched namespace).
+#[derive(Debug, Default)]
+pub struct Attached {
+    pub interfaces: BTreeMap<u32, String>,
+    pub drops: bool,
+}
+
+/// Attaches ingress and egress classifiers to every non-loopback interface of `netns`
+/// (entering it on this thread only), then the drop tracepoint when it was loaded.
+pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, drops_loaded: bool) -> Result<Attached, AttachError> {
+    let interfaces = netns.run_inside(|| attach_tc_here(ebpf, &netns.name))??;
+    let drops = drops_loaded && {
+        let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB)?;
+        program.attach().map_err(AttachError::Tracepoint)?;
+        true
+    };
+    Ok(Attached { interfaces, drops })
+}
+
+fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<BTreeMap<u32, String>, AttachError> {
+    let listed = nix::net::if_::if_nameindex()
+        .map_err(|source| AttachError::ListInterfaces { netns: netns.to_string(), source })?;
+    let interfaces: BTreeMap<u32, String> = listed
+        .iter()
+        .map(|iface| (iface.index(), iface.name().to_string_lossy().into_owned()))
+        .filter(|(_, name)| name != "lo")
+        .collect();
+    if interfaces.is_empty() {
+        return Err(AttachError::NoInterfaces(netns.to_string()));
+    }
+    let use_netlink = !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    for name in interfaces.values() {
+        if use_netlink {
+            // Before tcx (6.6), TC programs hang off a clsact qdisc; it may already exist.
+            if let Err(err) = tc::qdisc_add_clsact(name) {
+                debug!(iface = %name, "clsact: {err}");
+            }
+        }
+        for (program, attach_type) in [(TC_INGRESS, TcAttachType::Ingress), (TC_EGRESS, TcAttachType::Egress)] {
+            let classifier: &mut SchedClassifier = program_mut(ebpf, program)?;
+            if let Err(source) = classifier.attach(name, attach_type) {
+                // An interface that vanished between listing and attaching is not fatal.
+                if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
+                    warn!(iface = %name, "interface disappeared before attach");
+                    continue;
+                }
+                return Err(AttachError::Tc { program, iface: name.clone(), netns: netns.to_string(), source });
+            }
+        }
+    }
+    Ok(interfaces)
+}

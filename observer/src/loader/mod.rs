@@ -1,0 +1,9 @@
+//! Loading observer's eBPF programs and attaching them to the kernel.
+
+pub mod attach;
+pub mod netns;
+pub mod preflight;
+pub mod programs;
+
+pub use netns::NetnsTarget;
+pub use programs::load;

@@ -1,0 +1,93 @@
+//! Loading the embedded eBPF object with the running kernel's struct offsets.
+
+use aya::{
+    programs::{BtfTracePoint, ProgramError, SchedClassifier},
+    Btf as AyaBtf, Ebpf, EbpfError, EbpfLoader,
+};
+use observer_common::{maps::KERNEL_OFFSETS_GLOBAL, KernelOffsets};
+use tracing::{debug, warn};
+
+use crate::kernel::{
+    btf::{Btf, BtfError},
+    drop_reasons::DropReasons,
+    kallsyms::Kallsyms,
+    offsets::{self, OffsetsError},
+};
+
+use super::preflight::{check_btf, check_privileges, PreflightError, VMLINUX_BTF};
+
+/// Program names in the object (the Rust function names).
+pub const TC_INGRESS: &str = "observer_tc_ingress";
+pub const TC_EGRESS: &str = "observer_tc_egress";
+pub const KFREE_SKB: &str = "observer_kfree_skb";
+
+/// The eBPF object built by build.rs (aya-build), embedded at compile time.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error("reading {VMLINUX_BTF}: {0}")]
+    ReadBtf(std::io::Error),
+    #[error("parsing the kernel's BTF: {0}")]
+    ParseBtf(#[from] BtfError),
+    #[error("resolving kernel struct offsets from BTF: {0}")]
+    Offsets(#[from] OffsetsError),
+    #[error("loading the eBPF object: {0}")]
+    Object(#[from] EbpfError),
+    #[error("program `{name}` missing from the eBPF object (build mismatch)")]
+    MissingProgram { name: &'static str },
+    #[error("loading program `{name}` into the kernel: {source}")]
+    Program { name: &'static str, source: ProgramError },
+}
+
+/// What userspace learned about the running kernel while loading.
+pub struct KernelInfo {
+    pub offsets: KernelOffsets,
+    pub drop_reasons: DropReasons,
+    pub kallsyms: Kallsyms,
+    /// False when the drop tracepoint could not be loaded (drops are then not reported).
+    pub drops_available: bool,
+}
+
+/// Checks privileges and BTF, resolves offsets, loads the object and its programs (not attached).
+pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
+    check_privileges()?;
+    check_btf()?;
+    let raw_btf = Btf::from_sys_fs().map_err(LoadError::ReadBtf)?;
+    let btf = Btf::parse(&raw_btf)?;
+    let offsets = offsets::resolve(&btf)?;
+    debug!(?offsets, "kernel struct offsets from BTF");
+    let drop_reasons = DropReasons::from_btf(&btf);
+    drop(btf);
+
+    let mut ebpf = EbpfLoader::new().override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true).load(OBJECT)?;
+    for name in [TC_INGRESS, TC_EGRESS] {
+        let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
+        program.load().map_err(|source| LoadError::Program { name, source })?;
+    }
+    let drops_available = match load_kfree_skb(&mut ebpf) {
+        Ok(()) => true,
+        Err(err) => {
+            warn!("drop tracing unavailable, continuing without it: {err} (needs BTF tracepoints, Linux 5.5+)");
+            false
+        }
+    };
+    let info = KernelInfo { offsets, drop_reasons, kallsyms: Kallsyms::load(), drops_available };
+    Ok((ebpf, info))
+}
+
+fn load_kfree_skb(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(EbpfError::BtfError(e)))?;
+    let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB)?;
+    program.load("kfree_skb", &btf).map_err(|source| LoadError::Program { name: KFREE_SKB, source })
+}
+
+pub fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(LoadError::MissingProgram { name })?;
+    program.try_into().map_err(|source| LoadError::Program { name, source })
+}

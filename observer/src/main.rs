@@ -1,0 +1,27 @@
+//! observer: eBPF node dataplane observer for Istio service meshes.
+
+use observer::{cli, trace};
+use std::io::IsTerminal as _;
+
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let result = match &cli.command {
+        cli::Command::Trace(args) => trace::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("observer: error: {err:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

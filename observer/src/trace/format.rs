@@ -1,0 +1,74 @@
+//! Trace output: aligned text columns, or one JSON object per line.
+
+use crate::events::{
+    clock::time_of_day,
+    model::{Detail, Observation},
+};
+
+pub const TEXT_HEADER: &str =
+    "TIME             HOOK        IFACE            FLOW                                              WHAT";
+
+/// `TIME HOOK IFACE FLOW WHAT`, columns aligned for the common (IPv4) case.
+pub fn text_line(o: &Observation) -> String {
+    let iface = o.interface.clone().unwrap_or_else(|| format!("if#{}", o.ifindex));
+    let flow = o.flow.map_or_else(|| "(headers unreadable)".to_string(), |f| f.to_string());
+    let what = match &o.detail {
+        Detail::Packet { tcp_flags, .. } => tcp_flags.clone(),
+        Detail::Drop { drop_reason, location, netns } => format!("DROP {drop_reason} at {location} netns {netns}"),
+    };
+    format!("{:<16} {:<11} {:<16} {:<49} {}", time_of_day(o.time), o.hook.as_str(), iface, flow, what)
+}
+
+/// One JSON object (schema: `docs/trace-json.md`).
+pub fn json_line(o: &Observation) -> String {
+    serde_json::to_string(o).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{IpAddr, Ipv4Addr},
+        time::{Duration, UNIX_EPOCH},
+    };
+
+    use super::*;
+    use crate::events::model::{Flow, Hook, Protocol};
+
+    fn syn() -> Observation {
+        Observation {
+            time: UNIX_EPOCH + Duration::from_micros(3_723_000_042),
+            hook: Hook::TcIngress,
+            ifindex: 5,
+            interface: Some("veth1a2b3c4d".into()),
+            flow: Some(Flow {
+                protocol: Protocol(6),
+                src: IpAddr::V4(Ipv4Addr::new(10, 244, 1, 10)),
+                sport: 43512,
+                dst: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 10)),
+                dport: 15012,
+            }),
+            detail: Detail::Packet { tcp_flags: "SYN".into(), tcp_seq: 7 },
+        }
+    }
+
+    #[test]
+    fn text_columns() {
+        let line = text_line(&syn());
+        assert!(line.starts_with("01:02:03.000042  tc-ingress  veth1a2b3c4d     TCP 10.244.1.10:43512 -> 10.244.2.10:15012"), "{line}");
+        assert!(line.ends_with(" SYN"));
+        assert_eq!(line.find("tc-ingress"), TEXT_HEADER.find("HOOK"));
+        assert_eq!(line.find("TCP "), TEXT_HEADER.find("FLOW"));
+    }
+
+    #[test]
+    fn json_fields() {
+        let v: serde_json::Value = serde_json::from_str(&json_line(&syn())).expect("json");
+        assert_eq!(v["hook"], "tc-ingress");
+        assert_eq!(v["type"], "packet");
+        assert_eq!(v["tcp_flags"], "SYN");
+        assert_eq!(v["flow"]["src"], "10.244.1.10");
+        assert_eq!(v["flow"]["dport"], 15012);
+        assert_eq!(v["flow"]["protocol"], "TCP");
+        assert_eq!(v["time"], "1970-01-01T01:02:03.000042Z");
+    }
+}

@@ -1,0 +1,102 @@
+//! `observer trace`: attach, then print one line (or JSON object) per kernel event.
+
+pub mod format;
+
+use std::{
+    io::Write,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tracing::info;
+
+use crate::{
+    cli::{OutputFormat, TraceArgs},
+    events::{
+        clock::MonotonicClock,
+        model::{Detail, Namer},
+        ringbuf::{read_counters, EventSource},
+    },
+    loader::{self, attach::attach_all, NetnsTarget},
+};
+
+/// Runs the trace until Ctrl-C/SIGTERM, `--duration` or `--count`.
+pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
+    let netns = NetnsTarget::resolve(args.netns.as_deref())?;
+    let (mut ebpf, kernel) = loader::load()?;
+    let mut events = EventSource::new(&mut ebpf)?;
+    let attached = attach_all(&mut ebpf, &netns, kernel.drops_available)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handler")?;
+    }
+    info!(
+        netns = %netns.name,
+        interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
+        drops = attached.drops,
+        "ready: attached to {} interfaces",
+        attached.interfaces.len()
+    );
+
+    let namer = Namer {
+        clock: MonotonicClock::now(),
+        interfaces: &attached.interfaces,
+        watched_netns: netns.inode as u32,
+        drop_reasons: &kernel.drop_reasons,
+        kallsyms: &kernel.kallsyms,
+    };
+    let deadline = args.duration.map(|secs| Instant::now() + Duration::from_secs(secs));
+    let mut out = std::io::stdout().lock();
+    let mut printed = 0u64;
+    let mut out_of_scope = 0u64;
+    if args.output == OutputFormat::Text {
+        writeln!(out, "{}", format::TEXT_HEADER)?;
+    }
+    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+        if args.count.is_some_and(|n| printed >= n) {
+            break;
+        }
+        let mut write_result = Ok(());
+        events.poll(100, |event| {
+            let observation = namer.observe(&event);
+            // Drops in other namespaces (other nodes/containers on this kernel) are not ours.
+            if let Detail::Drop { netns, .. } = observation.detail {
+                if !args.all_netns && netns != namer.watched_netns {
+                    out_of_scope += 1;
+                    return;
+                }
+            }
+            if args.count.is_some_and(|n| printed >= n) || write_result.is_err() {
+                return;
+            }
+            let line = match args.output {
+                OutputFormat::Text => format::text_line(&observation),
+                OutputFormat::Json => format::json_line(&observation),
+            };
+            write_result = writeln!(out, "{line}").and_then(|()| out.flush());
+            printed += 1;
+        })?;
+        if let Err(err) = write_result {
+            // A closed pipe (e.g. `| head`) ends the trace quietly.
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(err.into());
+        }
+    }
+    let counters = read_counters(&ebpf)?;
+    let lost = counters.iter().find(|(n, _)| *n == "ringbuf_full").map_or(0, |(_, v)| *v);
+    info!(
+        events = printed,
+        out_of_scope_drops = out_of_scope,
+        lost,
+        undecodable = events.undecodable,
+        counters = %counters.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" "),
+        "trace finished"
+    );
+    Ok(())
+}
