@@ -39,6 +39,9 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Only events whose source or destination port is one of these (repeatable).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
     /// Also print drops from network namespaces other than the watched one.
     #[arg(long)]
     pub all_netns: bool,

@@ -70,6 +70,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                     return;
                 }
             }
+            if !format::port_matches(&args.ports, &observation) {
+                return;
+            }
             if args.count.is_some_and(|n| printed >= n) || write_result.is_err() {
                 return;
             }

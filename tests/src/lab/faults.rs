@@ -1,0 +1,159 @@
+//! Fault injectors: firewall rules at a node, written with the tool a real node would use.
+
+use std::net::Ipv4Addr;
+
+/// Which firewall tool writes the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `iptables` (Debian's default: the nf_tables backend).
+    IptablesNft,
+    /// `iptables-legacy` (x_tables).
+    IptablesLegacy,
+    /// Native nftables (`nft`).
+    Nftables,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Filter,
+    Raw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Drop,
+    /// REJECT with ICMP admin-prohibited (what firewalld and many CNIs send).
+    RejectAdminProhibited,
+    /// REJECT with a TCP reset.
+    RejectTcpReset,
+}
+
+/// One TCP rule: match on source/destination prefix and destination port, then the verdict.
+#[derive(Clone, Debug)]
+pub struct FirewallRule {
+    pub backend: Backend,
+    pub table: Table,
+    pub hook: Hook,
+    pub verdict: Verdict,
+    pub src: Option<(Ipv4Addr, u8)>,
+    pub dst: Option<(Ipv4Addr, u8)>,
+    pub dport: Option<u16>,
+    /// Comment attached to the rule (as CNIs do).
+    pub comment: Option<String>,
+}
+
+impl FirewallRule {
+    /// A filter-table DROP of TCP to `dport` in `hook`, via iptables (nft backend).
+    pub fn drop_tcp(hook: Hook, dport: u16) -> Self {
+        Self {
+            backend: Backend::IptablesNft,
+            table: Table::Filter,
+            hook,
+            verdict: Verdict::Drop,
+            src: None,
+            dst: None,
+            dport: Some(dport),
+            comment: None,
+        }
+    }
+
+    fn chain_name(&self) -> &'static str {
+        match self.hook {
+            Hook::Prerouting => "PREROUTING",
+            Hook::Input => "INPUT",
+            Hook::Forward => "FORWARD",
+            Hook::Output => "OUTPUT",
+        }
+    }
+
+    /// The command (program, args) that installs the rule with an iptables backend.
+    pub fn iptables_args(&self) -> (&'static str, Vec<String>) {
+        let program = if self.backend == Backend::IptablesLegacy { "iptables-legacy" } else { "iptables" };
+        let table = if self.table == Table::Raw { "raw" } else { "filter" };
+        let mut args: Vec<String> = ["-w", "-t", table, "-I", self.chain_name(), "1", "-p", "tcp"].map(String::from).to_vec();
+        if let Some((ip, len)) = self.src {
+            args.extend(["-s".into(), format!("{ip}/{len}")]);
+        }
+        if let Some((ip, len)) = self.dst {
+            args.extend(["-d".into(), format!("{ip}/{len}")]);
+        }
+        if let Some(port) = self.dport {
+            args.extend(["-m".into(), "tcp".into(), "--dport".into(), port.to_string()]);
+        }
+        if let Some(comment) = &self.comment {
+            args.extend(["-m".into(), "comment".into(), "--comment".into(), comment.clone()]);
+        }
+        match self.verdict {
+            Verdict::Drop => args.extend(["-j".into(), "DROP".into()]),
+            Verdict::RejectAdminProhibited => {
+                args.extend(["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"].map(String::from))
+            }
+            Verdict::RejectTcpReset => args.extend(["-j", "REJECT", "--reject-with", "tcp-reset"].map(String::from)),
+        }
+        (program, args)
+    }
+
+    /// `nft -f -` input that installs the rule in its own table (`inet lab_fault`).
+    pub fn nft_script(&self) -> String {
+        let (hook, priority) = match (self.hook, self.table) {
+            (Hook::Prerouting, _) => ("prerouting", if self.table == Table::Raw { -300 } else { 0 }),
+            (Hook::Input, _) => ("input", 0),
+            (Hook::Forward, _) => ("forward", 0),
+            (Hook::Output, Table::Raw) => ("output", -300),
+            (Hook::Output, Table::Filter) => ("output", 0),
+        };
+        let chain = format!("lab_{hook}");
+        let mut matches = String::new();
+        if let Some((ip, len)) = self.src {
+            matches.push_str(&format!("ip saddr {ip}/{len} "));
+        }
+        if let Some((ip, len)) = self.dst {
+            matches.push_str(&format!("ip daddr {ip}/{len} "));
+        }
+        matches.push_str("meta l4proto tcp ");
+        if let Some(port) = self.dport {
+            matches.push_str(&format!("tcp dport {port} "));
+        }
+        let verdict = match self.verdict {
+            Verdict::Drop => "drop",
+            Verdict::RejectAdminProhibited => "reject with icmpx type admin-prohibited",
+            Verdict::RejectTcpReset => "reject with tcp reset",
+        };
+        let comment = self.comment.as_ref().map(|c| format!(" comment \"{c}\"")).unwrap_or_default();
+        format!(
+            "table inet lab_fault {{\n  chain {chain} {{\n    type filter hook {hook} priority {priority}; policy accept;\n    {matches}{verdict}{comment}\n  }}\n}}\n"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iptables_rule_text() {
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
+        rule.src = Some((Ipv4Addr::new(10, 244, 1, 0), 24));
+        let (program, args) = rule.iptables_args();
+        assert_eq!(program, "iptables");
+        assert_eq!(args.join(" "), "-w -t filter -I FORWARD 1 -p tcp -s 10.244.1.0/24 -m tcp --dport 15012 -j DROP");
+    }
+
+    #[test]
+    fn nft_rule_text() {
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15017);
+        rule.backend = Backend::Nftables;
+        rule.verdict = Verdict::RejectAdminProhibited;
+        let script = rule.nft_script();
+        assert!(script.contains("type filter hook forward priority 0; policy accept;"), "{script}");
+        assert!(script.contains("meta l4proto tcp tcp dport 15017 reject with icmpx type admin-prohibited"), "{script}");
+    }
+}

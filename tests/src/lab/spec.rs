@@ -1,0 +1,167 @@
+//! What a lab contains: nodes, pods and services. [`LabSpec::bookinfo`] is the built-in lab.
+
+use std::net::Ipv4Addr;
+
+/// A simulated Kubernetes node: a network namespace with a bridge for its pods and an uplink
+/// to the underlay router.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// Kubernetes node name.
+    pub name: String,
+    /// Pod CIDR (a /24 here); the bridge takes `.1`.
+    pub pod_cidr: (Ipv4Addr, u8),
+    /// Node address on its uplink, and the router's address on that link (a /24).
+    pub uplink_ip: Ipv4Addr,
+    pub router_ip: Ipv4Addr,
+}
+
+impl NodeSpec {
+    pub fn bridge_ip(&self) -> Ipv4Addr {
+        let [a, b, c, _] = self.pod_cidr.0.octets();
+        Ipv4Addr::new(a, b, c, 1)
+    }
+    pub fn pod_cidr_string(&self) -> String {
+        format!("{}/{}", self.pod_cidr.0, self.pod_cidr.1)
+    }
+}
+
+/// What a pod stands in for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodRole {
+    /// An application workload (with a sidecar when `PodSpec::sidecar`).
+    App,
+    /// istiod: listeners on 15010, 15012, 15014, 15017.
+    Istiod,
+    /// The Kubernetes API server endpoint.
+    ApiServer,
+}
+
+#[derive(Clone, Debug)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    /// Short handle used by tests and the CLI (the `app` label), e.g. `productpage`.
+    pub app: String,
+    /// Owning workload (Deployment name), e.g. `productpage-v1`.
+    pub workload: String,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    pub role: PodRole,
+    /// Ports the main container listens on.
+    pub ports: Vec<u16>,
+    /// Istio sidecar injected (istio-iptables capture + proxy on 15001/15006/...).
+    pub sidecar: bool,
+}
+
+impl PodSpec {
+    /// `namespace/name`, as Kubernetes tools print it.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+    /// Name of the main container.
+    pub fn main_container(&self) -> &'static str {
+        match self.role {
+            PodRole::App => "app",
+            PodRole::Istiod => "discovery",
+            PodRole::ApiServer => "kube-apiserver",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub target_port: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceSpec {
+    pub namespace: String,
+    pub name: String,
+    pub cluster_ip: Ipv4Addr,
+    pub ports: Vec<ServicePort>,
+    /// `app` label of the pods behind it.
+    pub selector_app: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct LabSpec {
+    pub nodes: Vec<NodeSpec>,
+    pub pods: Vec<PodSpec>,
+    pub services: Vec<ServiceSpec>,
+}
+
+fn port(name: &str, port: u16, target_port: u16) -> ServicePort {
+    ServicePort { name: name.into(), port, target_port }
+}
+
+impl LabSpec {
+    /// Two nodes joined by a router. node-a runs bookinfo's productpage and reviews (sidecars);
+    /// node-b runs istiod, the API server endpoint and details (sidecar).
+    pub fn bookinfo() -> Self {
+        let node = |name: &str, n: u8| NodeSpec {
+            name: name.into(),
+            pod_cidr: (Ipv4Addr::new(10, 244, n, 0), 24),
+            uplink_ip: Ipv4Addr::new(172, 31, n, 2),
+            router_ip: Ipv4Addr::new(172, 31, n, 1),
+        };
+        let pod = |ns: &str, name: &str, app: &str, workload: &str, node: &str, ip: [u8; 4], role, ports: &[u16], sidecar| PodSpec {
+            namespace: ns.into(),
+            name: name.into(),
+            app: app.into(),
+            workload: workload.into(),
+            node: node.into(),
+            ip: Ipv4Addr::from(ip),
+            role,
+            ports: ports.to_vec(),
+            sidecar,
+        };
+        let svc = |ns: &str, name: &str, ip: [u8; 4], app: &str, ports: Vec<ServicePort>| ServiceSpec {
+            namespace: ns.into(),
+            name: name.into(),
+            cluster_ip: Ipv4Addr::from(ip),
+            ports,
+            selector_app: app.into(),
+        };
+        Self {
+            nodes: vec![node("node-a", 1), node("node-b", 2)],
+            pods: vec![
+                pod("bookinfo", "productpage-v1-7d9f8c6b5-x2k4q", "productpage", "productpage-v1", "node-a", [10, 244, 1, 10], PodRole::App, &[9080], true),
+                pod("bookinfo", "reviews-v1-5b8f7c9d4-q7m2n", "reviews", "reviews-v1", "node-a", [10, 244, 1, 11], PodRole::App, &[9080], true),
+                pod("istio-system", "istiod-6c8d9f7b5-k9v3p", "istiod", "istiod", "node-b", [10, 244, 2, 10], PodRole::Istiod, &[15010, 15012, 15014, 15017], false),
+                pod("kube-system", "kube-apiserver-node-b", "kube-apiserver", "kube-apiserver", "node-b", [10, 244, 2, 20], PodRole::ApiServer, &[6443], false),
+                pod("bookinfo", "details-v1-8d6f5c7b9-w4r8t", "details", "details-v1", "node-b", [10, 244, 2, 11], PodRole::App, &[9080], true),
+            ],
+            services: vec![
+                svc("default", "kubernetes", [10, 96, 0, 1], "kube-apiserver", vec![port("https", 443, 6443)]),
+                svc("istio-system", "istiod", [10, 96, 0, 10], "istiod", vec![
+                    port("grpc-xds", 15010, 15010),
+                    port("https-dns", 15012, 15012),
+                    port("https-webhook", 443, 15017),
+                    port("http-monitoring", 15014, 15014),
+                ]),
+                svc("bookinfo", "productpage", [10, 96, 1, 10], "productpage", vec![port("http", 9080, 9080)]),
+                svc("bookinfo", "reviews", [10, 96, 1, 11], "reviews", vec![port("http", 9080, 9080)]),
+                svc("bookinfo", "details", [10, 96, 1, 12], "details", vec![port("http", 9080, 9080)]),
+            ],
+        }
+    }
+
+    pub fn pod(&self, app_or_key: &str) -> Option<&PodSpec> {
+        self.pods.iter().find(|p| p.app == app_or_key || p.key() == app_or_key || p.name == app_or_key)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a PodSpec> + 'a {
+        self.pods.iter().filter(move |p| p.node == node)
+    }
+
+    /// Endpoints (pod IP, target port) behind a service port.
+    pub fn endpoints(&self, svc: &ServiceSpec) -> Vec<Ipv4Addr> {
+        self.pods.iter().filter(|p| p.app == svc.selector_app).map(|p| p.ip).collect()
+    }
+}

@@ -1,0 +1,65 @@
+//! `cargo xtask setup`: install what is missing, skip what is there (see TOOLCHAIN notes in
+//! the README). On a machine where everything is present it only probes (seconds).
+
+use anyhow::{bail, Context as _};
+
+use crate::shell::{self, command, output};
+
+/// Debian packages: LLVM 22 for bpf-linker, the firewall tools and iproute2 for the lab,
+/// procps for sysctl, tshark for reading the pcaps observer writes.
+const PACKAGES: [&str; 8] =
+    ["llvm-22-dev", "libzstd-dev", "zlib1g-dev", "iptables", "nftables", "iproute2", "procps", "tshark"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> anyhow::Result<()> {
+    let mut did = Vec::new();
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !package_installed(p)).collect();
+    if !missing.is_empty() {
+        if !crate::shell::is_root() {
+            bail!("packages {missing:?} are missing and installing them needs root: run as root or install them with apt-get");
+        }
+        println!("setup: installing Debian packages {missing:?}");
+        run_apt(&["update", "-qq"])?;
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend(&missing);
+        run_apt(&args)?;
+        did.push(format!("installed {}", missing.join(" ")));
+    }
+    if !output(command("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"])).lines().any(|l| l.starts_with("rust-src")) {
+        println!("setup: adding rust-src to the nightly toolchain");
+        shell::run(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        did.push("added nightly rust-src".into());
+    }
+    let linker = output(command("bpf-linker").arg("--version"));
+    if !linker.contains(BPF_LINKER_VERSION) {
+        println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+        let mut cmd = command("cargo");
+        cmd.env("LLVM_PREFIX", "/usr/lib/llvm-22").args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ]);
+        shell::run(&mut cmd).context("installing bpf-linker")?;
+        did.push(format!("installed bpf-linker {BPF_LINKER_VERSION}"));
+    }
+    if did.is_empty() {
+        println!("setup: everything present (packages, nightly rust-src, bpf-linker {BPF_LINKER_VERSION})");
+    } else {
+        println!("setup: {}", did.join("; "));
+    }
+    Ok(())
+}
+
+fn package_installed(name: &str) -> bool {
+    output(command("dpkg-query").args(["-W", "-f", "${Status}", name])).contains("install ok installed")
+}
+
+fn run_apt(args: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = command("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+    shell::run(&mut cmd)
+}
+
