@@ -77,8 +77,7 @@ impl fmt::Display for Flow {
 }
 
 /// Where in the kernel the observation was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     TcIngress,
     TcEgress,
@@ -92,6 +91,12 @@ impl Hook {
             Hook::TcEgress => "tc-egress",
             Hook::KfreeSkb => "kfree_skb",
         }
+    }
+}
+
+impl Serialize for Hook {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-const BTF_MAGIC: u16 = 0xeB9F;
+const BTF_MAGIC: u16 = 0xEB9F;
 
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;

@@ -20,15 +20,15 @@ pub enum AttachError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Load(#[from] Box<LoadError>),
     #[error("listing interfaces of network namespace `{netns}`: {source}")]
     ListInterfaces { netns: String, source: nix::Error },
     #[error("no interface to attach to in network namespace `{0}` (only loopback?)")]
     NoInterfaces(String),
     #[error("attaching `{program}` to {iface} in `{netns}`: {source}")]
-    Tc { program: &'static str, iface: String, netns: String, source: ProgramError },
+    Tc { program: &'static str, iface: String, netns: String, source: Box<ProgramError> },
     #[error("attaching the kfree_skb tracepoint: {0}")]
-    Tracepoint(ProgramError),
+    Tracepoint(Box<ProgramError>),
 }
 
 /// What got attached: interface names by ifindex (in the watched namespace).
@@ -43,8 +43,8 @@ pub struct Attached {
 pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, drops_loaded: bool) -> Result<Attached, AttachError> {
     let interfaces = netns.run_inside(|| attach_tc_here(ebpf, &netns.name))??;
     let drops = drops_loaded && {
-        let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB)?;
-        program.attach().map_err(AttachError::Tracepoint)?;
+        let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB).map_err(Box::new)?;
+        program.attach().map_err(|e| AttachError::Tracepoint(Box::new(e)))?;
         true
     };
     Ok(Attached { interfaces, drops })
@@ -70,14 +70,14 @@ fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<BTreeMap<u32, String>,
             }
         }
         for (program, attach_type) in [(TC_INGRESS, TcAttachType::Ingress), (TC_EGRESS, TcAttachType::Egress)] {
-            let classifier: &mut SchedClassifier = program_mut(ebpf, program)?;
+            let classifier: &mut SchedClassifier = program_mut(ebpf, program).map_err(Box::new)?;
             if let Err(source) = classifier.attach(name, attach_type) {
                 // An interface that vanished between listing and attaching is not fatal.
                 if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
                     warn!(iface = %name, "interface disappeared before attach");
                     continue;
                 }
-                return Err(AttachError::Tc { program, iface: name.clone(), netns: netns.to_string(), source });
+                return Err(AttachError::Tc { program, iface: name.clone(), netns: netns.to_string(), source: Box::new(source) });
             }
         }
     }

@@ -35,11 +35,11 @@ pub enum LoadError {
     #[error("resolving kernel struct offsets from BTF: {0}")]
     Offsets(#[from] OffsetsError),
     #[error("loading the eBPF object: {0}")]
-    Object(#[from] EbpfError),
+    Object(Box<EbpfError>),
     #[error("program `{name}` missing from the eBPF object (build mismatch)")]
     MissingProgram { name: &'static str },
     #[error("loading program `{name}` into the kernel: {source}")]
-    Program { name: &'static str, source: ProgramError },
+    Program { name: &'static str, source: Box<ProgramError> },
 }
 
 /// What userspace learned about the running kernel while loading.
@@ -62,10 +62,10 @@ pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
     let drop_reasons = DropReasons::from_btf(&btf);
     drop(btf);
 
-    let mut ebpf = EbpfLoader::new().override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true).load(OBJECT)?;
+    let mut ebpf = EbpfLoader::new().override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true).load(OBJECT).map_err(|e| LoadError::Object(Box::new(e)))?;
     for name in [TC_INGRESS, TC_EGRESS] {
         let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
-        program.load().map_err(|source| LoadError::Program { name, source })?;
+        program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
     }
     let drops_available = match load_kfree_skb(&mut ebpf) {
         Ok(()) => true,
@@ -79,9 +79,9 @@ pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
 }
 
 fn load_kfree_skb(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(EbpfError::BtfError(e)))?;
+    let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
     let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB)?;
-    program.load("kfree_skb", &btf).map_err(|source| LoadError::Program { name: KFREE_SKB, source })
+    program.load("kfree_skb", &btf).map_err(|source| LoadError::Program { name: KFREE_SKB, source: Box::new(source) })
 }
 
 pub fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, LoadError>
@@ -89,5 +89,5 @@ where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     let program = ebpf.program_mut(name).ok_or(LoadError::MissingProgram { name })?;
-    program.try_into().map_err(|source| LoadError::Program { name, source })
+    program.try_into().map_err(|source| LoadError::Program { name, source: Box::new(source) })
 }

@@ -150,19 +150,22 @@ fn connect(target: &str, timeout_ms: Option<&str>) -> Result<(), String> {
     // The source address is bound before connecting so it is known even when the handshake
     // fails (tests match the exact 5-tuple of a blocked SYN).
     let (stream, local) = bound_socket(&addr)?;
-    let (result, reply) = match connect_with_timeout(&stream, &addr, timeout) {
+    let (result, reply, local) = match connect_with_timeout(&stream, &addr, timeout) {
         Ok(()) => {
+            // Now the source IP is chosen too.
+            let local = stream.local_addr().unwrap_or(local);
             let mut stream = stream;
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(timeout));
             let _ = stream.write_all(b"hello from the lab\n");
             let mut reply = String::new();
-            match stream.read_to_string(&mut reply) {
+            let (result, reply) = match stream.read_to_string(&mut reply) {
                 Ok(_) if !reply.is_empty() => ("ok", reply.trim().to_string()),
                 Ok(_) => ("closed", String::new()),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => ("reset", String::new()),
                 Err(e) => ("read-error", e.to_string()),
-            }
+            };
+            (result, reply, local)
         }
         Err(e) => {
             let kind = match e.raw_os_error() {
@@ -172,7 +175,7 @@ fn connect(target: &str, timeout_ms: Option<&str>) -> Result<(), String> {
                 Some(libc::EACCES) | Some(libc::EPERM) => "prohibited",
                 _ => "error",
             };
-            (kind, e.to_string())
+            (kind, e.to_string(), local)
         }
     };
     println!(

@@ -1,0 +1,77 @@
+//! The lab itself: traffic through the sidecar capture, the inventory, cgroups, and teardown
+//! (also after a panic).
+
+mod support;
+
+use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
+
+use support::{lab, require_root};
+
+fn netns_exists(name: &str) -> bool {
+    PathBuf::from("/run/netns").join(name).exists()
+}
+
+#[test]
+fn sidecar_capture_carries_app_traffic_across_nodes() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    // productpage (node-a) -> details (node-b) on the app port: outbound capture (15001) in
+    // productpage, inbound capture (15006) in details, then details' app on 9080.
+    let out = lab.connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_secs(3)).expect("connect");
+    assert_eq!(out.result, "ok", "{out:?}");
+    assert_eq!(out.reply, "details:9080 ok");
+    // The proxy's own health port is not captured.
+    let out = lab.connect("productpage", SocketAddr::from((details.ip, 15021)), Duration::from_secs(3)).expect("connect");
+    assert_eq!(out.reply, "details-istio-proxy:15021 ok");
+    // A closed port is refused by the destination (through the proxy: the client sees it closed).
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15999)), Duration::from_secs(2)).expect("connect");
+    assert_eq!(out.result, "refused", "{out:?}");
+}
+
+#[test]
+fn inventory_and_cgroups_match_the_pods() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let text = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
+    let inv: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(inv["kind"], "List");
+    let pods: Vec<&serde_json::Value> = inv["items"].as_array().expect("items").iter().filter(|i| i["kind"] == "Pod").collect();
+    assert_eq!(pods.len(), lab.spec.pods.len());
+    for pod in pods {
+        let uid = pod["metadata"]["uid"].as_str().expect("uid");
+        let slice = format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_"));
+        let dir = lab.cgroup().join("kubepods.slice/kubepods-besteffort.slice").join(&slice);
+        assert!(dir.is_dir(), "missing {}", dir.display());
+        for status in pod["status"]["containerStatuses"].as_array().expect("statuses") {
+            let id = status["containerID"].as_str().and_then(|s| s.strip_prefix("containerd://")).expect("id");
+            let procs = std::fs::read_to_string(dir.join(format!("cri-containerd-{id}.scope/cgroup.procs"))).expect("procs");
+            assert_eq!(procs.lines().count(), 1, "one stand-in process per container: {}", status["name"]);
+        }
+    }
+}
+
+#[test]
+fn teardown_removes_everything_even_after_a_panic() {
+    if !require_root() {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let result = std::thread::spawn(move || {
+        let lab = lab();
+        tx.send((lab.name.clone(), lab.node_netns("node-a"), lab.cgroup().to_path_buf())).expect("send");
+        panic!("a failing test");
+    })
+    .join();
+    assert!(result.is_err());
+    let (name, node_ns, cgroup) = rx.recv().expect("lab details");
+    assert!(!netns_exists(&node_ns), "{node_ns} left behind");
+    assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+    let list = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&name), "namespaces of {name} left");
+}

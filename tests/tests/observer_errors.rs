@@ -1,0 +1,34 @@
+//! observer's one-line errors for missing privileges, unknown namespaces and bad flags.
+
+mod support;
+
+use std::process::Command;
+
+use support::{observer_bin, require_root, run_observer_as};
+
+#[test]
+fn without_privileges_it_names_the_missing_capabilities() {
+    if !require_root() {
+        return; // switching to an unprivileged uid needs root
+    }
+    let (code, stderr) = run_observer_as(65534, &["trace", "--duration", "1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("missing capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[test]
+fn an_unknown_namespace_is_named() {
+    let out = Command::new(observer_bin()).args(["trace", "--netns", "no-such-ns-4242"]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("network namespace `no-such-ns-4242` not found at /run/netns/no-such-ns-4242"), "{stderr}");
+}
+
+#[test]
+fn unknown_flags_and_values_are_rejected_with_the_valid_ones() {
+    let out = Command::new(observer_bin()).args(["trace", "--output", "yaml"]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("possible values: text, json"), "{stderr}");
+}

@@ -1,0 +1,147 @@
+//! Shared helpers of the lab integration tests.
+#![allow(dead_code)]
+// Test support: failing loudly with context is the point (STYLE: tests panic with context).
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use observer_lab::{Lab, LabSpec, Tools};
+
+/// Privileged tests need root; without it they fail loudly unless explicitly skipped.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("OBSERVER_SKIP_PRIVILEGED").is_some() {
+        eprintln!("skipping: needs root (OBSERVER_SKIP_PRIVILEGED is set)");
+        return false;
+    }
+    panic!("this test needs root (network namespaces, eBPF); run `cargo xtask test` as root or set OBSERVER_SKIP_PRIVILEGED=1");
+}
+
+/// Directory of the built binaries (`observer`, `lab-pod`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OBSERVER_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn observer_bin() -> PathBuf {
+    let bin = bin_dir().join("observer");
+    assert!(bin.exists(), "{} not built: run `cargo build --bins` (cargo xtask test does)", bin.display());
+    bin
+}
+
+/// Runs observer as an unprivileged uid/gid; returns (exit code, stderr).
+pub fn run_observer_as(uid: u32, args: &[&str]) -> (i32, String) {
+    use std::os::unix::process::CommandExt as _;
+    let out = Command::new(observer_bin()).args(args).uid(uid).gid(uid).output().expect("run observer");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+pub fn lab() -> Lab {
+    let tools = Tools { lab_pod: PathBuf::from(env!("CARGO_BIN_EXE_lab-pod")) };
+    Lab::up(LabSpec::bookinfo(), tools).expect("lab up")
+}
+
+/// `observer` running in the background with its stdout lines collected.
+pub struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    /// Starts `observer ARGS...` and waits for its `ready` log line.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(observer_bin())
+            .args(args)
+            .env("OBSERVER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn observer");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        let kept_err = Arc::clone(&stderr_lines);
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = ready_tx.send(());
+                }
+                kept_err.lock().expect("lock").push(line);
+            }
+        });
+        let out = child.stdout.take().expect("stdout");
+        let kept = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                kept.lock().expect("lock").push(line);
+            }
+        });
+        let mut running = Self { child, lines, stderr: stderr_lines };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let err = running.stderr();
+            let _ = running.child.kill();
+            panic!("observer not ready within 30 s; stderr: {err:?}");
+        }
+        running
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// JSON lines parsed (for `--output json`).
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.lines().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Polls until `pred` holds for some JSON event, or fails after `limit`.
+    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = self.json().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            if start.elapsed() > limit {
+                panic!("no event {what} within {limit:?}; saw:\n{}", self.lines().join("\n"));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT, then wait; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the child we started, by its PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().expect("wait observer")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
