@@ -66,7 +66,11 @@ mod tests {
     fn formats_wall_time() {
         let clock = MonotonicClock::with_offset_ns(1_795_000_000_000_000_000);
         let t = clock.to_wall(123_456_789);
-        assert_eq!(rfc3339(t), "2026-11-18T07:06:40.123456Z");
-        assert_eq!(time_of_day(t), "07:06:40.123456");
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123456Z");
+        assert_eq!(time_of_day(t), "11:06:40.123456");
+        // A leap day and the epoch itself.
+        let leap = UNIX_EPOCH + Duration::from_secs(1_709_164_800);
+        assert_eq!(rfc3339(leap), "2024-02-29T00:00:00.000000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
     }
 }
