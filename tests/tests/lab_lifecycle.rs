@@ -75,3 +75,38 @@ fn teardown_removes_everything_even_after_a_panic() {
     let list = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&name), "namespaces of {name} left");
 }
+
+#[test]
+fn fault_injectors_block_with_each_backend_and_verdict() {
+    use observer_lab::{Backend, FirewallRule, Hook, Table, Verdict};
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let to = |port: u16| SocketAddr::from((istiod.ip, port));
+    let attempt = |port: u16| lab.connect_as_proxy("productpage", to(port), Duration::from_millis(1200)).expect("connect").result;
+    for port in [15010, 15012, 15014, 15017] {
+        assert_eq!(attempt(port), "ok", "port {port} before any fault");
+    }
+    let rule = |backend, table, hook, verdict, port| FirewallRule {
+        backend,
+        table,
+        hook,
+        verdict,
+        src: None,
+        dst: Some((istiod.ip, 32)),
+        dport: Some(port),
+        comment: Some(format!("lab fault {port}")),
+    };
+    // nftables REJECT (ICMP admin-prohibited) in node-a's forward hook.
+    lab.inject("node-a", &rule(Backend::Nftables, Table::Filter, Hook::Forward, Verdict::RejectAdminProhibited, 15014)).expect("nft");
+    // iptables-legacy DROP in the raw table (PREROUTING).
+    lab.inject("node-a", &rule(Backend::IptablesLegacy, Table::Raw, Hook::Prerouting, Verdict::Drop, 15010)).expect("legacy");
+    // iptables (nft backend) REJECT with a TCP reset.
+    lab.inject("node-a", &rule(Backend::IptablesNft, Table::Filter, Hook::Forward, Verdict::RejectTcpReset, 15017)).expect("iptables");
+    assert_eq!(attempt(15014), "unreachable", "ICMP admin-prohibited surfaces as EHOSTUNREACH");
+    assert_eq!(attempt(15010), "timeout");
+    assert_eq!(attempt(15017), "refused");
+    assert_eq!(attempt(15012), "ok", "an unrelated port still works");
+}

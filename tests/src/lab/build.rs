@@ -139,13 +139,14 @@ impl Lab {
             self.mkdir_cgroup(&cg)?;
             let placement = Placement { netns: &ns, cgroup: &cg, uid: (container == "istio-proxy").then_some(PROXY_UID) };
             let what = format!("{}/{container}", pod.key());
+            let log = self.state.dir.join(format!("{}-{container}.log", pod.app));
             let child = if container == "istio-proxy" {
-                spawn_ready(&what, &placement, &self.tools.lab_pod, &["proxy", &pod.app])?
+                spawn_ready(&what, &placement, &self.tools.lab_pod, &["proxy", &pod.app], &log)?
             } else {
                 let ports: Vec<String> = pod.ports.iter().map(u16::to_string).collect();
                 let mut args = vec!["serve", pod.app.as_str()];
                 args.extend(ports.iter().map(String::as_str));
-                spawn_ready(&what, &placement, &self.tools.lab_pod, &args)?
+                spawn_ready(&what, &placement, &self.tools.lab_pod, &args, &log)?
             };
             self.state.pids.push(child.id());
             self.children.push(child);

@@ -57,13 +57,15 @@ pub fn command_in(placement: &Placement<'_>, program: &Path, args: &[&str]) -> R
     Ok((command, vec![netns, procs]))
 }
 
-/// Starts a long-running helper and waits (bounded) for its `ready` line.
-pub fn spawn_ready(what: &str, placement: &Placement<'_>, program: &Path, args: &[&str]) -> Result<Child, LabError> {
+/// Starts a long-running helper and waits (bounded) for its `ready` line. Its stderr goes to
+/// `log` (so a lab left running holds no terminal or pipe open).
+pub fn spawn_ready(what: &str, placement: &Placement<'_>, program: &Path, args: &[&str], log: &Path) -> Result<Child, LabError> {
     let (mut command, _keep_open) = command_in(placement, program, args)?;
+    let log_file = File::create(log).map_err(LabError::io(format!("creating {}", log.display())))?;
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::from(log_file))
         .spawn()
         .map_err(|source| LabError::Spawn { command: format!("{} {}", program.display(), args.join(" ")), source })?;
     let Some(stdout) = child.stdout.take() else {
