@@ -1,7 +1,8 @@
 //! Length-checked decoding of ring-buffer records (userspace only).
 
 use crate::event::{
-    DropEvent, EventHeader, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_PACKET, EVENT_VERSION,
+    DropEvent, EventHeader, IcmpErrorEvent, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR,
+    EVENT_KIND_PACKET, EVENT_VERSION,
 };
 
 /// A decoded ring-buffer record.
@@ -9,6 +10,7 @@ use crate::event::{
 pub enum Event {
     Packet(PacketEvent),
     Drop(DropEvent),
+    IcmpError(IcmpErrorEvent),
 }
 
 /// Why a record could not be decoded.
@@ -16,7 +18,7 @@ pub enum Event {
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than the {header}-byte event header")]
     ShortHeader { len: usize, header: usize },
-    #[error("record kind {kind} is unknown (this build knows kinds 1..=2)")]
+    #[error("record kind {kind} is unknown (this build knows kinds 1..=3)")]
     UnknownKind { kind: u16 },
     #[error("record kind {kind} has wire version {found}, this build reads version {expected}")]
     Version { kind: u16, found: u16, expected: u16 },
@@ -35,6 +37,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     match header.kind {
         EVENT_KIND_PACKET => read_exact(bytes, &header, "PacketEvent").map(Event::Packet),
         EVENT_KIND_DROP => read_exact(bytes, &header, "DropEvent").map(Event::Drop),
+        EVENT_KIND_ICMP_ERROR => read_exact(bytes, &header, "IcmpErrorEvent").map(Event::IcmpError),
         kind => Err(DecodeError::UnknownKind { kind }),
     }
 }
@@ -137,6 +140,27 @@ mod tests {
         assert_eq!(decoded.netns_ino, 4026532000);
         assert_eq!(decoded.flow.dport, 15012);
         assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn round_trips_an_icmp_error_event() {
+        let event = IcmpErrorEvent {
+            header: EventHeader {
+                kind: EVENT_KIND_ICMP_ERROR,
+                version: EVENT_VERSION,
+                size: size_of::<IcmpErrorEvent>() as u32,
+                timestamp_ns: 44,
+            },
+            flow: packet().flow,
+            quoted: drop_event().flow,
+            icmp_type: 3,
+            icmp_code: 13,
+            quoted_valid: 1,
+            mtu: 0,
+            ..Default::default()
+        };
+        assert_eq!(size_of::<IcmpErrorEvent>(), 112);
+        assert_eq!(decode(&encode(&event)), Ok(Event::IcmpError(event)));
     }
 
     #[test]

@@ -8,6 +8,10 @@ pub const EVENT_KIND_PACKET: u16 = 1;
 /// A packet freed by the kernel with a drop reason (`skb:kfree_skb`, [`DropEvent`]).
 pub const EVENT_KIND_DROP: u16 = 2;
 
+/// An ICMP/ICMPv6 error (destination unreachable, packet too big) quoting a packet
+/// ([`IcmpErrorEvent`]).
+pub const EVENT_KIND_ICMP_ERROR: u16 = 3;
+
 /// Address family values of [`FlowTuple::family`] (the kernel's `AF_INET`/`AF_INET6`).
 pub const FAMILY_IPV4: u8 = 2;
 pub const FAMILY_IPV6: u8 = 10;
@@ -95,4 +99,27 @@ pub struct DropEvent {
     pub _pad: [u8; 3],
     /// Kernel text address that dropped the packet (symbolized in userspace).
     pub location: u64,
+}
+
+/// An ICMP or ICMPv6 error seen at a TC hook, with the flow it quotes: a firewall REJECT
+/// (admin-prohibited), an unreachable host/port/net, or a PMTU signal, tied to the rejected flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IcmpErrorEvent {
+    pub header: EventHeader,
+    /// The ICMP packet itself (its source is whoever generated the error).
+    pub flow: FlowTuple,
+    /// The original packet quoted inside the error (the flow that was rejected).
+    pub quoted: FlowTuple,
+    pub ifindex: u32,
+    /// `HOOK_TC_INGRESS` or `HOOK_TC_EGRESS`.
+    pub hook: u8,
+    /// ICMP type and code (ICMPv6 when `flow.protocol == PROTO_ICMPV6`).
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Non-zero when `quoted` holds a parsed header.
+    pub quoted_valid: u8,
+    /// Next-hop MTU of fragmentation-needed / packet-too-big, else 0.
+    pub mtu: u32,
+    pub _pad: u32,
 }

@@ -18,6 +18,6 @@ mod pod_impls;
 
 pub use config::KernelOffsets;
 pub use event::{
-    DropEvent, EventHeader, FlowTuple, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_PACKET,
-    EVENT_VERSION,
+    DropEvent, EventHeader, FlowTuple, IcmpErrorEvent, PacketEvent, EVENT_KIND_DROP,
+    EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, EVENT_VERSION,
 };

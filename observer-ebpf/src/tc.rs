@@ -5,8 +5,8 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use observer_common::{
     counters,
     event::{
-        FlowTuple, PacketEvent, EVENT_KIND_PACKET, HOOK_TC_EGRESS, HOOK_TC_INGRESS, PROTO_TCP,
-        TCP_RST, TCP_SYN,
+        FlowTuple, IcmpErrorEvent, PacketEvent, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET,
+        HOOK_TC_EGRESS, HOOK_TC_INGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_RST, TCP_SYN,
     },
 };
 
@@ -53,7 +53,14 @@ fn observe(ctx: &TcContext, hook: u8) {
         bump(counters::TC_PARSE_ERRORS);
         return;
     };
-    if flow.protocol != PROTO_TCP || l4.later_fragment {
+    if l4.later_fragment {
+        return;
+    }
+    if flow.protocol == PROTO_ICMP || flow.protocol == PROTO_ICMPV6 {
+        report_icmp_error(ctx, &src, hook, &flow, l4.offset, ethertype);
+        return;
+    }
+    if flow.protocol != PROTO_TCP {
         return;
     }
     // Bytes 4..8: sequence number; byte 13: flags.
@@ -76,6 +83,45 @@ fn observe(ctx: &TcContext, hook: u8) {
         (*event).hook = hook;
         (*event).tcp_flags = flags;
         (*event).tcp_seq = u32::from_be_bytes(seq);
+    }
+    submit(entry, counters::TC_EVENTS);
+}
+
+/// Reports ICMP destination-unreachable / fragmentation-needed and ICMPv6 destination-unreachable
+/// / packet-too-big, with the quoted packet's flow (what was rejected). Other ICMP is ignored.
+#[inline(always)]
+fn report_icmp_error(ctx: &TcContext, src: &SkbBytes<'_>, hook: u8, flow: &FlowTuple, icmp: usize, ethertype: u16) {
+    let Some(head) = src.read::<[u8; 8]>(icmp) else {
+        bump(counters::TC_PARSE_ERRORS);
+        return;
+    };
+    let (icmp_type, icmp_code) = (head[0], head[1]);
+    let mtu = match (flow.protocol, icmp_type) {
+        // Destination unreachable; code 4 (fragmentation needed) carries the next-hop MTU.
+        (PROTO_ICMP, 3) => if icmp_code == 4 { u16::from_be_bytes([head[6], head[7]]) as u32 } else { 0 },
+        (PROTO_ICMPV6, 1) => 0,
+        // Packet too big: the MTU is the second word.
+        (PROTO_ICMPV6, 2) => u32::from_be_bytes([head[4], head[5], head[6], head[7]]),
+        _ => return,
+    };
+    let Some(mut entry) = reserve::<IcmpErrorEvent>(EVENT_KIND_ICMP_ERROR) else {
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `reserve` initialised the slot; we own it until submit.
+    let event = unsafe { &mut *event };
+    event.flow = *flow;
+    // SAFETY: the context pointer is valid for the program's run.
+    event.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    event.hook = hook;
+    event.icmp_type = icmp_type;
+    event.icmp_code = icmp_code;
+    event.mtu = mtu;
+    // The quoted packet (IP header + at least 8 bytes of its transport) follows the 8-byte ICMP header.
+    if parse_ip(src, icmp + 8, ethertype, &mut event.quoted).is_some() {
+        event.quoted_valid = 1;
+    } else {
+        bump(counters::TC_PARSE_ERRORS);
     }
     submit(entry, counters::TC_EVENTS);
 }

@@ -127,3 +127,32 @@ fn trace_stops_by_itself_after_count_events() {
         assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
     }
 }
+
+#[test]
+fn trace_ties_an_icmp_admin_prohibited_to_the_rejected_flow() {
+    use observer_lab::{Backend, Verdict};
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15014);
+    rule.backend = Backend::Nftables;
+    rule.verdict = Verdict::RejectAdminProhibited;
+    lab.inject("node-a", &rule).expect("inject");
+    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_secs(2)).expect("connect");
+    assert_eq!(out.result, "unreachable", "{out:?}");
+    let sport = out.local_addr().expect("local").port();
+    let icmp = observer.wait_for("the ICMP error back to productpage", Duration::from_secs(5), |v| {
+        v["type"] == "icmp-error" && v["quoted"]["sport"] == sport && v["hook"] == "tc-egress" && v["interface"].as_str().is_some_and(|i| i.starts_with("veth"))
+    });
+    assert_eq!(icmp["meaning"], "admin-prohibited", "{icmp}");
+    assert_eq!((icmp["icmp_type"].as_u64(), icmp["icmp_code"].as_u64()), (Some(3), Some(13)));
+    assert_eq!(icmp["quoted"]["src"], productpage.ip.to_string());
+    assert_eq!(icmp["quoted"]["dst"], istiod.ip.to_string());
+    assert_eq!(icmp["quoted"]["dport"], 15014);
+    assert_eq!(icmp["flow"]["dst"], productpage.ip.to_string(), "the error goes back to the client");
+    assert_eq!(icmp["flow"]["protocol"], "ICMP");
+}

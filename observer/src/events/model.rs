@@ -108,6 +108,8 @@ pub enum Detail {
     Packet { tcp_flags: String, tcp_seq: u32 },
     /// A packet the kernel dropped.
     Drop { drop_reason: String, location: String, netns: u32 },
+    /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
+    IcmpError { icmp_type: u8, icmp_code: u8, meaning: &'static str, quoted: Option<Flow>, mtu: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -148,6 +150,20 @@ impl Namer<'_> {
                 flow: Flow::from_wire(&p.flow),
                 detail: Detail::Packet { tcp_flags: tcp_flags(p.tcp_flags), tcp_seq: p.tcp_seq },
             },
+            Event::IcmpError(e) => Observation {
+                time: self.clock.to_wall(e.header.timestamp_ns),
+                hook: if e.hook == HOOK_TC_EGRESS { Hook::TcEgress } else { Hook::TcIngress },
+                ifindex: e.ifindex,
+                interface: self.interfaces.get(&e.ifindex).cloned(),
+                flow: Flow::from_wire(&e.flow),
+                detail: Detail::IcmpError {
+                    icmp_type: e.icmp_type,
+                    icmp_code: e.icmp_code,
+                    meaning: icmp_meaning(e.flow.protocol, e.icmp_type, e.icmp_code),
+                    quoted: (e.quoted_valid != 0).then(|| Flow::from_wire(&e.quoted)).flatten(),
+                    mtu: e.mtu,
+                },
+            },
             Event::Drop(d) => Observation {
                 time: self.clock.to_wall(d.header.timestamp_ns),
                 hook: Hook::KfreeSkb,
@@ -163,6 +179,29 @@ impl Namer<'_> {
                 },
             },
         }
+    }
+}
+
+/// What an ICMP (RFC 792/1812) or ICMPv6 (RFC 4443) error says, as an operator would name it.
+pub fn icmp_meaning(protocol: u8, icmp_type: u8, code: u8) -> &'static str {
+    match (protocol, icmp_type, code) {
+        (PROTO_ICMP, 3, 0) => "net-unreachable",
+        (PROTO_ICMP, 3, 1) => "host-unreachable",
+        (PROTO_ICMP, 3, 2) => "protocol-unreachable",
+        (PROTO_ICMP, 3, 3) => "port-unreachable",
+        (PROTO_ICMP, 3, 4) => "fragmentation-needed",
+        (PROTO_ICMP, 3, 9) | (PROTO_ICMP, 3, 10) => "net-or-host-prohibited",
+        (PROTO_ICMP, 3, 13) => "admin-prohibited",
+        (PROTO_ICMP, 3, _) => "unreachable",
+        (PROTO_ICMPV6, 1, 0) => "no-route",
+        (PROTO_ICMPV6, 1, 1) => "admin-prohibited",
+        (PROTO_ICMPV6, 1, 3) => "address-unreachable",
+        (PROTO_ICMPV6, 1, 4) => "port-unreachable",
+        (PROTO_ICMPV6, 1, 5) => "source-policy-failed",
+        (PROTO_ICMPV6, 1, 6) => "reject-route",
+        (PROTO_ICMPV6, 1, _) => "unreachable",
+        (PROTO_ICMPV6, 2, _) => "packet-too-big",
+        _ => "icmp-error",
     }
 }
 
@@ -214,6 +253,16 @@ mod tests {
             obs.detail,
             Detail::Drop { drop_reason: "NETFILTER_DROP".into(), location: "nf_hook_slow+0x10".into(), netns: 78 }
         );
+    }
+
+    #[test]
+    fn names_icmp_errors() {
+        assert_eq!(icmp_meaning(PROTO_ICMP, 3, 13), "admin-prohibited");
+        assert_eq!(icmp_meaning(PROTO_ICMP, 3, 3), "port-unreachable");
+        assert_eq!(icmp_meaning(PROTO_ICMP, 3, 4), "fragmentation-needed");
+        assert_eq!(icmp_meaning(PROTO_ICMPV6, 1, 1), "admin-prohibited");
+        assert_eq!(icmp_meaning(PROTO_ICMPV6, 2, 0), "packet-too-big");
+        assert_eq!(icmp_meaning(PROTO_ICMP, 11, 0), "icmp-error");
     }
 
     #[test]

@@ -15,13 +15,23 @@ pub fn text_line(o: &Observation) -> String {
     let what = match &o.detail {
         Detail::Packet { tcp_flags, .. } => tcp_flags.clone(),
         Detail::Drop { drop_reason, location, netns } => format!("DROP {drop_reason} at {location} netns {netns}"),
+        Detail::IcmpError { meaning, quoted, mtu, .. } => {
+            let about = quoted.map_or_else(|| "(unreadable quote)".to_string(), |f| f.to_string());
+            let mtu = if *mtu > 0 { format!(" mtu {mtu}") } else { String::new() };
+            format!("ICMP {meaning}{mtu} for {about}")
+        }
     };
     format!("{:<16} {:<11} {:<16} {:<49} {}", time_of_day(o.time), o.hook.as_str(), iface, flow, what)
 }
 
 /// True when no port filter is set, or the flow's source or destination port is listed.
 pub fn port_matches(ports: &[u16], o: &Observation) -> bool {
-    ports.is_empty() || o.flow.is_some_and(|f| ports.contains(&f.sport) || ports.contains(&f.dport))
+    let matches = |f: &crate::events::model::Flow| ports.contains(&f.sport) || ports.contains(&f.dport);
+    let quoted = match &o.detail {
+        Detail::IcmpError { quoted, .. } => quoted.as_ref(),
+        _ => None,
+    };
+    ports.is_empty() || o.flow.as_ref().is_some_and(matches) || quoted.is_some_and(matches)
 }
 
 /// One JSON object (schema: `docs/trace-json.md`).
