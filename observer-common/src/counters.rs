@@ -15,8 +15,13 @@ pub const RINGBUF_FULL: u32 = 5;
 /// Drops whose packet headers could not be read from the skb.
 pub const DROP_PARSE_ERRORS: u32 = 6;
 
+/// connect() calls reported by the cgroup connect4/connect6 hooks.
+pub const CONNECT_EVENTS: u32 = 7;
+/// sock_ops milestones reported (established, RTO, failed connect).
+pub const SOCKOPS_EVENTS: u32 = 8;
+
 /// Number of counters (size of the array).
-pub const COUNT: u32 = 7;
+pub const COUNT: u32 = 9;
 
 /// Human names, in index order, for reports.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -27,4 +32,6 @@ pub const NAMES: [&str; COUNT as usize] = [
     "drop_events",
     "ringbuf_full",
     "drop_parse_errors",
+    "connect_events",
+    "sockops_events",
 ];

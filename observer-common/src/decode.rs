@@ -1,7 +1,7 @@
 //! Length-checked decoding of ring-buffer records (userspace only).
 
 use crate::event::{
-    DropEvent, EventHeader, IcmpErrorEvent, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR,
+    ConnectEvent, SockOpsEvent, EVENT_KIND_CONNECT, EVENT_KIND_SOCKOPS, DropEvent, EventHeader, IcmpErrorEvent, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR,
     EVENT_KIND_PACKET, EVENT_VERSION,
 };
 
@@ -11,6 +11,8 @@ pub enum Event {
     Packet(PacketEvent),
     Drop(DropEvent),
     IcmpError(IcmpErrorEvent),
+    Connect(ConnectEvent),
+    SockOps(SockOpsEvent),
 }
 
 /// Why a record could not be decoded.
@@ -18,7 +20,7 @@ pub enum Event {
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than the {header}-byte event header")]
     ShortHeader { len: usize, header: usize },
-    #[error("record kind {kind} is unknown (this build knows kinds 1..=3)")]
+    #[error("record kind {kind} is unknown (this build knows kinds 1..=5)")]
     UnknownKind { kind: u16 },
     #[error("record kind {kind} has wire version {found}, this build reads version {expected}")]
     Version { kind: u16, found: u16, expected: u16 },
@@ -38,6 +40,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EVENT_KIND_PACKET => read_exact(bytes, &header, "PacketEvent").map(Event::Packet),
         EVENT_KIND_DROP => read_exact(bytes, &header, "DropEvent").map(Event::Drop),
         EVENT_KIND_ICMP_ERROR => read_exact(bytes, &header, "IcmpErrorEvent").map(Event::IcmpError),
+        EVENT_KIND_CONNECT => read_exact(bytes, &header, "ConnectEvent").map(Event::Connect),
+        EVENT_KIND_SOCKOPS => read_exact(bytes, &header, "SockOpsEvent").map(Event::SockOps),
         kind => Err(DecodeError::UnknownKind { kind }),
     }
 }
@@ -161,6 +165,34 @@ mod tests {
         };
         assert_eq!(size_of::<IcmpErrorEvent>(), 112);
         assert_eq!(decode(&encode(&event)), Ok(Event::IcmpError(event)));
+    }
+
+    #[test]
+    fn round_trips_connect_and_sockops_events() {
+        let header = |kind, size| EventHeader { kind, version: EVENT_VERSION, size, timestamp_ns: 45 };
+        let mut comm = [0u8; 16];
+        comm[..7].copy_from_slice(b"envoy-x");
+        let connect = ConnectEvent {
+            header: header(EVENT_KIND_CONNECT, size_of::<ConnectEvent>() as u32),
+            flow: packet().flow,
+            pid: 4242,
+            tid: 4243,
+            cgroup_id: 9_999,
+            socket_cookie: 77,
+            comm,
+        };
+        assert_eq!(decode(&encode(&connect)), Ok(Event::Connect(connect)));
+        let ops = SockOpsEvent {
+            header: header(EVENT_KIND_SOCKOPS, size_of::<SockOpsEvent>() as u32),
+            flow: packet().flow,
+            socket_cookie: 77,
+            op: crate::event::SOCKOPS_CONNECT_FAILED,
+            old_state: 2,
+            new_state: 7,
+            retransmits: 0,
+            _pad: 0,
+        };
+        assert_eq!(decode(&encode(&ops)), Ok(Event::SockOps(ops)));
     }
 
     #[test]

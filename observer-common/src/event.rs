@@ -12,6 +12,23 @@ pub const EVENT_KIND_DROP: u16 = 2;
 /// ([`IcmpErrorEvent`]).
 pub const EVENT_KIND_ICMP_ERROR: u16 = 3;
 
+/// A `connect()` seen by the cgroup connect4/connect6 hook ([`ConnectEvent`]).
+pub const EVENT_KIND_CONNECT: u16 = 4;
+/// A TCP socket milestone from sock_ops ([`SockOpsEvent`]).
+pub const EVENT_KIND_SOCKOPS: u16 = 5;
+
+/// [`SockOpsEvent::op`] values.
+pub const SOCKOPS_ACTIVE_ESTABLISHED: u8 = 1;
+pub const SOCKOPS_PASSIVE_ESTABLISHED: u8 = 2;
+/// A retransmission timeout fired (for a connecting socket: its SYN is retransmitted).
+pub const SOCKOPS_RTO: u8 = 3;
+/// The socket left SYN_SENT for CLOSE: the connection attempt failed (timeout, reset, unreachable).
+pub const SOCKOPS_CONNECT_FAILED: u8 = 4;
+
+/// Kernel TCP states used in [`SockOpsEvent`].
+pub const TCP_STATE_SYN_SENT: u8 = 2;
+pub const TCP_STATE_CLOSE: u8 = 7;
+
 /// Address family values of [`FlowTuple::family`] (the kernel's `AF_INET`/`AF_INET6`).
 pub const FAMILY_IPV4: u8 = 2;
 pub const FAMILY_IPV6: u8 = 10;
@@ -122,4 +139,42 @@ pub struct IcmpErrorEvent {
     /// Next-hop MTU of fragmentation-needed / packet-too-big, else 0.
     pub mtu: u32,
     pub _pad: u32,
+}
+
+/// An application's `connect()` as the cgroup hook sees it: before any iptables REDIRECT/DNAT,
+/// so `flow.daddr:dport` is the destination the application asked for. The source is not
+/// chosen yet (zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    pub flow: FlowTuple,
+    /// Thread group id (the process) and thread id of the caller.
+    pub pid: u32,
+    pub tid: u32,
+    /// cgroup v2 id (inode of the cgroup directory) of the caller.
+    pub cgroup_id: u64,
+    /// Socket cookie: joins this event with the socket's sock_ops events.
+    pub socket_cookie: u64,
+    /// Caller's command name (NUL-padded).
+    pub comm: [u8; 16],
+}
+
+/// A TCP socket milestone from sock_ops: established, a retransmission timeout, or a failed
+/// connection attempt.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockOpsEvent {
+    pub header: EventHeader,
+    /// Local -> remote, as the socket sees it (before NAT on the way).
+    pub flow: FlowTuple,
+    pub socket_cookie: u64,
+    /// One of the `SOCKOPS_*` values.
+    pub op: u8,
+    /// For state changes: old and new kernel TCP state.
+    pub old_state: u8,
+    pub new_state: u8,
+    pub _pad: u8,
+    /// For RTO: retransmissions so far (`icsk_retransmits`).
+    pub retransmits: u32,
 }

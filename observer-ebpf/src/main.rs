@@ -3,11 +3,13 @@
 #![no_std]
 #![no_main]
 
+mod connect;
 mod counters;
 mod emit;
 mod kfree_skb;
 mod maps;
 mod packet;
+mod sockops;
 mod tc;
 
 #[cfg(not(test))]

@@ -30,6 +30,10 @@ pub struct TraceArgs {
     /// Default: the current one.
     #[arg(long)]
     pub netns: Option<String>,
+    /// cgroup v2 directory whose processes' connect() and TCP sockets are watched
+    /// (default: the cgroup v2 mount, i.e. every process on the node).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<std::path::PathBuf>,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<u64>,

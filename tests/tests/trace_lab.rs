@@ -6,7 +6,7 @@ mod support;
 use std::{net::SocketAddr, time::Duration};
 
 use observer_lab::{FirewallRule, Hook};
-use support::{lab, require_root, Running};
+use support::{lab, pod_identity, require_root, Running};
 
 #[test]
 fn trace_sees_the_xds_syn_and_its_netfilter_drop() {
@@ -155,4 +155,78 @@ fn trace_ties_an_icmp_admin_prohibited_to_the_rejected_flow() {
     assert_eq!(icmp["quoted"]["dport"], 15014);
     assert_eq!(icmp["flow"]["dst"], productpage.ip.to_string(), "the error goes back to the client");
     assert_eq!(icmp["flow"]["protocol"], "ICMP");
+}
+
+#[test]
+fn connect_hook_sees_the_original_destination_and_the_pod() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--cgroup-root", &cgroup_root, "--output", "json", "--port", "9080"]);
+    // The app connects to the reviews Service IP; the sidecar REDIRECTs it to 15001, the proxy
+    // (uid 1337) connects to the endpoint after kube-proxy DNAT.
+    let reviews_svc = lab.spec.services.iter().find(|s| s.name == "reviews").expect("svc").cluster_ip;
+    let out = lab.connect("productpage", SocketAddr::from((reviews_svc, 9080)), Duration::from_secs(3)).expect("connect");
+    assert_eq!(out.result, "ok", "{out:?}");
+    assert_eq!(out.reply, "reviews:9080 ok");
+    let (uid, containers) = pod_identity(&lab, "productpage");
+    let app_container = &containers.iter().find(|(n, _)| n == "app").expect("app").1;
+    let proxy_container = &containers.iter().find(|(n, _)| n == "istio-proxy").expect("proxy").1;
+    let app = observer.wait_for("the app's connect()", Duration::from_secs(5), |v| {
+        v["type"] == "connect" && v["container_id"] == app_container.as_str()
+    });
+    assert_eq!(app["hook"], "connect");
+    assert_eq!(app["flow"]["dst"], reviews_svc.to_string(), "the destination before the sidecar redirect: {app}");
+    assert_eq!(app["flow"]["dport"], 9080);
+    assert_eq!(app["comm"], "lab-pod");
+    assert_eq!(app["pod_uid"], uid.as_str());
+    assert!(app["pid"].as_u64().is_some_and(|p| p > 1));
+    // The proxy's own upstream connect goes to the same Service IP (SO_ORIGINAL_DST), from the
+    // istio-proxy container.
+    let proxy = observer.wait_for("the proxy's upstream connect()", Duration::from_secs(5), |v| {
+        v["type"] == "connect" && v["container_id"] == proxy_container.as_str()
+    });
+    assert_eq!(proxy["flow"]["dst"], reviews_svc.to_string());
+    assert_eq!(proxy["pod_uid"], uid.as_str());
+    // sock_ops reports the proxy's connection established.
+    observer.wait_for("established", Duration::from_secs(5), |v| {
+        v["type"] == "socket" && v["event"] == "established" && v["flow"]["dst"] == reviews_svc.to_string()
+    });
+}
+
+#[test]
+fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--cgroup-root", &cgroup_root, "--output", "json", "--port", "15010"]);
+    // Silently dropped in the underlay-facing FORWARD of node-b (not the watched node).
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15010);
+    rule.dst = Some((istiod.ip, 32));
+    lab.inject("node-b", &rule).expect("inject");
+    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(2500)).expect("connect");
+    assert_eq!(out.result, "timeout");
+    let sport = out.local_addr().expect("local").port();
+    let rto = observer.wait_for("an RTO for the unanswered SYN", Duration::from_secs(5), |v| {
+        v["type"] == "socket" && v["event"] == "rto" && v["flow"]["sport"] == sport
+    });
+    assert_eq!(rto["flow"]["src"], productpage.ip.to_string());
+    assert_eq!(rto["flow"]["dst"], istiod.ip.to_string());
+    assert_eq!(rto["flow"]["dport"], 15010);
+    assert_eq!(rto["retransmits"], 0, "the first RTO fires before the first retransmission");
+    let failed = observer.wait_for("the attempt dying in SYN_SENT", Duration::from_secs(5), |v| {
+        v["type"] == "socket" && v["event"] == "connect-failed" && v["flow"]["sport"] == sport
+    });
+    assert_eq!(failed["socket_cookie"], rto["socket_cookie"]);
+    let rtos = observer.json().iter().filter(|v| v["event"] == "rto" && v["flow"]["sport"] == sport).count();
+    assert!(rtos >= 1, "RTO events: {rtos}");
+    // The SYN left node-a (tc-egress on the uplink) and no drop was seen on node-a.
+    assert!(observer.json().iter().any(|v| v["hook"] == "tc-egress" && v["interface"] == "eth0" && v["flow"]["sport"] == sport));
+    assert!(!observer.json().iter().any(|v| v["type"] == "drop" && v["flow"]["sport"] == sport));
 }

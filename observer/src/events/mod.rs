@@ -1,6 +1,7 @@
 //! Kernel events as userspace sees them: decoded from the ring buffer and turned into
 //! [`model::Observation`]s that name interfaces, drop reasons and kernel symbols.
 
+pub mod cgroups;
 pub mod clock;
 pub mod model;
 pub mod ringbuf;

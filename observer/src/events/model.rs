@@ -10,7 +10,8 @@ use std::{
 use observer_common::{
     decode::Event,
     event::{
-        FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_TC_EGRESS, PROTO_ICMP,
+        FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_TC_EGRESS, SOCKOPS_ACTIVE_ESTABLISHED,
+        SOCKOPS_CONNECT_FAILED, SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, PROTO_ICMP,
         PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
     },
 };
@@ -18,7 +19,10 @@ use serde::Serialize;
 
 use crate::kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms};
 
-use super::clock::MonotonicClock;
+use super::{
+    cgroups::{pod_of, CgroupNames},
+    clock::MonotonicClock,
+};
 
 /// A packet's 5-tuple with real address types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -82,6 +86,8 @@ pub enum Hook {
     TcIngress,
     TcEgress,
     KfreeSkb,
+    CgroupConnect,
+    SockOps,
 }
 
 impl Hook {
@@ -90,6 +96,8 @@ impl Hook {
             Hook::TcIngress => "tc-ingress",
             Hook::TcEgress => "tc-egress",
             Hook::KfreeSkb => "kfree_skb",
+            Hook::CgroupConnect => "connect",
+            Hook::SockOps => "sock_ops",
         }
     }
 }
@@ -110,6 +118,21 @@ pub enum Detail {
     Drop { drop_reason: String, location: String, netns: u32 },
     /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
     IcmpError { icmp_type: u8, icmp_code: u8, meaning: &'static str, quoted: Option<Flow>, mtu: u32 },
+    /// An application's connect() (destination before any redirect/DNAT).
+    Connect {
+        pid: u32,
+        tid: u32,
+        comm: String,
+        cgroup_id: u64,
+        /// cgroup path relative to the watched root, when found.
+        cgroup: Option<String>,
+        /// Kubernetes pod uid and container id parsed from the cgroup path.
+        pod_uid: Option<String>,
+        container_id: Option<String>,
+        socket_cookie: u64,
+    },
+    /// A TCP socket milestone: `established`, `passive-established`, `rto`, `connect-failed`.
+    Socket { event: &'static str, retransmits: u32, socket_cookie: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -137,6 +160,8 @@ pub struct Namer<'a> {
     pub watched_netns: u32,
     pub drop_reasons: &'a DropReasons,
     pub kallsyms: &'a Kallsyms,
+    /// Names cgroup ids of connect events (None: ids only).
+    pub cgroups: Option<std::cell::RefCell<CgroupNames>>,
 }
 
 impl Namer<'_> {
@@ -162,6 +187,46 @@ impl Namer<'_> {
                     meaning: icmp_meaning(e.flow.protocol, e.icmp_type, e.icmp_code),
                     quoted: (e.quoted_valid != 0).then(|| Flow::from_wire(&e.quoted)).flatten(),
                     mtu: e.mtu,
+                },
+            },
+            Event::Connect(c) => {
+                let cgroup = self.cgroups.as_ref().and_then(|names| names.borrow_mut().path(c.cgroup_id));
+                let pod = cgroup.as_deref().and_then(pod_of);
+                let comm_len = c.comm.iter().position(|&b| b == 0).unwrap_or(c.comm.len());
+                Observation {
+                    time: self.clock.to_wall(c.header.timestamp_ns),
+                    hook: Hook::CgroupConnect,
+                    ifindex: 0,
+                    interface: None,
+                    flow: Flow::from_wire(&c.flow),
+                    detail: Detail::Connect {
+                        pid: c.pid,
+                        tid: c.tid,
+                        comm: String::from_utf8_lossy(&c.comm[..comm_len]).into_owned(),
+                        cgroup_id: c.cgroup_id,
+                        cgroup,
+                        pod_uid: pod.as_ref().map(|p| p.pod_uid.clone()),
+                        container_id: pod.and_then(|p| p.container_id),
+                        socket_cookie: c.socket_cookie,
+                    },
+                }
+            }
+            Event::SockOps(s) => Observation {
+                time: self.clock.to_wall(s.header.timestamp_ns),
+                hook: Hook::SockOps,
+                ifindex: 0,
+                interface: None,
+                flow: Flow::from_wire(&s.flow),
+                detail: Detail::Socket {
+                    event: match s.op {
+                        SOCKOPS_ACTIVE_ESTABLISHED => "established",
+                        SOCKOPS_PASSIVE_ESTABLISHED => "passive-established",
+                        SOCKOPS_RTO => "rto",
+                        SOCKOPS_CONNECT_FAILED => "connect-failed",
+                        _ => "unknown",
+                    },
+                    retransmits: s.retransmits,
+                    socket_cookie: s.socket_cookie,
                 },
             },
             Event::Drop(d) => Observation {
@@ -237,6 +302,7 @@ mod tests {
             watched_netns: 77,
             drop_reasons: &reasons,
             kallsyms: &syms,
+            cgroups: None,
         };
         let syn = PacketEvent { flow: tuple(), ifindex: 4, hook: HOOK_TC_INGRESS, tcp_flags: TCP_SYN, ..Default::default() };
         let obs = namer.observe(&Event::Packet(syn));

@@ -1,6 +1,7 @@
 //! Loading observer's eBPF programs and attaching them to the kernel.
 
 pub mod attach;
+pub mod cgroup;
 pub mod netns;
 pub mod preflight;
 pub mod programs;

@@ -1,7 +1,7 @@
 //! Loading the embedded eBPF object with the running kernel's struct offsets.
 
 use aya::{
-    programs::{BtfTracePoint, ProgramError, SchedClassifier},
+    programs::{BtfTracePoint, CgroupSockAddr, ProgramError, SchedClassifier, SockOps},
     Btf as AyaBtf, Ebpf, EbpfError, EbpfLoader,
 };
 use observer_common::{maps::KERNEL_OFFSETS_GLOBAL, KernelOffsets};
@@ -20,6 +20,9 @@ use super::preflight::{check_btf, check_privileges, PreflightError, VMLINUX_BTF}
 pub const TC_INGRESS: &str = "observer_tc_ingress";
 pub const TC_EGRESS: &str = "observer_tc_egress";
 pub const KFREE_SKB: &str = "observer_kfree_skb";
+pub const CONNECT4: &str = "observer_connect4";
+pub const CONNECT6: &str = "observer_connect6";
+pub const SOCKOPS: &str = "observer_sockops";
 
 /// The eBPF object built by build.rs (aya-build), embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
@@ -49,6 +52,10 @@ pub struct KernelInfo {
     pub kallsyms: Kallsyms,
     /// False when the drop tracepoint could not be loaded (drops are then not reported).
     pub drops_available: bool,
+    /// cgroup connect4/connect6 loaded.
+    pub connect_available: bool,
+    /// sock_ops loaded.
+    pub sockops_available: bool,
 }
 
 /// Checks privileges and BTF, resolves offsets, loads the object and its programs (not attached).
@@ -67,15 +74,47 @@ pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
         let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
         program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
     }
-    let drops_available = match load_kfree_skb(&mut ebpf) {
+    let drops_available = optional("drop tracing (BTF tracepoint kfree_skb, Linux 5.5+)", || load_kfree_skb(&mut ebpf));
+    let connect_available = optional("cgroup connect4/connect6 (Linux 4.17+)", || {
+        for name in [CONNECT4, CONNECT6] {
+            let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
+            program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
+        }
+        Ok(())
+    });
+    let sockops_available = optional("sock_ops with RTO/state callbacks (Linux 4.16+)", || {
+        let program: &mut SockOps = program_mut(&mut ebpf, SOCKOPS)?;
+        program.load().map_err(|source| LoadError::Program { name: SOCKOPS, source: Box::new(source) })
+    });
+    let info = KernelInfo {
+        offsets,
+        drop_reasons,
+        kallsyms: Kallsyms::load(),
+        drops_available,
+        connect_available,
+        sockops_available,
+    };
+    Ok((ebpf, info))
+}
+
+/// Loads an optional hook; a failure is a warning naming the feature, and the rest keeps working.
+fn optional(feature: &str, load: impl FnOnce() -> Result<(), LoadError>) -> bool {
+    match load() {
         Ok(()) => true,
         Err(err) => {
-            warn!("drop tracing unavailable, continuing without it: {err} (needs BTF tracepoints, Linux 5.5+)");
+            warn!("{feature} unavailable, continuing without it: {}", brief(&err.to_string()));
             false
         }
-    };
-    let info = KernelInfo { offsets, drop_reasons, kallsyms: Kallsyms::load(), drops_available };
-    Ok((ebpf, info))
+    }
+}
+
+/// The first line of an error and, for verifier logs, the lines that say why (the last ones).
+pub fn brief(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= 6 {
+        return lines.join(" | ");
+    }
+    format!("{} | ... | {}", lines[0], lines[lines.len() - 5..].join(" | "))
 }
 
 fn load_kfree_skb(ebpf: &mut Ebpf) -> Result<(), LoadError> {

@@ -10,7 +10,11 @@ pub const TEXT_HEADER: &str =
 
 /// `TIME HOOK IFACE FLOW WHAT`, columns aligned for the common (IPv4) case.
 pub fn text_line(o: &Observation) -> String {
-    let iface = o.interface.clone().unwrap_or_else(|| format!("if#{}", o.ifindex));
+    let iface = match (&o.interface, o.ifindex) {
+        (Some(name), _) => name.clone(),
+        (None, 0) => "-".to_string(),
+        (None, index) => format!("if#{index}"),
+    };
     let flow = o.flow.map_or_else(|| "(headers unreadable)".to_string(), |f| f.to_string());
     let what = match &o.detail {
         Detail::Packet { tcp_flags, .. } => tcp_flags.clone(),
@@ -20,6 +24,18 @@ pub fn text_line(o: &Observation) -> String {
             let mtu = if *mtu > 0 { format!(" mtu {mtu}") } else { String::new() };
             format!("ICMP {meaning}{mtu} for {about}")
         }
+        Detail::Connect { pid, comm, cgroup, cgroup_id, pod_uid, container_id, .. } => {
+            let who = match (pod_uid, container_id) {
+                (Some(pod), Some(c)) => format!("pod {pod} container {}", &c[..c.len().min(12)]),
+                (Some(pod), None) => format!("pod {pod}"),
+                _ => cgroup.clone().unwrap_or_else(|| format!("cgroup#{cgroup_id}")),
+            };
+            format!("CONNECT pid {pid} ({comm}) {who}")
+        }
+        Detail::Socket { event, retransmits, .. } => match *event {
+            "rto" => format!("RTO retransmit #{}", retransmits + 1),
+            other => other.to_uppercase(),
+        },
     };
     format!("{:<16} {:<11} {:<16} {:<49} {}", time_of_day(o.time), o.hook.as_str(), iface, flow, what)
 }

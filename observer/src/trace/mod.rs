@@ -17,11 +17,12 @@ use tracing::info;
 use crate::{
     cli::{OutputFormat, TraceArgs},
     events::{
+        cgroups::CgroupNames,
         clock::MonotonicClock,
         model::{Detail, Namer},
         ringbuf::{read_counters, EventSource},
     },
-    loader::{self, attach::attach_all, NetnsTarget},
+    loader::{self, attach::attach_all, cgroup, NetnsTarget},
 };
 
 /// Runs the trace until Ctrl-C/SIGTERM, `--duration` or `--count`.
@@ -30,6 +31,11 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let (mut ebpf, kernel) = loader::load()?;
     let mut events = EventSource::new(&mut ebpf)?;
     let attached = attach_all(&mut ebpf, &netns, kernel.drops_available)?;
+    let cgroup_root = match &args.cgroup_root {
+        Some(path) => path.clone(),
+        None => cgroup::default_root()?,
+    };
+    let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, kernel.connect_available, kernel.sockops_available)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handler")?;
@@ -38,6 +44,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         netns = %netns.name,
         interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
         drops = attached.drops,
+        connect = cgroup_hooks.connect,
+        sock_ops = cgroup_hooks.sockops,
+        cgroup_root = %cgroup_root.display(),
         "ready: attached to {} interfaces",
         attached.interfaces.len()
     );
@@ -48,6 +57,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         watched_netns: netns.inode as u32,
         drop_reasons: &kernel.drop_reasons,
         kallsyms: &kernel.kallsyms,
+        cgroups: Some(std::cell::RefCell::new(CgroupNames::new(&cgroup_root))),
     };
     let deadline = args.duration.map(|secs| Instant::now() + Duration::from_secs(secs));
     let mut out = std::io::stdout().lock();

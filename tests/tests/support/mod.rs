@@ -145,3 +145,22 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// uid and container ids of a pod, from the lab's inventory.
+pub fn pod_identity(lab: &observer_lab::Lab, app: &str) -> (String, Vec<(String, String)>) {
+    let inv: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lab.inventory_path()).expect("inventory")).expect("json");
+    let pod = inv["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["kind"] == "Pod" && i["metadata"]["labels"]["app"] == app)
+        .expect("pod in inventory");
+    let containers = pod["status"]["containerStatuses"]
+        .as_array()
+        .expect("statuses")
+        .iter()
+        .map(|c| (c["name"].as_str().expect("name").to_string(), c["containerID"].as_str().expect("id").trim_start_matches("containerd://").to_string()))
+        .collect();
+    (pod["metadata"]["uid"].as_str().expect("uid").to_string(), containers)
+}
+
