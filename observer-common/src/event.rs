@@ -49,6 +49,9 @@ pub const TCP_ACK: u8 = 0x10;
 /// Where a [`PacketEvent`] was seen.
 pub const HOOK_TC_INGRESS: u8 = 1;
 pub const HOOK_TC_EGRESS: u8 = 2;
+/// cgroup_skb on the watched cgroup tree (the packet as the pod's sockets see it).
+pub const HOOK_CGROUP_INGRESS: u8 = 3;
+pub const HOOK_CGROUP_EGRESS: u8 = 4;
 
 /// First bytes of every record in the ring buffer.
 #[repr(C)]
@@ -88,7 +91,7 @@ pub struct PacketEvent {
     pub flow: FlowTuple,
     /// Interface index in the network namespace the classifier is attached in.
     pub ifindex: u32,
-    /// `HOOK_TC_INGRESS` or `HOOK_TC_EGRESS`.
+    /// One of the `HOOK_*` values.
     pub hook: u8,
     /// TCP flags byte (`TCP_*` bits).
     pub tcp_flags: u8,

@@ -3,9 +3,11 @@
 #![no_std]
 #![no_main]
 
+mod cgroup_skb;
 mod connect;
 mod counters;
 mod emit;
+mod handshake;
 mod kfree_skb;
 mod maps;
 mod packet;

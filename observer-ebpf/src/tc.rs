@@ -1,145 +1,22 @@
-//! TC classifiers (tcx ingress/egress) on the watched namespace's interfaces: report TCP SYN,
-//! SYN-ACK and RST packets. Always `TC_ACT_PIPE`: the packet continues unchanged.
+//! TC classifiers (tcx ingress/egress) on the watched namespace's interfaces. Always
+//! `TC_ACT_PIPE`: the packet continues unchanged.
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use observer_common::{
-    counters,
-    event::{
-        FlowTuple, IcmpErrorEvent, PacketEvent, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET,
-        HOOK_TC_EGRESS, HOOK_TC_INGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_RST, TCP_SYN,
-    },
-};
+use observer_common::event::{HOOK_TC_EGRESS, HOOK_TC_INGRESS};
 
-use crate::{
-    counters::bump,
-    emit::{reserve, submit},
-    packet::{parse_ip, PacketSource, ETH_HLEN, ETH_P_IP, ETH_P_IPV6},
-};
+use crate::handshake::observe;
 
 /// Let the packet continue through the rest of the pipeline (tcx "next").
 const TC_ACT_PIPE: i32 = 3;
 
-struct SkbBytes<'a>(&'a TcContext);
-
-impl PacketSource for SkbBytes<'_> {
-    #[inline(always)]
-    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
-        self.0.load::<T>(offset).ok()
-    }
-}
-
 #[classifier]
 pub fn observer_tc_ingress(ctx: TcContext) -> i32 {
-    observe(&ctx, HOOK_TC_INGRESS);
+    observe(&ctx.skb, HOOK_TC_INGRESS);
     TC_ACT_PIPE
 }
 
 #[classifier]
 pub fn observer_tc_egress(ctx: TcContext) -> i32 {
-    observe(&ctx, HOOK_TC_EGRESS);
+    observe(&ctx.skb, HOOK_TC_EGRESS);
     TC_ACT_PIPE
-}
-
-#[inline(always)]
-fn observe(ctx: &TcContext, hook: u8) {
-    bump(counters::TC_PACKETS);
-    let ethertype = u16::from_be(ctx.skb.protocol() as u16);
-    if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
-        return;
-    }
-    let src = SkbBytes(ctx);
-    let mut flow = FlowTuple::default();
-    let Some(l4) = network_offset(&src, ethertype).and_then(|l3| parse_ip(&src, l3, ethertype, &mut flow)) else {
-        bump(counters::TC_PARSE_ERRORS);
-        return;
-    };
-    if l4.later_fragment {
-        return;
-    }
-    if flow.protocol == PROTO_ICMP || flow.protocol == PROTO_ICMPV6 {
-        report_icmp_error(ctx, &src, hook, &flow, l4.offset, ethertype);
-        return;
-    }
-    if flow.protocol != PROTO_TCP {
-        return;
-    }
-    // Bytes 4..8: sequence number; byte 13: flags.
-    let (Some(seq), Some(flags)) = (src.read::<[u8; 4]>(l4.offset + 4), src.read::<u8>(l4.offset + 13)) else {
-        bump(counters::TC_PARSE_ERRORS);
-        return;
-    };
-    if flags & (TCP_SYN | TCP_RST) == 0 {
-        return;
-    }
-    let Some(mut entry) = reserve::<PacketEvent>(EVENT_KIND_PACKET) else {
-        return;
-    };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `reserve` initialised the slot; we own it until submit.
-    unsafe {
-        (*event).flow = flow;
-        // SAFETY: the context pointer is valid for the program's run.
-        (*event).ifindex = (*ctx.skb.skb).ifindex;
-        (*event).hook = hook;
-        (*event).tcp_flags = flags;
-        (*event).tcp_seq = u32::from_be_bytes(seq);
-    }
-    submit(entry, counters::TC_EVENTS);
-}
-
-/// Reports ICMP destination-unreachable / fragmentation-needed and ICMPv6 destination-unreachable
-/// / packet-too-big, with the quoted packet's flow (what was rejected). Other ICMP is ignored.
-#[inline(always)]
-fn report_icmp_error(ctx: &TcContext, src: &SkbBytes<'_>, hook: u8, flow: &FlowTuple, icmp: usize, ethertype: u16) {
-    let Some(head) = src.read::<[u8; 8]>(icmp) else {
-        bump(counters::TC_PARSE_ERRORS);
-        return;
-    };
-    let (icmp_type, icmp_code) = (head[0], head[1]);
-    let mtu = match (flow.protocol, icmp_type) {
-        // Destination unreachable; code 4 (fragmentation needed) carries the next-hop MTU.
-        (PROTO_ICMP, 3) => if icmp_code == 4 { u16::from_be_bytes([head[6], head[7]]) as u32 } else { 0 },
-        (PROTO_ICMPV6, 1) => 0,
-        // Packet too big: the MTU is the second word.
-        (PROTO_ICMPV6, 2) => u32::from_be_bytes([head[4], head[5], head[6], head[7]]),
-        _ => return,
-    };
-    let Some(mut entry) = reserve::<IcmpErrorEvent>(EVENT_KIND_ICMP_ERROR) else {
-        return;
-    };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `reserve` initialised the slot; we own it until submit.
-    let event = unsafe { &mut *event };
-    event.flow = *flow;
-    // SAFETY: the context pointer is valid for the program's run.
-    event.ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    event.hook = hook;
-    event.icmp_type = icmp_type;
-    event.icmp_code = icmp_code;
-    event.mtu = mtu;
-    // The quoted packet (IP header + at least 8 bytes of its transport) follows the 8-byte ICMP header.
-    if parse_ip(src, icmp + 8, ethertype, &mut event.quoted).is_some() {
-        event.quoted_valid = 1;
-    } else {
-        bump(counters::TC_PARSE_ERRORS);
-    }
-    submit(entry, counters::TC_EVENTS);
-}
-
-/// Where the IP header starts: after an Ethernet header on L2 devices, at 0 on L3 devices
-/// (tun, wireguard), told apart by whether bytes 12..14 repeat the skb's ethertype and the
-/// version nibble then agrees.
-#[inline(always)]
-fn network_offset(src: &SkbBytes<'_>, ethertype: u16) -> Option<usize> {
-    let want_version = if ethertype == ETH_P_IP { 4 } else { 6 };
-    if let Some(eth_type) = src.read::<u16>(12) {
-        if u16::from_be(eth_type) == ethertype {
-            let version: u8 = src.read(ETH_HLEN)?;
-            if version >> 4 == want_version {
-                return Some(ETH_HLEN);
-            }
-        }
-    }
-    let version: u8 = src.read(0)?;
-    (version >> 4 == want_version).then_some(0)
 }

@@ -5,12 +5,12 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::{
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{CgroupSkb, SchedClassifier, TestRun, TestRunOptions},
     Ebpf,
 };
 use observer::{
     events::ringbuf::{read_counters, EventSource},
-    loader::programs::{program_mut, TC_EGRESS, TC_INGRESS},
+    loader::programs::{program_mut, CGROUP_INGRESS, TC_EGRESS, TC_INGRESS},
 };
 use observer_common::{
     decode::Event,
@@ -273,4 +273,23 @@ fn icmp_errors_are_tied_to_the_flow_they_quote() {
 
     // Echo requests are not errors.
     assert!(h.run(&eth(0x0800, &ipv4(node, POD_A, 1, &[], 0, &[8, 0, 0, 0, 0, 1, 0, 1]))).is_empty());
+}
+
+#[test]
+fn cgroup_skb_parses_packets_without_a_link_header() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::new();
+    // The test-run consumes the Ethernet header for non-TC programs: the program sees the packet
+    // starting at its IP header, as cgroup_skb does on a real socket.
+    let packet = eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &tcp(40000, 15012, 3, TCP_SYN)));
+    let program: &mut CgroupSkb = program_mut(&mut h.ebpf, CGROUP_INGRESS).expect("program");
+    let result = program.test_run(TestRunOptions { data_in: Some(&packet), repeat: 1, ..Default::default() }).expect("test run");
+    assert_eq!(result.return_value, 1, "cgroup_skb must always allow");
+    let mut events = Vec::new();
+    h.events.poll(0, |e| events.push(e)).expect("poll");
+    let p = only_packet(&events);
+    assert_eq!(p.hook, observer_common::event::HOOK_CGROUP_INGRESS);
+    assert_eq!(p.flow, v4_flow([10, 244, 1, 10], 40000, [10, 244, 2, 10], 15012, PROTO_TCP));
 }

@@ -230,3 +230,43 @@ fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
     assert!(observer.json().iter().any(|v| v["hook"] == "tc-egress" && v["interface"] == "eth0" && v["flow"]["sport"] == sport));
     assert!(!observer.json().iter().any(|v| v["type"] == "drop" && v["flow"]["sport"] == sport));
 }
+
+#[test]
+fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--cgroup-root", &cgroup_root, "--output", "json", "--port", "15012", "--port", "15010"]);
+    let ok = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3)).expect("connect");
+    assert_eq!(ok.result, "ok");
+    let sport = ok.local_addr().expect("local").port();
+    for (hook, src, flags) in [
+        ("cgroup-egress", productpage.ip, "SYN"),
+        ("cgroup-ingress", productpage.ip, "SYN"),
+        ("cgroup-ingress", istiod.ip, "SYN|ACK"),
+    ] {
+        let v = observer.wait_for(&format!("{flags} from {src} at {hook}"), Duration::from_secs(5), |v| {
+            v["hook"] == hook && v["tcp_flags"] == flags && v["flow"]["src"] == src.to_string() && (v["flow"]["sport"] == sport || v["flow"]["dport"] == sport)
+        });
+        assert_eq!(v["interface"], serde_json::Value::Null, "cgroup hooks name no interface of the node: {v}");
+    }
+    // A DROP inside istiod's own namespace: the SYN leaves productpage's socket, never reaches istiod's.
+    let mut rule = FirewallRule::drop_tcp(Hook::Input, 15010);
+    rule.dst = Some((istiod.ip, 32));
+    lab.inject_in_netns(&lab.pod_netns("istiod").expect("ns"), &rule).expect("inject");
+    let blocked = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1200)).expect("connect");
+    assert_eq!(blocked.result, "timeout");
+    let sport = blocked.local_addr().expect("local").port();
+    observer.wait_for("the SYN leaving productpage's socket", Duration::from_secs(5), |v| {
+        v["hook"] == "cgroup-egress" && v["flow"]["sport"] == sport
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !observer.json().iter().any(|v| v["hook"] == "cgroup-ingress" && v["flow"]["sport"] == sport),
+        "no SYN reached istiod's socket"
+    );
+}

@@ -10,7 +10,7 @@ use std::{
 use observer_common::{
     decode::Event,
     event::{
-        FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_TC_EGRESS, SOCKOPS_ACTIVE_ESTABLISHED,
+        FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_CGROUP_EGRESS, HOOK_CGROUP_INGRESS, HOOK_TC_EGRESS, SOCKOPS_ACTIVE_ESTABLISHED,
         SOCKOPS_CONNECT_FAILED, SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, PROTO_ICMP,
         PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
     },
@@ -88,6 +88,8 @@ pub enum Hook {
     KfreeSkb,
     CgroupConnect,
     SockOps,
+    CgroupIngress,
+    CgroupEgress,
 }
 
 impl Hook {
@@ -98,7 +100,27 @@ impl Hook {
             Hook::KfreeSkb => "kfree_skb",
             Hook::CgroupConnect => "connect",
             Hook::SockOps => "sock_ops",
+            Hook::CgroupIngress => "cgroup-ingress",
+            Hook::CgroupEgress => "cgroup-egress",
         }
+    }
+}
+
+impl Hook {
+    /// The hook of a packet or ICMP event (`HOOK_*` wire values).
+    pub fn from_wire(hook: u8) -> Self {
+        match hook {
+            HOOK_TC_EGRESS => Hook::TcEgress,
+            HOOK_CGROUP_INGRESS => Hook::CgroupIngress,
+            HOOK_CGROUP_EGRESS => Hook::CgroupEgress,
+            _ => Hook::TcIngress,
+        }
+    }
+
+    /// Whether `ifindex` of the event is an interface of the watched namespace (TC hooks) rather
+    /// than of the socket's namespace (cgroup hooks).
+    pub fn is_tc(self) -> bool {
+        matches!(self, Hook::TcIngress | Hook::TcEgress)
     }
 }
 
@@ -165,21 +187,25 @@ pub struct Namer<'a> {
 }
 
 impl Namer<'_> {
+    fn interface(&self, hook: Hook, ifindex: u32) -> Option<String> {
+        hook.is_tc().then(|| self.interfaces.get(&ifindex).cloned()).flatten()
+    }
+
     pub fn observe(&self, event: &Event) -> Observation {
         match event {
             Event::Packet(p) => Observation {
                 time: self.clock.to_wall(p.header.timestamp_ns),
-                hook: if p.hook == HOOK_TC_EGRESS { Hook::TcEgress } else { Hook::TcIngress },
+                hook: Hook::from_wire(p.hook),
                 ifindex: p.ifindex,
-                interface: self.interfaces.get(&p.ifindex).cloned(),
+                interface: self.interface(Hook::from_wire(p.hook), p.ifindex),
                 flow: Flow::from_wire(&p.flow),
                 detail: Detail::Packet { tcp_flags: tcp_flags(p.tcp_flags), tcp_seq: p.tcp_seq },
             },
             Event::IcmpError(e) => Observation {
                 time: self.clock.to_wall(e.header.timestamp_ns),
-                hook: if e.hook == HOOK_TC_EGRESS { Hook::TcEgress } else { Hook::TcIngress },
+                hook: Hook::from_wire(e.hook),
                 ifindex: e.ifindex,
-                interface: self.interfaces.get(&e.ifindex).cloned(),
+                interface: self.interface(Hook::from_wire(e.hook), e.ifindex),
                 flow: Flow::from_wire(&e.flow),
                 detail: Detail::IcmpError {
                     icmp_type: e.icmp_type,

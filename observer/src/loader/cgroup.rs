@@ -6,12 +6,12 @@ use std::{
 };
 
 use aya::{
-    programs::{CgroupAttachMode, CgroupSockAddr, SockOps},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps},
     Ebpf,
 };
 use tracing::warn;
 
-use super::programs::{program_mut, CONNECT4, CONNECT6, SOCKOPS};
+use super::programs::{program_mut, KernelInfo, CGROUP_EGRESS, CGROUP_INGRESS, CONNECT4, CONNECT6, SOCKOPS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -46,13 +46,27 @@ pub fn cgroup2_mounts(proc_mounts: &str) -> Vec<PathBuf> {
 pub struct CgroupHooks {
     pub connect: bool,
     pub sockops: bool,
+    pub skb: bool,
 }
 
 /// Attaches the loaded cgroup programs to `root`; a hook that fails is a warning naming it.
-pub fn attach(ebpf: &mut Ebpf, root: &Path, connect_loaded: bool, sockops_loaded: bool) -> Result<CgroupHooks, CgroupError> {
+pub fn attach(ebpf: &mut Ebpf, root: &Path, loaded: &KernelInfo) -> Result<CgroupHooks, CgroupError> {
     let dir = File::open(root).map_err(|source| CgroupError::Open { path: root.to_path_buf(), source })?;
     let mut hooks = CgroupHooks::default();
-    if connect_loaded {
+    if loaded.cgroup_skb_available {
+        let mut ok = true;
+        for (name, attach_type) in [(CGROUP_INGRESS, CgroupSkbAttachType::Ingress), (CGROUP_EGRESS, CgroupSkbAttachType::Egress)] {
+            let attached = program_mut::<CgroupSkb>(ebpf, name)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.attach(&dir, attach_type, CgroupAttachMode::Single).map_err(|e| e.to_string()));
+            if let Err(err) = attached {
+                warn!("cgroup_skb {name} not attached to {}: {err}; packets at the pods' sockets will not be reported", root.display());
+                ok = false;
+            }
+        }
+        hooks.skb = ok;
+    }
+    if loaded.connect_available {
         let mut ok = true;
         for name in [CONNECT4, CONNECT6] {
             let attached = program_mut::<CgroupSockAddr>(ebpf, name)
@@ -65,7 +79,7 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, connect_loaded: bool, sockops_loaded
         }
         hooks.connect = ok;
     }
-    if sockops_loaded {
+    if loaded.sockops_available {
         let attached = program_mut::<SockOps>(ebpf, SOCKOPS)
             .map_err(|e| e.to_string())
             .and_then(|p| p.attach(&dir, CgroupAttachMode::Single).map_err(|e| e.to_string()));

@@ -1,7 +1,7 @@
 //! Loading the embedded eBPF object with the running kernel's struct offsets.
 
 use aya::{
-    programs::{BtfTracePoint, CgroupSockAddr, ProgramError, SchedClassifier, SockOps},
+    programs::{BtfTracePoint, CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, SockOps},
     Btf as AyaBtf, Ebpf, EbpfError, EbpfLoader,
 };
 use observer_common::{maps::KERNEL_OFFSETS_GLOBAL, KernelOffsets};
@@ -23,6 +23,8 @@ pub const KFREE_SKB: &str = "observer_kfree_skb";
 pub const CONNECT4: &str = "observer_connect4";
 pub const CONNECT6: &str = "observer_connect6";
 pub const SOCKOPS: &str = "observer_sockops";
+pub const CGROUP_INGRESS: &str = "observer_cgroup_ingress";
+pub const CGROUP_EGRESS: &str = "observer_cgroup_egress";
 
 /// The eBPF object built by build.rs (aya-build), embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
@@ -56,6 +58,8 @@ pub struct KernelInfo {
     pub connect_available: bool,
     /// sock_ops loaded.
     pub sockops_available: bool,
+    /// cgroup_skb ingress/egress loaded.
+    pub cgroup_skb_available: bool,
 }
 
 /// Checks privileges and BTF, resolves offsets, loads the object and its programs (not attached).
@@ -86,6 +90,13 @@ pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
         let program: &mut SockOps = program_mut(&mut ebpf, SOCKOPS)?;
         program.load().map_err(|source| LoadError::Program { name: SOCKOPS, source: Box::new(source) })
     });
+    let cgroup_skb_available = optional("cgroup_skb ingress/egress (Linux 4.10+)", || {
+        for name in [CGROUP_INGRESS, CGROUP_EGRESS] {
+            let program: &mut CgroupSkb = program_mut(&mut ebpf, name)?;
+            program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
+        }
+        Ok(())
+    });
     let info = KernelInfo {
         offsets,
         drop_reasons,
@@ -93,6 +104,7 @@ pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
         drops_available,
         connect_available,
         sockops_available,
+        cgroup_skb_available,
     };
     Ok((ebpf, info))
 }

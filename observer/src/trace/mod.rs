@@ -35,7 +35,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => cgroup::default_root()?,
     };
-    let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, kernel.connect_available, kernel.sockops_available)?;
+    let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, &kernel)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handler")?;
@@ -46,6 +46,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         drops = attached.drops,
         connect = cgroup_hooks.connect,
         sock_ops = cgroup_hooks.sockops,
+        cgroup_skb = cgroup_hooks.skb,
         cgroup_root = %cgroup_root.display(),
         "ready: attached to {} interfaces",
         attached.interfaces.len()
