@@ -270,3 +270,58 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
         "no SYN reached istiod's socket"
     );
 }
+
+#[test]
+fn drops_in_pod_namespaces_behind_the_node_are_in_scope() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let pod_ns = lab.pod_netns("productpage").expect("ns");
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
+    // A NetworkPolicy-like egress DROP inside productpage's own namespace.
+    let mut rule = FirewallRule::drop_tcp(Hook::Output, 15014);
+    rule.dst = Some((istiod.ip, 32));
+    lab.inject_in_netns(&pod_ns, &rule).expect("inject");
+    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_millis(1200)).expect("connect");
+    assert_eq!(out.result, "timeout");
+    let sport = out.local_addr().expect("local").port();
+    let drop = observer.wait_for("the drop in the pod namespace", Duration::from_secs(5), |v| {
+        v["type"] == "drop" && v["flow"]["sport"] == sport
+    });
+    let inode = std::fs::metadata(format!("/run/netns/{pod_ns}")).expect("netns").ino();
+    assert_eq!(drop["netns"], inode, "{drop}");
+    assert_eq!(drop["drop_reason"], "NETFILTER_DROP");
+    assert_eq!(drop["interface"], serde_json::Value::Null, "ifindex of another namespace is not named");
+}
+
+#[test]
+fn a_pod_veth_created_after_start_is_watched_without_restart() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15012"]);
+    let mut ratings = lab.pod("reviews").expect("pod").clone();
+    ratings.name = "ratings-v1-6f7b8c9d5-m3n4p".into();
+    ratings.app = "ratings".into();
+    ratings.workload = "ratings-v1".into();
+    ratings.ip = std::net::Ipv4Addr::new(10, 244, 1, 12);
+    lab.add_pod(ratings.clone()).expect("add pod");
+    let veth = lab.host_veth(&ratings);
+    // Give the monitor a moment to attach, then connect from the new pod.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = lab.connect_as_proxy("ratings", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(2)).expect("connect");
+        assert_eq!(out.result, "ok");
+        let sport = out.local_addr().expect("local").port();
+        std::thread::sleep(Duration::from_millis(200));
+        if observer.json().iter().any(|v| v["interface"] == veth.as_str() && v["flow"]["sport"] == sport && v["tcp_flags"] == "SYN") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no SYN seen on the new veth {veth}: {:?}", observer.lines());
+    }
+}

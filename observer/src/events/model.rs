@@ -177,7 +177,7 @@ fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S
 /// Everything needed to name what a raw event refers to.
 pub struct Namer<'a> {
     pub clock: MonotonicClock,
-    pub interfaces: &'a BTreeMap<u32, String>,
+    pub interfaces: BTreeMap<u32, String>,
     /// Inode of the watched network namespace (interface names are only valid there).
     pub watched_netns: u32,
     pub drop_reasons: &'a DropReasons,
@@ -324,7 +324,7 @@ mod tests {
         let syms = Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n");
         let namer = Namer {
             clock: MonotonicClock::with_offset_ns(0),
-            interfaces: &interfaces,
+            interfaces,
             watched_netns: 77,
             drop_reasons: &reasons,
             kallsyms: &syms,

@@ -61,25 +61,31 @@ fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<BTreeMap<u32, String>,
     if interfaces.is_empty() {
         return Err(AttachError::NoInterfaces(netns.to_string()));
     }
-    let use_netlink = !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
     for name in interfaces.values() {
-        if use_netlink {
-            // Before tcx (6.6), TC programs hang off a clsact qdisc; it may already exist.
-            if let Err(err) = tc::qdisc_add_clsact(name) {
-                debug!(iface = %name, "clsact: {err}");
-            }
-        }
-        for (program, attach_type) in [(TC_INGRESS, TcAttachType::Ingress), (TC_EGRESS, TcAttachType::Egress)] {
-            let classifier: &mut SchedClassifier = program_mut(ebpf, program).map_err(Box::new)?;
-            if let Err(source) = classifier.attach(name, attach_type) {
-                // An interface that vanished between listing and attaching is not fatal.
-                if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
-                    warn!(iface = %name, "interface disappeared before attach");
-                    continue;
-                }
-                return Err(AttachError::Tc { program, iface: name.clone(), netns: netns.to_string(), source: Box::new(source) });
-            }
-        }
+        attach_interface_here(ebpf, name, netns)?;
     }
     Ok(interfaces)
+}
+
+/// Attaches both classifiers to one interface of the current thread's namespace. An interface
+/// that vanished before the attach is a warning, not an error.
+pub fn attach_interface_here(ebpf: &mut Ebpf, name: &str, netns: &str) -> Result<(), AttachError> {
+    let use_netlink = !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    if use_netlink {
+        // Before tcx (6.6), TC programs hang off a clsact qdisc; it may already exist.
+        if let Err(err) = tc::qdisc_add_clsact(name) {
+            debug!(iface = %name, "clsact: {err}");
+        }
+    }
+    for (program, attach_type) in [(TC_INGRESS, TcAttachType::Ingress), (TC_EGRESS, TcAttachType::Egress)] {
+        let classifier: &mut SchedClassifier = program_mut(ebpf, program).map_err(Box::new)?;
+        if let Err(source) = classifier.attach(name, attach_type) {
+            if nix::net::if_::if_nametoindex(name).is_err() {
+                warn!(iface = %name, "interface disappeared before attach");
+                return Ok(());
+            }
+            return Err(AttachError::Tc { program, iface: name.to_string(), netns: netns.to_string(), source: Box::new(source) });
+        }
+    }
+    Ok(())
 }

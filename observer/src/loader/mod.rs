@@ -2,7 +2,9 @@
 
 pub mod attach;
 pub mod cgroup;
+pub mod netlink;
 pub mod netns;
+pub mod node_watch;
 pub mod preflight;
 pub mod programs;
 

@@ -22,7 +22,7 @@ use crate::{
         model::{Detail, Namer},
         ringbuf::{read_counters, EventSource},
     },
-    loader::{self, attach::attach_all, cgroup, NetnsTarget},
+    loader::{self, attach::attach_all, cgroup, node_watch::NodeWatch, NetnsTarget},
 };
 
 /// Runs the trace until Ctrl-C/SIGTERM, `--duration` or `--count`.
@@ -30,7 +30,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let netns = NetnsTarget::resolve(args.netns.as_deref())?;
     let (mut ebpf, kernel) = loader::load()?;
     let mut events = EventSource::new(&mut ebpf)?;
-    let attached = attach_all(&mut ebpf, &netns, kernel.drops_available)?;
+    let mut attached = attach_all(&mut ebpf, &netns, kernel.drops_available)?;
+    let mut watch = NodeWatch::new(&netns)?;
     let cgroup_root = match &args.cgroup_root {
         Some(path) => path.clone(),
         None => cgroup::default_root()?,
@@ -48,13 +49,14 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         sock_ops = cgroup_hooks.sockops,
         cgroup_skb = cgroup_hooks.skb,
         cgroup_root = %cgroup_root.display(),
+        pod_namespaces = watch.scope().len() - 1,
         "ready: attached to {} interfaces",
         attached.interfaces.len()
     );
 
-    let namer = Namer {
+    let mut namer = Namer {
         clock: MonotonicClock::now(),
-        interfaces: &attached.interfaces,
+        interfaces: attached.interfaces.clone(),
         watched_netns: netns.inode as u32,
         drop_reasons: &kernel.drop_reasons,
         kallsyms: &kernel.kallsyms,
@@ -71,12 +73,15 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         if args.count.is_some_and(|n| printed >= n) {
             break;
         }
+        if watch.follow_changes(&mut ebpf, &netns, &mut attached.interfaces)? {
+            namer.interfaces = attached.interfaces.clone();
+        }
         let mut write_result = Ok(());
         events.poll(100, |event| {
             let observation = namer.observe(&event);
             // Drops in other namespaces (other nodes/containers on this kernel) are not ours.
             if let Detail::Drop { netns, .. } = observation.detail {
-                if !args.all_netns && netns != namer.watched_netns {
+                if !args.all_netns && !watch.in_scope(netns) {
                     out_of_scope += 1;
                     return;
                 }

@@ -123,7 +123,7 @@ impl Lab {
         let node = self.spec.node(&pod.node).cloned().ok_or_else(|| LabError::NoSuchNode(pod.node.clone()))?;
         let node_ns = self.node_netns(&pod.node);
         let ns = self.add_netns(&pod.app)?;
-        let host_if = format!("veth{}", hex_id(&format!("{}/{}", self.name, pod.key()), 8));
+        let host_if = self.host_veth(pod);
         cmd::run("ip", &["-n", &node_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
         cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "master", "cni0"])?;
         cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "up"])?;
@@ -176,6 +176,17 @@ impl Lab {
             self.state.cgroups.push(dir);
         }
         Ok(())
+    }
+
+    /// Adds a pod to a running lab (a new veth appears on its node, like a pod being scheduled).
+    pub fn add_pod(&mut self, pod: PodSpec) -> Result<(), LabError> {
+        self.spec.pods.push(pod.clone());
+        self.build_pod(&pod)
+    }
+
+    /// Name of the node-side veth of a pod (as the bridge CNI names them: `veth` + 8 hex).
+    pub fn host_veth(&self, pod: &PodSpec) -> String {
+        format!("veth{}", hex_id(&format!("{}/{}", self.name, pod.key()), 8))
     }
 
     /// Network namespace name of a node (e.g. for `observer trace --netns`).

@@ -1,0 +1,139 @@
+//! Following the watched node namespace: interfaces that appear (new pod veths get the
+//! classifiers without a restart) and the pod namespaces behind its veths (whose drops are in
+//! scope, like the node's own).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+    os::{fd::AsFd, unix::fs::MetadataExt},
+    path::PathBuf,
+};
+
+use aya::Ebpf;
+use tracing::{debug, info, warn};
+
+use super::{
+    attach::{attach_interface_here, AttachError},
+    netlink::{Link, LinkChange, RouteSocket},
+    netns::{NetnsError, NetnsTarget},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("rtnetlink in network namespace `{netns}`: {source}")]
+    Netlink { netns: String, source: std::io::Error },
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+}
+
+/// rtnetlink sockets living in the watched namespace, and the namespaces it is responsible for.
+pub struct NodeWatch {
+    requests: RouteSocket,
+    monitor: RouteSocket,
+    /// Inodes of the watched namespace and of the pod namespaces behind its veths.
+    scope: BTreeSet<u32>,
+}
+
+impl NodeWatch {
+    pub fn new(netns: &NetnsTarget) -> Result<Self, WatchError> {
+        let sockets = netns.run_inside(|| Ok::<_, std::io::Error>((RouteSocket::open()?, RouteSocket::link_monitor()?)))?;
+        let (requests, monitor) = sockets.map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
+        let mut watch = Self { requests, monitor, scope: BTreeSet::new() };
+        watch.refresh_scope(netns);
+        Ok(watch)
+    }
+
+    /// Whether a drop in namespace `inode` belongs to this node.
+    pub fn in_scope(&self, inode: u32) -> bool {
+        self.scope.contains(&inode)
+    }
+
+    pub fn scope(&self) -> &BTreeSet<u32> {
+        &self.scope
+    }
+
+    /// Recomputes the pod namespaces: every namespace on the machine (named ones and those of
+    /// running processes) whose id, as the watched namespace sees it, is a veth peer's.
+    pub fn refresh_scope(&mut self, netns: &NetnsTarget) {
+        let links = match self.requests.links() {
+            Ok(links) => links,
+            Err(err) => {
+                warn!("listing links of `{}`: {err}; drop scope limited to the node namespace", netns.name);
+                Vec::new()
+            }
+        };
+        let peer_ids: BTreeSet<i32> = links.iter().filter_map(|l| l.link_netnsid).collect();
+        let mut scope = BTreeSet::from([netns.inode as u32]);
+        if !peer_ids.is_empty() {
+            for (inode, path) in candidate_namespaces() {
+                if inode == netns.inode {
+                    continue;
+                }
+                let Ok(file) = File::open(&path) else { continue };
+                match self.requests.nsid_of(file.as_fd()) {
+                    Ok(Some(id)) if peer_ids.contains(&id) => {
+                        scope.insert(inode as u32);
+                    }
+                    Ok(_) => {}
+                    Err(err) => debug!(path = %path.display(), "nsid: {err}"),
+                }
+            }
+        }
+        if scope != self.scope {
+            debug!(namespaces = ?scope, "drop scope");
+        }
+        self.scope = scope;
+    }
+
+    /// Applies link changes: new interfaces get the classifiers (entering the namespace on this
+    /// thread), deleted ones leave the name table; the pod-namespace scope is refreshed.
+    /// Returns whether anything changed.
+    pub fn follow_changes(
+        &mut self,
+        ebpf: &mut Ebpf,
+        netns: &NetnsTarget,
+        interfaces: &mut BTreeMap<u32, String>,
+    ) -> Result<bool, WatchError> {
+        let changes = self.monitor.changes().map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
+        let mut changed = false;
+        for change in changes {
+            match change {
+                LinkChange::New(Link { index, name, .. }) if name != "lo" && !interfaces.contains_key(&index) => {
+                    netns.run_inside(|| attach_interface_here(ebpf, &name, &netns.name))??;
+                    info!(iface = %name, ifindex = index, "new interface: classifiers attached");
+                    interfaces.insert(index, name);
+                    changed = true;
+                }
+                LinkChange::Deleted { index, name } if interfaces.remove(&index).is_some() => {
+                    info!(iface = %name, ifindex = index, "interface removed");
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            self.refresh_scope(netns);
+        }
+        Ok(changed)
+    }
+}
+
+/// Network namespaces reachable by path: `/run/netns/*` and `/proc/PID/ns/net`, one per inode.
+fn candidate_namespaces() -> BTreeMap<u64, PathBuf> {
+    let mut out = BTreeMap::new();
+    let named = std::fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.path());
+    let procs = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .map(|e| e.path().join("ns/net"));
+    for path in named.chain(procs) {
+        if let Ok(meta) = std::fs::metadata(&path) {
+            out.entry(meta.ino()).or_insert(path);
+        }
+    }
+    out
+}
