@@ -95,7 +95,7 @@ fn fault_injectors_block_with_each_backend_and_verdict() {
         hook,
         verdict,
         src: None,
-        dst: Some((istiod.ip, 32)),
+        dst: Some((istiod.ip.into(), 32)),
         dport: Some(port),
         comment: Some(format!("lab fault {port}")),
     };

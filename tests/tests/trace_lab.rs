@@ -43,7 +43,7 @@ fn trace_sees_the_xds_syn_and_its_netfilter_drop() {
 
     // A node firewall rule drops xDS: the SYN is seen, then NETFILTER_DROP for that very flow.
     let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-    rule.dst = Some((istiod.ip, 32));
+    rule.dst = Some((istiod.ip.into(), 32));
     lab.inject("node-a", &rule).expect("inject");
     let blocked = lab.connect_as_proxy("productpage", xds, Duration::from_millis(1500)).expect("connect");
     assert_eq!(blocked.result, "timeout", "{blocked:?}");
@@ -73,7 +73,7 @@ fn trace_ignores_drops_in_other_namespaces() {
     // Watch node-a; the drop happens on node-b (another namespace): not reported.
     let observer = Running::start(&["trace", "--netns", &node_ns, "--output", "json", "--port", "15010"]);
     let mut rule = FirewallRule::drop_tcp(Hook::Input, 15010);
-    rule.dst = Some((istiod.ip, 32));
+    rule.dst = Some((istiod.ip.into(), 32));
     lab.inject_in_netns(&lab.pod_netns("istiod").expect("ns"), &rule).expect("inject");
     let blocked = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1200))
@@ -208,7 +208,7 @@ fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
     let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--cgroup-root", &cgroup_root, "--output", "json", "--port", "15010"]);
     // Silently dropped in the underlay-facing FORWARD of node-b (not the watched node).
     let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15010);
-    rule.dst = Some((istiod.ip, 32));
+    rule.dst = Some((istiod.ip.into(), 32));
     lab.inject("node-b", &rule).expect("inject");
     let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(2500)).expect("connect");
     assert_eq!(out.result, "timeout");
@@ -256,7 +256,7 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
     }
     // A DROP inside istiod's own namespace: the SYN leaves productpage's socket, never reaches istiod's.
     let mut rule = FirewallRule::drop_tcp(Hook::Input, 15010);
-    rule.dst = Some((istiod.ip, 32));
+    rule.dst = Some((istiod.ip.into(), 32));
     lab.inject_in_netns(&lab.pod_netns("istiod").expect("ns"), &rule).expect("inject");
     let blocked = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1200)).expect("connect");
     assert_eq!(blocked.result, "timeout");
@@ -283,7 +283,7 @@ fn drops_in_pod_namespaces_behind_the_node_are_in_scope() {
     let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
     // A NetworkPolicy-like egress DROP inside productpage's own namespace.
     let mut rule = FirewallRule::drop_tcp(Hook::Output, 15014);
-    rule.dst = Some((istiod.ip, 32));
+    rule.dst = Some((istiod.ip.into(), 32));
     lab.inject_in_netns(&pod_ns, &rule).expect("inject");
     let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_millis(1200)).expect("connect");
     assert_eq!(out.result, "timeout");
@@ -324,4 +324,42 @@ fn a_pod_veth_created_after_start_is_watched_without_restart() {
         }
         assert!(std::time::Instant::now() < deadline, "no SYN seen on the new veth {veth}: {:?}", observer.lines());
     }
+}
+
+#[test]
+fn ipv6_pod_to_pod_syn_and_drop_have_the_exact_flow() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let details = lab.pod("details").expect("pod").clone();
+    let (src6, dst6) = (productpage.ip6.expect("dual-stack"), details.ip6.expect("dual-stack"));
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "9080"]);
+    let target = SocketAddr::from((dst6, 9080));
+    let ok = lab.connect("productpage", target, Duration::from_secs(3)).expect("connect");
+    assert_eq!(ok.result, "ok", "{ok:?}");
+    assert_eq!(ok.reply, "details:9080 ok");
+    let sport = ok.local_addr().expect("local").port();
+    let syn = observer.wait_for("the IPv6 SYN at productpage's veth", Duration::from_secs(5), |v| {
+        v["hook"] == "tc-ingress" && v["tcp_flags"] == "SYN" && v["flow"]["sport"] == sport && v["interface"] == lab.host_veth(&productpage).as_str()
+    });
+    assert_eq!(syn["flow"]["src"], src6.to_string());
+    assert_eq!(syn["flow"]["dst"], dst6.to_string());
+    assert_eq!(syn["flow"]["dport"], 9080);
+    // ip6tables DROP at node-a's FORWARD: NETFILTER_DROP with the IPv6 5-tuple.
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 9080);
+    rule.dst = Some((dst6.into(), 128));
+    lab.inject("node-a", &rule).expect("inject");
+    let blocked = lab.connect("productpage", target, Duration::from_millis(1200)).expect("connect");
+    assert_eq!(blocked.result, "timeout", "{blocked:?}");
+    let sport = blocked.local_addr().expect("local").port();
+    let drop = observer.wait_for("the IPv6 NETFILTER_DROP", Duration::from_secs(5), |v| {
+        v["type"] == "drop" && v["flow"]["sport"] == sport
+    });
+    assert_eq!(drop["drop_reason"], "NETFILTER_DROP");
+    assert_eq!(drop["flow"]["src"], src6.to_string());
+    assert_eq!(drop["flow"]["dst"], dst6.to_string());
+    assert_eq!(drop["flow"]["protocol"], "TCP");
+    assert_eq!(drop["interface"], "cni0");
 }

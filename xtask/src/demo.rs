@@ -47,7 +47,7 @@ pub fn run() -> anyhow::Result<()> {
     thread::sleep(Duration::from_millis(300));
 
     let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-    rule.dst = Some((istiod.ip, 32));
+    rule.dst = Some((istiod.ip.into(), 32));
     rule.comment = Some("demo: host firewall blocks xDS".into());
     let (program, args) = rule.iptables_args();
     println!("\n== 4. fault: at {node}: {program} {}", args.join(" "));

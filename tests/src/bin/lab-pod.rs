@@ -39,7 +39,16 @@ fn main() {
     }
 }
 
+/// Dual-stack listener on [::]:port (IPv4 arrives as v4-mapped), IPv4-only if IPv6 is off.
 fn listen(port: u16) -> Result<TcpListener, String> {
+    TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .map_err(|e| format!("bind port {port}: {e}"))
+}
+
+/// IPv4-only listener: the capture ports, whose SO_ORIGINAL_DST lookup is IPv4 (istio-iptables
+/// rules are installed for IPv4 here).
+fn listen_v4(port: u16) -> Result<TcpListener, String> {
     TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("bind 0.0.0.0:{port}: {e}"))
 }
 
@@ -80,8 +89,8 @@ fn answer(mut stream: TcpStream, name: &str, port: u16) {
 }
 
 fn proxy(name: &str) -> Result<(), String> {
-    let outbound = listen(PROXY_OUTBOUND)?;
-    let inbound = listen(PROXY_INBOUND)?;
+    let outbound = listen_v4(PROXY_OUTBOUND)?;
+    let inbound = listen_v4(PROXY_INBOUND)?;
     let mut handles = vec![
         thread::spawn(move || accept_loop(outbound, |s| relay_to_original(s, false))),
         thread::spawn(move || accept_loop(inbound, |s| relay_to_original(s, true))),

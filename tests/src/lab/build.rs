@@ -98,12 +98,25 @@ impl Lab {
         cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
         cmd::run("ip", &["-n", &ns, "route", "add", "default", "via", &node.router_ip.to_string()])?;
         cmd::run("ip", &["-n", router, "route", "add", &node.pod_cidr_string(), "via", &node.uplink_ip.to_string()])?;
+        if let (Some(up6), Some(rt6), Some((net6, len6))) = (node.uplink_ip6, node.router_ip6, node.pod_cidr6) {
+            sysctl(router, "net.ipv6.conf.all.forwarding", "1")?;
+            sysctl(&ns, "net.ipv6.conf.all.forwarding", "1")?;
+            // nodad: addresses usable at once (no duplicate-address-detection delay).
+            cmd::run("ip", &["-n", router, "addr", "add", &format!("{rt6}/64"), "dev", &router_if, "nodad"])?;
+            cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{up6}/64"), "dev", "eth0", "nodad"])?;
+            cmd::run("ip", &["-n", &ns, "-6", "route", "add", "default", "via", &rt6.to_string()])?;
+            cmd::run("ip", &["-n", router, "-6", "route", "add", &format!("{net6}/{len6}"), "via", &up6.to_string()])?;
+        }
         // The CNI bridge, like cni0 of the bridge plugin.
         cmd::run("ip", &["-n", &ns, "link", "add", "cni0", "type", "bridge"])?;
         cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/{}", node.bridge_ip(), node.pod_cidr.1), "dev", "cni0"])?;
+        if let (Some(bridge6), Some((_, len6))) = (node.bridge_ip6(), node.pod_cidr6) {
+            cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{bridge6}/{len6}"), "dev", "cni0", "nodad"])?;
+        }
         cmd::run("ip", &["-n", &ns, "link", "set", "cni0", "up"])?;
         // Bridged pod-to-pod traffic goes through iptables, as kubeadm requires (br_netfilter).
         let _ = sysctl(&ns, "net.bridge.bridge-nf-call-iptables", "1");
+        let _ = sysctl(&ns, "net.bridge.bridge-nf-call-ip6tables", "1");
         let services: Vec<_> = self
             .spec
             .services
@@ -130,6 +143,10 @@ impl Lab {
         cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/{}", pod.ip, node.pod_cidr.1), "dev", "eth0"])?;
         cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
         cmd::run("ip", &["-n", &ns, "route", "add", "default", "via", &node.bridge_ip().to_string()])?;
+        if let (Some(ip6), Some(bridge6), Some((_, len6))) = (pod.ip6, node.bridge_ip6(), node.pod_cidr6) {
+            cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{ip6}/{len6}"), "dev", "eth0", "nodad"])?;
+            cmd::run("ip", &["-n", &ns, "-6", "route", "add", "default", "via", &bridge6.to_string()])?;
+        }
         if pod.sidecar {
             in_netns_with_input(&ns, "iptables-restore", &["-w"], &istio_iptables_rules())?;
         }

@@ -1,6 +1,6 @@
 //! Fault injectors: firewall rules at a node, written with the tool a real node would use.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Which firewall tool writes the rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +43,8 @@ pub struct FirewallRule {
     pub table: Table,
     pub hook: Hook,
     pub verdict: Verdict,
-    pub src: Option<(Ipv4Addr, u8)>,
-    pub dst: Option<(Ipv4Addr, u8)>,
+    pub src: Option<(IpAddr, u8)>,
+    pub dst: Option<(IpAddr, u8)>,
     pub dport: Option<u16>,
     /// Comment attached to the rule (as CNIs do).
     pub comment: Option<String>,
@@ -74,9 +74,19 @@ impl FirewallRule {
         }
     }
 
+    /// Whether the rule matches IPv6 addresses (ip6tables; `ip6` in nft).
+    pub fn is_ipv6(&self) -> bool {
+        self.src.or(self.dst).is_some_and(|(ip, _)| ip.is_ipv6())
+    }
+
     /// The command (program, args) that installs the rule with an iptables backend.
     pub fn iptables_args(&self) -> (&'static str, Vec<String>) {
-        let program = if self.backend == Backend::IptablesLegacy { "iptables-legacy" } else { "iptables" };
+        let program = match (self.backend == Backend::IptablesLegacy, self.is_ipv6()) {
+            (false, false) => "iptables",
+            (false, true) => "ip6tables",
+            (true, false) => "iptables-legacy",
+            (true, true) => "ip6tables-legacy",
+        };
         let table = if self.table == Table::Raw { "raw" } else { "filter" };
         let mut args: Vec<String> = ["-w", "-t", table, "-I", self.chain_name(), "1", "-p", "tcp"].map(String::from).to_vec();
         if let Some((ip, len)) = self.src {
@@ -94,7 +104,8 @@ impl FirewallRule {
         match self.verdict {
             Verdict::Drop => args.extend(["-j".into(), "DROP".into()]),
             Verdict::RejectAdminProhibited => {
-                args.extend(["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"].map(String::from))
+                let with = if self.is_ipv6() { "icmp6-adm-prohibited" } else { "icmp-admin-prohibited" };
+                args.extend(["-j", "REJECT", "--reject-with", with].map(String::from))
             }
             Verdict::RejectTcpReset => args.extend(["-j", "REJECT", "--reject-with", "tcp-reset"].map(String::from)),
         }
@@ -112,11 +123,12 @@ impl FirewallRule {
         };
         let chain = format!("lab_{hook}");
         let mut matches = String::new();
+        let family = if self.is_ipv6() { "ip6" } else { "ip" };
         if let Some((ip, len)) = self.src {
-            matches.push_str(&format!("ip saddr {ip}/{len} "));
+            matches.push_str(&format!("{family} saddr {ip}/{len} "));
         }
         if let Some((ip, len)) = self.dst {
-            matches.push_str(&format!("ip daddr {ip}/{len} "));
+            matches.push_str(&format!("{family} daddr {ip}/{len} "));
         }
         matches.push_str("meta l4proto tcp ");
         if let Some(port) = self.dport {
@@ -141,7 +153,7 @@ mod tests {
     #[test]
     fn iptables_rule_text() {
         let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-        rule.src = Some((Ipv4Addr::new(10, 244, 1, 0), 24));
+        rule.src = Some((IpAddr::from([10, 244, 1, 0]), 24));
         let (program, args) = rule.iptables_args();
         assert_eq!(program, "iptables");
         assert_eq!(args.join(" "), "-w -t filter -I FORWARD 1 -p tcp -s 10.244.1.0/24 -m tcp --dport 15012 -j DROP");
@@ -155,5 +167,16 @@ mod tests {
         let script = rule.nft_script();
         assert!(script.contains("type filter hook forward priority 0; policy accept;"), "{script}");
         assert!(script.contains("meta l4proto tcp tcp dport 15017 reject with icmpx type admin-prohibited"), "{script}");
+    }
+
+    #[test]
+    fn ipv6_rules_use_ip6tables_and_ip6_matches() {
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 9080);
+        rule.dst = Some(("fd00:10:244:2::b".parse().expect("ip"), 128));
+        let (program, args) = rule.iptables_args();
+        assert_eq!(program, "ip6tables");
+        assert!(args.join(" ").contains("-d fd00:10:244:2::b/128"));
+        rule.backend = Backend::Nftables;
+        assert!(rule.nft_script().contains("ip6 daddr fd00:10:244:2::b/128 meta l4proto tcp tcp dport 9080 drop"));
     }
 }

@@ -38,7 +38,7 @@ pub fn inventory(lab: &str, spec: &LabSpec) -> Value {
         items.push(json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name}},
-            "spec": {"podCIDR": node.pod_cidr_string(), "podCIDRs": [node.pod_cidr_string()]},
+            "spec": {"podCIDR": node.pod_cidr_string(), "podCIDRs": node_cidrs(node)},
             "status": {"addresses": [{"type": "InternalIP", "address": node.uplink_ip.to_string()}, {"type": "Hostname", "address": node.name}]}
         }));
     }
@@ -85,6 +85,12 @@ pub fn inventory(lab: &str, spec: &LabSpec) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
 }
 
+fn node_cidrs(node: &super::spec::NodeSpec) -> Vec<String> {
+    let mut cidrs = vec![node.pod_cidr_string()];
+    cidrs.extend(node.pod_cidr6.map(|(net, len)| format!("{net}/{len}")));
+    cidrs
+}
+
 fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
     let node = spec.node(&pod.node);
     let host_ip = node.map(|n| n.uplink_ip.to_string()).unwrap_or_default();
@@ -113,6 +119,8 @@ fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
         PodRole::ApiServer => json!([{"apiVersion": "v1", "kind": "Node", "name": pod.node, "controller": true}]),
         _ => json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": pod.name.rsplit_once('-').map_or(pod.name.as_str(), |(rs, _)| rs), "controller": true}]),
     };
+    let mut pod_ips = vec![json!({"ip": pod.ip.to_string()})];
+    pod_ips.extend(pod.ip6.map(|ip6| json!({"ip": ip6.to_string()})));
     let statuses: Vec<Value> = ids
         .iter()
         .map(|(name, id)| json!({"name": name, "containerID": format!("containerd://{id}"), "ready": true, "started": true}))
@@ -122,7 +130,7 @@ fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
         "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod_uid(lab, pod), "labels": labels,
                      "annotations": annotations, "ownerReferences": owner},
         "spec": {"nodeName": pod.node, "containers": containers},
-        "status": {"phase": "Running", "hostIP": host_ip, "podIP": pod.ip.to_string(), "podIPs": [{"ip": pod.ip.to_string()}],
+        "status": {"phase": "Running", "hostIP": host_ip, "podIP": pod.ip.to_string(), "podIPs": pod_ips,
                    "qosClass": "BestEffort", "containerStatuses": statuses}
     })
 }

@@ -1,6 +1,6 @@
 //! What a lab contains: nodes, pods and services. [`LabSpec::bookinfo`] is the built-in lab.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A simulated Kubernetes node: a network namespace with a bridge for its pods and an uplink
 /// to the underlay router.
@@ -13,6 +13,10 @@ pub struct NodeSpec {
     /// Node address on its uplink, and the router's address on that link (a /24).
     pub uplink_ip: Ipv4Addr,
     pub router_ip: Ipv4Addr,
+    /// IPv6 pod CIDR (a /64, bridge `::1`) and uplink/router addresses (a /64): dual-stack.
+    pub pod_cidr6: Option<(Ipv6Addr, u8)>,
+    pub uplink_ip6: Option<Ipv6Addr>,
+    pub router_ip6: Option<Ipv6Addr>,
 }
 
 impl NodeSpec {
@@ -22,6 +26,13 @@ impl NodeSpec {
     }
     pub fn pod_cidr_string(&self) -> String {
         format!("{}/{}", self.pod_cidr.0, self.pod_cidr.1)
+    }
+    pub fn bridge_ip6(&self) -> Option<Ipv6Addr> {
+        self.pod_cidr6.map(|(net, _)| {
+            let mut o = net.octets();
+            o[15] = 1;
+            Ipv6Addr::from(o)
+        })
     }
 }
 
@@ -46,6 +57,8 @@ pub struct PodSpec {
     pub workload: String,
     pub node: String,
     pub ip: Ipv4Addr,
+    /// IPv6 address on a dual-stack node.
+    pub ip6: Option<Ipv6Addr>,
     pub role: PodRole,
     /// Ports the main container listens on.
     pub ports: Vec<u16>,
@@ -105,6 +118,9 @@ impl LabSpec {
             pod_cidr: (Ipv4Addr::new(10, 244, n, 0), 24),
             uplink_ip: Ipv4Addr::new(172, 31, n, 2),
             router_ip: Ipv4Addr::new(172, 31, n, 1),
+            pod_cidr6: Some((Ipv6Addr::new(0xfd00, 0x10, 0x244, n.into(), 0, 0, 0, 0), 64)),
+            uplink_ip6: Some(Ipv6Addr::new(0xfd00, 0x172, 0x31, n.into(), 0, 0, 0, 2)),
+            router_ip6: Some(Ipv6Addr::new(0xfd00, 0x172, 0x31, n.into(), 0, 0, 0, 1)),
         };
         let pod = |ns: &str, name: &str, app: &str, workload: &str, node: &str, ip: [u8; 4], role, ports: &[u16], sidecar| PodSpec {
             namespace: ns.into(),
@@ -113,6 +129,8 @@ impl LabSpec {
             workload: workload.into(),
             node: node.into(),
             ip: Ipv4Addr::from(ip),
+            // fd00:10:244:<node>::<host>, mirroring the IPv4 address.
+            ip6: Some(Ipv6Addr::new(0xfd00, 0x10, 0x244, ip[2].into(), 0, 0, 0, ip[3].into())),
             role,
             ports: ports.to_vec(),
             sidecar,
