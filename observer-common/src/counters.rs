@@ -20,8 +20,11 @@ pub const CONNECT_EVENTS: u32 = 7;
 /// sock_ops milestones reported (established, RTO, failed connect).
 pub const SOCKOPS_EVENTS: u32 = 8;
 
+/// Events not sent because the kernel-side filter excluded them.
+pub const FILTERED_OUT: u32 = 9;
+
 /// Number of counters (size of the array).
-pub const COUNT: u32 = 9;
+pub const COUNT: u32 = 10;
 
 /// Human names, in index order, for reports.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -34,4 +37,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "drop_parse_errors",
     "connect_events",
     "sockops_events",
+    "filtered_out",
 ];

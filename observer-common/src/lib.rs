@@ -8,6 +8,7 @@
 pub mod config;
 pub mod counters;
 pub mod event;
+pub mod filter;
 pub mod maps;
 
 #[cfg(feature = "user")]

@@ -13,6 +13,7 @@ use observer_common::{
 use crate::{
     counters::bump,
     emit::{reserve, submit},
+    filter::wanted,
     packet::{parse_ip, PacketSource, ETH_HLEN, ETH_P_IP, ETH_P_IPV6},
 };
 
@@ -53,7 +54,7 @@ pub fn observe(skb: &SkBuff, hook: u8) {
         bump(counters::TC_PARSE_ERRORS);
         return;
     };
-    if flags & (TCP_SYN | TCP_RST) == 0 {
+    if flags & (TCP_SYN | TCP_RST) == 0 || !wanted(&flow) {
         return;
     }
     let Some(mut entry) = reserve::<PacketEvent>(EVENT_KIND_PACKET) else {
@@ -89,6 +90,12 @@ fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTupl
         (PROTO_ICMPV6, 2) => u32::from_be_bytes([head[4], head[5], head[6], head[7]]),
         _ => return,
     };
+    // Filter on the quoted flow (the connection the error is about), parsed on the stack first.
+    let mut quoted = FlowTuple::default();
+    let quoted_valid = parse_ip(src, icmp + 8, ethertype, &mut quoted).is_some();
+    if !wanted(if quoted_valid { &quoted } else { flow }) {
+        return;
+    }
     let Some(mut entry) = reserve::<IcmpErrorEvent>(EVENT_KIND_ICMP_ERROR) else {
         return;
     };
@@ -103,7 +110,8 @@ fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTupl
     event.icmp_code = icmp_code;
     event.mtu = mtu;
     // The quoted packet (IP header + at least 8 bytes of its transport) follows the 8-byte ICMP header.
-    if parse_ip(src, icmp + 8, ethertype, &mut event.quoted).is_some() {
+    if quoted_valid {
+        event.quoted = quoted;
         event.quoted_valid = 1;
     } else {
         bump(counters::TC_PARSE_ERRORS);

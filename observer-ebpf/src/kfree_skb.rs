@@ -4,12 +4,13 @@
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
     counters,
-    event::{DropEvent, EVENT_KIND_DROP},
+    event::{DropEvent, FlowTuple, EVENT_KIND_DROP},
 };
 
 use crate::{
     counters::bump,
     emit::{reserve, submit},
+    filter::{active, wanted},
     maps::offset,
     packet::{parse_ip, PacketSource},
 };
@@ -43,6 +44,13 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
         return;
     }
     bump(counters::DROPS_SEEN);
+    // Parse first (on the stack) so the filter can decide before the ring buffer is touched;
+    // a drop whose headers cannot be read is only reported when no filter is set.
+    let mut flow = FlowTuple::default();
+    let parsed = read_headers(skb, &mut flow).is_some();
+    if (parsed && !wanted(&flow)) || (!parsed && active()) {
+        return;
+    }
     let Some(mut entry) = reserve::<DropEvent>(EVENT_KIND_DROP) else {
         return;
     };
@@ -62,7 +70,8 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
             event.netns_ino = netns_inum(sk, offset!(sk_net));
         }
     }
-    if read_headers(skb, event).is_some() {
+    if parsed {
+        event.flow = flow;
         event.flow_valid = 1;
     } else {
         bump(counters::DROP_PARSE_ERRORS);
@@ -71,7 +80,7 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
 }
 
 #[inline(always)]
-fn read_headers(skb: *const u8, event: &mut DropEvent) -> Option<()> {
+fn read_headers(skb: *const u8, flow: &mut FlowTuple) -> Option<()> {
     let head: *const u8 = read_at(skb, offset!(skb_head))?;
     let network_header: u16 = read_at(skb, offset!(skb_network_header))?;
     let ethertype = u16::from_be(read_at::<u16>(skb, offset!(skb_protocol))?);
@@ -79,7 +88,7 @@ fn read_headers(skb: *const u8, event: &mut DropEvent) -> Option<()> {
         return None;
     }
     let bytes = KernelBytes { base: head.wrapping_add(network_header as usize) };
-    parse_ip(&bytes, 0, ethertype, &mut event.flow).map(|_| ())
+    parse_ip(&bytes, 0, ethertype, flow).map(|_| ())
 }
 
 /// `obj->...possible_net_t.net->ns.inum`, 0 when any pointer on the way is unreadable.

@@ -7,6 +7,7 @@ mod cgroup_skb;
 mod connect;
 mod counters;
 mod emit;
+mod filter;
 mod handshake;
 mod kfree_skb;
 mod maps;

@@ -3,9 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use observer_common::{counters, maps::EVENTS_RINGBUF_BYTES, KernelOffsets};
+use observer_common::{
+    counters,
+    filter::{FilterConfig, MAX_WATCHED_CIDRS, MAX_WATCHED_PORTS},
+    maps::EVENTS_RINGBUF_BYTES,
+    KernelOffsets,
+};
 
 /// Discrete events to userspace (`observer_common::event`).
 #[map(name = "EVENTS")]
@@ -14,6 +19,20 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RINGBUF_BYTES, 0);
 /// Per-CPU counters indexed by `observer_common::counters`.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+/// The filter's mode (`observer_common::filter`); slot 0.
+#[map(name = "FILTER_CONFIG")]
+pub static FILTER_CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
+
+/// Watched ports (host order).
+#[map(name = "WATCHED_PORTS")]
+pub static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_WATCHED_PORTS, 0);
+
+/// Watched IPv4 and IPv6 prefixes (addresses in network order).
+#[map(name = "WATCHED_V4")]
+pub static WATCHED_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_WATCHED_CIDRS, 0);
+#[map(name = "WATCHED_V6")]
+pub static WATCHED_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_WATCHED_CIDRS, 0);
 
 /// Kernel struct offsets resolved from BTF by userspace at load time (`override_global`).
 #[unsafe(no_mangle)]

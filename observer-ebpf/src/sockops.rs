@@ -15,12 +15,15 @@ use aya_ebpf::{
 use observer_common::{
     counters,
     event::{
-        SockOpsEvent, EVENT_KIND_SOCKOPS, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, SOCKOPS_ACTIVE_ESTABLISHED,
+        FlowTuple, SockOpsEvent, EVENT_KIND_SOCKOPS, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, SOCKOPS_ACTIVE_ESTABLISHED,
         SOCKOPS_CONNECT_FAILED, SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, TCP_STATE_CLOSE, TCP_STATE_SYN_SENT,
     },
 };
 
-use crate::emit::{reserve, submit};
+use crate::{
+    emit::{reserve, submit},
+    filter::wanted,
+};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -53,17 +56,11 @@ fn report(ctx: &SockOpsContext, op: u8, old_state: u8, new_state: u8, retransmit
         AF_INET6 => FAMILY_IPV6,
         _ => return,
     };
-    let Some(mut entry) = reserve::<SockOpsEvent>(EVENT_KIND_SOCKOPS) else {
-        return;
-    };
-    // SAFETY: `reserve` initialised the slot; we own it until submit.
-    let event = unsafe { &mut *entry.as_mut_ptr() };
-    event.flow.family = family;
-    event.flow.protocol = PROTO_TCP;
+    let mut flow = FlowTuple { family, protocol: PROTO_TCP, ..FlowTuple::default() };
     if family == FAMILY_IPV4 {
         // Addresses are stored in network byte order.
-        event.flow.saddr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
-        event.flow.daddr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
+        flow.saddr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
+        flow.daddr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
     } else {
         // The verifier allows only 4-byte loads of these context fields: read word by word.
         for i in 0..4 {
@@ -74,13 +71,22 @@ fn report(ctx: &SockOpsContext, op: u8, old_state: u8, new_state: u8, retransmit
                     core::ptr::read_volatile(&(*ctx.ops).remote_ip6[i]),
                 )
             };
-            event.flow.saddr[i * 4..i * 4 + 4].copy_from_slice(&local.to_ne_bytes());
-            event.flow.daddr[i * 4..i * 4 + 4].copy_from_slice(&remote.to_ne_bytes());
+            flow.saddr[i * 4..i * 4 + 4].copy_from_slice(&local.to_ne_bytes());
+            flow.daddr[i * 4..i * 4 + 4].copy_from_slice(&remote.to_ne_bytes());
         }
     }
     // local_port is in host order; remote_port holds the network-order port in its upper 16 bits.
-    event.flow.sport = ctx.local_port() as u16;
-    event.flow.dport = u16::from_be((ctx.remote_port() >> 16) as u16);
+    flow.sport = ctx.local_port() as u16;
+    flow.dport = u16::from_be((ctx.remote_port() >> 16) as u16);
+    if !wanted(&flow) {
+        return;
+    }
+    let Some(mut entry) = reserve::<SockOpsEvent>(EVENT_KIND_SOCKOPS) else {
+        return;
+    };
+    // SAFETY: `reserve` initialised the slot; we own it until submit.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    event.flow = flow;
     // SAFETY: sock_ops context is a valid argument for bpf_get_socket_cookie.
     event.socket_cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
     event.op = op;

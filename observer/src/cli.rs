@@ -43,9 +43,14 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Only events whose source or destination port is one of these (repeatable).
+    /// Only events whose source or destination port is one of these (repeatable). Applied in
+    /// the kernel: unwanted events never reach the ring buffer.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
+    /// Only events with an address (either end) in one of these prefixes, e.g. the pod and
+    /// service CIDRs (repeatable; with --port, both must match). Applied in the kernel.
+    #[arg(long = "cidr", value_name = "CIDR")]
+    pub cidrs: Vec<crate::loader::filter::Cidr>,
     /// Also print drops from network namespaces other than the watched one.
     #[arg(long)]
     pub all_netns: bool,

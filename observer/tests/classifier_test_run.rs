@@ -293,3 +293,52 @@ fn cgroup_skb_parses_packets_without_a_link_header() {
     assert_eq!(p.hook, observer_common::event::HOOK_CGROUP_INGRESS);
     assert_eq!(p.flow, v4_flow([10, 244, 1, 10], 40000, [10, 244, 2, 10], 15012, PROTO_TCP));
 }
+
+#[test]
+fn the_kernel_filter_selects_by_port_and_cidr() {
+    use observer::loader::filter::KernelFilter;
+    if !require_root() {
+        return;
+    }
+    let svc = Ipv4Addr::new(10, 96, 0, 10);
+    let syn_to = |dst: Ipv4Addr, port: u16| eth(0x0800, &ipv4(POD_A, dst, PROTO_TCP, &[], 0, &tcp(40000, port, 1, TCP_SYN)));
+
+    let mut h = Harness::new();
+    KernelFilter { ports: vec![15012], cidrs: vec![], either: false }.apply(&mut h.ebpf).expect("filter");
+    assert_eq!(only_packet(&h.run(&syn_to(ISTIOD, 15012))).flow.dport, 15012);
+    assert!(h.run(&syn_to(ISTIOD, 9080)).is_empty());
+    // The source port counts too (replies from 15012).
+    let reply = eth(0x0800, &ipv4(ISTIOD, POD_A, PROTO_TCP, &[], 0, &tcp(15012, 40000, 1, TCP_SYN | TCP_ACK)));
+    assert_eq!(only_packet(&h.run(&reply)).flow.sport, 15012);
+    assert_eq!(h.counter("filtered_out"), 1);
+
+    let mut h = Harness::new();
+    let pods = "10.244.2.0/24".parse().expect("cidr");
+    KernelFilter { ports: vec![], cidrs: vec![pods], either: false }.apply(&mut h.ebpf).expect("filter");
+    assert_eq!(only_packet(&h.run(&syn_to(ISTIOD, 9080))).flow.dport, 9080);
+    assert!(h.run(&syn_to(svc, 9080)).is_empty(), "10.96.0.10 is outside 10.244.2.0/24");
+
+    // Both: port AND prefix must match; with `either`, one is enough.
+    let mut h = Harness::new();
+    KernelFilter { ports: vec![15012], cidrs: vec![pods], either: false }.apply(&mut h.ebpf).expect("filter");
+    assert!(h.run(&syn_to(svc, 15012)).is_empty());
+    assert!(h.run(&syn_to(ISTIOD, 9080)).is_empty());
+    assert_eq!(h.run(&syn_to(ISTIOD, 15012)).len(), 1);
+    let mut h = Harness::new();
+    KernelFilter { ports: vec![15012], cidrs: vec![pods], either: true }.apply(&mut h.ebpf).expect("filter");
+    assert_eq!(h.run(&syn_to(svc, 15012)).len(), 1);
+    assert_eq!(h.run(&syn_to(ISTIOD, 9080)).len(), 1);
+    assert!(h.run(&syn_to(svc, 9080)).is_empty());
+
+    // ICMP errors are filtered on the flow they quote.
+    let mut h = Harness::new();
+    KernelFilter { ports: vec![15017], cidrs: vec![], either: false }.apply(&mut h.ebpf).expect("filter");
+    let icmp_about = |port: u16| {
+        let quoted = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &tcp(40000, port, 9, TCP_SYN)[..8]);
+        let mut icmp = vec![3, 13, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&quoted);
+        eth(0x0800, &ipv4(Ipv4Addr::new(10, 244, 1, 1), POD_A, 1, &[], 0, &icmp))
+    };
+    assert_eq!(h.run(&icmp_about(15017)).len(), 1);
+    assert!(h.run(&icmp_about(15012)).is_empty());
+}

@@ -1,6 +1,7 @@
 //! Loading observer's eBPF programs and attaching them to the kernel.
 
 pub mod attach;
+pub mod filter;
 pub mod cgroup;
 pub mod netlink;
 pub mod netns;

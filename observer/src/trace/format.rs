@@ -40,16 +40,6 @@ pub fn text_line(o: &Observation) -> String {
     format!("{:<16} {:<11} {:<16} {:<49} {}", time_of_day(o.time), o.hook.as_str(), iface, flow, what)
 }
 
-/// True when no port filter is set, or the flow's source or destination port is listed.
-pub fn port_matches(ports: &[u16], o: &Observation) -> bool {
-    let matches = |f: &crate::events::model::Flow| ports.contains(&f.sport) || ports.contains(&f.dport);
-    let quoted = match &o.detail {
-        Detail::IcmpError { quoted, .. } => quoted.as_ref(),
-        _ => None,
-    };
-    ports.is_empty() || o.flow.as_ref().is_some_and(matches) || quoted.is_some_and(matches)
-}
-
 /// One JSON object (schema: `docs/trace-json.md`).
 pub fn json_line(o: &Observation) -> String {
     serde_json::to_string(o).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
@@ -89,17 +79,6 @@ mod tests {
         assert!(line.ends_with(" SYN"));
         assert_eq!(line.find("tc-ingress"), TEXT_HEADER.find("HOOK"));
         assert_eq!(line.find("TCP "), TEXT_HEADER.find("FLOW"));
-    }
-
-    #[test]
-    fn port_filter_matches_either_end() {
-        assert!(port_matches(&[], &syn()));
-        assert!(port_matches(&[15012], &syn()));
-        assert!(port_matches(&[43512], &syn()));
-        assert!(!port_matches(&[9080], &syn()));
-        let mut no_flow = syn();
-        no_flow.flow = None;
-        assert!(!port_matches(&[15012], &no_flow));
     }
 
     #[test]

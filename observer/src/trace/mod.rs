@@ -22,7 +22,7 @@ use crate::{
         model::{Detail, Namer},
         ringbuf::{read_counters, EventSource},
     },
-    loader::{self, attach::attach_all, cgroup, node_watch::NodeWatch, NetnsTarget},
+    loader::{self, attach::attach_all, cgroup, filter::KernelFilter, node_watch::NodeWatch, NetnsTarget},
 };
 
 /// Runs the trace until Ctrl-C/SIGTERM, `--duration` or `--count`.
@@ -30,6 +30,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let netns = NetnsTarget::resolve(args.netns.as_deref())?;
     let (mut ebpf, kernel) = loader::load()?;
     let mut events = EventSource::new(&mut ebpf)?;
+    KernelFilter { ports: args.ports.clone(), cidrs: args.cidrs.clone(), either: false }.apply(&mut ebpf)?;
     let mut attached = attach_all(&mut ebpf, &netns, kernel.drops_available)?;
     let mut watch = NodeWatch::new(&netns)?;
     let cgroup_root = match &args.cgroup_root {
@@ -85,9 +86,6 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                     out_of_scope += 1;
                     return;
                 }
-            }
-            if !format::port_matches(&args.ports, &observation) {
-                return;
             }
             if args.count.is_some_and(|n| printed >= n) || write_result.is_err() {
                 return;

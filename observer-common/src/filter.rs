@@ -1,0 +1,26 @@
+//! The kernel-side filter: which packets, drops, connects and socket events are worth an event.
+//! Userspace writes [`FilterConfig`] into the one-slot `FILTER_CONFIG` array and fills the
+//! port set and CIDR tries; a narrow filter costs less (fewer ring-buffer records).
+
+/// Report only flows with a watched port (either end) in `WATCHED_PORTS`.
+pub const FILTER_PORTS: u32 = 1;
+/// Report only flows with an address (either end) inside a `WATCHED_V4`/`WATCHED_V6` prefix.
+pub const FILTER_CIDRS: u32 = 2;
+/// With both: either condition is enough (default: both must hold).
+pub const FILTER_EITHER: u32 = 4;
+
+/// One-slot array value. `flags == 0` reports everything the hooks look at (tracing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterConfig {
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+pub const FILTER_CONFIG_MAP: &str = "FILTER_CONFIG";
+pub const WATCHED_PORTS_MAP: &str = "WATCHED_PORTS";
+pub const WATCHED_V4_MAP: &str = "WATCHED_V4";
+pub const WATCHED_V6_MAP: &str = "WATCHED_V6";
+/// Capacity of the port set and of each CIDR trie.
+pub const MAX_WATCHED_PORTS: u32 = 1024;
+pub const MAX_WATCHED_CIDRS: u32 = 256;

@@ -1,0 +1,157 @@
+//! Writing the kernel-side filter (`observer_common::filter`): watched ports and CIDRs.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapError},
+    Ebpf,
+};
+use observer_common::filter::{
+    FilterConfig, FILTER_CIDRS, FILTER_CONFIG_MAP, FILTER_EITHER, FILTER_PORTS, MAX_WATCHED_CIDRS,
+    MAX_WATCHED_PORTS, WATCHED_PORTS_MAP, WATCHED_V4_MAP, WATCHED_V6_MAP,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("`{0}` is not a CIDR: expected ADDRESS/PREFIX such as 10.244.0.0/16 or fd00::/8 (or a single address)")]
+    BadCidr(String),
+    #[error("too many {what}: {count} given, the kernel filter holds at most {max}")]
+    TooMany { what: &'static str, count: usize, max: u32 },
+    #[error("map `{0}` missing from the eBPF object (build mismatch)")]
+    MissingMap(&'static str),
+    #[error("writing map `{name}`: {source}")]
+    Map { name: &'static str, source: MapError },
+}
+
+/// An address prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = FilterError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || FilterError::BadCidr(s.to_string());
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().map_err(|_| bad())?, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// What the kernel reports: everything (both lists empty), or flows touching a watched port
+/// and/or a watched prefix (both must hold unless `either`).
+#[derive(Clone, Debug, Default)]
+pub struct KernelFilter {
+    pub ports: Vec<u16>,
+    pub cidrs: Vec<Cidr>,
+    pub either: bool,
+}
+
+impl KernelFilter {
+    pub fn flags(&self) -> u32 {
+        let mut flags = 0;
+        if !self.ports.is_empty() {
+            flags |= FILTER_PORTS;
+        }
+        if !self.cidrs.is_empty() {
+            flags |= FILTER_CIDRS;
+        }
+        if self.either {
+            flags |= FILTER_EITHER;
+        }
+        flags
+    }
+
+    /// Fills the maps, then switches the mode on (so no half-written filter is ever in force).
+    pub fn apply(&self, ebpf: &mut Ebpf) -> Result<(), FilterError> {
+        if self.ports.len() > MAX_WATCHED_PORTS as usize {
+            return Err(FilterError::TooMany { what: "ports", count: self.ports.len(), max: MAX_WATCHED_PORTS });
+        }
+        let (v4, v6): (Vec<&Cidr>, Vec<&Cidr>) = self.cidrs.iter().partition(|c| c.addr.is_ipv4());
+        for (what, list) in [("IPv4 CIDRs", &v4), ("IPv6 CIDRs", &v6)] {
+            if list.len() > MAX_WATCHED_CIDRS as usize {
+                return Err(FilterError::TooMany { what, count: list.len(), max: MAX_WATCHED_CIDRS });
+            }
+        }
+        let map_err = |name| move |source| FilterError::Map { name, source };
+        let mut ports: HashMap<_, u16, u8> =
+            HashMap::try_from(ebpf.map_mut(WATCHED_PORTS_MAP).ok_or(FilterError::MissingMap(WATCHED_PORTS_MAP))?)
+                .map_err(map_err(WATCHED_PORTS_MAP))?;
+        for port in &self.ports {
+            ports.insert(port, 1, 0).map_err(map_err(WATCHED_PORTS_MAP))?;
+        }
+        let mut trie4: LpmTrie<_, [u8; 4], u8> =
+            LpmTrie::try_from(ebpf.map_mut(WATCHED_V4_MAP).ok_or(FilterError::MissingMap(WATCHED_V4_MAP))?)
+                .map_err(map_err(WATCHED_V4_MAP))?;
+        for c in &v4 {
+            let IpAddr::V4(a) = c.addr else { continue };
+            trie4.insert(&Key::new(c.prefix.into(), masked_v4(a, c.prefix)), 1, 0).map_err(map_err(WATCHED_V4_MAP))?;
+        }
+        let mut trie6: LpmTrie<_, [u8; 16], u8> =
+            LpmTrie::try_from(ebpf.map_mut(WATCHED_V6_MAP).ok_or(FilterError::MissingMap(WATCHED_V6_MAP))?)
+                .map_err(map_err(WATCHED_V6_MAP))?;
+        for c in &v6 {
+            let IpAddr::V6(a) = c.addr else { continue };
+            trie6.insert(&Key::new(c.prefix.into(), masked_v6(a, c.prefix)), 1, 0).map_err(map_err(WATCHED_V6_MAP))?;
+        }
+        let mut config: Array<_, FilterConfig> =
+            Array::try_from(ebpf.map_mut(FILTER_CONFIG_MAP).ok_or(FilterError::MissingMap(FILTER_CONFIG_MAP))?)
+                .map_err(map_err(FILTER_CONFIG_MAP))?;
+        config.set(0, FilterConfig { flags: self.flags(), _pad: 0 }, 0).map_err(map_err(FILTER_CONFIG_MAP))
+    }
+}
+
+fn masked_v4(a: Ipv4Addr, prefix: u8) -> [u8; 4] {
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+    (u32::from(a) & mask).to_be_bytes()
+}
+
+fn masked_v6(a: Ipv6Addr, prefix: u8) -> [u8; 16] {
+    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+    (u128::from(a) & mask).to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cidrs_and_rejects_bad_ones_by_name() {
+        assert_eq!("10.244.0.0/16".parse::<Cidr>().expect("v4").to_string(), "10.244.0.0/16");
+        assert_eq!("fd00::/8".parse::<Cidr>().expect("v6").prefix, 8);
+        assert_eq!("10.96.0.1".parse::<Cidr>().expect("host").prefix, 32);
+        for bad in ["10.244.0.0/33", "nope", "10.0.0.0/x", "fd00::/129", ""] {
+            let err = bad.parse::<Cidr>().expect_err(bad).to_string();
+            assert!(err.contains(&format!("`{bad}` is not a CIDR")), "{err}");
+        }
+    }
+
+    #[test]
+    fn masks_host_bits_and_sets_flags() {
+        assert_eq!(masked_v4(Ipv4Addr::new(10, 244, 1, 10), 16), [10, 244, 0, 0]);
+        assert_eq!(masked_v4(Ipv4Addr::new(10, 244, 1, 10), 0), [0, 0, 0, 0]);
+        assert_eq!(masked_v6("fd00:10:244:1::a".parse().expect("v6"), 64)[..8], [0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 1]);
+        let f = KernelFilter { ports: vec![15012], cidrs: vec![], either: false };
+        assert_eq!(f.flags(), FILTER_PORTS);
+        assert_eq!(KernelFilter::default().flags(), 0);
+    }
+}
