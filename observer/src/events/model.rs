@@ -63,11 +63,16 @@ impl Flow {
                 let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
                 (v4(&t.saddr), v4(&t.daddr))
             }
-            FAMILY_IPV6 => (IpAddr::V6(Ipv6Addr::from(t.saddr)), IpAddr::V6(Ipv6Addr::from(t.daddr))),
+            // A dual-stack socket talking IPv4 reports v4-mapped addresses: show them as IPv4.
+            FAMILY_IPV6 => (unmap(Ipv6Addr::from(t.saddr)), unmap(Ipv6Addr::from(t.daddr))),
             _ => return None,
         };
         Some(Self { protocol: Protocol(t.protocol), src, sport: t.sport, dst, dport: t.dport })
     }
+}
+
+fn unmap(a: Ipv6Addr) -> IpAddr {
+    a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)
 }
 
 impl fmt::Display for Flow {
@@ -367,6 +372,8 @@ mod tests {
         assert_eq!(flow.to_string(), "TCP [fd00::1]:43512 -> [fd00::2]:15012");
         assert_eq!(tcp_flags(TCP_SYN | TCP_ACK), "SYN|ACK");
         assert_eq!(tcp_flags(TCP_RST | TCP_ACK), "RST|ACK");
+        t.saddr = "::ffff:10.244.2.10".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
+        assert_eq!(Flow::from_wire(&t).expect("v6").src.to_string(), "10.244.2.10", "v4-mapped shown as IPv4");
         t.family = 99;
         assert_eq!(Flow::from_wire(&t), None);
     }

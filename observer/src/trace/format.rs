@@ -6,13 +6,14 @@ use crate::events::{
 };
 
 pub const TEXT_HEADER: &str =
-    "TIME             HOOK        IFACE            FLOW                                              WHAT";
+    "TIME             HOOK           IFACE            FLOW                                              WHAT";
 
 /// `TIME HOOK IFACE FLOW WHAT`, columns aligned for the common (IPv4) case.
 pub fn text_line(o: &Observation) -> String {
     let iface = match (&o.interface, o.ifindex) {
         (Some(name), _) => name.clone(),
-        (None, 0) => "-".to_string(),
+        // Socket-side hooks have no interface of the watched node to name.
+        (None, index) if index == 0 || !o.hook.is_tc() && o.hook != crate::events::model::Hook::KfreeSkb => "-".to_string(),
         (None, index) => format!("if#{index}"),
     };
     let flow = o.flow.map_or_else(|| "(headers unreadable)".to_string(), |f| f.to_string());
@@ -37,7 +38,7 @@ pub fn text_line(o: &Observation) -> String {
             other => other.to_uppercase(),
         },
     };
-    format!("{:<16} {:<11} {:<16} {:<49} {}", time_of_day(o.time), o.hook.as_str(), iface, flow, what)
+    format!("{:<16} {:<14} {:<16} {:<49} {}", time_of_day(o.time), o.hook.as_str(), iface, flow, what)
 }
 
 /// One JSON object (schema: `docs/trace-json.md`).
@@ -75,10 +76,21 @@ mod tests {
     #[test]
     fn text_columns() {
         let line = text_line(&syn());
-        assert!(line.starts_with("01:02:03.000042  tc-ingress  veth1a2b3c4d     TCP 10.244.1.10:43512 -> 10.244.2.10:15012"), "{line}");
+        assert!(line.starts_with("01:02:03.000042  tc-ingress     veth1a2b3c4d     TCP 10.244.1.10:43512 -> 10.244.2.10:15012"), "{line}");
         assert!(line.ends_with(" SYN"));
         assert_eq!(line.find("tc-ingress"), TEXT_HEADER.find("HOOK"));
         assert_eq!(line.find("TCP "), TEXT_HEADER.find("FLOW"));
+    }
+
+    #[test]
+    fn socket_side_hooks_name_no_interface() {
+        let mut o = syn();
+        o.hook = Hook::CgroupEgress;
+        o.interface = None;
+        o.ifindex = 2;
+        assert!(text_line(&o).contains(" cgroup-egress  -  "), "{}", text_line(&o));
+        o.hook = Hook::KfreeSkb;
+        assert!(text_line(&o).contains(" if#2 "), "a drop in another namespace keeps its ifindex");
     }
 
     #[test]
