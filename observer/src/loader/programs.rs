@@ -64,6 +64,11 @@ pub struct KernelInfo {
 
 /// Checks privileges and BTF, resolves offsets, loads the object and its programs (not attached).
 pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
+    load_object(OBJECT)
+}
+
+/// [`load`] for another build of the same programs (tests load the debug-profile object too).
+pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
     check_privileges()?;
     check_btf()?;
     let raw_btf = Btf::from_sys_fs().map_err(LoadError::ReadBtf)?;
@@ -73,7 +78,7 @@ pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
     let drop_reasons = DropReasons::from_btf(&btf);
     drop(btf);
 
-    let mut ebpf = EbpfLoader::new().override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true).load(OBJECT).map_err(|e| LoadError::Object(Box::new(e)))?;
+    let mut ebpf = EbpfLoader::new().override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true).load(object).map_err(|e| LoadError::Object(Box::new(e)))?;
     for name in [TC_INGRESS, TC_EGRESS] {
         let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
         program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
