@@ -25,6 +25,16 @@ pub struct KernelOffsets {
     pub sk_net: u32,
     /// `net.ns.inum` (unsigned int).
     pub net_ns_inum: u32,
+    /// `sock.__sk_common` members: family (u16), state (u8), local port (`skc_num`, host order
+    /// u16), remote port (`skc_dport`, be16), IPv4 local/remote (be32), IPv6 local/remote (16 bytes).
+    pub sk_family: u32,
+    pub sk_state: u32,
+    pub sk_num: u32,
+    pub sk_dport: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
     /// `enum skb_drop_reason` value meaning "consumed, not dropped" (skipped), or u32::MAX.
     pub reason_consumed: u32,
     /// Non-zero once userspace filled the offsets in.

@@ -23,8 +23,11 @@ pub const SOCKOPS_EVENTS: u32 = 8;
 /// Events not sent because the kernel-side filter excluded them.
 pub const FILTERED_OUT: u32 = 9;
 
+/// Retransmissions and locally sent resets reported.
+pub const TCP_EVENTS: u32 = 10;
+
 /// Number of counters (size of the array).
-pub const COUNT: u32 = 10;
+pub const COUNT: u32 = 11;
 
 /// Human names, in index order, for reports.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -38,4 +41,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "connect_events",
     "sockops_events",
     "filtered_out",
+    "tcp_events",
 ];

@@ -1,7 +1,7 @@
 //! Length-checked decoding of ring-buffer records (userspace only).
 
 use crate::event::{
-    ConnectEvent, SockOpsEvent, EVENT_KIND_CONNECT, EVENT_KIND_SOCKOPS, DropEvent, EventHeader, IcmpErrorEvent, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR,
+    ConnectEvent, SockOpsEvent, TcpEvent, EVENT_KIND_CONNECT, EVENT_KIND_SOCKOPS, EVENT_KIND_TCP, DropEvent, EventHeader, IcmpErrorEvent, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR,
     EVENT_KIND_PACKET, EVENT_VERSION,
 };
 
@@ -13,6 +13,7 @@ pub enum Event {
     IcmpError(IcmpErrorEvent),
     Connect(ConnectEvent),
     SockOps(SockOpsEvent),
+    Tcp(TcpEvent),
 }
 
 /// Why a record could not be decoded.
@@ -20,7 +21,7 @@ pub enum Event {
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than the {header}-byte event header")]
     ShortHeader { len: usize, header: usize },
-    #[error("record kind {kind} is unknown (this build knows kinds 1..=5)")]
+    #[error("record kind {kind} is unknown (this build knows kinds 1..=6)")]
     UnknownKind { kind: u16 },
     #[error("record kind {kind} has wire version {found}, this build reads version {expected}")]
     Version { kind: u16, found: u16, expected: u16 },
@@ -42,6 +43,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EVENT_KIND_ICMP_ERROR => read_exact(bytes, &header, "IcmpErrorEvent").map(Event::IcmpError),
         EVENT_KIND_CONNECT => read_exact(bytes, &header, "ConnectEvent").map(Event::Connect),
         EVENT_KIND_SOCKOPS => read_exact(bytes, &header, "SockOpsEvent").map(Event::SockOps),
+        EVENT_KIND_TCP => read_exact(bytes, &header, "TcpEvent").map(Event::Tcp),
         kind => Err(DecodeError::UnknownKind { kind }),
     }
 }
@@ -193,6 +195,17 @@ mod tests {
             _pad: 0,
         };
         assert_eq!(decode(&encode(&ops)), Ok(Event::SockOps(ops)));
+        let tcp = TcpEvent {
+            header: header(EVENT_KIND_TCP, size_of::<TcpEvent>() as u32),
+            flow: packet().flow,
+            netns_ino: 4026532000,
+            kind: crate::event::TCP_EVENT_SEND_RESET,
+            state: 0,
+            has_socket: 0,
+            reason: 2,
+            ..Default::default()
+        };
+        assert_eq!(decode(&encode(&tcp)), Ok(Event::Tcp(tcp)));
     }
 
     #[test]

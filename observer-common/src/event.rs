@@ -29,6 +29,12 @@ pub const SOCKOPS_CONNECT_FAILED: u8 = 4;
 pub const TCP_STATE_SYN_SENT: u8 = 2;
 pub const TCP_STATE_CLOSE: u8 = 7;
 
+/// A TCP retransmission or a reset sent by the local stack ([`TcpEvent`]).
+pub const EVENT_KIND_TCP: u16 = 6;
+/// [`TcpEvent::kind`] values.
+pub const TCP_EVENT_RETRANSMIT: u8 = 1;
+pub const TCP_EVENT_SEND_RESET: u8 = 2;
+
 /// Address family values of [`FlowTuple::family`] (the kernel's `AF_INET`/`AF_INET6`).
 pub const FAMILY_IPV4: u8 = 2;
 pub const FAMILY_IPV6: u8 = 10;
@@ -180,4 +186,27 @@ pub struct SockOpsEvent {
     pub _pad: u8,
     /// For RTO: retransmissions so far (`icsk_retransmits`).
     pub retransmits: u32,
+}
+
+/// From the `tcp:tcp_retransmit_skb` and `tcp:tcp_send_reset` tracepoints: a segment the kernel
+/// retransmits (any state: also established flows, e.g. a PMTU blackhole), or a RST the local
+/// TCP stack sends (a closed port answers with one: that is the application, not a firewall).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpEvent {
+    pub header: EventHeader,
+    /// Local -> remote of the socket (for a reset without socket: the reset's own direction).
+    pub flow: FlowTuple,
+    /// Network namespace of the socket (or of the packet's device), 0 if unknown.
+    pub netns_ino: u32,
+    /// `TCP_EVENT_RETRANSMIT` or `TCP_EVENT_SEND_RESET`.
+    pub kind: u8,
+    /// Kernel TCP state of the socket (0 without socket).
+    pub state: u8,
+    /// Non-zero when the event came with a socket.
+    pub has_socket: u8,
+    pub _pad: u8,
+    /// Reset reason (`enum sk_rst_reason`) or the retransmit's error code.
+    pub reason: u32,
+    pub _pad2: u32,
 }

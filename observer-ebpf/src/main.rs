@@ -10,10 +10,12 @@ mod emit;
 mod filter;
 mod handshake;
 mod kfree_skb;
+mod kmem;
 mod maps;
 mod packet;
 mod sockops;
 mod tc;
+mod tcp_events;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -26,6 +26,7 @@ fn assert_all_hooks(info: &KernelInfo, build: &str) {
     assert!(info.connect_available, "{build}: connect4/connect6 refused");
     assert!(info.sockops_available, "{build}: sock_ops refused");
     assert!(info.cgroup_skb_available, "{build}: cgroup_skb refused");
+    assert!(info.tcp_tracepoints_available, "{build}: tcp_retransmit_skb/tcp_send_reset refused");
     assert_eq!(info.offsets.valid, 1);
 }
 

@@ -363,3 +363,48 @@ fn ipv6_pod_to_pod_syn_and_drop_have_the_exact_flow() {
     assert_eq!(drop["flow"]["protocol"], "TCP");
     assert_eq!(drop["interface"], "cni0");
 }
+
+#[test]
+fn tcp_tracepoints_report_retransmits_and_a_closed_ports_reset() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let inode = |ns: &str| std::fs::metadata(format!("/run/netns/{ns}")).expect("netns").ino();
+
+    // Retransmitted SYNs of productpage's proxy, blackholed at node-b.
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15010"]);
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15010);
+    rule.dst = Some((istiod.ip.into(), 32));
+    lab.inject("node-b", &rule).expect("inject");
+    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1500)).expect("connect");
+    assert_eq!(out.result, "timeout");
+    let sport = out.local_addr().expect("local").port();
+    let retransmit = observer.wait_for("tcp_retransmit_skb of the SYN", Duration::from_secs(5), |v| {
+        v["hook"] == "tcp_retransmit" && v["flow"]["sport"] == sport
+    });
+    assert_eq!(retransmit["event"], "retransmit");
+    assert_eq!(retransmit["state"], "SYN_SENT");
+    assert_eq!(retransmit["socket"], true);
+    assert_eq!(retransmit["flow"]["src"], productpage.ip.to_string());
+    assert_eq!(retransmit["flow"]["dst"], istiod.ip.to_string());
+    assert_eq!(retransmit["netns"], inode(&lab.pod_netns("productpage").expect("ns")), "the socket's (pod) namespace");
+    drop(observer);
+
+    // A closed port on istiod (behind node-b): its stack answers RST without a socket.
+    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-b"), "--output", "json", "--port", "15999"]);
+    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15999)), Duration::from_secs(2)).expect("connect");
+    assert_eq!(out.result, "refused");
+    let sport = out.local_addr().expect("local").port();
+    let reset = observer.wait_for("tcp_send_reset for the closed port", Duration::from_secs(5), |v| {
+        v["hook"] == "tcp_send_reset" && v["flow"]["dport"] == sport
+    });
+    assert_eq!(reset["socket"], false, "no socket: the port is closed, not firewalled: {reset}");
+    assert_eq!(reset["flow"]["src"], istiod.ip.to_string());
+    assert_eq!(reset["flow"]["sport"], 15999);
+    assert_eq!(reset["flow"]["dst"], productpage.ip.to_string());
+    assert_eq!(reset["netns"], inode(&lab.pod_netns("istiod").expect("ns")));
+}

@@ -11,7 +11,7 @@ use observer_common::{
     decode::Event,
     event::{
         FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_CGROUP_EGRESS, HOOK_CGROUP_INGRESS, HOOK_TC_EGRESS, SOCKOPS_ACTIVE_ESTABLISHED,
-        SOCKOPS_CONNECT_FAILED, SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, PROTO_ICMP,
+        SOCKOPS_CONNECT_FAILED, SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, TCP_EVENT_SEND_RESET, PROTO_ICMP,
         PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
     },
 };
@@ -95,6 +95,8 @@ pub enum Hook {
     SockOps,
     CgroupIngress,
     CgroupEgress,
+    TcpRetransmit,
+    TcpSendReset,
 }
 
 impl Hook {
@@ -107,6 +109,8 @@ impl Hook {
             Hook::SockOps => "sock_ops",
             Hook::CgroupIngress => "cgroup-ingress",
             Hook::CgroupEgress => "cgroup-egress",
+            Hook::TcpRetransmit => "tcp_retransmit",
+            Hook::TcpSendReset => "tcp_send_reset",
         }
     }
 }
@@ -160,6 +164,29 @@ pub enum Detail {
     },
     /// A TCP socket milestone: `established`, `passive-established`, `rto`, `connect-failed`.
     Socket { event: &'static str, retransmits: u32, socket_cookie: u64 },
+    /// A segment retransmitted, or a RST sent by the local TCP stack (`socket` false: no socket
+    /// matched, e.g. a closed port).
+    Tcp { event: &'static str, state: &'static str, socket: bool, netns: u32, reason: u32 },
+}
+
+/// Kernel TCP state names (include/net/tcp_states.h).
+pub fn tcp_state_name(state: u8) -> &'static str {
+    match state {
+        0 => "-",
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -258,6 +285,20 @@ impl Namer<'_> {
                     },
                     retransmits: s.retransmits,
                     socket_cookie: s.socket_cookie,
+                },
+            },
+            Event::Tcp(t) => Observation {
+                time: self.clock.to_wall(t.header.timestamp_ns),
+                hook: if t.kind == TCP_EVENT_SEND_RESET { Hook::TcpSendReset } else { Hook::TcpRetransmit },
+                ifindex: 0,
+                interface: None,
+                flow: Flow::from_wire(&t.flow),
+                detail: Detail::Tcp {
+                    event: if t.kind == TCP_EVENT_SEND_RESET { "send-reset" } else { "retransmit" },
+                    state: tcp_state_name(t.state),
+                    socket: t.has_socket != 0,
+                    netns: t.netns_ino,
+                    reason: t.reason,
                 },
             },
             Event::Drop(d) => Observation {

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::{
     netns::{NetnsError, NetnsTarget},
-    programs::{program_mut, LoadError, KFREE_SKB, TC_EGRESS, TC_INGRESS},
+    programs::{program_mut, KernelInfo, LoadError, KFREE_SKB, TCP_RETRANSMIT, TCP_SEND_RESET, TC_EGRESS, TC_INGRESS},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,18 +36,29 @@ pub enum AttachError {
 pub struct Attached {
     pub interfaces: BTreeMap<u32, String>,
     pub drops: bool,
+    pub tcp_tracepoints: bool,
 }
 
 /// Attaches ingress and egress classifiers to every non-loopback interface of `netns`
 /// (entering it on this thread only), then the drop tracepoint when it was loaded.
-pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, drops_loaded: bool) -> Result<Attached, AttachError> {
+pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, loaded: &KernelInfo) -> Result<Attached, AttachError> {
     let interfaces = netns.run_inside(|| attach_tc_here(ebpf, &netns.name))??;
-    let drops = drops_loaded && {
+    let drops = loaded.drops_available && {
         let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB).map_err(Box::new)?;
         program.attach().map_err(|e| AttachError::Tracepoint(Box::new(e)))?;
         true
     };
-    Ok(Attached { interfaces, drops })
+    let mut tcp_tracepoints = loaded.tcp_tracepoints_available;
+    if tcp_tracepoints {
+        for name in [TCP_RETRANSMIT, TCP_SEND_RESET] {
+            let program: &mut BtfTracePoint = program_mut(ebpf, name).map_err(Box::new)?;
+            if let Err(err) = program.attach() {
+                warn!("{name} not attached: {err}; retransmissions and resets will not be reported");
+                tcp_tracepoints = false;
+            }
+        }
+    }
+    Ok(Attached { interfaces, drops, tcp_tracepoints })
 }
 
 fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<BTreeMap<u32, String>, AttachError> {

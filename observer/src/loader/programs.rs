@@ -25,6 +25,8 @@ pub const CONNECT6: &str = "observer_connect6";
 pub const SOCKOPS: &str = "observer_sockops";
 pub const CGROUP_INGRESS: &str = "observer_cgroup_ingress";
 pub const CGROUP_EGRESS: &str = "observer_cgroup_egress";
+pub const TCP_RETRANSMIT: &str = "observer_tcp_retransmit";
+pub const TCP_SEND_RESET: &str = "observer_tcp_send_reset";
 
 /// The eBPF object built by build.rs (aya-build), embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
@@ -60,6 +62,8 @@ pub struct KernelInfo {
     pub sockops_available: bool,
     /// cgroup_skb ingress/egress loaded.
     pub cgroup_skb_available: bool,
+    /// tcp_retransmit_skb / tcp_send_reset BTF tracepoints loaded.
+    pub tcp_tracepoints_available: bool,
 }
 
 /// Checks privileges and BTF, resolves offsets, loads the object and its programs (not attached).
@@ -102,6 +106,14 @@ pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
         }
         Ok(())
     });
+    let tcp_tracepoints_available = optional("tcp_retransmit_skb/tcp_send_reset BTF tracepoints", || {
+        let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
+        for (name, tracepoint) in [(TCP_RETRANSMIT, "tcp_retransmit_skb"), (TCP_SEND_RESET, "tcp_send_reset")] {
+            let program: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
+            program.load(tracepoint, &btf).map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
+        }
+        Ok(())
+    });
     let info = KernelInfo {
         offsets,
         drop_reasons,
@@ -110,6 +122,7 @@ pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
         connect_available,
         sockops_available,
         cgroup_skb_available,
+        tcp_tracepoints_available,
     };
     Ok((ebpf, info))
 }

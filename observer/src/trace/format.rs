@@ -33,6 +33,10 @@ pub fn text_line(o: &Observation) -> String {
             };
             format!("CONNECT pid {pid} ({comm}) {who}")
         }
+        Detail::Tcp { event, state, socket, netns, .. } => {
+            let whose = if *socket { format!("socket {state}") } else { "no socket (closed port)".to_string() };
+            format!("TCP {} {whose} netns {netns}", event.to_uppercase())
+        }
         Detail::Socket { event, retransmits, .. } => match *event {
             "rto" => format!("RTO retransmit #{}", retransmits + 1),
             other => other.to_uppercase(),

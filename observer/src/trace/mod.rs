@@ -31,7 +31,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let (mut ebpf, kernel) = loader::load()?;
     let mut events = EventSource::new(&mut ebpf)?;
     KernelFilter { ports: args.ports.clone(), cidrs: args.cidrs.clone(), either: false }.apply(&mut ebpf)?;
-    let mut attached = attach_all(&mut ebpf, &netns, kernel.drops_available)?;
+    let mut attached = attach_all(&mut ebpf, &netns, &kernel)?;
     let mut watch = NodeWatch::new(&netns)?;
     let cgroup_root = match &args.cgroup_root {
         Some(path) => path.clone(),
@@ -46,6 +46,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         netns = %netns.name,
         interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
         drops = attached.drops,
+        tcp_tracepoints = attached.tcp_tracepoints,
         connect = cgroup_hooks.connect,
         sock_ops = cgroup_hooks.sockops,
         cgroup_skb = cgroup_hooks.skb,
@@ -81,7 +82,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         events.poll(100, |event| {
             let observation = namer.observe(&event);
             // Drops in other namespaces (other nodes/containers on this kernel) are not ours.
-            if let Detail::Drop { netns, .. } = observation.detail {
+            if let Detail::Drop { netns, .. } | Detail::Tcp { netns, .. } = observation.detail {
                 if !args.all_netns && !watch.in_scope(netns) {
                     out_of_scope += 1;
                     return;

@@ -1,0 +1,103 @@
+//! Reading kernel objects (sk_buff, sock, net_device) through the offsets userspace resolved
+//! from BTF, with `bpf_probe_read_kernel` (a bad pointer fails the read instead of faulting).
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use observer_common::event::{FlowTuple, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP};
+
+use crate::{
+    maps::offset,
+    packet::{parse_ip, PacketSource},
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Packet bytes in kernel memory starting at the skb's network header.
+struct KernelBytes {
+    base: *const u8,
+}
+
+impl PacketSource for KernelBytes {
+    #[inline(always)]
+    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
+        // SAFETY: bpf_probe_read_kernel validates the address and fails instead of faulting.
+        unsafe { bpf_probe_read_kernel(self.base.wrapping_add(offset).cast::<T>()).ok() }
+    }
+}
+
+#[inline(always)]
+pub fn read_at<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel validates the address and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()).ok() }
+}
+
+#[inline(always)]
+pub fn read_ptr(base: *const u8, offset: u32) -> *const u8 {
+    read_at(base, offset).unwrap_or(core::ptr::null())
+}
+
+/// The 5-tuple of the packet held by `skb`, parsed from its network header.
+#[inline(always)]
+pub fn skb_flow(skb: *const u8, flow: &mut FlowTuple) -> Option<()> {
+    let head = read_ptr(skb, offset!(skb_head));
+    let network_header: u16 = read_at(skb, offset!(skb_network_header))?;
+    let ethertype = u16::from_be(read_at::<u16>(skb, offset!(skb_protocol))?);
+    if head.is_null() || network_header == u16::MAX {
+        return None;
+    }
+    let bytes = KernelBytes { base: head.wrapping_add(network_header as usize) };
+    parse_ip(&bytes, 0, ethertype, flow).map(|_| ())
+}
+
+/// `obj->...possible_net_t.net->ns.inum`, 0 when any pointer on the way is unreadable.
+#[inline(always)]
+pub fn netns_inum(obj: *const u8, net_field: u32) -> u32 {
+    let net = read_ptr(obj, net_field);
+    if net.is_null() {
+        return 0;
+    }
+    read_at::<u32>(net, offset!(net_ns_inum)).unwrap_or(0)
+}
+
+/// The namespace of a socket.
+#[inline(always)]
+pub fn sock_netns(sk: *const u8) -> u32 {
+    netns_inum(sk, offset!(sk_net))
+}
+
+/// The namespace of an skb: its device's, else its socket's.
+#[inline(always)]
+pub fn skb_netns(skb: *const u8) -> u32 {
+    let dev = read_ptr(skb, offset!(skb_dev));
+    let from_dev = if dev.is_null() { 0 } else { netns_inum(dev, offset!(dev_nd_net)) };
+    if from_dev != 0 {
+        return from_dev;
+    }
+    let sk = read_ptr(skb, offset!(skb_sk));
+    if sk.is_null() { 0 } else { sock_netns(sk) }
+}
+
+/// A TCP socket's local -> remote tuple and state.
+#[inline(always)]
+pub fn sock_flow(sk: *const u8, flow: &mut FlowTuple) -> Option<u8> {
+    let family: u16 = read_at(sk, offset!(sk_family))?;
+    flow.protocol = PROTO_TCP;
+    match family {
+        AF_INET => {
+            flow.family = FAMILY_IPV4;
+            let local: [u8; 4] = read_at(sk, offset!(sk_rcv_saddr))?;
+            let remote: [u8; 4] = read_at(sk, offset!(sk_daddr))?;
+            flow.saddr[..4].copy_from_slice(&local);
+            flow.daddr[..4].copy_from_slice(&remote);
+        }
+        AF_INET6 => {
+            flow.family = FAMILY_IPV6;
+            flow.saddr = read_at(sk, offset!(sk_v6_rcv_saddr))?;
+            flow.daddr = read_at(sk, offset!(sk_v6_daddr))?;
+        }
+        _ => return None,
+    }
+    flow.sport = read_at(sk, offset!(sk_num))?;
+    flow.dport = u16::from_be(read_at(sk, offset!(sk_dport))?);
+    read_at(sk, offset!(sk_state))
+}
