@@ -2,12 +2,15 @@
 //! emitted events' fields are asserted exactly (or that nothing is emitted).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::{
     programs::{CgroupSkb, SchedClassifier, TestRun, TestRunOptions},
     Ebpf,
 };
+use support::require_root;
 use observer::{
     events::ringbuf::{read_counters, EventSource},
     loader::programs::{program_mut, CGROUP_INGRESS, TC_EGRESS, TC_INGRESS},
@@ -20,17 +23,6 @@ use observer_common::{
 
 const TC_ACT_PIPE: u32 = 3;
 
-fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("OBSERVER_SKIP_PRIVILEGED").is_some() {
-        eprintln!("skipping: needs root");
-        return false;
-    }
-    panic!("needs root to load eBPF programs; run `cargo xtask test` as root or set OBSERVER_SKIP_PRIVILEGED=1");
-}
 
 struct Harness {
     ebpf: Ebpf,

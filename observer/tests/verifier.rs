@@ -6,19 +6,11 @@
 //! verifier runs.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
+use support::require_root;
 use observer::loader::programs::{load, KernelInfo};
 
-fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("OBSERVER_SKIP_PRIVILEGED").is_some() {
-        eprintln!("skipping: needs root");
-        return false;
-    }
-    panic!("needs root to load eBPF programs; run `cargo xtask test` as root or set OBSERVER_SKIP_PRIVILEGED=1");
-}
 
 /// On this kernel (6.18 with BTF) every optional hook must load, not just degrade.
 fn assert_all_hooks(info: &KernelInfo, build: &str) {
