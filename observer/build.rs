@@ -6,13 +6,9 @@ use aya_build::Toolchain;
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
-    let ebpf_dir = manifest_dir
-        .parent()
-        .ok_or_else(|| anyhow!("observer crate has no parent directory"))?
-        .join("observer-ebpf");
-    let root_dir = ebpf_dir
-        .to_str()
-        .ok_or_else(|| anyhow!("path {} is not UTF-8", ebpf_dir.display()))?;
+    let ebpf_dir =
+        manifest_dir.parent().ok_or_else(|| anyhow!("observer crate has no parent directory"))?.join("observer-ebpf");
+    let root_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", ebpf_dir.display()))?;
     aya_build::build_ebpf(
         [aya_build::Package { name: "observer-ebpf", root_dir, ..Default::default() }],
         Toolchain::default(),

@@ -1,8 +1,8 @@
 //! Length-checked decoding of ring-buffer records (userspace only).
 
 use crate::event::{
-    ConnectEvent, SockOpsEvent, TcpEvent, EVENT_KIND_CONNECT, EVENT_KIND_SOCKOPS, EVENT_KIND_TCP, DropEvent, EventHeader, IcmpErrorEvent, PacketEvent, EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR,
-    EVENT_KIND_PACKET, EVENT_VERSION,
+    ConnectEvent, DropEvent, EventHeader, IcmpErrorEvent, PacketEvent, SockOpsEvent, TcpEvent, EVENT_KIND_CONNECT,
+    EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, EVENT_KIND_SOCKOPS, EVENT_KIND_TCP, EVENT_VERSION,
 };
 
 /// A decoded ring-buffer record.
@@ -33,10 +33,8 @@ pub enum DecodeError {
 
 /// Decodes one record, checking its header, kind, version and length before reading it.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    let header: EventHeader = read_prefix(bytes).ok_or(DecodeError::ShortHeader {
-        len: bytes.len(),
-        header: size_of::<EventHeader>(),
-    })?;
+    let header: EventHeader =
+        read_prefix(bytes).ok_or(DecodeError::ShortHeader { len: bytes.len(), header: size_of::<EventHeader>() })?;
     match header.kind {
         EVENT_KIND_PACKET => read_exact(bytes, &header, "PacketEvent").map(Event::Packet),
         EVENT_KIND_DROP => read_exact(bytes, &header, "DropEvent").map(Event::Drop),
@@ -48,11 +46,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
-fn read_exact<T: Copy>(
-    bytes: &[u8],
-    header: &EventHeader,
-    kind_name: &'static str,
-) -> Result<T, DecodeError> {
+fn read_exact<T: Copy>(bytes: &[u8], header: &EventHeader, kind_name: &'static str) -> Result<T, DecodeError> {
     let kind = header.kind;
     let expected = size_of::<T>();
     if header.version != EVENT_VERSION {
@@ -95,7 +89,8 @@ mod tests {
     use crate::event::{FlowTuple, FAMILY_IPV4, HOOK_TC_INGRESS, PROTO_TCP, TCP_SYN};
 
     fn packet() -> PacketEvent {
-        let mut flow = FlowTuple { sport: 40000, dport: 15012, family: FAMILY_IPV4, protocol: PROTO_TCP, ..Default::default() };
+        let mut flow =
+            FlowTuple { sport: 40000, dport: 15012, family: FAMILY_IPV4, protocol: PROTO_TCP, ..Default::default() };
         flow.saddr[..4].copy_from_slice(&[10, 244, 1, 10]);
         flow.daddr[..4].copy_from_slice(&[10, 244, 2, 10]);
         PacketEvent {
@@ -211,11 +206,7 @@ mod tests {
     #[test]
     fn rejects_records_shorter_than_the_header() {
         for len in 0..size_of::<EventHeader>() {
-            assert_eq!(
-                decode(&vec![0u8; len]),
-                Err(DecodeError::ShortHeader { len, header: 16 }),
-                "len {len}"
-            );
+            assert_eq!(decode(&vec![0u8; len]), Err(DecodeError::ShortHeader { len, header: 16 }), "len {len}");
         }
     }
 
@@ -224,10 +215,7 @@ mod tests {
         let bytes = encode(&packet());
         let short = &bytes[..bytes.len() - 1];
         let err = decode(short).err();
-        assert_eq!(
-            err,
-            Some(DecodeError::Length { kind: 1, kind_name: "PacketEvent", len: 71, expected: 72 })
-        );
+        assert_eq!(err, Some(DecodeError::Length { kind: 1, kind_name: "PacketEvent", len: 71, expected: 72 }));
         assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("71 bytes"));
     }
 
@@ -235,10 +223,7 @@ mod tests {
     fn rejects_an_oversized_record() {
         let mut bytes = encode(&drop_event());
         bytes.extend_from_slice(&[0xAA; 8]);
-        assert_eq!(
-            decode(&bytes),
-            Err(DecodeError::Length { kind: 2, kind_name: "DropEvent", len: 88, expected: 80 })
-        );
+        assert_eq!(decode(&bytes), Err(DecodeError::Length { kind: 2, kind_name: "DropEvent", len: 88, expected: 80 }));
     }
 
     #[test]
@@ -258,10 +243,7 @@ mod tests {
         assert_eq!(decode(&encode(&event)), Err(DecodeError::UnknownKind { kind: 99 }));
         let mut event = packet();
         event.header.version = 7;
-        assert_eq!(
-            decode(&encode(&event)),
-            Err(DecodeError::Version { kind: 1, found: 7, expected: EVENT_VERSION })
-        );
+        assert_eq!(decode(&encode(&event)), Err(DecodeError::Version { kind: 1, found: 7, expected: EVENT_VERSION }));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use aya_ebpf::programs::sk_buff::SkBuff;
 use observer_common::{
     counters,
     event::{
-        FlowTuple, IcmpErrorEvent, PacketEvent, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, PROTO_ICMP,
-        PROTO_ICMPV6, PROTO_TCP, TCP_RST, TCP_SYN,
+        FlowTuple, IcmpErrorEvent, PacketEvent, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6,
+        PROTO_TCP, TCP_RST, TCP_SYN,
     },
 };
 
@@ -84,7 +84,13 @@ fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTupl
     let (icmp_type, icmp_code) = (head[0], head[1]);
     let mtu = match (flow.protocol, icmp_type) {
         // Destination unreachable; code 4 (fragmentation needed) carries the next-hop MTU.
-        (PROTO_ICMP, 3) => if icmp_code == 4 { u16::from_be_bytes([head[6], head[7]]) as u32 } else { 0 },
+        (PROTO_ICMP, 3) => {
+            if icmp_code == 4 {
+                u16::from_be_bytes([head[6], head[7]]) as u32
+            } else {
+                0
+            }
+        }
         (PROTO_ICMPV6, 1) => 0,
         // Packet too big: the MTU is the second word.
         (PROTO_ICMPV6, 2) => u32::from_be_bytes([head[4], head[5], head[6], head[7]]),

@@ -74,7 +74,11 @@ pub fn skb_netns(skb: *const u8) -> u32 {
         return from_dev;
     }
     let sk = read_ptr(skb, offset!(skb_sk));
-    if sk.is_null() { 0 } else { sock_netns(sk) }
+    if sk.is_null() {
+        0
+    } else {
+        sock_netns(sk)
+    }
 }
 
 /// A TCP socket's local -> remote tuple and state.

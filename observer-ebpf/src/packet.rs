@@ -2,9 +2,7 @@
 //! tracepoint. Every read is bounds-checked by the source (`bpf_skb_load_bytes` or
 //! `bpf_probe_read_kernel`), so truncated packets end the parse instead of reading garbage.
 
-use observer_common::event::{
-    FlowTuple, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP,
-};
+use observer_common::event::{FlowTuple, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;

@@ -10,7 +10,6 @@ use aya::{
     programs::{CgroupSkb, SchedClassifier, TestRun, TestRunOptions},
     Ebpf,
 };
-use support::require_root;
 use observer::{
     events::ringbuf::{read_counters, EventSource},
     loader::programs::{program_mut, CGROUP_INGRESS, TC_EGRESS, TC_INGRESS},
@@ -20,9 +19,9 @@ use observer_common::{
     event::{FAMILY_IPV4, FAMILY_IPV6, HOOK_TC_INGRESS, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN},
     FlowTuple,
 };
+use support::require_root;
 
 const TC_ACT_PIPE: u32 = 3;
-
 
 struct Harness {
     ebpf: Ebpf,
@@ -53,7 +52,12 @@ impl Harness {
     }
 
     fn counter(&self, name: &str) -> u64 {
-        read_counters(&self.ebpf).expect("counters").into_iter().find(|(n, _)| *n == name).map(|(_, v)| v).expect("counter")
+        read_counters(&self.ebpf)
+            .expect("counters")
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .expect("counter")
     }
 }
 
@@ -142,7 +146,10 @@ fn ipv4_syn_with_and_without_options() {
     assert_eq!(p.tcp_seq, 0xdead_beef);
 
     // The egress program reports the same packet with the egress hook.
-    let events = h.run_program(TC_EGRESS, &eth(0x0800, &ipv4(ISTIOD, POD_A, PROTO_TCP, &[], 0, &tcp(15012, 40000, 7, TCP_SYN | TCP_ACK))));
+    let events = h.run_program(
+        TC_EGRESS,
+        &eth(0x0800, &ipv4(ISTIOD, POD_A, PROTO_TCP, &[], 0, &tcp(15012, 40000, 7, TCP_SYN | TCP_ACK))),
+    );
     let p = only_packet(&events);
     assert_eq!(p.hook, observer_common::event::HOOK_TC_EGRESS);
     assert_eq!(p.tcp_flags, TCP_SYN | TCP_ACK);
@@ -184,7 +191,10 @@ fn ipv4_later_fragments_non_handshake_and_udp_emit_nothing() {
     }
     let mut h = Harness::new();
     let syn = tcp(40000, 15012, 1, TCP_SYN);
-    assert!(h.run(&eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0x2001, &syn))).is_empty(), "offset 8: later fragment");
+    assert!(
+        h.run(&eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0x2001, &syn))).is_empty(),
+        "offset 8: later fragment"
+    );
     assert!(h.run(&eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &tcp(40000, 15012, 1, TCP_ACK)))).is_empty());
     assert!(h.run(&eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_UDP, &[], 0, &[0x9c, 0x40, 0, 53, 0, 8, 0, 0]))).is_empty());
     assert!(h.run(&eth(0x0806, &[0u8; 28])).is_empty(), "ARP");
@@ -277,7 +287,8 @@ fn cgroup_skb_parses_packets_without_a_link_header() {
     // starting at its IP header, as cgroup_skb does on a real socket.
     let packet = eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &tcp(40000, 15012, 3, TCP_SYN)));
     let program: &mut CgroupSkb = program_mut(&mut h.ebpf, CGROUP_INGRESS).expect("program");
-    let result = program.test_run(TestRunOptions { data_in: Some(&packet), repeat: 1, ..Default::default() }).expect("test run");
+    let result =
+        program.test_run(TestRunOptions { data_in: Some(&packet), repeat: 1, ..Default::default() }).expect("test run");
     assert_eq!(result.return_value, 1, "cgroup_skb must always allow");
     let mut events = Vec::new();
     h.events.poll(0, |e| events.push(e)).expect("poll");
@@ -293,7 +304,8 @@ fn the_kernel_filter_selects_by_port_and_cidr() {
         return;
     }
     let svc = Ipv4Addr::new(10, 96, 0, 10);
-    let syn_to = |dst: Ipv4Addr, port: u16| eth(0x0800, &ipv4(POD_A, dst, PROTO_TCP, &[], 0, &tcp(40000, port, 1, TCP_SYN)));
+    let syn_to =
+        |dst: Ipv4Addr, port: u16| eth(0x0800, &ipv4(POD_A, dst, PROTO_TCP, &[], 0, &tcp(40000, port, 1, TCP_SYN)));
 
     let mut h = Harness::new();
     KernelFilter { ports: vec![15012], cidrs: vec![], either: false }.apply(&mut h.ebpf).expect("filter");

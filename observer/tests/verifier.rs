@@ -8,9 +8,8 @@
 
 mod support;
 
-use support::require_root;
 use observer::loader::programs::{load, KernelInfo};
-
+use support::require_root;
 
 /// On this kernel (6.18 with BTF) every optional hook must load, not just degrade.
 fn assert_all_hooks(info: &KernelInfo, build: &str) {

@@ -20,15 +20,19 @@ fn sidecar_capture_carries_app_traffic_across_nodes() {
     let details = lab.pod("details").expect("pod").clone();
     // productpage (node-a) -> details (node-b) on the app port: outbound capture (15001) in
     // productpage, inbound capture (15006) in details, then details' app on 9080.
-    let out = lab.connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_secs(3)).expect("connect");
+    let out =
+        lab.connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_secs(3)).expect("connect");
     assert_eq!(out.result, "ok", "{out:?}");
     assert_eq!(out.reply, "details:9080 ok");
     // The proxy's own health port is not captured.
-    let out = lab.connect("productpage", SocketAddr::from((details.ip, 15021)), Duration::from_secs(3)).expect("connect");
+    let out =
+        lab.connect("productpage", SocketAddr::from((details.ip, 15021)), Duration::from_secs(3)).expect("connect");
     assert_eq!(out.reply, "details-istio-proxy:15021 ok");
     // A closed port is refused by the destination (through the proxy: the client sees it closed).
     let istiod = lab.pod("istiod").expect("pod").clone();
-    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15999)), Duration::from_secs(2)).expect("connect");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15999)), Duration::from_secs(2))
+        .expect("connect");
     assert_eq!(out.result, "refused", "{out:?}");
 }
 
@@ -41,7 +45,8 @@ fn inventory_and_cgroups_match_the_pods() {
     let text = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
     let inv: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(inv["kind"], "List");
-    let pods: Vec<&serde_json::Value> = inv["items"].as_array().expect("items").iter().filter(|i| i["kind"] == "Pod").collect();
+    let pods: Vec<&serde_json::Value> =
+        inv["items"].as_array().expect("items").iter().filter(|i| i["kind"] == "Pod").collect();
     assert_eq!(pods.len(), lab.spec.pods.len());
     for pod in pods {
         let uid = pod["metadata"]["uid"].as_str().expect("uid");
@@ -50,7 +55,8 @@ fn inventory_and_cgroups_match_the_pods() {
         assert!(dir.is_dir(), "missing {}", dir.display());
         for status in pod["status"]["containerStatuses"].as_array().expect("statuses") {
             let id = status["containerID"].as_str().and_then(|s| s.strip_prefix("containerd://")).expect("id");
-            let procs = std::fs::read_to_string(dir.join(format!("cri-containerd-{id}.scope/cgroup.procs"))).expect("procs");
+            let procs =
+                std::fs::read_to_string(dir.join(format!("cri-containerd-{id}.scope/cgroup.procs"))).expect("procs");
             assert_eq!(procs.lines().count(), 1, "one stand-in process per container: {}", status["name"]);
         }
     }
@@ -85,7 +91,8 @@ fn fault_injectors_block_with_each_backend_and_verdict() {
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let to = |port: u16| SocketAddr::from((istiod.ip, port));
-    let attempt = |port: u16| lab.connect_as_proxy("productpage", to(port), Duration::from_millis(1200)).expect("connect").result;
+    let attempt =
+        |port: u16| lab.connect_as_proxy("productpage", to(port), Duration::from_millis(1200)).expect("connect").result;
     for port in [15010, 15012, 15014, 15017] {
         assert_eq!(attempt(port), "ok", "port {port} before any fault");
     }
@@ -100,11 +107,14 @@ fn fault_injectors_block_with_each_backend_and_verdict() {
         comment: Some(format!("lab fault {port}")),
     };
     // nftables REJECT (ICMP admin-prohibited) in node-a's forward hook.
-    lab.inject("node-a", &rule(Backend::Nftables, Table::Filter, Hook::Forward, Verdict::RejectAdminProhibited, 15014)).expect("nft");
+    lab.inject("node-a", &rule(Backend::Nftables, Table::Filter, Hook::Forward, Verdict::RejectAdminProhibited, 15014))
+        .expect("nft");
     // iptables-legacy DROP in the raw table (PREROUTING).
-    lab.inject("node-a", &rule(Backend::IptablesLegacy, Table::Raw, Hook::Prerouting, Verdict::Drop, 15010)).expect("legacy");
+    lab.inject("node-a", &rule(Backend::IptablesLegacy, Table::Raw, Hook::Prerouting, Verdict::Drop, 15010))
+        .expect("legacy");
     // iptables (nft backend) REJECT with a TCP reset.
-    lab.inject("node-a", &rule(Backend::IptablesNft, Table::Filter, Hook::Forward, Verdict::RejectTcpReset, 15017)).expect("iptables");
+    lab.inject("node-a", &rule(Backend::IptablesNft, Table::Filter, Hook::Forward, Verdict::RejectTcpReset, 15017))
+        .expect("iptables");
     assert_eq!(attempt(15014), "unreachable", "ICMP admin-prohibited surfaces as EHOSTUNREACH");
     assert_eq!(attempt(15010), "timeout");
     assert_eq!(attempt(15017), "refused");

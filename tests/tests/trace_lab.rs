@@ -115,7 +115,9 @@ fn trace_stops_by_itself_after_count_events() {
         line.clear();
     }
     let started = std::time::Instant::now();
-    let ok = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3)).expect("connect");
+    let ok = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3))
+        .expect("connect");
     assert_eq!(ok.result, "ok");
     let out = observer.wait_with_output().expect("wait");
     assert!(out.status.success());
@@ -137,16 +139,22 @@ fn trace_ties_an_icmp_admin_prohibited_to_the_rejected_flow() {
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
     let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15014);
     rule.backend = Backend::Nftables;
     rule.verdict = Verdict::RejectAdminProhibited;
     lab.inject("node-a", &rule).expect("inject");
-    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_secs(2)).expect("connect");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_secs(2))
+        .expect("connect");
     assert_eq!(out.result, "unreachable", "{out:?}");
     let sport = out.local_addr().expect("local").port();
     let icmp = observer.wait_for("the ICMP error back to productpage", Duration::from_secs(5), |v| {
-        v["type"] == "icmp-error" && v["quoted"]["sport"] == sport && v["hook"] == "tc-egress" && v["interface"].as_str().is_some_and(|i| i.starts_with("veth"))
+        v["type"] == "icmp-error"
+            && v["quoted"]["sport"] == sport
+            && v["hook"] == "tc-egress"
+            && v["interface"].as_str().is_some_and(|i| i.starts_with("veth"))
     });
     assert_eq!(icmp["meaning"], "admin-prohibited", "{icmp}");
     assert_eq!((icmp["icmp_type"].as_u64(), icmp["icmp_code"].as_u64()), (Some(3), Some(13)));
@@ -164,11 +172,22 @@ fn connect_hook_sees_the_original_destination_and_the_pod() {
     }
     let lab = lab();
     let cgroup_root = lab.cgroup().display().to_string();
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--cgroup-root", &cgroup_root, "--output", "json", "--port", "9080"]);
+    let observer = Running::start(&[
+        "trace",
+        "--netns",
+        &lab.node_netns("node-a"),
+        "--cgroup-root",
+        &cgroup_root,
+        "--output",
+        "json",
+        "--port",
+        "9080",
+    ]);
     // The app connects to the reviews Service IP; the sidecar REDIRECTs it to 15001, the proxy
     // (uid 1337) connects to the endpoint after kube-proxy DNAT.
     let reviews_svc = lab.spec.services.iter().find(|s| s.name == "reviews").expect("svc").cluster_ip;
-    let out = lab.connect("productpage", SocketAddr::from((reviews_svc, 9080)), Duration::from_secs(3)).expect("connect");
+    let out =
+        lab.connect("productpage", SocketAddr::from((reviews_svc, 9080)), Duration::from_secs(3)).expect("connect");
     assert_eq!(out.result, "ok", "{out:?}");
     assert_eq!(out.reply, "reviews:9080 ok");
     let (uid, containers) = pod_identity(&lab, "productpage");
@@ -205,12 +224,24 @@ fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
     let cgroup_root = lab.cgroup().display().to_string();
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--cgroup-root", &cgroup_root, "--output", "json", "--port", "15010"]);
+    let observer = Running::start(&[
+        "trace",
+        "--netns",
+        &lab.node_netns("node-a"),
+        "--cgroup-root",
+        &cgroup_root,
+        "--output",
+        "json",
+        "--port",
+        "15010",
+    ]);
     // Silently dropped in the underlay-facing FORWARD of node-b (not the watched node).
     let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15010);
     rule.dst = Some((istiod.ip.into(), 32));
     lab.inject("node-b", &rule).expect("inject");
-    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(2500)).expect("connect");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(2500))
+        .expect("connect");
     assert_eq!(out.result, "timeout");
     let sport = out.local_addr().expect("local").port();
     let rto = observer.wait_for("an RTO for the unanswered SYN", Duration::from_secs(5), |v| {
@@ -227,7 +258,10 @@ fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
     let rtos = observer.json().iter().filter(|v| v["event"] == "rto" && v["flow"]["sport"] == sport).count();
     assert!(rtos >= 1, "RTO events: {rtos}");
     // The SYN left node-a (tc-egress on the uplink) and no drop was seen on node-a.
-    assert!(observer.json().iter().any(|v| v["hook"] == "tc-egress" && v["interface"] == "eth0" && v["flow"]["sport"] == sport));
+    assert!(observer
+        .json()
+        .iter()
+        .any(|v| v["hook"] == "tc-egress" && v["interface"] == "eth0" && v["flow"]["sport"] == sport));
     assert!(!observer.json().iter().any(|v| v["type"] == "drop" && v["flow"]["sport"] == sport));
 }
 
@@ -240,8 +274,22 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
     let cgroup_root = lab.cgroup().display().to_string();
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--cgroup-root", &cgroup_root, "--output", "json", "--port", "15012", "--port", "15010"]);
-    let ok = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3)).expect("connect");
+    let observer = Running::start(&[
+        "trace",
+        "--netns",
+        &lab.node_netns("node-a"),
+        "--cgroup-root",
+        &cgroup_root,
+        "--output",
+        "json",
+        "--port",
+        "15012",
+        "--port",
+        "15010",
+    ]);
+    let ok = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3))
+        .expect("connect");
     assert_eq!(ok.result, "ok");
     let sport = ok.local_addr().expect("local").port();
     for (hook, src, flags) in [
@@ -250,7 +298,10 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
         ("cgroup-ingress", istiod.ip, "SYN|ACK"),
     ] {
         let v = observer.wait_for(&format!("{flags} from {src} at {hook}"), Duration::from_secs(5), |v| {
-            v["hook"] == hook && v["tcp_flags"] == flags && v["flow"]["src"] == src.to_string() && (v["flow"]["sport"] == sport || v["flow"]["dport"] == sport)
+            v["hook"] == hook
+                && v["tcp_flags"] == flags
+                && v["flow"]["src"] == src.to_string()
+                && (v["flow"]["sport"] == sport || v["flow"]["dport"] == sport)
         });
         assert_eq!(v["interface"], serde_json::Value::Null, "cgroup hooks name no interface of the node: {v}");
     }
@@ -258,7 +309,9 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
     let mut rule = FirewallRule::drop_tcp(Hook::Input, 15010);
     rule.dst = Some((istiod.ip.into(), 32));
     lab.inject_in_netns(&lab.pod_netns("istiod").expect("ns"), &rule).expect("inject");
-    let blocked = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1200)).expect("connect");
+    let blocked = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1200))
+        .expect("connect");
     assert_eq!(blocked.result, "timeout");
     let sport = blocked.local_addr().expect("local").port();
     observer.wait_for("the SYN leaving productpage's socket", Duration::from_secs(5), |v| {
@@ -280,12 +333,15 @@ fn drops_in_pod_namespaces_behind_the_node_are_in_scope() {
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let pod_ns = lab.pod_netns("productpage").expect("ns");
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
     // A NetworkPolicy-like egress DROP inside productpage's own namespace.
     let mut rule = FirewallRule::drop_tcp(Hook::Output, 15014);
     rule.dst = Some((istiod.ip.into(), 32));
     lab.inject_in_netns(&pod_ns, &rule).expect("inject");
-    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_millis(1200)).expect("connect");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_millis(1200))
+        .expect("connect");
     assert_eq!(out.result, "timeout");
     let sport = out.local_addr().expect("local").port();
     let drop = observer.wait_for("the drop in the pod namespace", Duration::from_secs(5), |v| {
@@ -304,7 +360,8 @@ fn a_pod_veth_created_after_start_is_watched_without_restart() {
     }
     let mut lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15012"]);
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15012"]);
     let mut ratings = lab.pod("reviews").expect("pod").clone();
     ratings.name = "ratings-v1-6f7b8c9d5-m3n4p".into();
     ratings.app = "ratings".into();
@@ -315,11 +372,17 @@ fn a_pod_veth_created_after_start_is_watched_without_restart() {
     // Give the monitor a moment to attach, then connect from the new pod.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let out = lab.connect_as_proxy("ratings", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(2)).expect("connect");
+        let out = lab
+            .connect_as_proxy("ratings", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(2))
+            .expect("connect");
         assert_eq!(out.result, "ok");
         let sport = out.local_addr().expect("local").port();
         std::thread::sleep(Duration::from_millis(200));
-        if observer.json().iter().any(|v| v["interface"] == veth.as_str() && v["flow"]["sport"] == sport && v["tcp_flags"] == "SYN") {
+        if observer
+            .json()
+            .iter()
+            .any(|v| v["interface"] == veth.as_str() && v["flow"]["sport"] == sport && v["tcp_flags"] == "SYN")
+        {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no SYN seen on the new veth {veth}: {:?}", observer.lines());
@@ -335,14 +398,18 @@ fn ipv6_pod_to_pod_syn_and_drop_have_the_exact_flow() {
     let productpage = lab.pod("productpage").expect("pod").clone();
     let details = lab.pod("details").expect("pod").clone();
     let (src6, dst6) = (productpage.ip6.expect("dual-stack"), details.ip6.expect("dual-stack"));
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "9080"]);
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "9080"]);
     let target = SocketAddr::from((dst6, 9080));
     let ok = lab.connect("productpage", target, Duration::from_secs(3)).expect("connect");
     assert_eq!(ok.result, "ok", "{ok:?}");
     assert_eq!(ok.reply, "details:9080 ok");
     let sport = ok.local_addr().expect("local").port();
     let syn = observer.wait_for("the IPv6 SYN at productpage's veth", Duration::from_secs(5), |v| {
-        v["hook"] == "tc-ingress" && v["tcp_flags"] == "SYN" && v["flow"]["sport"] == sport && v["interface"] == lab.host_veth(&productpage).as_str()
+        v["hook"] == "tc-ingress"
+            && v["tcp_flags"] == "SYN"
+            && v["flow"]["sport"] == sport
+            && v["interface"] == lab.host_veth(&productpage).as_str()
     });
     assert_eq!(syn["flow"]["src"], src6.to_string());
     assert_eq!(syn["flow"]["dst"], dst6.to_string());
@@ -376,11 +443,14 @@ fn tcp_tracepoints_report_retransmits_and_a_closed_ports_reset() {
     let inode = |ns: &str| std::fs::metadata(format!("/run/netns/{ns}")).expect("netns").ino();
 
     // Retransmitted SYNs of productpage's proxy, blackholed at node-b.
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15010"]);
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15010"]);
     let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15010);
     rule.dst = Some((istiod.ip.into(), 32));
     lab.inject("node-b", &rule).expect("inject");
-    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1500)).expect("connect");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1500))
+        .expect("connect");
     assert_eq!(out.result, "timeout");
     let sport = out.local_addr().expect("local").port();
     let retransmit = observer.wait_for("tcp_retransmit_skb of the SYN", Duration::from_secs(5), |v| {
@@ -395,8 +465,11 @@ fn tcp_tracepoints_report_retransmits_and_a_closed_ports_reset() {
     drop(observer);
 
     // A closed port on istiod (behind node-b): its stack answers RST without a socket.
-    let observer = Running::start(&["trace", "--netns", &lab.node_netns("node-b"), "--output", "json", "--port", "15999"]);
-    let out = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15999)), Duration::from_secs(2)).expect("connect");
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-b"), "--output", "json", "--port", "15999"]);
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15999)), Duration::from_secs(2))
+        .expect("connect");
     assert_eq!(out.result, "refused");
     let sport = out.local_addr().expect("local").port();
     let reset = observer.wait_for("tcp_send_reset for the closed port", Duration::from_secs(5), |v| {

@@ -55,28 +55,38 @@ pub fn run() -> anyhow::Result<()> {
 
     println!("\n== 5. blocked: productpage's istio-proxy connects to istiod {xds} again");
     let blocked = lab.connect_as_proxy("productpage", xds, Duration::from_secs(3))?;
-    println!("   client: {} from {} after {} ms (Istio would report: envoy proxy not connected)", blocked.result, blocked.local, blocked.elapsed_ms);
+    println!(
+        "   client: {} from {} after {} ms (Istio would report: envoy proxy not connected)",
+        blocked.result, blocked.local, blocked.elapsed_ms
+    );
     thread::sleep(Duration::from_millis(500));
     let lines = observer.stop()?;
 
     println!("\n== 6. what observer saw");
     let blocked_port = blocked.local_addr().map(|a| a.port()).unwrap_or(0);
     let syn = lines.iter().any(|l| l.contains(&format!("{}:{blocked_port} -> ", productpage.ip)) && l.contains(" SYN"));
-    let dropped = lines
-        .iter()
-        .any(|l| l.contains("NETFILTER_DROP") && l.contains(&format!("{}:{blocked_port} -> {}:15012", productpage.ip, istiod.ip)));
+    let dropped = lines.iter().any(|l| {
+        l.contains("NETFILTER_DROP") && l.contains(&format!("{}:{blocked_port} -> {}:15012", productpage.ip, istiod.ip))
+    });
     println!("   SYN of the blocked connection seen at {node}: {}", yes(syn));
     println!("   NETFILTER_DROP of that flow at {node}: {}", yes(dropped));
     drop(lab);
     println!("\nlab torn down.");
     if blocked.result == "ok" || !syn || !dropped {
-        bail!("the demo did not show the blocked xDS connection (client: {}, SYN seen: {syn}, drop seen: {dropped})", blocked.result);
+        bail!(
+            "the demo did not show the blocked xDS connection (client: {}, SYN seen: {syn}, drop seen: {dropped})",
+            blocked.result
+        );
     }
     Ok(())
 }
 
 fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "NO" }
+    if b {
+        "yes"
+    } else {
+        "NO"
+    }
 }
 
 /// `observer trace` running in the background, its lines echoed and kept.

@@ -73,7 +73,13 @@ pub fn run(action: LabAction) -> anyhow::Result<()> {
 pub fn describe(lab: &Lab) {
     println!("lab {}", lab.name);
     for node in &lab.spec.nodes {
-        println!("  node {:<7} netns {:<22} pod CIDR {:<15} uplink {}", node.name, lab.node_netns(&node.name), node.pod_cidr_string(), node.uplink_ip);
+        println!(
+            "  node {:<7} netns {:<22} pod CIDR {:<15} uplink {}",
+            node.name,
+            lab.node_netns(&node.name),
+            node.pod_cidr_string(),
+            node.uplink_ip
+        );
         for pod in lab.spec.pods_on(&node.name) {
             let ns = lab.pod_netns(&pod.app).unwrap_or_default();
             let ports: Vec<String> = pod.ports.iter().map(u16::to_string).collect();

@@ -21,7 +21,7 @@ enum Command {
     Setup,
     /// Build observer (with its eBPF programs) and the lab helper.
     Build,
-    /// Setup, build, clippy, then every test (unit and privileged lab tests).
+    /// Setup, build, rustfmt check, clippy, then every test (unit and privileged lab tests).
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

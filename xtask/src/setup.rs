@@ -25,7 +25,10 @@ pub fn run() -> anyhow::Result<()> {
         run_apt(&args)?;
         did.push(format!("installed {}", missing.join(" ")));
     }
-    if !output(command("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"])).lines().any(|l| l.starts_with("rust-src")) {
+    if !output(command("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         println!("setup: adding rust-src to the nightly toolchain");
         shell::run(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
         did.push("added nightly rust-src".into());
@@ -62,4 +65,3 @@ fn run_apt(args: &[&str]) -> anyhow::Result<()> {
     cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
     shell::run(&mut cmd)
 }
-

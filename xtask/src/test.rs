@@ -8,6 +8,7 @@ use crate::{setup, shell};
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     shell::build()?;
+    shell::run(shell::command("cargo").args(["fmt", "--all", "--check"]))?;
     let mut clippy = shell::command("cargo");
     clippy.args(["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"]);
     shell::run(&mut clippy)?;

@@ -95,7 +95,10 @@ mod tests {
         let systemd = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3f2a9c1e_0b4d_4e6f_8a7b_1c2d3e4f5a6b.slice/cri-containerd-ab12cd.scope";
         assert_eq!(
             pod_of(systemd),
-            Some(PodCgroup { pod_uid: "3f2a9c1e-0b4d-4e6f-8a7b-1c2d3e4f5a6b".into(), container_id: Some("ab12cd".into()) })
+            Some(PodCgroup {
+                pod_uid: "3f2a9c1e-0b4d-4e6f-8a7b-1c2d3e4f5a6b".into(),
+                container_id: Some("ab12cd".into())
+            })
         );
         let guaranteed = "/kubepods.slice/kubepods-pod3f2a9c1e_0b4d_4e6f_8a7b_1c2d3e4f5a6b.slice";
         assert_eq!(pod_of(guaranteed).map(|p| p.container_id), Some(None));

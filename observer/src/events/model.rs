@@ -10,9 +10,9 @@ use std::{
 use observer_common::{
     decode::Event,
     event::{
-        FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_CGROUP_EGRESS, HOOK_CGROUP_INGRESS, HOOK_TC_EGRESS, SOCKOPS_ACTIVE_ESTABLISHED,
-        SOCKOPS_CONNECT_FAILED, SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, TCP_EVENT_SEND_RESET, PROTO_ICMP,
-        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+        FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_CGROUP_EGRESS, HOOK_CGROUP_INGRESS, HOOK_TC_EGRESS, PROTO_ICMP,
+        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SOCKOPS_ACTIVE_ESTABLISHED, SOCKOPS_CONNECT_FAILED,
+        SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, TCP_ACK, TCP_EVENT_SEND_RESET, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
     },
 };
 use serde::Serialize;
@@ -346,9 +346,12 @@ pub fn icmp_meaning(protocol: u8, icmp_type: u8, code: u8) -> &'static str {
 pub fn tcp_flags(flags: u8) -> String {
     let names = [(TCP_SYN, "SYN"), (TCP_RST, "RST"), (TCP_FIN, "FIN"), (TCP_PSH, "PSH"), (TCP_ACK, "ACK")];
     let set: Vec<&str> = names.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect();
-    if set.is_empty() { "-".into() } else { set.join("|") }
+    if set.is_empty() {
+        "-".into()
+    } else {
+        set.join("|")
+    }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -357,7 +360,8 @@ mod tests {
     use super::*;
 
     fn tuple() -> FlowTuple {
-        let mut t = FlowTuple { family: FAMILY_IPV4, protocol: PROTO_TCP, sport: 43512, dport: 15012, ..Default::default() };
+        let mut t =
+            FlowTuple { family: FAMILY_IPV4, protocol: PROTO_TCP, sport: 43512, dport: 15012, ..Default::default() };
         t.saddr[..4].copy_from_slice(&[10, 244, 1, 10]);
         t.daddr[..4].copy_from_slice(&[10, 244, 2, 10]);
         t
@@ -376,14 +380,23 @@ mod tests {
             kallsyms: &syms,
             cgroups: None,
         };
-        let syn = PacketEvent { flow: tuple(), ifindex: 4, hook: HOOK_TC_INGRESS, tcp_flags: TCP_SYN, ..Default::default() };
+        let syn =
+            PacketEvent { flow: tuple(), ifindex: 4, hook: HOOK_TC_INGRESS, tcp_flags: TCP_SYN, ..Default::default() };
         let obs = namer.observe(&Event::Packet(syn));
         assert_eq!(obs.hook, Hook::TcIngress);
         assert_eq!(obs.interface.as_deref(), Some("cni0"));
         assert_eq!(obs.flow.map(|f| f.to_string()).as_deref(), Some("TCP 10.244.1.10:43512 -> 10.244.2.10:15012"));
         assert_eq!(obs.detail, Detail::Packet { tcp_flags: "SYN".into(), tcp_seq: 0 });
 
-        let drop = DropEvent { flow: tuple(), flow_valid: 1, reason: 12, ifindex: 4, netns_ino: 78, location: 0xffffffff81a00010, ..Default::default() };
+        let drop = DropEvent {
+            flow: tuple(),
+            flow_valid: 1,
+            reason: 12,
+            ifindex: 4,
+            netns_ino: 78,
+            location: 0xffffffff81a00010,
+            ..Default::default()
+        };
         let obs = namer.observe(&Event::Drop(drop));
         // Same ifindex, but another namespace: no name.
         assert_eq!(obs.interface, None);

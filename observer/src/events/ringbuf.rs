@@ -66,9 +66,7 @@ pub fn read_counters(ebpf: &Ebpf) -> Result<Vec<(&'static str, u64)>, RingError>
     let array = PerCpuArray::<_, u64>::try_from(map).map_err(|source| RingError::Map { name: COUNTERS_MAP, source })?;
     let mut out = Vec::with_capacity(counters::NAMES.len());
     for (index, name) in counters::NAMES.iter().enumerate() {
-        let values = array
-            .get(&(index as u32), 0)
-            .map_err(|source| RingError::Map { name: COUNTERS_MAP, source })?;
+        let values = array.get(&(index as u32), 0).map_err(|source| RingError::Map { name: COUNTERS_MAP, source })?;
         out.push((*name, values.iter().sum()));
     }
     Ok(out)

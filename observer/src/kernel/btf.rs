@@ -55,12 +55,23 @@ struct Member {
 #[derive(Clone, Debug)]
 enum Type {
     /// Struct or union with its size and members.
-    Composite { name: String, size: u32, members: Vec<Member> },
+    Composite {
+        name: String,
+        size: u32,
+        members: Vec<Member>,
+    },
     /// A type that just refers to another (typedef, const, volatile, restrict, type tag).
-    Alias { target: u32 },
-    Enum { name: String, values: Vec<(String, i64)> },
+    Alias {
+        target: u32,
+    },
+    Enum {
+        name: String,
+        values: Vec<(String, i64)>,
+    },
     /// Something with a byte size and nothing more to resolve here (int, pointer, float, enum as member).
-    Sized { size: u32 },
+    Sized {
+        size: u32,
+    },
     Other,
 }
 
@@ -239,8 +250,7 @@ impl Btf {
         }
         members.iter().filter(|m| m.name.is_empty()).find_map(|anon| {
             let inner = self.strip(anon.type_id);
-            self.find_member(inner, name, depth + 1)
-                .map(|(bits, ty, bf)| (anon.bit_offset + bits, ty, bf))
+            self.find_member(inner, name, depth + 1).map(|(bits, ty, bf)| (anon.bit_offset + bits, ty, bf))
         })
     }
 

@@ -95,7 +95,12 @@ pub fn attach_interface_here(ebpf: &mut Ebpf, name: &str, netns: &str) -> Result
                 warn!(iface = %name, "interface disappeared before attach");
                 return Ok(());
             }
-            return Err(AttachError::Tc { program, iface: name.to_string(), netns: netns.to_string(), source: Box::new(source) });
+            return Err(AttachError::Tc {
+                program,
+                iface: name.to_string(),
+                netns: netns.to_string(),
+                source: Box::new(source),
+            });
         }
     }
     Ok(())

@@ -55,12 +55,17 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, loaded: &KernelInfo) -> Result<Cgrou
     let mut hooks = CgroupHooks::default();
     if loaded.cgroup_skb_available {
         let mut ok = true;
-        for (name, attach_type) in [(CGROUP_INGRESS, CgroupSkbAttachType::Ingress), (CGROUP_EGRESS, CgroupSkbAttachType::Egress)] {
+        for (name, attach_type) in
+            [(CGROUP_INGRESS, CgroupSkbAttachType::Ingress), (CGROUP_EGRESS, CgroupSkbAttachType::Egress)]
+        {
             let attached = program_mut::<CgroupSkb>(ebpf, name)
                 .map_err(|e| e.to_string())
                 .and_then(|p| p.attach(&dir, attach_type, CgroupAttachMode::Single).map_err(|e| e.to_string()));
             if let Err(err) = attached {
-                warn!("cgroup_skb {name} not attached to {}: {err}; packets at the pods' sockets will not be reported", root.display());
+                warn!(
+                    "cgroup_skb {name} not attached to {}: {err}; packets at the pods' sockets will not be reported",
+                    root.display()
+                );
                 ok = false;
             }
         }
@@ -73,7 +78,10 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, loaded: &KernelInfo) -> Result<Cgrou
                 .map_err(|e| e.to_string())
                 .and_then(|p| p.attach(&dir, CgroupAttachMode::Single).map_err(|e| e.to_string()));
             if let Err(err) = attached {
-                warn!("cgroup {name} not attached to {}: {err}; connect() attempts will not be reported", root.display());
+                warn!(
+                    "cgroup {name} not attached to {}: {err}; connect() attempts will not be reported",
+                    root.display()
+                );
                 ok = false;
             }
         }
@@ -85,7 +93,10 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, loaded: &KernelInfo) -> Result<Cgrou
             .and_then(|p| p.attach(&dir, CgroupAttachMode::Single).map_err(|e| e.to_string()));
         match attached {
             Ok(_) => hooks.sockops = true,
-            Err(err) => warn!("sock_ops not attached to {}: {err}; SYN retransmits and failed connects will not be reported", root.display()),
+            Err(err) => warn!(
+                "sock_ops not attached to {}: {err}; SYN retransmits and failed connects will not be reported",
+                root.display()
+            ),
         }
     }
     Ok(hooks)

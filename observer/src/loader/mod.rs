@@ -1,8 +1,8 @@
 //! Loading observer's eBPF programs and attaching them to the kernel.
 
 pub mod attach;
-pub mod filter;
 pub mod cgroup;
+pub mod filter;
 pub mod netlink;
 pub mod netns;
 pub mod node_watch;

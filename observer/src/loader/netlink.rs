@@ -153,7 +153,9 @@ impl RouteSocket {
             for (kind, payload) in messages(&buf[..n as usize]) {
                 match kind {
                     RTM_NEWLINK => out.extend(parse_link(payload).map(LinkChange::New)),
-                    RTM_DELLINK => out.extend(parse_link(payload).map(|l| LinkChange::Deleted { index: l.index, name: l.name })),
+                    RTM_DELLINK => {
+                        out.extend(parse_link(payload).map(|l| LinkChange::Deleted { index: l.index, name: l.name }))
+                    }
                     _ => {}
                 }
             }
@@ -266,7 +268,13 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 /// A link from an RTM_NEWLINK/RTM_DELLINK payload (ifinfomsg + attributes).
 pub fn parse_link(payload: &[u8]) -> Option<Link> {
     let index = i32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
-    let mut link = Link { index: u32::try_from(index).ok()?, name: String::new(), kind: None, peer_index: None, link_netnsid: None };
+    let mut link = Link {
+        index: u32::try_from(index).ok()?,
+        name: String::new(),
+        kind: None,
+        peer_index: None,
+        link_netnsid: None,
+    };
     let u32_of = |v: &[u8]| v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
     for (kind, value) in attrs(payload.get(IFINFOMSG_LEN..)?) {
         match kind {
@@ -305,7 +313,13 @@ mod tests {
         let link = parse_link(&link_payload(7, "veth1a2b3c4d", "veth", 2, 3)).expect("link");
         assert_eq!(
             link,
-            Link { index: 7, name: "veth1a2b3c4d".into(), kind: Some("veth".into()), peer_index: Some(2), link_netnsid: Some(3) }
+            Link {
+                index: 7,
+                name: "veth1a2b3c4d".into(),
+                kind: Some("veth".into()),
+                peer_index: Some(2),
+                link_netnsid: Some(3)
+            }
         );
     }
 

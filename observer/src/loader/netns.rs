@@ -53,8 +53,7 @@ impl NetnsTarget {
     /// Runs `f` with the current thread inside this namespace, then returns to the original one.
     pub fn run_inside<T>(&self, f: impl FnOnce() -> T) -> Result<T, NetnsError> {
         let original_path = PathBuf::from("/proc/thread-self/ns/net");
-        let original = File::open(&original_path)
-            .map_err(|source| NetnsError::Open { path: original_path, source })?;
+        let original = File::open(&original_path).map_err(|source| NetnsError::Open { path: original_path, source })?;
         setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|source| NetnsError::Enter { path: self.path.clone(), source })?;
         let result = f();

@@ -38,8 +38,10 @@ pub struct NodeWatch {
 
 impl NodeWatch {
     pub fn new(netns: &NetnsTarget) -> Result<Self, WatchError> {
-        let sockets = netns.run_inside(|| Ok::<_, std::io::Error>((RouteSocket::open()?, RouteSocket::link_monitor()?)))?;
-        let (requests, monitor) = sockets.map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
+        let sockets =
+            netns.run_inside(|| Ok::<_, std::io::Error>((RouteSocket::open()?, RouteSocket::link_monitor()?)))?;
+        let (requests, monitor) =
+            sockets.map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
         let mut watch = Self { requests, monitor, scope: BTreeSet::new() };
         watch.refresh_scope(netns);
         Ok(watch)
@@ -96,7 +98,8 @@ impl NodeWatch {
         netns: &NetnsTarget,
         interfaces: &mut BTreeMap<u32, String>,
     ) -> Result<bool, WatchError> {
-        let changes = self.monitor.changes().map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
+        let changes =
+            self.monitor.changes().map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
         let mut changed = false;
         for change in changes {
             match change {

@@ -41,11 +41,7 @@ pub fn check_privileges() -> Result<(), PreflightError> {
 }
 
 fn missing_caps(effective: u64) -> Vec<&'static str> {
-    NEEDED_CAPS
-        .iter()
-        .filter(|(bit, _)| effective & (1u64 << bit) == 0)
-        .map(|(_, name)| *name)
-        .collect()
+    NEEDED_CAPS.iter().filter(|(bit, _)| effective & (1u64 << bit) == 0).map(|(_, name)| *name).collect()
 }
 
 pub fn check_btf() -> Result<(), PreflightError> {

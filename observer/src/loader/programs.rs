@@ -82,7 +82,10 @@ pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
     let drop_reasons = DropReasons::from_btf(&btf);
     drop(btf);
 
-    let mut ebpf = EbpfLoader::new().override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true).load(object).map_err(|e| LoadError::Object(Box::new(e)))?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true)
+        .load(object)
+        .map_err(|e| LoadError::Object(Box::new(e)))?;
     for name in [TC_INGRESS, TC_EGRESS] {
         let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
         program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;

@@ -13,7 +13,9 @@ pub fn text_line(o: &Observation) -> String {
     let iface = match (&o.interface, o.ifindex) {
         (Some(name), _) => name.clone(),
         // Socket-side hooks have no interface of the watched node to name.
-        (None, index) if index == 0 || !o.hook.is_tc() && o.hook != crate::events::model::Hook::KfreeSkb => "-".to_string(),
+        (None, index) if index == 0 || !o.hook.is_tc() && o.hook != crate::events::model::Hook::KfreeSkb => {
+            "-".to_string()
+        }
         (None, index) => format!("if#{index}"),
     };
     let flow = o.flow.map_or_else(|| "(headers unreadable)".to_string(), |f| f.to_string());
@@ -80,7 +82,12 @@ mod tests {
     #[test]
     fn text_columns() {
         let line = text_line(&syn());
-        assert!(line.starts_with("01:02:03.000042  tc-ingress     veth1a2b3c4d     TCP 10.244.1.10:43512 -> 10.244.2.10:15012"), "{line}");
+        assert!(
+            line.starts_with(
+                "01:02:03.000042  tc-ingress     veth1a2b3c4d     TCP 10.244.1.10:43512 -> 10.244.2.10:15012"
+            ),
+            "{line}"
+        );
         assert!(line.ends_with(" SYN"));
         assert_eq!(line.find("tc-ingress"), TEXT_HEADER.find("HOOK"));
         assert_eq!(line.find("TCP "), TEXT_HEADER.find("FLOW"));

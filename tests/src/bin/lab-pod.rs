@@ -111,11 +111,8 @@ fn proxy(name: &str) -> Result<(), String> {
 /// and copies bytes both ways; inbound connections go to the app on loopback.
 fn relay_to_original(downstream: TcpStream, inbound: bool) {
     let Some(original) = original_destination(&downstream) else { return };
-    let upstream_addr = if inbound {
-        SocketAddr::from(([127, 0, 0, 1], original.port()))
-    } else {
-        SocketAddr::V4(original)
-    };
+    let upstream_addr =
+        if inbound { SocketAddr::from(([127, 0, 0, 1], original.port())) } else { SocketAddr::V4(original) };
     let Ok(upstream) = TcpStream::connect_timeout(&upstream_addr, UPSTREAM_TIMEOUT) else {
         return; // dropping `downstream` closes it: the client sees the failure
     };
@@ -147,14 +144,13 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddrV4> {
             &mut len,
         )
     };
-    (rc == 0).then(|| {
-        SocketAddrV4::new(u32::from_be(addr.sin_addr.s_addr).into(), u16::from_be(addr.sin_port))
-    })
+    (rc == 0).then(|| SocketAddrV4::new(u32::from_be(addr.sin_addr.s_addr).into(), u16::from_be(addr.sin_port)))
 }
 
 fn connect(target: &str, timeout_ms: Option<&str>) -> Result<(), String> {
     let addr: SocketAddr = target.parse().map_err(|e| format!("bad target {target}: {e}"))?;
-    let timeout = Duration::from_millis(timeout_ms.map_or(Ok(2000), str::parse).map_err(|e| format!("bad timeout: {e}"))?);
+    let timeout =
+        Duration::from_millis(timeout_ms.map_or(Ok(2000), str::parse).map_err(|e| format!("bad timeout: {e}"))?);
     let start = Instant::now();
     // The source address is bound before connecting so it is known even when the handshake
     // fails (tests match the exact 5-tuple of a blocked SYN).
@@ -206,7 +202,11 @@ fn bound_socket(target: &SocketAddr) -> Result<(TcpStream, SocketAddr), String> 
     }
     // SAFETY: `fd` is a fresh socket we own.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    let any: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse().map_err(|e| format!("{e}"))? } else { "[::]:0".parse().map_err(|e| format!("{e}"))? };
+    let any: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().map_err(|e| format!("{e}"))?
+    } else {
+        "[::]:0".parse().map_err(|e| format!("{e}"))?
+    };
     let (storage, len) = sockaddr(&any);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
     if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {

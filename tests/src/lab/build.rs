@@ -91,7 +91,10 @@ impl Lab {
         sysctl(&ns, "net.ipv4.ip_forward", "1")?;
         // Uplink: a veth from the router to the node's eth0.
         let router_if = format!("to-{}", hex_id(&node.name, 6));
-        cmd::run("ip", &["-n", router, "link", "add", &router_if, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        cmd::run(
+            "ip",
+            &["-n", router, "link", "add", &router_if, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+        )?;
         cmd::run("ip", &["-n", router, "addr", "add", &format!("{}/24", node.router_ip), "dev", &router_if])?;
         cmd::run("ip", &["-n", router, "link", "set", &router_if, "up"])?;
         cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/24", node.uplink_ip), "dev", "eth0"])?;
@@ -109,7 +112,10 @@ impl Lab {
         }
         // The CNI bridge, like cni0 of the bridge plugin.
         cmd::run("ip", &["-n", &ns, "link", "add", "cni0", "type", "bridge"])?;
-        cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/{}", node.bridge_ip(), node.pod_cidr.1), "dev", "cni0"])?;
+        cmd::run(
+            "ip",
+            &["-n", &ns, "addr", "add", &format!("{}/{}", node.bridge_ip(), node.pod_cidr.1), "dev", "cni0"],
+        )?;
         if let (Some(bridge6), Some((_, len6))) = (node.bridge_ip6(), node.pod_cidr6) {
             cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{bridge6}/{len6}"), "dev", "cni0", "nodad"])?;
         }
@@ -124,7 +130,15 @@ impl Lab {
             .flat_map(|svc| {
                 let endpoint = self.spec.endpoints(svc).first().copied();
                 svc.ports.iter().filter_map(move |p| {
-                    endpoint.map(|ep| (format!("{}/{}:{}", svc.namespace, svc.name, p.name), svc.cluster_ip, p.port, ep, p.target_port))
+                    endpoint.map(|ep| {
+                        (
+                            format!("{}/{}:{}", svc.namespace, svc.name, p.name),
+                            svc.cluster_ip,
+                            p.port,
+                            ep,
+                            p.target_port,
+                        )
+                    })
                 })
             })
             .collect();
@@ -137,7 +151,10 @@ impl Lab {
         let node_ns = self.node_netns(&pod.node);
         let ns = self.add_netns(&pod.app)?;
         let host_if = self.host_veth(pod);
-        cmd::run("ip", &["-n", &node_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        cmd::run(
+            "ip",
+            &["-n", &node_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+        )?;
         cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "master", "cni0"])?;
         cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "up"])?;
         cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/{}", pod.ip, node.pod_cidr.1), "dev", "eth0"])?;
@@ -154,7 +171,8 @@ impl Lab {
         for (container, id) in container_ids(&self.name, pod) {
             let cg = container_cgroup(&self.cgroup, &uid, &id);
             self.mkdir_cgroup(&cg)?;
-            let placement = Placement { netns: &ns, cgroup: &cg, uid: (container == "istio-proxy").then_some(PROXY_UID) };
+            let placement =
+                Placement { netns: &ns, cgroup: &cg, uid: (container == "istio-proxy").then_some(PROXY_UID) };
             let what = format!("{}/{container}", pod.key());
             let log = self.state.dir.join(format!("{}-{container}.log", pod.app));
             let child = if container == "istio-proxy" {
@@ -237,11 +255,22 @@ impl Lab {
 
     /// One connection attempt from the pod's istio-proxy container as uid 1337 (not captured),
     /// like pilot-agent's xDS connection to istiod.
-    pub fn connect_as_proxy(&self, app: &str, target: SocketAddr, timeout: Duration) -> Result<ConnectOutcome, LabError> {
+    pub fn connect_as_proxy(
+        &self,
+        app: &str,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<ConnectOutcome, LabError> {
         self.connect_from(app, target, timeout, true)
     }
 
-    fn connect_from(&self, app: &str, target: SocketAddr, timeout: Duration, proxy: bool) -> Result<ConnectOutcome, LabError> {
+    fn connect_from(
+        &self,
+        app: &str,
+        target: SocketAddr,
+        timeout: Duration,
+        proxy: bool,
+    ) -> Result<ConnectOutcome, LabError> {
         let pod = self.pod(app)?;
         let ns = self.pod_netns(app)?;
         let ids = container_ids(&self.name, pod);
@@ -252,8 +281,14 @@ impl Lab {
         let cg = container_cgroup(&self.cgroup, &pod_uid(&self.name, pod), id);
         let placement = Placement { netns: &ns, cgroup: &cg, uid: proxy.then_some(PROXY_UID) };
         let ms = timeout.as_millis().to_string();
-        let out = run_bounded(&placement, &self.tools.lab_pod, &["connect", &target.to_string(), &ms], timeout * 2 + Duration::from_secs(2))?;
-        serde_json::from_str(out.trim()).map_err(|e| LabError::NotReady { what: format!("connect from {app}"), detail: format!("{e}: {out}") })
+        let out = run_bounded(
+            &placement,
+            &self.tools.lab_pod,
+            &["connect", &target.to_string(), &ms],
+            timeout * 2 + Duration::from_secs(2),
+        )?;
+        serde_json::from_str(out.trim())
+            .map_err(|e| LabError::NotReady { what: format!("connect from {app}"), detail: format!("{e}: {out}") })
     }
 
     /// Installs a firewall rule in a node's network namespace.

@@ -88,7 +88,8 @@ impl FirewallRule {
             (true, true) => "ip6tables-legacy",
         };
         let table = if self.table == Table::Raw { "raw" } else { "filter" };
-        let mut args: Vec<String> = ["-w", "-t", table, "-I", self.chain_name(), "1", "-p", "tcp"].map(String::from).to_vec();
+        let mut args: Vec<String> =
+            ["-w", "-t", table, "-I", self.chain_name(), "1", "-p", "tcp"].map(String::from).to_vec();
         if let Some((ip, len)) = self.src {
             args.extend(["-s".into(), format!("{ip}/{len}")]);
         }
@@ -166,7 +167,10 @@ mod tests {
         rule.verdict = Verdict::RejectAdminProhibited;
         let script = rule.nft_script();
         assert!(script.contains("type filter hook forward priority 0; policy accept;"), "{script}");
-        assert!(script.contains("meta l4proto tcp tcp dport 15017 reject with icmpx type admin-prohibited"), "{script}");
+        assert!(
+            script.contains("meta l4proto tcp tcp dport 15017 reject with icmpx type admin-prohibited"),
+            "{script}"
+        );
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub fn inventory(lab: &str, spec: &LabSpec) -> Value {
     namespaces.dedup();
     for ns in namespaces {
         let injected = spec.pods.iter().any(|p| p.namespace == ns && p.sidecar);
-        let labels = if injected { json!({"kubernetes.io/metadata.name": ns, "istio-injection": "enabled"}) } else { json!({"kubernetes.io/metadata.name": ns}) };
+        let labels = if injected {
+            json!({"kubernetes.io/metadata.name": ns, "istio-injection": "enabled"})
+        } else {
+            json!({"kubernetes.io/metadata.name": ns})
+        };
         items.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}));
     }
     for node in &spec.nodes {
@@ -70,11 +74,8 @@ pub fn inventory(lab: &str, spec: &LabSpec) -> Value {
                 "nodeName": p.node, "targetRef": {"kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": pod_uid(lab, p)}
             }))
             .collect();
-        let ep_ports: Vec<Value> = svc
-            .ports
-            .iter()
-            .map(|p| json!({"name": p.name, "port": p.target_port, "protocol": "TCP"}))
-            .collect();
+        let ep_ports: Vec<Value> =
+            svc.ports.iter().map(|p| json!({"name": p.name, "port": p.target_port, "protocol": "TCP"})).collect();
         items.push(json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
             "metadata": {"name": format!("{}-{}", svc.name, &hex_id(&svc.name, 5)), "namespace": svc.namespace,
@@ -107,7 +108,8 @@ fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
             "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
             "securityContext": {"runAsUser": 1337, "runAsGroup": 1337}}));
         annotations = json!({"sidecar.istio.io/status": "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"],\"volumes\":[\"istio-envoy\",\"istio-data\",\"istio-podinfo\",\"istio-token\",\"istiod-ca-cert\"],\"revision\":\"default\"}"});
-        labels = json!({"app": pod.app, "security.istio.io/tlsMode": "istio", "service.istio.io/canonical-name": pod.app});
+        labels =
+            json!({"app": pod.app, "security.istio.io/tlsMode": "istio", "service.istio.io/canonical-name": pod.app});
     }
     if pod.role == PodRole::Istiod {
         labels = json!({"app": "istiod", "istio": "pilot", "istio.io/rev": "default"});
@@ -117,7 +119,9 @@ fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
     }
     let owner = match pod.role {
         PodRole::ApiServer => json!([{"apiVersion": "v1", "kind": "Node", "name": pod.node, "controller": true}]),
-        _ => json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": pod.name.rsplit_once('-').map_or(pod.name.as_str(), |(rs, _)| rs), "controller": true}]),
+        _ => {
+            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": pod.name.rsplit_once('-').map_or(pod.name.as_str(), |(rs, _)| rs), "controller": true}])
+        }
     };
     let mut pod_ips = vec![json!({"ip": pod.ip.to_string()})];
     pod_ips.extend(pod.ip6.map(|ip6| json!({"ip": ip6.to_string()})));
@@ -150,7 +154,8 @@ mod tests {
         assert_eq!(count("Service"), spec.services.len());
         assert_eq!(count("EndpointSlice"), spec.services.len());
         assert_eq!(count("Node"), 2);
-        let pp = items.iter().find(|i| i["kind"] == "Pod" && i["metadata"]["labels"]["app"] == "productpage").expect("pod");
+        let pp =
+            items.iter().find(|i| i["kind"] == "Pod" && i["metadata"]["labels"]["app"] == "productpage").expect("pod");
         assert_eq!(pp["status"]["podIP"], "10.244.1.10");
         assert_eq!(pp["spec"]["containers"][1]["name"], "istio-proxy");
         assert!(pp["metadata"]["annotations"]["sidecar.istio.io/status"].is_string());

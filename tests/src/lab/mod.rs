@@ -1,5 +1,6 @@
 //! Building, driving and tearing down a lab.
 
+mod build;
 pub mod cgroups;
 pub mod cmd;
 pub mod faults;
@@ -8,7 +9,6 @@ pub mod processes;
 pub mod sidecar;
 pub mod spec;
 pub mod state;
-mod build;
 
 use std::{
     net::SocketAddr,
@@ -26,7 +26,9 @@ pub const LAB_PREFIX: &str = "obl";
 pub enum LabError {
     #[error("`{command}` failed ({status}): {stderr}")]
     Command { command: String, status: String, stderr: String },
-    #[error("cannot run `{command}`: {source} (is it installed? `cargo xtask setup` installs iproute2, iptables, nftables)")]
+    #[error(
+        "cannot run `{command}`: {source} (is it installed? `cargo xtask setup` installs iproute2, iptables, nftables)"
+    )]
     Spawn { command: String, source: std::io::Error },
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },

@@ -59,15 +59,19 @@ pub fn command_in(placement: &Placement<'_>, program: &Path, args: &[&str]) -> R
 
 /// Starts a long-running helper and waits (bounded) for its `ready` line. Its stderr goes to
 /// `log` (so a lab left running holds no terminal or pipe open).
-pub fn spawn_ready(what: &str, placement: &Placement<'_>, program: &Path, args: &[&str], log: &Path) -> Result<Child, LabError> {
+pub fn spawn_ready(
+    what: &str,
+    placement: &Placement<'_>,
+    program: &Path,
+    args: &[&str],
+    log: &Path,
+) -> Result<Child, LabError> {
     let (mut command, _keep_open) = command_in(placement, program, args)?;
     let log_file = File::create(log).map_err(LabError::io(format!("creating {}", log.display())))?;
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .map_err(|source| LabError::Spawn { command: format!("{} {}", program.display(), args.join(" ")), source })?;
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file)).spawn().map_err(
+            |source| LabError::Spawn { command: format!("{} {}", program.display(), args.join(" ")), source },
+        )?;
     let Some(stdout) = child.stdout.take() else {
         return Err(LabError::NotReady { what: what.into(), detail: "no stdout".into() });
     };
@@ -88,14 +92,17 @@ pub fn spawn_ready(what: &str, placement: &Placement<'_>, program: &Path, args: 
 }
 
 /// Runs a short helper to completion, killing it if it outlives `limit`; returns stdout.
-pub fn run_bounded(placement: &Placement<'_>, program: &Path, args: &[&str], limit: Duration) -> Result<String, LabError> {
+pub fn run_bounded(
+    placement: &Placement<'_>,
+    program: &Path,
+    args: &[&str],
+    limit: Duration,
+) -> Result<String, LabError> {
     let (mut command, _keep_open) = command_in(placement, program, args)?;
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| LabError::Spawn { command: format!("{} {}", program.display(), args.join(" ")), source })?;
+    let child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|source| {
+            LabError::Spawn { command: format!("{} {}", program.display(), args.join(" ")), source }
+        })?;
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {

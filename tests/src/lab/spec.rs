@@ -122,19 +122,22 @@ impl LabSpec {
             uplink_ip6: Some(Ipv6Addr::new(0xfd00, 0x172, 0x31, n.into(), 0, 0, 0, 2)),
             router_ip6: Some(Ipv6Addr::new(0xfd00, 0x172, 0x31, n.into(), 0, 0, 0, 1)),
         };
-        let pod = |ns: &str, name: &str, app: &str, workload: &str, node: &str, ip: [u8; 4], role, ports: &[u16], sidecar| PodSpec {
-            namespace: ns.into(),
-            name: name.into(),
-            app: app.into(),
-            workload: workload.into(),
-            node: node.into(),
-            ip: Ipv4Addr::from(ip),
-            // fd00:10:244:<node>::<host>, mirroring the IPv4 address.
-            ip6: Some(Ipv6Addr::new(0xfd00, 0x10, 0x244, ip[2].into(), 0, 0, 0, ip[3].into())),
-            role,
-            ports: ports.to_vec(),
-            sidecar,
-        };
+        let pod =
+            |ns: &str, name: &str, app: &str, workload: &str, node: &str, ip: [u8; 4], role, ports: &[u16], sidecar| {
+                PodSpec {
+                    namespace: ns.into(),
+                    name: name.into(),
+                    app: app.into(),
+                    workload: workload.into(),
+                    node: node.into(),
+                    ip: Ipv4Addr::from(ip),
+                    // fd00:10:244:<node>::<host>, mirroring the IPv4 address.
+                    ip6: Some(Ipv6Addr::new(0xfd00, 0x10, 0x244, ip[2].into(), 0, 0, 0, ip[3].into())),
+                    role,
+                    ports: ports.to_vec(),
+                    sidecar,
+                }
+            };
         let svc = |ns: &str, name: &str, ip: [u8; 4], app: &str, ports: Vec<ServicePort>| ServiceSpec {
             namespace: ns.into(),
             name: name.into(),
@@ -145,20 +148,76 @@ impl LabSpec {
         Self {
             nodes: vec![node("node-a", 1), node("node-b", 2)],
             pods: vec![
-                pod("bookinfo", "productpage-v1-7d9f8c6b5-x2k4q", "productpage", "productpage-v1", "node-a", [10, 244, 1, 10], PodRole::App, &[9080], true),
-                pod("bookinfo", "reviews-v1-5b8f7c9d4-q7m2n", "reviews", "reviews-v1", "node-a", [10, 244, 1, 11], PodRole::App, &[9080], true),
-                pod("istio-system", "istiod-6c8d9f7b5-k9v3p", "istiod", "istiod", "node-b", [10, 244, 2, 10], PodRole::Istiod, &[15010, 15012, 15014, 15017], false),
-                pod("kube-system", "kube-apiserver-node-b", "kube-apiserver", "kube-apiserver", "node-b", [10, 244, 2, 20], PodRole::ApiServer, &[6443], false),
-                pod("bookinfo", "details-v1-8d6f5c7b9-w4r8t", "details", "details-v1", "node-b", [10, 244, 2, 11], PodRole::App, &[9080], true),
+                pod(
+                    "bookinfo",
+                    "productpage-v1-7d9f8c6b5-x2k4q",
+                    "productpage",
+                    "productpage-v1",
+                    "node-a",
+                    [10, 244, 1, 10],
+                    PodRole::App,
+                    &[9080],
+                    true,
+                ),
+                pod(
+                    "bookinfo",
+                    "reviews-v1-5b8f7c9d4-q7m2n",
+                    "reviews",
+                    "reviews-v1",
+                    "node-a",
+                    [10, 244, 1, 11],
+                    PodRole::App,
+                    &[9080],
+                    true,
+                ),
+                pod(
+                    "istio-system",
+                    "istiod-6c8d9f7b5-k9v3p",
+                    "istiod",
+                    "istiod",
+                    "node-b",
+                    [10, 244, 2, 10],
+                    PodRole::Istiod,
+                    &[15010, 15012, 15014, 15017],
+                    false,
+                ),
+                pod(
+                    "kube-system",
+                    "kube-apiserver-node-b",
+                    "kube-apiserver",
+                    "kube-apiserver",
+                    "node-b",
+                    [10, 244, 2, 20],
+                    PodRole::ApiServer,
+                    &[6443],
+                    false,
+                ),
+                pod(
+                    "bookinfo",
+                    "details-v1-8d6f5c7b9-w4r8t",
+                    "details",
+                    "details-v1",
+                    "node-b",
+                    [10, 244, 2, 11],
+                    PodRole::App,
+                    &[9080],
+                    true,
+                ),
             ],
             services: vec![
                 svc("default", "kubernetes", [10, 96, 0, 1], "kube-apiserver", vec![port("https", 443, 6443)]),
-                svc("istio-system", "istiod", [10, 96, 0, 10], "istiod", vec![
-                    port("grpc-xds", 15010, 15010),
-                    port("https-dns", 15012, 15012),
-                    port("https-webhook", 443, 15017),
-                    port("http-monitoring", 15014, 15014),
-                ]),
+                svc(
+                    "istio-system",
+                    "istiod",
+                    [10, 96, 0, 10],
+                    "istiod",
+                    vec![
+                        port("grpc-xds", 15010, 15010),
+                        port("https-dns", 15012, 15012),
+                        port("https-webhook", 443, 15017),
+                        port("http-monitoring", 15014, 15014),
+                    ],
+                ),
                 svc("bookinfo", "productpage", [10, 96, 1, 10], "productpage", vec![port("http", 9080, 9080)]),
                 svc("bookinfo", "reviews", [10, 96, 1, 11], "reviews", vec![port("http", 9080, 9080)]),
                 svc("bookinfo", "details", [10, 96, 1, 12], "details", vec![port("http", 9080, 9080)]),

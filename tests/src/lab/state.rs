@@ -30,7 +30,8 @@ impl LabState {
     pub fn save(&self) -> Result<PathBuf, LabError> {
         std::fs::create_dir_all(STATE_DIR).map_err(LabError::io(format!("creating {STATE_DIR}")))?;
         let path = Self::path(&self.name);
-        let text = serde_json::to_string_pretty(self).map_err(|e| LabError::State { path: path.clone(), detail: e.to_string() })?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| LabError::State { path: path.clone(), detail: e.to_string() })?;
         std::fs::write(&path, text).map_err(LabError::io(format!("writing {}", path.display())))?;
         Ok(path)
     }

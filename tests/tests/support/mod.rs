@@ -118,7 +118,12 @@ impl Running {
     }
 
     /// Polls until `pred` holds for some JSON event, or fails after `limit`.
-    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             if let Some(v) = self.json().into_iter().find(|v| pred(v)) {
@@ -148,7 +153,8 @@ impl Drop for Running {
 
 /// uid and container ids of a pod, from the lab's inventory.
 pub fn pod_identity(lab: &observer_lab::Lab, app: &str) -> (String, Vec<(String, String)>) {
-    let inv: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lab.inventory_path()).expect("inventory")).expect("json");
+    let inv: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.inventory_path()).expect("inventory")).expect("json");
     let pod = inv["items"]
         .as_array()
         .expect("items")
@@ -159,8 +165,12 @@ pub fn pod_identity(lab: &observer_lab::Lab, app: &str) -> (String, Vec<(String,
         .as_array()
         .expect("statuses")
         .iter()
-        .map(|c| (c["name"].as_str().expect("name").to_string(), c["containerID"].as_str().expect("id").trim_start_matches("containerd://").to_string()))
+        .map(|c| {
+            (
+                c["name"].as_str().expect("name").to_string(),
+                c["containerID"].as_str().expect("id").trim_start_matches("containerd://").to_string(),
+            )
+        })
         .collect();
     (pod["metadata"]["uid"].as_str().expect("uid").to_string(), containers)
 }
-
