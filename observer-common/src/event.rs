@@ -210,3 +210,21 @@ pub struct TcpEvent {
     pub reason: u32,
     pub _pad2: u32,
 }
+
+/// Per-flow handshake state kept in the kernel's `FLOWS` LRU map, keyed by the flow in the
+/// SYN's direction (client -> server, as seen at the hook: before or after NAT). Userspace
+/// reads it to tell answered handshakes from unanswered ones without streaming every packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowState {
+    /// First and latest SYN (`bpf_ktime_get_ns`).
+    pub first_syn_ns: u64,
+    pub last_syn_ns: u64,
+    /// Packets seen, summed over every hook the flow crosses (one SYN crossing three hooks
+    /// counts three).
+    pub syn_packets: u32,
+    pub synack_packets: u32,
+    pub rst_packets: u32,
+    /// Bitmask of `1 << HOOK_*` where the SYN was seen.
+    pub syn_hooks: u32,
+}

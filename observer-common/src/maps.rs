@@ -10,3 +10,8 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 
 /// Global holding [`crate::KernelOffsets`].
 pub const KERNEL_OFFSETS_GLOBAL: &str = "KERNEL_OFFSETS";
+
+/// LRU hash map: [`crate::FlowTuple`] (SYN direction) -> [`crate::event::FlowState`].
+pub const FLOWS_MAP: &str = "FLOWS";
+/// Flows tracked at once (least recently used are evicted): ~80 bytes each.
+pub const FLOWS_MAX: u32 = 65_536;

@@ -5,3 +5,8 @@ unsafe impl aya::Pod for crate::KernelOffsets {}
 
 // SAFETY: as above.
 unsafe impl aya::Pod for crate::filter::FilterConfig {}
+
+// SAFETY: as above (integers and byte arrays, explicit padding).
+unsafe impl aya::Pod for crate::FlowTuple {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::event::FlowState {}

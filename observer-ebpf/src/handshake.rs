@@ -14,6 +14,7 @@ use crate::{
     counters::bump,
     emit::{reserve, submit},
     filter::wanted,
+    flow_state::record,
     packet::{parse_ip, PacketSource, ETH_HLEN, ETH_P_IP, ETH_P_IPV6},
 };
 
@@ -57,6 +58,7 @@ pub fn observe(skb: &SkBuff, hook: u8) {
     if flags & (TCP_SYN | TCP_RST) == 0 || !wanted(&flow) {
         return;
     }
+    record(&flow, flags, hook);
     let Some(mut entry) = reserve::<PacketEvent>(EVENT_KIND_PACKET) else {
         return;
     };

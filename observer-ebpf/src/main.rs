@@ -8,6 +8,7 @@ mod connect;
 mod counters;
 mod emit;
 mod filter;
+mod flow_state;
 mod handshake;
 mod kfree_skb;
 mod kmem;

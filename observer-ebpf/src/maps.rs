@@ -3,13 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use observer_common::{
     counters,
+    event::FlowState,
     filter::{FilterConfig, MAX_WATCHED_CIDRS, MAX_WATCHED_PORTS},
-    maps::EVENTS_RINGBUF_BYTES,
-    KernelOffsets,
+    maps::{EVENTS_RINGBUF_BYTES, FLOWS_MAX},
+    FlowTuple, KernelOffsets,
 };
 
 /// Discrete events to userspace (`observer_common::event`).
@@ -19,6 +20,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RINGBUF_BYTES, 0);
 /// Per-CPU counters indexed by `observer_common::counters`.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+/// Per-flow handshake state, keyed by the flow in the SYN's direction.
+#[map(name = "FLOWS")]
+pub static FLOWS: LruHashMap<FlowTuple, FlowState> = LruHashMap::with_max_entries(FLOWS_MAX, 0);
 
 /// The filter's mode (`observer_common::filter`); slot 0.
 #[map(name = "FILTER_CONFIG")]

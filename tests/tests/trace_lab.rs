@@ -57,9 +57,23 @@ fn trace_sees_the_xds_syn_and_its_netfilter_drop() {
     assert_eq!(drop["flow"]["dst"], istiod.ip.to_string());
     assert_eq!(drop["flow"]["dport"], 15012);
     assert_eq!(drop["interface"], "cni0", "dropped in node-a's FORWARD, arriving on the bridge: {drop}");
+    let node_inode =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/run/netns/{node_ns}")).expect("netns"));
+    assert_eq!(drop["netns"], node_inode, "the drop happened in node-a's namespace");
     let lines = observer.lines();
-    let status = observer.stop();
+    let (status, stderr) = observer.stop_with_stderr();
     assert!(status.success(), "observer exit {status}; output:\n{}", lines.join("\n"));
+    // Per-flow state: the healthy handshake was answered, the blocked one was not.
+    let summary = stderr.iter().find(|l| l.contains("handshakes")).expect("handshake summary");
+    let field = |name: &str| -> u64 {
+        summary
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {summary}"))
+    };
+    assert!(field("answered") >= 1, "{summary}");
+    assert!(field("unanswered") >= 1, "{summary}");
 }
 
 #[test]

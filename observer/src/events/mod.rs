@@ -3,5 +3,6 @@
 
 pub mod cgroups;
 pub mod clock;
+pub mod flows;
 pub mod model;
 pub mod ringbuf;

@@ -12,13 +12,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     cli::{OutputFormat, TraceArgs},
     events::{
         cgroups::CgroupNames,
         clock::MonotonicClock,
+        flows::handshake_summary,
         model::{Detail, Namer},
         ringbuf::{read_counters, EventSource},
     },
@@ -106,6 +107,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
             return Err(err.into());
         }
     }
+    report_handshakes(&ebpf);
     let counters = read_counters(&ebpf)?;
     let lost = counters.iter().find(|(n, _)| *n == "ringbuf_full").map_or(0, |(_, v)| *v);
     info!(
@@ -117,4 +119,27 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         "trace finished"
     );
     Ok(())
+}
+
+/// Logs the kernel's per-flow handshake state: how many handshakes were answered, and the
+/// unanswered ones (at most 20, oldest first).
+fn report_handshakes(ebpf: &aya::Ebpf) {
+    const SHOWN: usize = 20;
+    match handshake_summary(ebpf) {
+        Ok(summary) => {
+            info!(
+                tracked = summary.tracked,
+                answered = summary.answered,
+                unanswered = summary.unanswered.len(),
+                "handshakes"
+            );
+            for (flow, state) in summary.unanswered.iter().take(SHOWN) {
+                info!(
+                    "unanswered handshake {flow}: {} SYN packets seen, no SYN-ACK or RST at any hook",
+                    state.syn_packets
+                );
+            }
+        }
+        Err(err) => warn!("per-flow handshake state unavailable: {err}"),
+    }
 }

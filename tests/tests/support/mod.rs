@@ -63,6 +63,7 @@ pub struct Running {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -80,7 +81,7 @@ impl Running {
         let (ready_tx, ready_rx) = mpsc::channel();
         let err = child.stderr.take().expect("stderr");
         let kept_err = Arc::clone(&stderr_lines);
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 if line.contains("ready") {
                     let _ = ready_tx.send(());
@@ -95,7 +96,7 @@ impl Running {
                 kept.lock().expect("lock").push(line);
             }
         });
-        let mut running = Self { child, lines, stderr: stderr_lines };
+        let mut running = Self { child, lines, stderr: stderr_lines, stderr_reader: Some(stderr_reader) };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let err = running.stderr();
             let _ = running.child.kill();
@@ -137,10 +138,19 @@ impl Running {
     }
 
     /// SIGINT, then wait; returns the exit status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.stop_with_stderr().0
+    }
+
+    /// SIGINT, wait, and every stderr line (the exit summary included).
+    pub fn stop_with_stderr(mut self) -> (std::process::ExitStatus, Vec<String>) {
         // SAFETY: kill(2) on the child we started, by its PID.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.child.wait().expect("wait observer")
+        let status = self.child.wait().expect("wait observer");
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        (status, self.stderr())
     }
 }
 
