@@ -34,6 +34,10 @@ pub struct TraceArgs {
     /// (default: the cgroup v2 mount, i.e. every process on the node).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<std::path::PathBuf>,
+    /// Kubernetes inventory (`kubectl get pods,services,endpointslices,namespaces,nodes -A -o json`)
+    /// to name each flow's pods, services and Istio ports.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<std::path::PathBuf>,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<u64>,

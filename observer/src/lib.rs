@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod events;
+pub mod inventory;
 pub mod kernel;
 pub mod loader;
 pub mod trace;

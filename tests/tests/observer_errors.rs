@@ -32,3 +32,19 @@ fn unknown_flags_and_values_are_rejected_with_the_valid_ones() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("possible values: text, json"), "{stderr}");
 }
+
+#[test]
+fn a_bad_inventory_is_named_with_the_item_and_field() {
+    let path = std::env::temp_dir().join(format!("observer-bad-inventory-{}.json", std::process::id()));
+    std::fs::write(&path, r#"{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"p","namespace":"ns"},"status":{"podIP":"10.0.0.999"}}]}"#)
+        .expect("write");
+    let out = Command::new(observer_bin()).args(["trace", "--inventory"]).arg(&path).output().expect("run");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("items[0] (Pod ns/p): status.podIP: `10.0.0.999` is not an IP address"), "{stderr}");
+    let out = Command::new(observer_bin()).args(["trace", "--cidr", "10.0.0.0/40"]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("`10.0.0.0/40` is not a CIDR"), "{stderr}");
+}

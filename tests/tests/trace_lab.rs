@@ -495,3 +495,52 @@ fn tcp_tracepoints_report_retransmits_and_a_closed_ports_reset() {
     assert_eq!(reset["flow"]["dst"], productpage.ip.to_string());
     assert_eq!(reset["netns"], inode(&lab.pod_netns("istiod").expect("ns")));
 }
+
+#[test]
+fn inventory_names_pods_services_and_istio_ports() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let inventory = lab.inventory_path().display().to_string();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let observer = Running::start(&[
+        "trace",
+        "--netns",
+        &lab.node_netns("node-a"),
+        "--output",
+        "json",
+        "--port",
+        "15012",
+        "--inventory",
+        &inventory,
+    ]);
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let ok =
+        lab.connect_as_proxy("productpage", SocketAddr::from((svc, 15012)), Duration::from_secs(3)).expect("connect");
+    assert_eq!(ok.result, "ok");
+    let sport = ok.local_addr().expect("local").port();
+    let at_veth = observer.wait_for("the SYN to the Service IP", Duration::from_secs(5), |v| {
+        v["hook"] == "tc-ingress"
+            && v["tcp_flags"] == "SYN"
+            && v["flow"]["sport"] == sport
+            && v["flow"]["dst"] == svc.to_string()
+    });
+    assert_eq!(at_veth["src"]["pod"], productpage.key().as_str(), "{at_veth}");
+    assert_eq!(at_veth["src"]["workload"], "productpage-v1");
+    assert_eq!(at_veth["src"]["mesh"], "sidecar");
+    assert_eq!(at_veth["dst"]["service"], "istio-system/istiod");
+    assert_eq!(at_veth["dst"]["istio_port"], "xds-tls");
+    assert_eq!(at_veth["dst"]["role"], "istiod");
+    let after_dnat = observer.wait_for("the SYN after kube-proxy DNAT", Duration::from_secs(5), |v| {
+        v["hook"] == "tc-egress" && v["interface"] == "eth0" && v["flow"]["sport"] == sport
+    });
+    assert_eq!(after_dnat["dst"]["pod"], istiod.key().as_str());
+    assert_eq!(after_dnat["dst"]["istio_port"], "xds-tls");
+    // The connect() has no source address yet: its pod comes from the caller's cgroup.
+    let connect = observer.wait_for("the proxy's connect()", Duration::from_secs(5), |v| {
+        v["type"] == "connect" && v["src"]["pod"] == productpage.key().as_str()
+    });
+    assert_eq!(connect["dst"]["istio_port"], "xds-tls");
+}

@@ -38,8 +38,9 @@ pub fn run() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("lab has no istiod service"))?;
     let xds: SocketAddr = (istiod_svc, 15012).into();
 
-    println!("\n== 2. observer trace --netns {node_ns} --port 15012   (node {node}, where productpage runs)");
-    let mut observer = Observer::start(&node_ns)?;
+    let inventory = lab.inventory_path().display().to_string();
+    println!("\n== 2. observer trace --netns {node_ns} --port 15012 --inventory {inventory}   (node {node}, where productpage runs)");
+    let mut observer = Observer::start(&node_ns, &inventory)?;
 
     println!("\n== 3. healthy: productpage's istio-proxy connects to istiod {xds} (xDS)");
     let ok = lab.connect_as_proxy("productpage", xds, Duration::from_secs(3))?;
@@ -97,10 +98,10 @@ struct Observer {
 }
 
 impl Observer {
-    fn start(netns: &str) -> anyhow::Result<Self> {
+    fn start(netns: &str, inventory: &str) -> anyhow::Result<Self> {
         let bin = shell::target_debug().join("observer");
         let mut child = shell::command(&bin.display().to_string())
-            .args(["trace", "--netns", netns, "--port", "15012"])
+            .args(["trace", "--netns", netns, "--port", "15012", "--inventory", inventory])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

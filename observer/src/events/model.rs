@@ -17,7 +17,10 @@ use observer_common::{
 };
 use serde::Serialize;
 
-use crate::kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms};
+use crate::{
+    inventory::{Endpoint, Inventory},
+    kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
+};
 
 use super::{
     cgroups::{pod_of, CgroupNames},
@@ -200,6 +203,12 @@ pub struct Observation {
     pub flow: Option<Flow>,
     #[serde(flatten)]
     pub detail: Detail,
+    /// Who the flow's ends are, from the inventory (`--inventory`): for ICMP errors, the ends
+    /// of the quoted (rejected) flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<Endpoint>,
 }
 
 fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -216,16 +225,42 @@ pub struct Namer<'a> {
     pub kallsyms: &'a Kallsyms,
     /// Names cgroup ids of connect events (None: ids only).
     pub cgroups: Option<std::cell::RefCell<CgroupNames>>,
+    /// Names IPs and ports (None: addresses only).
+    pub inventory: Option<&'a Inventory>,
 }
 
 impl Namer<'_> {
+    /// [`Namer::name`] then the inventory's view of the flow's ends.
+    pub fn observe(&self, event: &Event) -> Observation {
+        let mut o = self.name(event);
+        if let Some(inv) = self.inventory {
+            let flow = match &o.detail {
+                Detail::IcmpError { quoted: Some(q), .. } => Some(*q),
+                _ => o.flow,
+            };
+            if let Some(f) = flow {
+                o.src = match &o.detail {
+                    // A connect() has no source address yet: the caller's pod comes from its cgroup.
+                    Detail::Connect { pod_uid, .. } => {
+                        pod_uid.as_deref().and_then(|uid| inv.pod_by_uid(uid)).map(|p| inv.describe_pod(p))
+                    }
+                    _ => Some(inv.describe(f.src, None)).filter(|e| *e != Endpoint::default()),
+                };
+                o.dst = Some(inv.describe(f.dst, Some(f.dport))).filter(|e| *e != Endpoint::default());
+            }
+        }
+        o
+    }
+
     fn interface(&self, hook: Hook, ifindex: u32) -> Option<String> {
         hook.is_tc().then(|| self.interfaces.get(&ifindex).cloned()).flatten()
     }
 
-    pub fn observe(&self, event: &Event) -> Observation {
+    fn name(&self, event: &Event) -> Observation {
         match event {
             Event::Packet(p) => Observation {
+                src: None,
+                dst: None,
                 time: self.clock.to_wall(p.header.timestamp_ns),
                 hook: Hook::from_wire(p.hook),
                 ifindex: p.ifindex,
@@ -234,6 +269,8 @@ impl Namer<'_> {
                 detail: Detail::Packet { tcp_flags: tcp_flags(p.tcp_flags), tcp_seq: p.tcp_seq },
             },
             Event::IcmpError(e) => Observation {
+                src: None,
+                dst: None,
                 time: self.clock.to_wall(e.header.timestamp_ns),
                 hook: Hook::from_wire(e.hook),
                 ifindex: e.ifindex,
@@ -252,6 +289,8 @@ impl Namer<'_> {
                 let pod = cgroup.as_deref().and_then(pod_of);
                 let comm_len = c.comm.iter().position(|&b| b == 0).unwrap_or(c.comm.len());
                 Observation {
+                    src: None,
+                    dst: None,
                     time: self.clock.to_wall(c.header.timestamp_ns),
                     hook: Hook::CgroupConnect,
                     ifindex: 0,
@@ -270,6 +309,8 @@ impl Namer<'_> {
                 }
             }
             Event::SockOps(s) => Observation {
+                src: None,
+                dst: None,
                 time: self.clock.to_wall(s.header.timestamp_ns),
                 hook: Hook::SockOps,
                 ifindex: 0,
@@ -288,6 +329,8 @@ impl Namer<'_> {
                 },
             },
             Event::Tcp(t) => Observation {
+                src: None,
+                dst: None,
                 time: self.clock.to_wall(t.header.timestamp_ns),
                 hook: if t.kind == TCP_EVENT_SEND_RESET { Hook::TcpSendReset } else { Hook::TcpRetransmit },
                 ifindex: 0,
@@ -302,6 +345,8 @@ impl Namer<'_> {
                 },
             },
             Event::Drop(d) => Observation {
+                src: None,
+                dst: None,
                 time: self.clock.to_wall(d.header.timestamp_ns),
                 hook: Hook::KfreeSkb,
                 ifindex: d.ifindex,
@@ -379,6 +424,7 @@ mod tests {
             drop_reasons: &reasons,
             kallsyms: &syms,
             cgroups: None,
+            inventory: None,
         };
         let syn =
             PacketEvent { flow: tuple(), ifindex: 4, hook: HOOK_TC_INGRESS, tcp_flags: TCP_SYN, ..Default::default() };

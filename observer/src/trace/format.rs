@@ -4,6 +4,7 @@ use crate::events::{
     clock::time_of_day,
     model::{Detail, Observation},
 };
+use crate::inventory::Endpoint;
 
 pub const TEXT_HEADER: &str =
     "TIME             HOOK           IFACE            FLOW                                              WHAT";
@@ -44,7 +45,24 @@ pub fn text_line(o: &Observation) -> String {
             other => other.to_uppercase(),
         },
     };
-    format!("{:<16} {:<14} {:<16} {:<49} {}", time_of_day(o.time), o.hook.as_str(), iface, flow, what)
+    let who = match (&o.src, &o.dst) {
+        (None, None) => String::new(),
+        (src, dst) => format!(
+            "  [{} -> {}]",
+            src.as_ref().map_or("?".to_string(), endpoint_name),
+            dst.as_ref().map_or("?".to_string(), endpoint_name)
+        ),
+    };
+    format!("{:<16} {:<14} {:<16} {:<49} {what}{who}", time_of_day(o.time), o.hook.as_str(), iface, flow)
+}
+
+/// `pod` (or `service`, or `workload`), with the Istio port name when known.
+fn endpoint_name(e: &Endpoint) -> String {
+    let base = e.pod.clone().or_else(|| e.service.clone()).or_else(|| e.workload.clone()).unwrap_or_else(|| "?".into());
+    match e.istio_port {
+        Some(port) => format!("{base} ({port})"),
+        None => base,
+    }
 }
 
 /// One JSON object (schema: `docs/trace-json.md`).
@@ -76,6 +94,8 @@ mod tests {
                 dport: 15012,
             }),
             detail: Detail::Packet { tcp_flags: "SYN".into(), tcp_seq: 7 },
+            src: None,
+            dst: None,
         }
     }
 

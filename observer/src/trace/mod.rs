@@ -14,6 +14,8 @@ use std::{
 use anyhow::Context as _;
 use tracing::{info, warn};
 
+use crate::inventory::Inventory;
+
 use crate::{
     cli::{OutputFormat, TraceArgs},
     events::{
@@ -29,6 +31,17 @@ use crate::{
 /// Runs the trace until Ctrl-C/SIGTERM, `--duration` or `--count`.
 pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let netns = NetnsTarget::resolve(args.netns.as_deref())?;
+    let inventory = match &args.inventory {
+        Some(path) => {
+            let inv = Inventory::from_file(path)?;
+            if !inv.skipped.is_empty() {
+                info!(skipped = ?inv.skipped, "inventory: kinds not used were skipped");
+            }
+            info!(pods = inv.pods.len(), services = inv.services.len(), "inventory loaded");
+            Some(inv)
+        }
+        None => None,
+    };
     let (mut ebpf, kernel) = loader::load()?;
     let mut events = EventSource::new(&mut ebpf)?;
     KernelFilter { ports: args.ports.clone(), cidrs: args.cidrs.clone(), either: false }.apply(&mut ebpf)?;
@@ -64,6 +77,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         drop_reasons: &kernel.drop_reasons,
         kallsyms: &kernel.kallsyms,
         cgroups: Some(std::cell::RefCell::new(CgroupNames::new(&cgroup_root))),
+        inventory: inventory.as_ref(),
     };
     let deadline = args.duration.map(|secs| Instant::now() + Duration::from_secs(secs));
     let mut out = std::io::stdout().lock();
