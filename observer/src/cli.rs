@@ -24,6 +24,13 @@ pub enum OutputFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Colour {
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
     /// Network namespace to watch: a name from `ip netns list` or a path like /proc/PID/ns/net.
@@ -55,6 +62,27 @@ pub struct TraceArgs {
     /// service CIDRs (repeatable; with --port, both must match). Applied in the kernel.
     #[arg(long = "cidr", value_name = "CIDR")]
     pub cidrs: Vec<crate::loader::filter::Cidr>,
+    /// Only events of this pod (`namespace/name`, needs --inventory; repeatable).
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME")]
+    pub pods: Vec<String>,
+    /// Only events of pods or services of this namespace (needs --inventory; repeatable).
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    pub namespaces: Vec<String>,
+    /// Only events with this address at either end (repeatable).
+    #[arg(long = "ip", value_name = "IP")]
+    pub ips: Vec<std::net::IpAddr>,
+    /// Only drops, only rejections (ICMP errors, resets), or everything.
+    #[arg(long, value_enum, default_value_t = crate::trace::filter::Verdict::All)]
+    pub verdict: crate::trace::filter::Verdict,
+    /// Only flows on Istio's ports (sidecar, ztunnel, istiod, gateways).
+    #[arg(long)]
+    pub istio: bool,
+    /// Only drops with this reason (e.g. NETFILTER_DROP; names from this kernel; repeatable).
+    #[arg(long = "drop-reason", value_name = "NAME")]
+    pub drop_reasons: Vec<String>,
+    /// Colour in text output: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = Colour::Auto)]
+    pub color: Colour,
     /// Also print drops from network namespaces other than the watched one.
     #[arg(long)]
     pub all_netns: bool,

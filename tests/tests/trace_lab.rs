@@ -544,3 +544,63 @@ fn inventory_names_pods_services_and_istio_ports() {
     });
     assert_eq!(connect["dst"]["istio_port"], "xds-tls");
 }
+
+#[test]
+fn filters_select_exactly_the_expected_events() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let inventory = lab.inventory_path().display().to_string();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let details = lab.pod("details").expect("pod").clone();
+    let node_ns = lab.node_netns("node-a");
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
+    rule.dst = Some((istiod.ip.into(), 32));
+    lab.inject("node-a", &rule).expect("inject");
+
+    // --pod + --verdict dropped: only productpage's drops, not reviews' (same rule), no packets.
+    let pod = Running::start(&[
+        "trace",
+        "--netns",
+        &node_ns,
+        "--output",
+        "json",
+        "--inventory",
+        &inventory,
+        "--pod",
+        &productpage.key(),
+        "--verdict",
+        "dropped",
+    ]);
+    // --istio: Istio ports only (15012 here), not the app port 9080.
+    let istio =
+        Running::start(&["trace", "--netns", &node_ns, "--output", "json", "--inventory", &inventory, "--istio"]);
+    let xds = SocketAddr::from((istiod.ip, 15012));
+    for app in ["productpage", "reviews"] {
+        let out = lab.connect_as_proxy(app, xds, Duration::from_millis(1200)).expect("connect");
+        assert_eq!(out.result, "timeout");
+    }
+    let ok = lab.connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_secs(3)).expect("connect");
+    assert_eq!(ok.result, "ok");
+    pod.wait_for("productpage's drop", Duration::from_secs(5), |v| v["type"] == "drop");
+    istio.wait_for("an xDS SYN", Duration::from_secs(5), |v| v["flow"]["dport"] == 15012);
+    std::thread::sleep(Duration::from_millis(500));
+    let pod_events = pod.json();
+    assert!(!pod_events.is_empty());
+    for v in &pod_events {
+        assert_eq!(v["type"], "drop", "--verdict dropped: {v}");
+        assert_eq!(v["src"]["pod"], productpage.key().as_str(), "--pod: {v}");
+        assert_eq!(v["drop_reason"], "NETFILTER_DROP");
+    }
+    let istio_events = istio.json();
+    assert!(istio_events.iter().any(|v| v["type"] == "drop"));
+    for v in &istio_events {
+        let ports = [&v["flow"]["sport"], &v["flow"]["dport"], &v["quoted"]["sport"], &v["quoted"]["dport"]];
+        assert!(!ports.iter().any(|p| **p == 9080), "--istio: no app-port event: {v}");
+    }
+    let (status, stderr) = istio.stop_with_stderr();
+    assert!(status.success());
+    assert!(stderr.iter().any(|l| l.starts_with("summary: ") && l.contains(" dropped")), "{stderr:?}");
+}

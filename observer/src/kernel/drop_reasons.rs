@@ -36,6 +36,13 @@ impl DropReasons {
         self.names.get(&reason).cloned().unwrap_or_else(|| format!("reason#{reason}"))
     }
 
+    /// Every name, in numeric order.
+    pub fn names(&self) -> Vec<String> {
+        let mut all: Vec<(&u32, &String)> = self.names.iter().collect();
+        all.sort();
+        all.into_iter().map(|(_, n)| n.clone()).collect()
+    }
+
     /// The number of a named reason (with or without the `SKB_DROP_REASON_` prefix).
     pub fn value(&self, name: &str) -> Option<u32> {
         let short = name.strip_prefix(PREFIX).unwrap_or(name);

@@ -65,6 +65,62 @@ fn endpoint_name(e: &Endpoint) -> String {
     }
 }
 
+/// Red for drops, yellow for rejections (ICMP errors, resets), as terminals show them.
+pub fn colourize(o: &Observation, line: String) -> String {
+    let code = match &o.detail {
+        Detail::Drop { .. } => "31",
+        Detail::IcmpError { .. } => "33",
+        Detail::Packet { tcp_flags, .. } if tcp_flags.contains("RST") => "33",
+        Detail::Tcp { event, .. } if *event == "send-reset" => "33",
+        Detail::Socket { event, .. } if *event == "connect-failed" || *event == "rto" => "35",
+        _ => return line,
+    };
+    format!("\x1b[{code}m{line}\x1b[0m")
+}
+
+/// Counts of what was printed, for the line that ends a trace.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub events: u64,
+    pub handshake_packets: u64,
+    pub drops: u64,
+    pub rejections: u64,
+    pub connects: u64,
+    pub socket_events: u64,
+}
+
+impl Summary {
+    pub fn add(&mut self, o: &Observation) {
+        self.events += 1;
+        match &o.detail {
+            Detail::Packet { tcp_flags, .. } => {
+                self.handshake_packets += 1;
+                if tcp_flags.contains("RST") {
+                    self.rejections += 1;
+                }
+            }
+            Detail::Drop { .. } => self.drops += 1,
+            Detail::IcmpError { .. } => self.rejections += 1,
+            Detail::Connect { .. } => self.connects += 1,
+            Detail::Socket { .. } => self.socket_events += 1,
+            Detail::Tcp { event, .. } => {
+                self.socket_events += 1;
+                if *event == "send-reset" {
+                    self.rejections += 1;
+                }
+            }
+        }
+    }
+
+    /// `summary: 12 events (3 dropped, 1 rejected, ...); lost 0; filtered 40`.
+    pub fn line(&self, lost: u64, filtered: u64) -> String {
+        format!(
+            "summary: {} events ({} dropped, {} rejected, {} handshake packets, {} connects, {} socket events); lost {lost}; not shown {filtered}",
+            self.events, self.drops, self.rejections, self.handshake_packets, self.connects, self.socket_events
+        )
+    }
+}
+
 /// One JSON object (schema: `docs/trace-json.md`).
 pub fn json_line(o: &Observation) -> String {
     serde_json::to_string(o).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
@@ -122,6 +178,21 @@ mod tests {
         assert!(text_line(&o).contains(" cgroup-egress  -  "), "{}", text_line(&o));
         o.hook = Hook::KfreeSkb;
         assert!(text_line(&o).contains(" if#2 "), "a drop in another namespace keeps its ifindex");
+    }
+
+    #[test]
+    fn summary_counts_by_verdict_and_colours_drops() {
+        let mut summary = Summary::default();
+        summary.add(&syn());
+        let mut drop = syn();
+        drop.detail = Detail::Drop { drop_reason: "NETFILTER_DROP".into(), location: "x".into(), netns: 1 };
+        summary.add(&drop);
+        assert_eq!(
+            summary.line(2, 7),
+            "summary: 2 events (1 dropped, 0 rejected, 1 handshake packets, 0 connects, 0 socket events); lost 2; not shown 7"
+        );
+        assert_eq!(colourize(&drop, "x".into()), "\x1b[31mx\x1b[0m");
+        assert_eq!(colourize(&syn(), "x".into()), "x");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `observer trace`: attach, then print one line (or JSON object) per kernel event.
 
+pub mod filter;
 pub mod format;
 
 use std::{
@@ -14,7 +15,9 @@ use std::{
 use anyhow::Context as _;
 use tracing::{info, warn};
 
-use crate::inventory::Inventory;
+use std::io::IsTerminal as _;
+
+use crate::{cli::Colour, inventory::Inventory};
 
 use crate::{
     cli::{OutputFormat, TraceArgs},
@@ -25,7 +28,7 @@ use crate::{
         model::{Detail, Namer},
         ringbuf::{read_counters, EventSource},
     },
-    loader::{self, attach::attach_all, cgroup, filter::KernelFilter, node_watch::NodeWatch, NetnsTarget},
+    loader::{self, attach::attach_all, cgroup, node_watch::NodeWatch, NetnsTarget},
 };
 
 /// Runs the trace until Ctrl-C/SIGTERM, `--duration` or `--count`.
@@ -44,7 +47,21 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     };
     let (mut ebpf, kernel) = loader::load()?;
     let mut events = EventSource::new(&mut ebpf)?;
-    KernelFilter { ports: args.ports.clone(), cidrs: args.cidrs.clone(), either: false }.apply(&mut ebpf)?;
+    let (filter, kernel_filter) = filter::build(
+        &filter::FilterArgs {
+            pods: &args.pods,
+            namespaces: &args.namespaces,
+            ips: &args.ips,
+            ports: &args.ports,
+            cidrs: &args.cidrs,
+            verdict: args.verdict,
+            istio: args.istio,
+            drop_reasons: &args.drop_reasons,
+        },
+        inventory.as_ref(),
+        &kernel.drop_reasons,
+    )?;
+    kernel_filter.apply(&mut ebpf)?;
     let mut attached = attach_all(&mut ebpf, &netns, &kernel)?;
     let mut watch = NodeWatch::new(&netns)?;
     let cgroup_root = match &args.cgroup_root {
@@ -83,6 +100,14 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
     let mut out_of_scope = 0u64;
+    let mut filtered = 0u64;
+    let mut summary = format::Summary::default();
+    let colour = args.output == OutputFormat::Text
+        && match args.color {
+            Colour::Always => true,
+            Colour::Never => false,
+            Colour::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        };
     if args.output == OutputFormat::Text {
         writeln!(out, "{}", format::TEXT_HEADER)?;
     }
@@ -103,6 +128,10 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                     return;
                 }
             }
+            if !filter.matches(&observation) {
+                filtered += 1;
+                return;
+            }
             if args.count.is_some_and(|n| printed >= n) || write_result.is_err() {
                 return;
             }
@@ -110,7 +139,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                 OutputFormat::Text => format::text_line(&observation),
                 OutputFormat::Json => format::json_line(&observation),
             };
+            let line = if colour { format::colourize(&observation, line) } else { line };
             write_result = writeln!(out, "{line}").and_then(|()| out.flush());
+            summary.add(&observation);
             printed += 1;
         })?;
         if let Err(err) = write_result {
@@ -123,7 +154,16 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     }
     report_handshakes(&ebpf);
     let counters = read_counters(&ebpf)?;
-    let lost = counters.iter().find(|(n, _)| *n == "ringbuf_full").map_or(0, |(_, v)| *v);
+    let counter = |name: &str| counters.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+    let lost = counter("ringbuf_full");
+    let line = summary.line(lost, counter("filtered_out") + filtered + out_of_scope);
+    // Text: the summary ends the output; JSON: stdout stays one event per line.
+    match args.output {
+        OutputFormat::Text => {
+            let _ = writeln!(out, "{line}");
+        }
+        OutputFormat::Json => eprintln!("{line}"),
+    }
     info!(
         events = printed,
         out_of_scope_drops = out_of_scope,
