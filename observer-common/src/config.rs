@@ -11,6 +11,8 @@ pub struct KernelOffsets {
     pub skb_network_header: u32,
     /// `sk_buff.transport_header` (u16 offset from head).
     pub skb_transport_header: u32,
+    /// `sk_buff.tail` (offset of the end of the linear data from head, u32 on 64-bit).
+    pub skb_tail: u32,
     /// `sk_buff.protocol` (__be16 ethertype).
     pub skb_protocol: u32,
     /// `sk_buff.dev` (pointer to net_device).

@@ -160,7 +160,7 @@ mod tests {
             mtu: 0,
             ..Default::default()
         };
-        assert_eq!(size_of::<IcmpErrorEvent>(), 112);
+        assert_eq!(size_of::<IcmpErrorEvent>(), 240);
         assert_eq!(decode(&encode(&event)), Ok(Event::IcmpError(event)));
     }
 
@@ -223,7 +223,10 @@ mod tests {
     fn rejects_an_oversized_record() {
         let mut bytes = encode(&drop_event());
         bytes.extend_from_slice(&[0xAA; 8]);
-        assert_eq!(decode(&bytes), Err(DecodeError::Length { kind: 2, kind_name: "DropEvent", len: 88, expected: 80 }));
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Length { kind: 2, kind_name: "DropEvent", len: 224, expected: 216 })
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Events the kernel side sends through the ring buffer. Each starts with an [`EventHeader`].
 
 /// Version of the wire layout; bumped whenever a struct below changes.
-pub const EVENT_VERSION: u16 = 1;
+pub const EVENT_VERSION: u16 = 2;
+
+/// Bytes of a dropped or rejecting packet kept for `--pcap` (from its IP header on).
+pub const CAPTURE_BYTES: usize = 128;
 
 /// A TCP handshake/reset packet seen by a TC classifier ([`PacketEvent`]).
 pub const EVENT_KIND_PACKET: u16 = 1;
@@ -109,7 +112,7 @@ pub struct PacketEvent {
 
 /// A packet the kernel dropped, from the `skb:kfree_skb` tracepoint.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropEvent {
     pub header: EventHeader,
     /// The dropped packet's 5-tuple (zeroed when the headers could not be read).
@@ -125,12 +128,17 @@ pub struct DropEvent {
     pub _pad: [u8; 3],
     /// Kernel text address that dropped the packet (symbolized in userspace).
     pub location: u64,
+    /// How many bytes of `packet` are valid (0 when the headers were unreadable).
+    pub packet_len: u16,
+    pub _pad2: [u8; 6],
+    /// The dropped packet from its IP header on (first [`CAPTURE_BYTES`]).
+    pub packet: [u8; CAPTURE_BYTES],
 }
 
 /// An ICMP or ICMPv6 error seen at a TC hook, with the flow it quotes: a firewall REJECT
 /// (admin-prohibited), an unreachable host/port/net, or a PMTU signal, tied to the rejected flow.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IcmpErrorEvent {
     pub header: EventHeader,
     /// The ICMP packet itself (its source is whoever generated the error).
@@ -147,7 +155,11 @@ pub struct IcmpErrorEvent {
     pub quoted_valid: u8,
     /// Next-hop MTU of fragmentation-needed / packet-too-big, else 0.
     pub mtu: u32,
-    pub _pad: u32,
+    /// How many bytes of `packet` are valid.
+    pub packet_len: u16,
+    pub _pad: u16,
+    /// The ICMP packet from its IP header on (first [`CAPTURE_BYTES`]).
+    pub packet: [u8; CAPTURE_BYTES],
 }
 
 /// An application's `connect()` as the cgroup hook sees it: before any iptables REDIRECT/DNAT,
@@ -227,4 +239,42 @@ pub struct FlowState {
     pub rst_packets: u32,
     /// Bitmask of `1 << HOOK_*` where the SYN was seen.
     pub syn_hooks: u32,
+}
+
+// `Default` by hand: arrays longer than 32 have no derived Default.
+impl Default for DropEvent {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            flow: FlowTuple::default(),
+            reason: 0,
+            ifindex: 0,
+            netns_ino: 0,
+            flow_valid: 0,
+            _pad: [0; 3],
+            location: 0,
+            packet_len: 0,
+            _pad2: [0; 6],
+            packet: [0; CAPTURE_BYTES],
+        }
+    }
+}
+
+impl Default for IcmpErrorEvent {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            flow: FlowTuple::default(),
+            quoted: FlowTuple::default(),
+            ifindex: 0,
+            hook: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            quoted_valid: 0,
+            mtu: 0,
+            packet_len: 0,
+            _pad: 0,
+            packet: [0; CAPTURE_BYTES],
+        }
+    }
 }

@@ -5,8 +5,8 @@ use aya_ebpf::programs::sk_buff::SkBuff;
 use observer_common::{
     counters,
     event::{
-        FlowTuple, IcmpErrorEvent, PacketEvent, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6,
-        PROTO_TCP, TCP_RST, TCP_SYN,
+        FlowTuple, IcmpErrorEvent, PacketEvent, CAPTURE_BYTES, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, PROTO_ICMP,
+        PROTO_ICMPV6, PROTO_TCP, TCP_RST, TCP_SYN,
     },
 };
 
@@ -36,7 +36,11 @@ pub fn observe(skb: &SkBuff, hook: u8) {
     }
     let src = SkbBytes(skb);
     let mut flow = FlowTuple::default();
-    let Some(l4) = network_offset(&src, ethertype).and_then(|l3| parse_ip(&src, l3, ethertype, &mut flow)) else {
+    let Some(l3) = network_offset(&src, ethertype) else {
+        bump(counters::TC_PARSE_ERRORS);
+        return;
+    };
+    let Some(l4) = parse_ip(&src, l3, ethertype, &mut flow) else {
         bump(counters::TC_PARSE_ERRORS);
         return;
     };
@@ -44,7 +48,7 @@ pub fn observe(skb: &SkBuff, hook: u8) {
         return;
     }
     if flow.protocol == PROTO_ICMP || flow.protocol == PROTO_ICMPV6 {
-        report_icmp_error(skb, &src, hook, &flow, l4.offset, ethertype);
+        report_icmp_error(skb, &src, hook, &flow, l3, l4.offset, ethertype);
         return;
     }
     if flow.protocol != PROTO_TCP {
@@ -78,7 +82,15 @@ pub fn observe(skb: &SkBuff, hook: u8) {
 /// Reports ICMP destination-unreachable / fragmentation-needed and ICMPv6 destination-unreachable
 /// / packet-too-big, with the quoted packet's flow (what was rejected). Other ICMP is ignored.
 #[inline(always)]
-fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTuple, icmp: usize, ethertype: u16) {
+fn report_icmp_error(
+    skb: &SkBuff,
+    src: &SkbBytes<'_>,
+    hook: u8,
+    flow: &FlowTuple,
+    l3: usize,
+    icmp: usize,
+    ethertype: u16,
+) {
     let Some(head) = src.read::<[u8; 8]>(icmp) else {
         bump(counters::TC_PARSE_ERRORS);
         return;
@@ -118,6 +130,8 @@ fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTupl
     event.icmp_code = icmp_code;
     event.mtu = mtu;
     // The quoted packet (IP header + at least 8 bytes of its transport) follows the 8-byte ICMP header.
+    // The ICMP packet itself, from its IP header, for --pcap.
+    event.packet_len = capture(skb, l3, &mut event.packet);
     if quoted_valid {
         event.quoted = quoted;
         event.quoted_valid = 1;
@@ -125,6 +139,35 @@ fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTupl
         bump(counters::TC_PARSE_ERRORS);
     }
     submit(entry, counters::TC_EVENTS);
+}
+
+/// Copies up to `CAPTURE_BYTES` of the packet from `offset` into `out`; returns the count.
+#[inline(always)]
+fn capture(skb: &SkBuff, offset: usize, out: &mut [u8; CAPTURE_BYTES]) -> u16 {
+    let len = skb.len() as usize;
+    if offset >= len {
+        return 0;
+    }
+    let n = len - offset;
+    let n = if n > CAPTURE_BYTES { CAPTURE_BYTES } else { n };
+    // The verifier needs the size visibly within [1, CAPTURE_BYTES].
+    if n == 0 || n > CAPTURE_BYTES {
+        return 0;
+    }
+    // SAFETY: `out` is writable for `n` <= its length bytes; the helper bounds-checks the skb.
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
+            skb.skb.cast(),
+            offset as u32,
+            out.as_mut_ptr().cast(),
+            n as u32,
+        )
+    };
+    if rc == 0 {
+        n as u16
+    } else {
+        0
+    }
 }
 
 /// Where the IP header starts: after an Ethernet header on L2 devices, at 0 on L3 devices

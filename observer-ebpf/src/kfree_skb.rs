@@ -11,7 +11,7 @@ use crate::{
     counters::bump,
     emit::{reserve, submit},
     filter::{active, wanted},
-    kmem::{read_at, read_ptr, skb_flow, skb_netns},
+    kmem::{read_at, read_ptr, skb_capture, skb_flow, skb_netns},
     maps::offset,
 };
 
@@ -54,6 +54,7 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
     if parsed {
         event.flow = flow;
         event.flow_valid = 1;
+        event.packet_len = skb_capture(skb, &mut event.packet);
     } else {
         bump(counters::DROP_PARSE_ERRORS);
     }

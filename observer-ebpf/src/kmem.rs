@@ -1,8 +1,8 @@
 //! Reading kernel objects (sk_buff, sock, net_device) through the offsets userspace resolved
 //! from BTF, with `bpf_probe_read_kernel` (a bad pointer fails the read instead of faulting).
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use observer_common::event::{FlowTuple, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use observer_common::event::{FlowTuple, CAPTURE_BYTES, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP};
 
 use crate::{
     maps::offset,
@@ -47,6 +47,32 @@ pub fn skb_flow(skb: *const u8, flow: &mut FlowTuple) -> Option<()> {
     }
     let bytes = KernelBytes { base: head.wrapping_add(network_header as usize) };
     parse_ip(&bytes, 0, ethertype, flow).map(|_| ())
+}
+
+/// Copies the packet from its network header on (at most `out.len()` bytes of the linear data)
+/// into `out`; returns how many bytes were copied.
+#[inline(always)]
+pub fn skb_capture(skb: *const u8, out: &mut [u8; CAPTURE_BYTES]) -> u16 {
+    let head = read_ptr(skb, offset!(skb_head));
+    let (Some(network_header), Some(tail)) =
+        (read_at::<u16>(skb, offset!(skb_network_header)), read_at::<u32>(skb, offset!(skb_tail)))
+    else {
+        return 0;
+    };
+    if head.is_null() || network_header == u16::MAX || tail <= network_header as u32 {
+        return 0;
+    }
+    let available = (tail - network_header as u32) as usize;
+    let n = if available < CAPTURE_BYTES { available } else { CAPTURE_BYTES };
+    if n == 0 || n > CAPTURE_BYTES {
+        return 0;
+    }
+    let src = head.wrapping_add(network_header as usize);
+    // SAFETY: bpf_probe_read_kernel validates the address; `n` is bounded by the buffer.
+    match unsafe { bpf_probe_read_kernel_buf(src, &mut out[..n]) } {
+        Ok(()) => n as u16,
+        Err(_) => 0,
+    }
 }
 
 /// `obj->...possible_net_t.net->ns.inum`, 0 when any pointer on the way is unreadable.

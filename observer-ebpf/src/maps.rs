@@ -45,6 +45,7 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     skb_head: 0,
     skb_network_header: 0,
     skb_transport_header: 0,
+    skb_tail: 0,
     skb_protocol: 0,
     skb_dev: 0,
     skb_sk: 0,

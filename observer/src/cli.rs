@@ -80,6 +80,10 @@ pub struct TraceArgs {
     /// Only drops with this reason (e.g. NETFILTER_DROP; names from this kernel; repeatable).
     #[arg(long = "drop-reason", value_name = "NAME")]
     pub drop_reasons: Vec<String>,
+    /// Write the dropped and rejecting packets (from their IP header, first 128 bytes) to this
+    /// pcap file (tshark -r FILE, Wireshark).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
     /// Colour in text output: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, value_enum, default_value_t = Colour::Auto)]
     pub color: Colour,

@@ -604,3 +604,68 @@ fn filters_select_exactly_the_expected_events() {
     assert!(status.success());
     assert!(stderr.iter().any(|l| l.starts_with("summary: ") && l.contains(" dropped")), "{stderr:?}");
 }
+
+#[test]
+fn pcap_of_a_blocked_flow_is_read_by_tshark() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let pcap = std::env::temp_dir().join(format!("{}-blocked.pcap", lab.name));
+    let pcap_arg = pcap.display().to_string();
+    let observer = Running::start(&[
+        "trace",
+        "--netns",
+        &lab.node_netns("node-a"),
+        "--output",
+        "json",
+        "--port",
+        "15012",
+        "--pcap",
+        &pcap_arg,
+    ]);
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
+    rule.dst = Some((istiod.ip.into(), 32));
+    lab.inject("node-a", &rule).expect("inject");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1200))
+        .expect("connect");
+    assert_eq!(out.result, "timeout");
+    let sport = out.local_addr().expect("local").port();
+    observer.wait_for("the drop", Duration::from_secs(5), |v| v["type"] == "drop" && v["flow"]["sport"] == sport);
+    assert!(observer.stop().success());
+    let tshark = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            &pcap_arg,
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "tcp.flags.syn",
+            "-e",
+            "tcp.flags.ack",
+        ])
+        .output()
+        .expect("tshark (installed by cargo xtask setup)");
+    let _ = std::fs::remove_file(&pcap);
+    assert!(tshark.status.success(), "{}", String::from_utf8_lossy(&tshark.stderr));
+    let text = String::from_utf8_lossy(&tshark.stdout);
+    let syn = text
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f.len() == 6 && f[2] == sport.to_string())
+        .unwrap_or_else(|| panic!("the blocked SYN is not in the pcap:\n{text}"));
+    assert_eq!(syn[..4], [productpage.ip.to_string(), istiod.ip.to_string(), sport.to_string(), "15012".to_string()]);
+    assert!(matches!(syn[4], "1" | "True"), "SYN flag set: {syn:?}");
+    assert!(matches!(syn[5], "0" | "False"), "no ACK: {syn:?}");
+}

@@ -24,6 +24,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         skb_head: sized(btf, "sk_buff", "head", 8)?,
         skb_network_header: sized(btf, "sk_buff", "network_header", 2)?,
         skb_transport_header: sized(btf, "sk_buff", "transport_header", 2)?,
+        skb_tail: sized(btf, "sk_buff", "tail", 4)?,
         skb_protocol: sized(btf, "sk_buff", "protocol", 2)?,
         skb_dev: sized(btf, "sk_buff", "dev", 8)?,
         skb_sk: sized(btf, "sk_buff", "sk", 8)?,

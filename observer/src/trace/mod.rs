@@ -2,6 +2,7 @@
 
 pub mod filter;
 pub mod format;
+pub mod pcap;
 
 use std::{
     io::Write,
@@ -101,6 +102,17 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let mut printed = 0u64;
     let mut out_of_scope = 0u64;
     let mut filtered = 0u64;
+    let mut pcap_out = match &args.pcap {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating pcap file {}", path.display()))?;
+            Some(
+                pcap::PcapWriter::new(std::io::BufWriter::new(file))
+                    .with_context(|| format!("writing {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut pcap_result: std::io::Result<()> = Ok(());
     let mut summary = format::Summary::default();
     let colour = args.output == OutputFormat::Text
         && match args.color {
@@ -121,6 +133,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         let mut write_result = Ok(());
         events.poll(100, |event| {
             let observation = namer.observe(&event);
+            let raw = pcap::captured(&event);
             // Drops in other namespaces (other nodes/containers on this kernel) are not ours.
             if let Detail::Drop { netns, .. } | Detail::Tcp { netns, .. } = observation.detail {
                 if !args.all_netns && !watch.in_scope(netns) {
@@ -140,10 +153,18 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                 OutputFormat::Json => format::json_line(&observation),
             };
             let line = if colour { format::colourize(&observation, line) } else { line };
+            if let (Some(writer), Some(bytes)) = (pcap_out.as_mut(), raw) {
+                if let Err(err) = writer.write(observation.time, bytes, pcap::ip_length(bytes)) {
+                    pcap_result = Err(err);
+                }
+            }
             write_result = writeln!(out, "{line}").and_then(|()| out.flush());
             summary.add(&observation);
             printed += 1;
         })?;
+        if let Err(err) = std::mem::replace(&mut pcap_result, Ok(())) {
+            return Err(anyhow::anyhow!("writing the pcap file: {err}"));
+        }
         if let Err(err) = write_result {
             // A closed pipe (e.g. `| head`) ends the trace quietly.
             if err.kind() == std::io::ErrorKind::BrokenPipe {
@@ -151,6 +172,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
             }
             return Err(err.into());
         }
+    }
+    if let (Some(writer), Some(path)) = (&pcap_out, &args.pcap) {
+        info!(packets = writer.packets, file = %path.display(), "pcap written");
     }
     report_handshakes(&ebpf);
     let counters = read_counters(&ebpf)?;
