@@ -669,3 +669,22 @@ fn pcap_of_a_blocked_flow_is_read_by_tshark() {
     assert!(matches!(syn[4], "1" | "True"), "SYN flag set: {syn:?}");
     assert!(matches!(syn[5], "0" | "False"), "no ACK: {syn:?}");
 }
+
+#[test]
+fn trace_stops_cleanly_after_duration_with_a_summary() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(support::observer_bin())
+        .args(["trace", "--netns", &lab.node_netns("node-a"), "--duration", "1", "--port", "15012"])
+        .output()
+        .expect("run");
+    let elapsed = start.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(10), "{elapsed:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().next().is_some_and(|l| l.starts_with("TIME ")), "{stdout}");
+    assert!(stdout.lines().last().is_some_and(|l| l.starts_with("summary: 0 events")), "{stdout}");
+}
