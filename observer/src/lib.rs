@@ -5,4 +5,5 @@ pub mod events;
 pub mod inventory;
 pub mod kernel;
 pub mod loader;
+pub mod session;
 pub mod trace;

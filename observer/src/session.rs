@@ -1,0 +1,143 @@
+//! A watching session shared by `trace` and `diagnose`: load the programs, apply the kernel
+//! filter, attach to the node namespace and the cgroup tree, then turn every kernel event
+//! into a named, in-scope observation until told to stop.
+
+use std::{
+    ops::ControlFlow,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use aya::Ebpf;
+use observer_common::decode::Event;
+use tracing::info;
+
+use crate::{
+    events::{
+        cgroups::CgroupNames,
+        clock::MonotonicClock,
+        model::{Detail, Namer, Observation},
+        ringbuf::{read_counters, EventSource},
+    },
+    inventory::Inventory,
+    loader::{
+        self,
+        attach::{attach_all, Attached},
+        cgroup,
+        filter::KernelFilter,
+        node_watch::NodeWatch,
+        programs::KernelInfo,
+        NetnsTarget,
+    },
+};
+
+pub struct Session {
+    pub ebpf: Ebpf,
+    pub kernel: KernelInfo,
+    pub netns: NetnsTarget,
+    events: EventSource,
+    attached: Attached,
+    watch: NodeWatch,
+    cgroup_root: PathBuf,
+    stop: Arc<AtomicBool>,
+    /// Drops and TCP events of namespaces outside the node, not passed on.
+    pub out_of_scope: u64,
+}
+
+impl Session {
+    /// Loads the programs and prepares the kernel filter; nothing is attached yet.
+    pub fn load(netns: Option<&str>) -> anyhow::Result<(Ebpf, KernelInfo, NetnsTarget)> {
+        let netns = NetnsTarget::resolve(netns)?;
+        let (ebpf, kernel) = loader::load()?;
+        Ok((ebpf, kernel, netns))
+    }
+
+    /// Applies `filter`, attaches everything and logs the `ready` line.
+    pub fn start(
+        mut ebpf: Ebpf,
+        kernel: KernelInfo,
+        netns: NetnsTarget,
+        filter: &KernelFilter,
+        cgroup_root: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let events = EventSource::new(&mut ebpf)?;
+        filter.apply(&mut ebpf)?;
+        let attached = attach_all(&mut ebpf, &netns, &kernel)?;
+        let watch = NodeWatch::new(&netns)?;
+        let cgroup_root = match cgroup_root {
+            Some(path) => path,
+            None => cgroup::default_root()?,
+        };
+        let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, &kernel)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handler")?;
+        }
+        info!(
+            netns = %netns.name,
+            interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
+            drops = attached.drops,
+            tcp_tracepoints = attached.tcp_tracepoints,
+            connect = cgroup_hooks.connect,
+            sock_ops = cgroup_hooks.sockops,
+            cgroup_skb = cgroup_hooks.skb,
+            cgroup_root = %cgroup_root.display(),
+            pod_namespaces = watch.scope().len() - 1,
+            "ready: attached to {} interfaces",
+            attached.interfaces.len()
+        );
+        Ok(Self { ebpf, kernel, netns, events, attached, watch, cgroup_root, stop, out_of_scope: 0 })
+    }
+
+    /// Hands every in-scope observation (with its raw event) to `each` until Ctrl-C/SIGTERM,
+    /// `deadline`, or `each` breaks.
+    pub fn run(
+        &mut self,
+        inventory: Option<&Inventory>,
+        deadline: Option<Instant>,
+        all_netns: bool,
+        mut each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
+    ) -> anyhow::Result<()> {
+        let mut namer = Namer {
+            clock: MonotonicClock::now(),
+            interfaces: self.attached.interfaces.clone(),
+            watched_netns: self.netns.inode as u32,
+            drop_reasons: &self.kernel.drop_reasons,
+            kallsyms: &self.kernel.kallsyms,
+            cgroups: Some(std::cell::RefCell::new(CgroupNames::new(&self.cgroup_root))),
+            inventory,
+        };
+        let mut done = false;
+        while !done && !self.stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+            if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
+                namer.interfaces = self.attached.interfaces.clone();
+            }
+            let (watch, out_of_scope) = (&self.watch, &mut self.out_of_scope);
+            self.events.poll(100, |event| {
+                if done {
+                    return;
+                }
+                let observation = namer.observe(&event);
+                // Drops in other namespaces (other nodes/containers on this kernel) are not ours.
+                if let Detail::Drop { netns, .. } | Detail::Tcp { netns, .. } = observation.detail {
+                    if !all_netns && !watch.in_scope(netns) {
+                        *out_of_scope += 1;
+                        return;
+                    }
+                }
+                done = each(&event, observation).is_break();
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Kernel counters by name, and records that could not be decoded.
+    pub fn counters(&self) -> anyhow::Result<(Vec<(&'static str, u64)>, u64)> {
+        Ok((read_counters(&self.ebpf)?, self.events.undecodable))
+    }
+}
