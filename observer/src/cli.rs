@@ -16,6 +16,30 @@ pub struct Cli {
 pub enum Command {
     /// Print TCP handshake/reset packets and kernel packet drops live, one line per event.
     Trace(TraceArgs),
+    /// Watch the node and report what in the infrastructure breaks Istio's requirements
+    /// (R1..R5). Exit status: 0 no finding, 3 findings, 1 error, 2 bad usage.
+    Diagnose(DiagnoseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiagnoseArgs {
+    /// Kubernetes inventory (`kubectl get pods,services,endpointslices,namespaces,nodes -A -o json`).
+    #[arg(long, value_name = "FILE")]
+    pub inventory: std::path::PathBuf,
+    /// Network namespace of the node (name from `ip netns list` or a path); default: current.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// The node's name in findings (default: the namespace's name).
+    #[arg(long, value_name = "NODE")]
+    pub node_name: Option<String>,
+    /// cgroup v2 directory whose processes are watched (default: the whole node).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<std::path::PathBuf>,
+    /// Watch this many seconds (default: until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

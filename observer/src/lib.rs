@@ -1,6 +1,8 @@
 //! observer: eBPF node dataplane observer for Istio service meshes (library side of the CLI).
 
 pub mod cli;
+pub mod diagnose;
+pub mod diagnosis;
 pub mod events;
 pub mod inventory;
 pub mod kernel;

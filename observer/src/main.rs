@@ -1,6 +1,6 @@
 //! observer: eBPF node dataplane observer for Istio service meshes.
 
-use observer::{cli, trace};
+use observer::{cli, diagnose, trace};
 use std::io::IsTerminal as _;
 
 use clap::Parser as _;
@@ -15,10 +15,13 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match &cli.command {
-        cli::Command::Trace(args) => trace::run(args),
+        cli::Command::Trace(args) => trace::run(args).map(|()| false),
+        cli::Command::Diagnose(args) => diagnose::run(args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::SUCCESS,
+        // Findings present (documented exit status).
+        Ok(true) => std::process::ExitCode::from(3),
         Err(err) => {
             eprintln!("observer: error: {err:#}");
             std::process::ExitCode::from(1)

@@ -73,7 +73,16 @@ fn collect(items: Vec<&Value>, default_kind: Option<&str>) -> Result<Inventory, 
             "Namespace" => {
                 namespace_labels.insert(at.name.clone(), string_map(item.pointer("/metadata/labels")));
             }
-            "Node" => {}
+            "Node" => {
+                for (j, c) in item.pointer("/spec/podCIDRs").and_then(Value::as_array).into_iter().flatten().enumerate()
+                {
+                    let text = c.as_str().unwrap_or("");
+                    let cidr = text.parse().map_err(|_| {
+                        field_error(at.field(&format!("spec.podCIDRs[{j}]")), format!("`{text}` is not a CIDR"))
+                    })?;
+                    inv.pod_cidrs.push(cidr);
+                }
+            }
             "" => return Err(field_error(at.to_string(), "no `kind`")),
             other => *inv.skipped.entry(other.to_string()).or_default() += 1,
         }

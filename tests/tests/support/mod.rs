@@ -64,6 +64,7 @@ pub struct Running {
     lines: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     stderr_reader: Option<thread::JoinHandle<()>>,
+    stdout_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -91,18 +92,29 @@ impl Running {
         });
         let out = child.stdout.take().expect("stdout");
         let kept = Arc::clone(&lines);
-        thread::spawn(move || {
+        let stdout_reader = thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 kept.lock().expect("lock").push(line);
             }
         });
-        let mut running = Self { child, lines, stderr: stderr_lines, stderr_reader: Some(stderr_reader) };
+        let mut running = Self {
+            child,
+            lines,
+            stderr: stderr_lines,
+            stderr_reader: Some(stderr_reader),
+            stdout_reader: Some(stdout_reader),
+        };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let err = running.stderr();
             let _ = running.child.kill();
             panic!("observer not ready within 30 s; stderr: {err:?}");
         }
         running
+    }
+
+    /// The shared stdout lines (still filled after `stop_with_stderr`).
+    pub fn lines_handle(&self) -> Arc<Mutex<Vec<String>>> {
+        Arc::clone(&self.lines)
     }
 
     pub fn lines(&self) -> Vec<String> {
@@ -147,7 +159,7 @@ impl Running {
         // SAFETY: kill(2) on the child we started, by its PID.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait().expect("wait observer");
-        if let Some(reader) = self.stderr_reader.take() {
+        for reader in [self.stderr_reader.take(), self.stdout_reader.take()].into_iter().flatten() {
             let _ = reader.join();
         }
         (status, self.stderr())

@@ -1,0 +1,63 @@
+//! `observer diagnose`: watch the node, correlate what happens to each connection, and report
+//! which of Istio's requirements the infrastructure breaks, where, with the evidence.
+
+use std::{
+    ops::ControlFlow,
+    time::{Duration, Instant},
+};
+
+use tracing::info;
+
+use crate::{
+    cli::{DiagnoseArgs, OutputFormat},
+    diagnosis::{
+        classify,
+        report::{self, Report, Stats},
+        Correlator, Outcome,
+    },
+    loader::filter::KernelFilter,
+    session::Session,
+    trace::load_inventory,
+};
+
+/// Runs the diagnosis; returns whether findings were reported (exit status 3).
+pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
+    let inventory = load_inventory(&args.inventory)?;
+    let (ebpf, kernel, netns) = Session::load(args.netns.as_deref())?;
+    let node = args.node_name.clone().unwrap_or_else(|| netns.name.clone());
+    // Every handshake matters to the diagnosis: no kernel-side narrowing.
+    let mut session = Session::start(ebpf, kernel, netns, &KernelFilter::default(), args.cgroup_root.clone())?;
+    let started = Instant::now();
+    let deadline = args.duration.map(|secs| started + Duration::from_secs(secs));
+    let mut correlator = Correlator::default();
+    let mut events = 0u64;
+    session.run(Some(&inventory), deadline, false, |_, observation| {
+        events += 1;
+        correlator.add(&observation);
+        ControlFlow::Continue(())
+    })?;
+    let (counters, _) = session.counters()?;
+    let lost = counters.iter().find(|(n, _)| *n == "ringbuf_full").map_or(0, |(_, v)| *v);
+    let mut stats =
+        Stats { events, lost_events: lost, duration_secs: started.elapsed().as_secs_f64(), ..Stats::default() };
+    let mut findings = Vec::new();
+    for c in correlator.connections() {
+        stats.connections += 1;
+        match c.outcome() {
+            Outcome::Established => stats.established += 1,
+            Outcome::RefusedByApplication => stats.refused_by_application += 1,
+            _ => match classify(c, &node, &inventory.pod_cidrs) {
+                Some(f) => findings.push(f),
+                None => stats.unresolved += 1,
+            },
+        }
+    }
+    let findings = report::aggregate(findings);
+    let report = Report { node: &node, findings: &findings, stats };
+    match args.output {
+        OutputFormat::Text => print!("{}", report::text(&report)),
+        OutputFormat::Json => println!("{}", report::json(&report)),
+    }
+    info!(findings = findings.len(), "diagnosis finished");
+    Ok(!findings.is_empty())
+}

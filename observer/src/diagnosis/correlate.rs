@@ -1,0 +1,226 @@
+//! Following each connection across the hooks: keyed by the client's address and port (which
+//! survive the sidecar REDIRECT and kube-proxy DNAT on the way), every observation adds
+//! evidence; the outcome is decided from all of it.
+
+use std::{collections::HashMap, net::IpAddr, time::SystemTime};
+
+use crate::{
+    events::model::{Detail, Observation},
+    inventory::Endpoint,
+};
+
+/// How a connection attempt ended, as far as this node saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Established,
+    /// The destination's own stack refused it (closed port: RST without socket, NO_SOCKET drop).
+    RefusedByApplication,
+    /// Dropped by the kernel on this node (reason, location, namespace, interface, hook).
+    Dropped {
+        reason: String,
+        location: String,
+        netns: u32,
+        interface: Option<String>,
+    },
+    /// An ICMP error came back.
+    Rejected {
+        meaning: &'static str,
+    },
+    NoRoute {
+        how: String,
+    },
+    /// SYNs went out, nothing came back, nothing was dropped here.
+    Silent,
+    /// A reset whose origin this node cannot tell (not enough evidence to blame anyone).
+    Reset,
+    /// Nothing conclusive yet (a single SYN still in flight).
+    Pending,
+}
+
+/// Everything seen about one connection.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub client: (IpAddr, u16),
+    /// Destination of the first SYN seen (before DNAT when seen at the pod's veth).
+    pub server: Option<(IpAddr, u16)>,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub syn_seen: bool,
+    pub established: bool,
+    pub refused_by_application: bool,
+    pub server_reset: bool,
+    pub failed: bool,
+    /// SYN retransmissions, counted by sock_ops RTOs and by tcp_retransmit_skb (both see each
+    /// one; the larger count is used).
+    pub rtos: u32,
+    pub syn_retransmits: u32,
+    pub drops: Vec<(String, String, u32, Option<String>, &'static str)>,
+    pub icmp: Option<&'static str>,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+}
+
+impl Connection {
+    fn new(client: (IpAddr, u16), time: SystemTime) -> Self {
+        Self {
+            client,
+            server: None,
+            src: Endpoint::default(),
+            dst: Endpoint::default(),
+            syn_seen: false,
+            established: false,
+            refused_by_application: false,
+            server_reset: false,
+            failed: false,
+            rtos: 0,
+            syn_retransmits: 0,
+            drops: Vec::new(),
+            icmp: None,
+            first_seen: time,
+            last_seen: time,
+        }
+    }
+
+    /// Attempts: the first SYN and every retransmission.
+    pub fn attempts(&self) -> u32 {
+        1 + self.rtos.max(self.syn_retransmits)
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if self.established {
+            return Outcome::Established;
+        }
+        if self.refused_by_application {
+            return Outcome::RefusedByApplication;
+        }
+        if let Some((reason, location, netns, interface, _)) = self.drops.first() {
+            if reason.contains("NOROUTE") {
+                return Outcome::NoRoute { how: reason.clone() };
+            }
+            return Outcome::Dropped {
+                reason: reason.clone(),
+                location: location.clone(),
+                netns: *netns,
+                interface: interface.clone(),
+            };
+        }
+        if let Some(meaning) = self.icmp {
+            return match meaning {
+                "net-unreachable" | "host-unreachable" | "no-route" | "address-unreachable" | "reject-route" => {
+                    Outcome::NoRoute { how: format!("ICMP {meaning}") }
+                }
+                _ => Outcome::Rejected { meaning },
+            };
+        }
+        if self.server_reset {
+            return Outcome::Reset;
+        }
+        if self.failed || self.attempts() > 1 {
+            return Outcome::Silent;
+        }
+        Outcome::Pending
+    }
+}
+
+/// Folds observations into connections.
+#[derive(Debug, Default)]
+pub struct Correlator {
+    connections: HashMap<(IpAddr, u16), Connection>,
+}
+
+impl Correlator {
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.connections.values()
+    }
+
+    pub fn add(&mut self, o: &Observation) {
+        let Some(flow) = o.flow else { return };
+        match &o.detail {
+            Detail::Packet { tcp_flags, .. } => {
+                let syn = tcp_flags.contains("SYN");
+                let ack = tcp_flags.contains("ACK");
+                if syn && !ack {
+                    let c = self.entry((flow.src, flow.sport), o);
+                    c.syn_seen = true;
+                    c.server.get_or_insert((flow.dst, flow.dport));
+                    merge(&mut c.src, &o.src);
+                    merge(&mut c.dst, &o.dst);
+                } else if syn && ack {
+                    if let Some(c) = self.existing((flow.dst, flow.dport), o) {
+                        c.established = true;
+                    }
+                } else if tcp_flags.contains("RST") {
+                    if let Some(c) = self.existing((flow.dst, flow.dport), o) {
+                        c.server_reset = true;
+                    }
+                }
+            }
+            Detail::Drop { drop_reason, location, netns, .. } => {
+                let key = if self.connections.contains_key(&(flow.dst, flow.dport)) {
+                    (flow.dst, flow.dport)
+                } else {
+                    (flow.src, flow.sport)
+                };
+                let c = self.entry(key, o);
+                if key == (flow.src, flow.sport) {
+                    c.server.get_or_insert((flow.dst, flow.dport));
+                    merge(&mut c.src, &o.src);
+                    merge(&mut c.dst, &o.dst);
+                }
+                if drop_reason == "NO_SOCKET" {
+                    c.refused_by_application = true;
+                } else {
+                    c.drops.push((drop_reason.clone(), location.clone(), *netns, o.interface.clone(), o.hook.as_str()));
+                }
+            }
+            Detail::IcmpError { meaning, quoted: Some(q), .. } => {
+                let c = self.entry((q.src, q.sport), o);
+                c.server.get_or_insert((q.dst, q.dport));
+                c.icmp = Some(meaning);
+                merge(&mut c.src, &o.src);
+                merge(&mut c.dst, &o.dst);
+            }
+            Detail::Socket { event, .. } => match *event {
+                "established" => self.entry((flow.src, flow.sport), o).established = true,
+                "passive-established" => self.entry((flow.dst, flow.dport), o).established = true,
+                "rto" => self.entry((flow.src, flow.sport), o).rtos += 1,
+                "connect-failed" => self.entry((flow.src, flow.sport), o).failed = true,
+                _ => {}
+            },
+            Detail::Tcp { event, socket, state, .. } => match (*event, *socket) {
+                ("send-reset", false) => {
+                    if let Some(c) = self.existing((flow.dst, flow.dport), o) {
+                        c.refused_by_application = true;
+                    }
+                }
+                ("retransmit", true) if *state == "SYN_SENT" => {
+                    self.entry((flow.src, flow.sport), o).syn_retransmits += 1
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn entry(&mut self, client: (IpAddr, u16), o: &Observation) -> &mut Connection {
+        let c = self.connections.entry(client).or_insert_with(|| Connection::new(client, o.time));
+        c.last_seen = c.last_seen.max(o.time);
+        c.first_seen = c.first_seen.min(o.time);
+        c
+    }
+
+    fn existing(&mut self, client: (IpAddr, u16), o: &Observation) -> Option<&mut Connection> {
+        self.connections.contains_key(&client).then(|| self.entry(client, o))
+    }
+}
+
+/// Fills the fields `into` lacks from `from` (the pod is known after DNAT, the service before).
+fn merge(into: &mut Endpoint, from: &Option<Endpoint>) {
+    let Some(from) = from else { return };
+    into.pod = into.pod.take().or_else(|| from.pod.clone());
+    into.workload = into.workload.take().or_else(|| from.workload.clone());
+    into.service = into.service.take().or_else(|| from.service.clone());
+    into.role = into.role.or(from.role);
+    into.mesh = into.mesh.or(from.mesh);
+    into.istio_port = into.istio_port.or(from.istio_port);
+}

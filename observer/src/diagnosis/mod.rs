@@ -1,0 +1,122 @@
+//! The diagnosis core: turns named observations into findings about the infrastructure
+//! breaking the mesh (Istio's requirements R1..R5). It knows no aya, no files: replayable on
+//! the host from recorded observations.
+
+mod classify;
+mod correlate;
+pub mod report;
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+pub use classify::classify;
+pub use correlate::{Connection, Correlator, Outcome};
+
+/// Istio's requirements of the network beneath the mesh (../shared/ISTIO.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Requirement {
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+}
+
+impl Requirement {
+    pub fn text(self) -> &'static str {
+        match self {
+            Requirement::R1 => "service endpoints are discoverable (service name -> workload IPs)",
+            Requirement::R2 => "istiod reaches the Kubernetes API server",
+            Requirement::R3 => "endpoints have L3 reachability to the mesh's endpoints",
+            Requirement::R4 => "infrastructure firewall rules do not conflict with Istio's traffic rules",
+            Requirement::R5 => "infrastructure firewall rules do not block Istio's control ports",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    ControlPlaneBlocked,
+    ApiserverUnreachable,
+    MeshPortBlocked,
+    PolicyConflict,
+    EndpointUnreachable,
+    DiscoveryGap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mechanism {
+    /// The kernel dropped the packet (drop reason known).
+    Dropped,
+    /// A firewall answered with an ICMP error.
+    Rejected,
+    /// The handshake was never answered and no drop was seen on this node.
+    Silent,
+    /// No route (ICMP net/host unreachable, or a no-route drop).
+    NoRoute,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+}
+
+/// One end of a finding's flow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Party {
+    pub ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub istio_port: Option<&'static str>,
+}
+
+/// What the events show.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<&'static str>,
+    /// Connection attempts (SYNs sent, retransmissions included) over all connections.
+    pub attempts: u32,
+    /// Distinct connections aggregated in this finding.
+    pub connections: u32,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub requirement: Requirement,
+    pub kind: Kind,
+    pub mechanism: Mechanism,
+    pub severity: Severity,
+    pub src: Party,
+    pub dst: Party,
+    pub node: String,
+    pub evidence: Evidence,
+    pub remediation: String,
+}
+#[cfg(test)]
+mod tests;

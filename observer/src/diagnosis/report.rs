@@ -1,0 +1,130 @@
+//! Aggregating findings and printing the report (text grouped by requirement, or one JSON
+//! object).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Finding, Kind, Mechanism, Requirement};
+
+/// Merges findings of the same (source workload, destination, port, mechanism): attempts and
+/// connections add up, first/last seen widen. Most severe first.
+pub fn aggregate(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut groups: BTreeMap<(String, String, u16, Mechanism, Kind), Finding> = BTreeMap::new();
+    for f in findings {
+        let src = f.src.workload.clone().or_else(|| f.src.pod.clone()).unwrap_or_else(|| ip(&f.src.ip));
+        let dst = f.dst.service.clone().or_else(|| f.dst.pod.clone()).unwrap_or_else(|| ip(&f.dst.ip));
+        let key = (src, dst, f.dst.port.unwrap_or(0), f.mechanism, f.kind);
+        match groups.get_mut(&key) {
+            Some(g) => {
+                g.evidence.attempts += f.evidence.attempts;
+                g.evidence.connections += f.evidence.connections;
+                if f.evidence.first_seen < g.evidence.first_seen {
+                    g.evidence.first_seen = f.evidence.first_seen.clone();
+                }
+                if f.evidence.last_seen > g.evidence.last_seen {
+                    g.evidence.last_seen = f.evidence.last_seen.clone();
+                }
+            }
+            None => {
+                groups.insert(key, f);
+            }
+        }
+    }
+    let mut out: Vec<Finding> = groups.into_values().collect();
+    out.sort_by(|a, b| {
+        (a.severity, a.requirement, &a.evidence.first_seen).cmp(&(b.severity, b.requirement, &b.evidence.first_seen))
+    });
+    out
+}
+
+fn ip(ip: &Option<std::net::IpAddr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    pub node: &'a str,
+    pub findings: &'a [Finding],
+    pub stats: Stats,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub connections: usize,
+    pub established: usize,
+    pub refused_by_application: usize,
+    pub unresolved: usize,
+    pub events: u64,
+    pub lost_events: u64,
+    pub duration_secs: f64,
+}
+
+pub fn json(report: &Report<'_>) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+pub fn text(report: &Report<'_>) -> String {
+    let mut out = String::new();
+    let s = &report.stats;
+    out.push_str(&format!(
+        "observer diagnose: node {} — {} connections seen ({} established, {} refused by the application, {} unresolved), {} findings\n",
+        report.node, s.connections, s.established, s.refused_by_application, s.unresolved, report.findings.len()
+    ));
+    if s.lost_events > 0 {
+        out.push_str(&format!(
+            "WARNING: {} events were lost (ring buffer full): the report may miss evidence\n",
+            s.lost_events
+        ));
+    }
+    let mut by_req: BTreeMap<Requirement, Vec<&Finding>> = BTreeMap::new();
+    for f in report.findings {
+        by_req.entry(f.requirement).or_default().push(f);
+    }
+    let mut reqs: Vec<(Requirement, Vec<&Finding>)> = by_req.into_iter().collect();
+    reqs.sort_by_key(|(r, fs)| (fs.iter().map(|f| f.severity).min(), *r));
+    for (req, findings) in reqs {
+        out.push_str(&format!("\n{req:?}: {}\n", req.text()));
+        for f in findings {
+            let src = f.src.pod.clone().or_else(|| f.src.workload.clone()).unwrap_or_else(|| ip(&f.src.ip));
+            let dst = f.dst.service.clone().or_else(|| f.dst.pod.clone()).unwrap_or_else(|| ip(&f.dst.ip));
+            let port = f
+                .dst
+                .istio_port
+                .map_or(format!("{}", f.dst.port.unwrap_or(0)), |n| format!("{} ({n})", f.dst.port.unwrap_or(0)));
+            out.push_str(&format!(
+                "  [{}] {} {}: {src} -> {dst}:{port}\n",
+                serde_plain(&f.severity),
+                serde_plain(&f.kind),
+                serde_plain(&f.mechanism)
+            ));
+            let e = &f.evidence;
+            let mut facts = vec![format!(
+                "{} attempts over {} connections, {} .. {}",
+                e.attempts, e.connections, e.first_seen, e.last_seen
+            )];
+            if let Some(r) = &e.drop_reason {
+                facts.push(format!(
+                    "drop reason {r} at {} ({} {}, netns {})",
+                    e.location.as_deref().unwrap_or("?"),
+                    e.hook.unwrap_or("?"),
+                    e.interface.as_deref().unwrap_or("-"),
+                    e.netns.unwrap_or(0)
+                ));
+            }
+            if let Some(i) = e.icmp {
+                facts.push(format!("ICMP {i}"));
+            }
+            out.push_str(&format!("      evidence: {}\n      fix: {}\n", facts.join("; "), f.remediation));
+        }
+    }
+    if report.findings.is_empty() {
+        out.push_str("\nno infrastructure finding: nothing seen on this node breaks Istio's requirements\n");
+    }
+    out
+}
+
+/// The kebab-case name serde gives a unit enum value.
+fn serde_plain<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}

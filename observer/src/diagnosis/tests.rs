@@ -1,0 +1,155 @@
+use std::{
+    net::IpAddr,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use super::*;
+use crate::{
+    events::model::{Detail, Flow, Hook, Observation, Protocol},
+    inventory::Inventory,
+};
+
+const LAB: &str = include_str!("../../tests/fixtures/lab-inventory.json");
+
+struct Scenario {
+    inv: Inventory,
+    correlator: Correlator,
+    t: u64,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        Self { inv: Inventory::from_json(LAB).expect("inventory"), correlator: Correlator::default(), t: 0 }
+    }
+
+    fn see(&mut self, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) {
+        self.t += 1;
+        let flow = Flow { protocol: Protocol(6), src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 };
+        let (s, d) = match &detail {
+            Detail::IcmpError { quoted: Some(q), .. } => (q.src, (q.dst, q.dport)),
+            _ => (flow.src, (flow.dst, flow.dport)),
+        };
+        let o = Observation {
+            time: UNIX_EPOCH + Duration::from_secs(self.t),
+            hook,
+            ifindex: 3,
+            interface: Some("cni0".into()),
+            flow: Some(flow),
+            detail,
+            src: Some(self.inv.describe(s, None)),
+            dst: Some(self.inv.describe(d.0, Some(d.1))),
+        };
+        self.correlator.add(&o);
+    }
+
+    fn findings(&self) -> Vec<Finding> {
+        self.correlator.connections().filter_map(|c| classify(c, "node-a", &self.inv.pod_cidrs)).collect()
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+fn packet(flags: &str) -> Detail {
+    Detail::Packet { tcp_flags: flags.into(), tcp_seq: 1 }
+}
+
+fn dropped(reason: &str) -> Detail {
+    Detail::Drop { drop_reason: reason.into(), location: "nft_do_chain+0x3e8".into(), netns: 7 }
+}
+
+fn socket(event: &'static str) -> Detail {
+    Detail::Socket { event, retransmits: 0, socket_cookie: 1 }
+}
+
+const PP: &str = "10.244.1.10";
+const ISTIOD: &str = "10.244.2.10";
+
+#[test]
+fn a_netfilter_drop_of_xds_is_r5_and_an_answered_handshake_is_nothing() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), ("10.96.0.10", 15012), packet("SYN"));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    s.see(Hook::SockOps, (PP, 40000), ("10.96.0.10", 15012), socket("rto"));
+    s.see(Hook::TcIngress, (PP, 40001), (ISTIOD, 15012), packet("SYN"));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), packet("SYN|ACK"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    let f = &f[0];
+    assert_eq!(
+        (f.requirement, f.kind, f.mechanism, f.severity),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::Dropped, Severity::Critical)
+    );
+    assert_eq!(f.dst.service.as_deref(), Some("istio-system/istiod"));
+    assert_eq!(f.dst.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"), "the pod, learned after DNAT");
+    assert_eq!(f.dst.istio_port, Some("xds-tls"));
+    assert_eq!(f.evidence.attempts, 2);
+    assert_eq!(f.evidence.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+}
+
+#[test]
+fn closed_ports_and_ambiguous_resets_are_not_blamed_on_the_network() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), ("10.244.2.11", 9999), packet("SYN"));
+    s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.2.11", 9999), dropped("NO_SOCKET"));
+    s.see(Hook::TcIngress, (PP, 40002), ("10.244.2.11", 9998), packet("SYN"));
+    s.see(Hook::TcIngress, ("10.244.2.11", 9998), (PP, 40002), packet("RST|ACK"));
+    s.see(Hook::TcIngress, (PP, 40003), ("10.244.2.11", 9080), packet("SYN"));
+    assert!(s.findings().is_empty(), "{:?}", s.findings());
+    let outcomes: Vec<Outcome> = {
+        let mut cs: Vec<&Connection> = s.correlator.connections().collect();
+        cs.sort_by_key(|c| c.client.1);
+        cs.iter().map(|c| c.outcome()).collect()
+    };
+    assert_eq!(outcomes, vec![Outcome::RefusedByApplication, Outcome::Reset, Outcome::Pending]);
+}
+
+#[test]
+fn silence_is_r3_between_known_endpoints_and_unknown_pod_addresses_are_r1() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 41000), ("10.244.2.11", 9080), packet("SYN"));
+    s.see(Hook::SockOps, (PP, 41000), ("10.244.2.11", 9080), socket("rto"));
+    s.see(Hook::SockOps, (PP, 41000), ("10.244.2.11", 9080), socket("connect-failed"));
+    // An address in node-b's pod CIDR that no pod has.
+    s.see(Hook::TcEgress, (PP, 41001), ("10.244.2.99", 9080), packet("SYN"));
+    s.see(Hook::SockOps, (PP, 41001), ("10.244.2.99", 9080), socket("connect-failed"));
+    // Somewhere outside the cluster: none of the mesh's business.
+    s.see(Hook::TcEgress, (PP, 41002), ("192.0.2.7", 443), packet("SYN"));
+    s.see(Hook::SockOps, (PP, 41002), ("192.0.2.7", 443), socket("connect-failed"));
+    let mut f = s.findings();
+    f.sort_by_key(|f| f.requirement);
+    let kinds: Vec<(Requirement, Kind, Mechanism)> = f.iter().map(|f| (f.requirement, f.kind, f.mechanism)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Requirement::R1, Kind::DiscoveryGap, Mechanism::Silent),
+            (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Silent),
+        ]
+    );
+}
+
+#[test]
+fn icmp_rejections_and_policy_conflicts() {
+    let mut s = Scenario::new();
+    let quoted = Flow { protocol: Protocol(6), src: ip(PP), sport: 42000, dst: ip("10.244.2.11"), dport: 9080 };
+    s.see(Hook::TcEgress, (PP, 42000), ("10.244.2.11", 9080), packet("SYN"));
+    s.see(
+        Hook::TcIngress,
+        ("10.244.1.1", 0),
+        (PP, 0),
+        Detail::IcmpError { icmp_type: 3, icmp_code: 13, meaning: "admin-prohibited", quoted: Some(quoted), mtu: 0 },
+    );
+    s.see(Hook::TcEgress, (PP, 42001), ("10.244.1.11", 9080), packet("SYN"));
+    s.see(Hook::KfreeSkb, (PP, 42001), ("10.244.1.11", 9080), dropped("NETFILTER_DROP"));
+    let mut f = s.findings();
+    f.sort_by_key(|f| f.mechanism);
+    assert_eq!(f.len(), 2);
+    assert_eq!((f[0].kind, f[0].mechanism), (Kind::PolicyConflict, Mechanism::Dropped));
+    assert_eq!((f[1].kind, f[1].mechanism), (Kind::PolicyConflict, Mechanism::Rejected));
+    assert_eq!(f[1].evidence.icmp, Some("admin-prohibited"));
+    let merged = report::aggregate(f.clone());
+    assert_eq!(merged.len(), 2, "different mechanisms stay apart");
+    let twice = report::aggregate(vec![f[0].clone(), f[0].clone()]);
+    assert_eq!((twice.len(), twice[0].evidence.connections), (1, 2));
+}

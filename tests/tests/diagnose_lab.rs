@@ -1,0 +1,163 @@
+//! `observer diagnose` scenarios in the lab: each asserts the findings' fields (or their absence).
+// Test helpers below fail loudly with context (STYLE: tests panic with context).
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use observer_lab::{FirewallRule, Hook, Lab};
+use support::{lab, require_root, Running};
+
+/// Starts `observer diagnose --output json` on `node`, runs `traffic`, stops it (SIGINT), and
+/// returns (exit code, report).
+fn diagnose(lab: &Lab, node: &str, traffic: impl FnOnce()) -> (i32, serde_json::Value) {
+    let inventory = lab.inventory_path().display().to_string();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let running = Running::start(&[
+        "diagnose",
+        "--inventory",
+        &inventory,
+        "--netns",
+        &lab.node_netns(node),
+        "--node-name",
+        node,
+        "--cgroup-root",
+        &cgroup_root,
+        "--output",
+        "json",
+    ]);
+    traffic();
+    std::thread::sleep(Duration::from_millis(500));
+    let lines_handle = running.lines_handle();
+    let (status, stderr) = running.stop_with_stderr();
+    let text = lines_handle.lock().expect("lock").join("\n");
+    let report =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}\n{stderr:?}"));
+    (status.code().unwrap_or(-1), report)
+}
+
+fn findings(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["findings"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn node_firewall_dropping_xds_is_an_r5_control_plane_finding() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
+        rule.dst = Some((istiod.ip.into(), 32));
+        lab.inject("node-a", &rule).expect("inject");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((svc, 15012)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout");
+    });
+    assert_eq!(code, 3, "findings present: {report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    assert_eq!(f["requirement"], "R5");
+    assert_eq!(f["kind"], "control-plane-blocked");
+    assert_eq!(f["mechanism"], "dropped");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["node"], "node-a");
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!(f["src"]["ip"], productpage.ip.to_string());
+    assert_eq!(f["dst"]["service"], "istio-system/istiod");
+    assert_eq!(f["dst"]["pod"], istiod.key().as_str());
+    assert_eq!(f["dst"]["port"], 15012);
+    assert_eq!(f["dst"]["istio_port"], "xds-tls");
+    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    assert_eq!(f["evidence"]["interface"], "cni0");
+    assert!(f["evidence"]["attempts"].as_u64().is_some_and(|a| a >= 2), "SYN retransmitted: {f}");
+    assert!(f["remediation"].as_str().is_some_and(|r| r.contains("15012")));
+}
+
+#[test]
+fn forward_drop_of_an_app_port_between_sidecar_workloads_is_an_r4_policy_conflict() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 9080);
+        rule.dst = Some((details.ip.into(), 32));
+        lab.inject("node-a", &rule).expect("inject");
+        // The app's request goes through its sidecar (15001), whose upstream SYN is dropped.
+        let out = lab
+            .connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_ne!(out.result, "ok");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    let f =
+        all.iter().find(|f| f["kind"] == "policy-conflict").unwrap_or_else(|| panic!("no policy-conflict: {report:#}"));
+    assert_eq!(f["requirement"], "R4");
+    assert_eq!(f["mechanism"], "dropped");
+    assert_eq!(f["dst"]["pod"], details.key().as_str());
+    assert_eq!(f["dst"]["port"], 9080);
+    assert_eq!(f["src"]["workload"], "productpage-v1");
+    assert!(all.iter().all(|f| f["requirement"] == "R4"), "nothing else blamed: {report:#}");
+}
+
+#[test]
+fn a_closed_port_is_the_applications_answer_not_a_finding() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    // Watch node-b, where istiod answers the closed port with a RST from its own stack.
+    let (code, report) = diagnose(&lab, "node-b", || {
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15999)), Duration::from_secs(2))
+            .expect("connect");
+        assert_eq!(out.result, "refused");
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    assert!(report["stats"]["refused_by_application"].as_u64().is_some_and(|n| n >= 1), "{report:#}");
+}
+
+#[test]
+fn healthy_mesh_traffic_gives_zero_findings() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let details = lab.pod("details").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    const ROUNDS: usize = 40;
+    let (code, report) = diagnose(&lab, "node-a", || {
+        for _ in 0..ROUNDS {
+            for (app, target, proxy) in [
+                ("productpage", SocketAddr::from((reviews.ip, 9080)), false),
+                ("productpage", SocketAddr::from((details.ip, 9080)), false),
+                ("reviews", SocketAddr::from((svc, 15012)), true),
+                ("productpage", SocketAddr::from((istiod.ip, 15010)), true),
+            ] {
+                let out = if proxy {
+                    lab.connect_as_proxy(app, target, Duration::from_secs(2))
+                } else {
+                    lab.connect(app, target, Duration::from_secs(2))
+                }
+                .expect("connect");
+                assert_eq!(out.result, "ok", "{app} -> {target}");
+            }
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    assert!(report["stats"]["established"].as_u64().is_some_and(|n| n as usize >= ROUNDS * 4), "{report:#}");
+}
