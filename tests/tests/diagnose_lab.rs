@@ -161,3 +161,89 @@ fn healthy_mesh_traffic_gives_zero_findings() {
     assert!(findings(&report).is_empty(), "{report:#}");
     assert!(report["stats"]["established"].as_u64().is_some_and(|n| n as usize >= ROUNDS * 4), "{report:#}");
 }
+
+#[test]
+fn a_drop_in_the_underlay_is_silent_r3_with_attempts_counted() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        // A "cloud firewall" in the router namespace, outside the watched node.
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 9080);
+        rule.dst = Some((details.ip.into(), 32));
+        lab.inject_in_netns(&format!("{}-router", lab.name), &rule).expect("inject");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R3"), Some("endpoint-unreachable"), Some("silent"))
+    );
+    assert_eq!(f["dst"]["pod"], details.key().as_str());
+    assert!(f["evidence"]["attempts"].as_u64().is_some_and(|a| a >= 2), "{f}");
+    assert_eq!(f["evidence"]["drop_reason"], serde_json::Value::Null, "no drop on this node");
+}
+
+#[test]
+fn a_blackhole_route_to_the_other_nodes_pods_is_r3() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &lab.node_netns("node-a"), "route", "add", "blackhole", "10.244.2.0/24"])
+            .output()
+            .expect("ip route");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_ne!(out.result, "ok");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert!(!all.is_empty(), "{report:#}");
+    for f in &all {
+        assert_eq!(f["requirement"], "R3", "{f}");
+        assert_eq!(f["kind"], "endpoint-unreachable", "{f}");
+        assert!(matches!(f["mechanism"].as_str(), Some("no-route" | "dropped")), "{f}");
+    }
+}
+
+#[test]
+fn istiod_cut_off_from_the_api_server_is_r2() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let apiserver = lab.pod("kube-apiserver").expect("pod").clone();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let kubernetes = lab.spec.services.iter().find(|s| s.name == "kubernetes").expect("svc").cluster_ip;
+    let (code, report) = diagnose(&lab, "node-b", || {
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 6443);
+        rule.dst = Some((apiserver.ip.into(), 32));
+        lab.inject("node-b", &rule).expect("inject");
+        let out =
+            lab.connect("istiod", SocketAddr::from((kubernetes, 443)), Duration::from_millis(2500)).expect("connect");
+        assert_eq!(out.result, "timeout");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    let f = all.iter().find(|f| f["kind"] == "apiserver-unreachable").unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(f["requirement"], "R2");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["src"]["pod"], istiod.key().as_str());
+    assert_eq!(f["dst"]["service"], "default/kubernetes");
+    assert_eq!(f["dst"]["port"], 443);
+    assert_eq!(f["mechanism"], "dropped");
+}

@@ -37,7 +37,9 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         return None;
     } else if matches!(mechanism, Mechanism::Silent | Mechanism::NoRoute) {
         (Requirement::R3, Kind::EndpointUnreachable)
-    } else if in_mesh(src.mesh) && in_mesh(dst.mesh) {
+    } else if in_mesh(src.mesh) && in_mesh(dst.mesh) && by_firewall(&outcome) {
+        // A firewall rule (netfilter drop, ICMP prohibited) between mesh workloads; any other
+        // drop reason is a reachability problem, not a policy.
         (Requirement::R4, Kind::PolicyConflict)
     } else {
         (Requirement::R3, Kind::EndpointUnreachable)
@@ -94,6 +96,17 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         evidence,
         remediation,
     })
+}
+
+/// Whether the outcome shows a firewall rule at work (not a routing or resource problem).
+fn by_firewall(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Dropped { reason, .. } => {
+            reason.starts_with("NETFILTER") || reason.contains("POLICY") || reason.contains("FILTER")
+        }
+        Outcome::Rejected { meaning } => *meaning != "fragmentation-needed" && *meaning != "packet-too-big",
+        _ => false,
+    }
 }
 
 fn contains(cidr: &crate::loader::filter::Cidr, ip: std::net::IpAddr) -> bool {

@@ -15,6 +15,8 @@ const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNSID: u16 = 88;
 const RTM_GETNSID: u16 = 90;
 const NLM_F_REQUEST: u16 = 1;
@@ -25,6 +27,8 @@ const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
+const RTA_OIF: u16 = 4;
+const RTMSG_LEN: usize = 12;
 const NETNSA_NSID: u16 = 1;
 const NETNSA_FD: u16 = 3;
 
@@ -116,6 +120,22 @@ impl RouteSocket {
             }
         })?;
         Ok(links)
+    }
+
+    /// Interfaces that carry a default route (IPv4 or IPv6): the node's uplinks.
+    pub fn default_route_interfaces(&mut self) -> io::Result<Vec<u32>> {
+        let mut body = vec![0u8; RTMSG_LEN];
+        body[0] = libc::AF_UNSPEC as u8;
+        let seq = self.send(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, &body)?;
+        let mut out = Vec::new();
+        self.receive(seq, |kind, payload| {
+            if kind == RTM_NEWROUTE {
+                out.extend(default_route_oif(payload));
+            }
+        })?;
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// The id this namespace gives to the namespace behind `netns` (None if it has none).
@@ -265,6 +285,17 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
+/// The output interface of a default route (rtmsg with `dst_len == 0`), if this is one.
+pub fn default_route_oif(payload: &[u8]) -> Option<u32> {
+    let dst_len = *payload.get(1)?;
+    if dst_len != 0 {
+        return None;
+    }
+    attrs(payload.get(RTMSG_LEN..)?)
+        .find(|(t, _)| *t == RTA_OIF)
+        .and_then(|(_, v)| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)))
+}
+
 /// A link from an RTM_NEWLINK/RTM_DELLINK payload (ifinfomsg + attributes).
 pub fn parse_link(payload: &[u8]) -> Option<Link> {
     let index = i32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
@@ -321,6 +352,18 @@ mod tests {
                 link_netnsid: Some(3)
             }
         );
+    }
+
+    #[test]
+    fn finds_the_default_routes_interface() {
+        let mut default = vec![0u8; RTMSG_LEN];
+        push_attr(&mut default, RTA_OIF, &3u32.to_ne_bytes());
+        assert_eq!(default_route_oif(&default), Some(3));
+        let mut subnet = vec![0u8; RTMSG_LEN];
+        subnet[1] = 24;
+        push_attr(&mut subnet, RTA_OIF, &4u32.to_ne_bytes());
+        assert_eq!(default_route_oif(&subnet), None);
+        assert_eq!(default_route_oif(&[0]), None);
     }
 
     #[test]

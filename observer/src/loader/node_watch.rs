@@ -57,7 +57,8 @@ impl NodeWatch {
     }
 
     /// Recomputes the pod namespaces: every namespace on the machine (named ones and those of
-    /// running processes) whose id, as the watched namespace sees it, is a veth peer's.
+    /// running processes) whose id, as the watched namespace sees it, is the peer namespace of
+    /// one of its veths, the uplink's excepted.
     pub fn refresh_scope(&mut self, netns: &NetnsTarget) {
         let links = match self.requests.links() {
             Ok(links) => links,
@@ -66,7 +67,11 @@ impl NodeWatch {
                 Vec::new()
             }
         };
-        let peer_ids: BTreeSet<i32> = links.iter().filter_map(|l| l.link_netnsid).collect();
+        // The uplink (the interface of the default route) may be a veth too (a VM, a lab, a
+        // kind node): what lies behind it is the network, not this node's pods.
+        let uplinks = self.requests.default_route_interfaces().unwrap_or_default();
+        let peer_ids: BTreeSet<i32> =
+            links.iter().filter(|l| !uplinks.contains(&l.index)).filter_map(|l| l.link_netnsid).collect();
         let mut scope = BTreeSet::from([netns.inode as u32]);
         if !peer_ids.is_empty() {
             for (inode, path) in candidate_namespaces() {
