@@ -27,6 +27,9 @@ pub const SOCKOPS_PASSIVE_ESTABLISHED: u8 = 2;
 pub const SOCKOPS_RTO: u8 = 3;
 /// The socket left SYN_SENT for CLOSE: the connection attempt failed (timeout, reset, unreachable).
 pub const SOCKOPS_CONNECT_FAILED: u8 = 4;
+/// An active open is starting (TCP_CONNECT_CB, before the SYN leaves): ties the socket cookie
+/// to its 5-tuple.
+pub const SOCKOPS_CONNECTING: u8 = 5;
 
 /// Kernel TCP states used in [`SockOpsEvent`].
 pub const TCP_STATE_SYN_SENT: u8 = 2;

@@ -15,7 +15,8 @@ use observer_common::{
     counters,
     event::{
         FlowTuple, SockOpsEvent, EVENT_KIND_SOCKOPS, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, SOCKOPS_ACTIVE_ESTABLISHED,
-        SOCKOPS_CONNECT_FAILED, SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, TCP_STATE_CLOSE, TCP_STATE_SYN_SENT,
+        SOCKOPS_CONNECTING, SOCKOPS_CONNECT_FAILED, SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, TCP_STATE_CLOSE,
+        TCP_STATE_SYN_SENT,
     },
 };
 
@@ -33,6 +34,7 @@ pub fn observer_sockops(ctx: SockOpsContext) -> u32 {
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
             let flags = ctx.cb_flags() | BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG;
             let _ = ctx.set_cb_flags(flags as i32);
+            report(&ctx, SOCKOPS_CONNECTING, 0, 0, 0);
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => report(&ctx, SOCKOPS_ACTIVE_ESTABLISHED, 0, 0, 0),
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => report(&ctx, SOCKOPS_PASSIVE_ESTABLISHED, 0, 0, 0),

@@ -111,6 +111,7 @@ impl Session {
             kallsyms: &self.kernel.kallsyms,
             cgroups: Some(std::cell::RefCell::new(CgroupNames::new(&self.cgroup_root))),
             inventory,
+            processes: Default::default(),
         };
         let mut done = false;
         while !done && !self.stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {

@@ -223,6 +223,14 @@ fn connect_hook_sees_the_original_destination_and_the_pod() {
     });
     assert_eq!(proxy["flow"]["dst"], reviews_svc.to_string());
     assert_eq!(proxy["pod_uid"], uid.as_str());
+    // Packets of the proxy's connection carry its process, learned from connect() and the
+    // socket cookie before the SYN left.
+    let upstream_syn = observer.wait_for("the proxy's SYN at a node interface", Duration::from_secs(5), |v| {
+        v["hook"].as_str().is_some_and(|h| h.starts_with("tc-"))
+            && v["tcp_flags"] == "SYN"
+            && v["process"]["pid"] == proxy["pid"]
+    });
+    assert_eq!(upstream_syn["process"]["comm"], "lab-pod");
     // sock_ops reports the proxy's connection established.
     observer.wait_for("established", Duration::from_secs(5), |v| {
         v["type"] == "socket" && v["event"] == "established" && v["flow"]["dst"] == reviews_svc.to_string()

@@ -38,6 +38,7 @@ impl Scenario {
             detail,
             src: Some(self.inv.describe(s, None)),
             dst: Some(self.inv.describe(d.0, Some(d.1))),
+            process: None,
         };
         self.correlator.add(&o);
     }

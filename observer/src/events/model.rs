@@ -1,7 +1,7 @@
 //! Observations: decoded kernel events with names attached (interface, drop reason, symbol).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::SystemTime,
@@ -11,7 +11,7 @@ use observer_common::{
     decode::Event,
     event::{
         FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_CGROUP_EGRESS, HOOK_CGROUP_INGRESS, HOOK_TC_EGRESS, PROTO_ICMP,
-        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SOCKOPS_ACTIVE_ESTABLISHED, SOCKOPS_CONNECT_FAILED,
+        PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SOCKOPS_ACTIVE_ESTABLISHED, SOCKOPS_CONNECTING, SOCKOPS_CONNECT_FAILED,
         SOCKOPS_PASSIVE_ESTABLISHED, SOCKOPS_RTO, TCP_ACK, TCP_EVENT_SEND_RESET, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
     },
 };
@@ -203,6 +203,9 @@ pub struct Observation {
     pub flow: Option<Flow>,
     #[serde(flatten)]
     pub detail: Detail,
+    /// The process that opened the connection (from its connect() and the socket's cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
     /// Who the flow's ends are, from the inventory (`--inventory`): for ICMP errors, the ends
     /// of the quoted (rejected) flow.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,6 +216,54 @@ pub struct Observation {
 
 fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&super::clock::rfc3339(*t))
+}
+
+/// A process, as the connect hook saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Remembers which process opened which connection: socket cookie -> process (connect hook),
+/// then client address:port -> process (sock_ops, before the SYN leaves). Bounded.
+#[derive(Debug, Default)]
+pub struct Processes {
+    by_cookie: HashMap<u64, Process>,
+    by_client: HashMap<(IpAddr, u16), Process>,
+}
+
+impl Processes {
+    const MAX: usize = 65_536;
+
+    fn learn(&mut self, o: &Observation) {
+        match (&o.detail, o.flow) {
+            (Detail::Connect { pid, comm, socket_cookie, .. }, _) => {
+                if self.by_cookie.len() >= Self::MAX {
+                    self.by_cookie.clear();
+                }
+                self.by_cookie.insert(*socket_cookie, Process { pid: *pid, comm: comm.clone() });
+            }
+            (Detail::Socket { socket_cookie, .. }, Some(flow)) => {
+                if let Some(p) = self.by_cookie.get(socket_cookie) {
+                    if self.by_client.len() >= Self::MAX {
+                        self.by_client.clear();
+                    }
+                    self.by_client.insert((flow.src, flow.sport), p.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn of(&self, o: &Observation) -> Option<Process> {
+        let flow = match &o.detail {
+            Detail::IcmpError { quoted: Some(q), .. } => *q,
+            Detail::Connect { pid, comm, .. } => return Some(Process { pid: *pid, comm: comm.clone() }),
+            _ => o.flow?,
+        };
+        self.by_client.get(&(flow.src, flow.sport)).or_else(|| self.by_client.get(&(flow.dst, flow.dport))).cloned()
+    }
 }
 
 /// Everything needed to name what a raw event refers to.
@@ -227,12 +278,16 @@ pub struct Namer<'a> {
     pub cgroups: Option<std::cell::RefCell<CgroupNames>>,
     /// Names IPs and ports (None: addresses only).
     pub inventory: Option<&'a Inventory>,
+    /// Which process opened which connection.
+    pub processes: std::cell::RefCell<Processes>,
 }
 
 impl Namer<'_> {
     /// [`Namer::name`] then the inventory's view of the flow's ends.
     pub fn observe(&self, event: &Event) -> Observation {
         let mut o = self.name(event);
+        self.processes.borrow_mut().learn(&o);
+        o.process = self.processes.borrow().of(&o);
         if let Some(inv) = self.inventory {
             let flow = match &o.detail {
                 Detail::IcmpError { quoted: Some(q), .. } => Some(*q),
@@ -261,6 +316,7 @@ impl Namer<'_> {
             Event::Packet(p) => Observation {
                 src: None,
                 dst: None,
+                process: None,
                 time: self.clock.to_wall(p.header.timestamp_ns),
                 hook: Hook::from_wire(p.hook),
                 ifindex: p.ifindex,
@@ -271,6 +327,7 @@ impl Namer<'_> {
             Event::IcmpError(e) => Observation {
                 src: None,
                 dst: None,
+                process: None,
                 time: self.clock.to_wall(e.header.timestamp_ns),
                 hook: Hook::from_wire(e.hook),
                 ifindex: e.ifindex,
@@ -291,6 +348,7 @@ impl Namer<'_> {
                 Observation {
                     src: None,
                     dst: None,
+                    process: None,
                     time: self.clock.to_wall(c.header.timestamp_ns),
                     hook: Hook::CgroupConnect,
                     ifindex: 0,
@@ -311,6 +369,7 @@ impl Namer<'_> {
             Event::SockOps(s) => Observation {
                 src: None,
                 dst: None,
+                process: None,
                 time: self.clock.to_wall(s.header.timestamp_ns),
                 hook: Hook::SockOps,
                 ifindex: 0,
@@ -322,6 +381,7 @@ impl Namer<'_> {
                         SOCKOPS_PASSIVE_ESTABLISHED => "passive-established",
                         SOCKOPS_RTO => "rto",
                         SOCKOPS_CONNECT_FAILED => "connect-failed",
+                        SOCKOPS_CONNECTING => "connecting",
                         _ => "unknown",
                     },
                     retransmits: s.retransmits,
@@ -331,6 +391,7 @@ impl Namer<'_> {
             Event::Tcp(t) => Observation {
                 src: None,
                 dst: None,
+                process: None,
                 time: self.clock.to_wall(t.header.timestamp_ns),
                 hook: if t.kind == TCP_EVENT_SEND_RESET { Hook::TcpSendReset } else { Hook::TcpRetransmit },
                 ifindex: 0,
@@ -347,6 +408,7 @@ impl Namer<'_> {
             Event::Drop(d) => Observation {
                 src: None,
                 dst: None,
+                process: None,
                 time: self.clock.to_wall(d.header.timestamp_ns),
                 hook: Hook::KfreeSkb,
                 ifindex: d.ifindex,
@@ -425,6 +487,7 @@ mod tests {
             kallsyms: &syms,
             cgroups: None,
             inventory: None,
+            processes: Default::default(),
         };
         let syn =
             PacketEvent { flow: tuple(), ifindex: 4, hook: HOOK_TC_INGRESS, tcp_flags: TCP_SYN, ..Default::default() };

@@ -176,6 +176,7 @@ mod tests {
             detail,
             src: Some(inv.describe(flow.src, None)),
             dst: Some(inv.describe(flow.dst, Some(dport))),
+            process: None,
         }
     }
 

@@ -45,6 +45,19 @@ pub fn text_line(o: &Observation) -> String {
             other => other.to_uppercase(),
         },
     };
+    let process = match (&o.process, &o.detail) {
+        (
+            Some(p),
+            Detail::Packet { .. }
+            | Detail::Drop { .. }
+            | Detail::IcmpError { .. }
+            | Detail::Socket { .. }
+            | Detail::Tcp { .. },
+        ) => {
+            format!("  {}[{}]", p.comm, p.pid)
+        }
+        _ => String::new(),
+    };
     let who = match (&o.src, &o.dst) {
         (None, None) => String::new(),
         (src, dst) => format!(
@@ -53,7 +66,7 @@ pub fn text_line(o: &Observation) -> String {
             dst.as_ref().map_or("?".to_string(), endpoint_name)
         ),
     };
-    format!("{:<16} {:<14} {:<16} {:<49} {what}{who}", time_of_day(o.time), o.hook.as_str(), iface, flow)
+    format!("{:<16} {:<14} {:<16} {:<49} {what}{process}{who}", time_of_day(o.time), o.hook.as_str(), iface, flow)
 }
 
 /// `pod` (or `service`, or `workload`), with the Istio port name when known.
@@ -152,6 +165,7 @@ mod tests {
             detail: Detail::Packet { tcp_flags: "SYN".into(), tcp_seq: 7 },
             src: None,
             dst: None,
+            process: None,
         }
     }
 
