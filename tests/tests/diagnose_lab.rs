@@ -247,3 +247,32 @@ fn istiod_cut_off_from_the_api_server_is_r2() {
     assert_eq!(f["dst"]["port"], 443);
     assert_eq!(f["mechanism"], "dropped");
 }
+
+#[test]
+fn a_rejected_webhook_call_from_the_api_server_is_r5() {
+    use observer_lab::Verdict;
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let apiserver = lab.pod("kube-apiserver").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-b", || {
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15017);
+        rule.dst = Some((istiod.ip.into(), 32));
+        rule.verdict = Verdict::RejectAdminProhibited;
+        lab.inject("node-b", &rule).expect("inject");
+        let out = lab
+            .connect("kube-apiserver", SocketAddr::from((istiod.ip, 15017)), Duration::from_secs(2))
+            .expect("connect");
+        assert_ne!(out.result, "ok", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    let f = all.iter().find(|f| f["kind"] == "control-plane-blocked").unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(f["requirement"], "R5");
+    assert_eq!(f["mechanism"], "rejected");
+    assert_eq!(f["src"]["pod"], apiserver.key().as_str());
+    assert_eq!(f["dst"]["istio_port"], "webhook");
+    assert_eq!(f["evidence"]["icmp"], "admin-prohibited");
+}

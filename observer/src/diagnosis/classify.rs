@@ -64,7 +64,17 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
             evidence.interface = interface.clone();
             evidence.hook = c.drops.first().map(|d| d.4);
         }
-        Outcome::Rejected { meaning } => evidence.icmp = Some(meaning),
+        Outcome::Rejected { meaning } => {
+            evidence.icmp = Some(meaning);
+            // The REJECT rule also freed the packet: where it happened.
+            if let Some((reason, location, netns, interface, hook)) = c.drops.first() {
+                evidence.drop_reason = Some(reason.clone());
+                evidence.location = Some(location.clone());
+                evidence.netns = Some(*netns);
+                evidence.interface = interface.clone();
+                evidence.hook = Some(hook);
+            }
+        }
         Outcome::NoRoute { how } => evidence.drop_reason = Some(how.clone()),
         _ => {}
     }

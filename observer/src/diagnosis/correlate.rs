@@ -93,6 +93,16 @@ impl Connection {
         if self.refused_by_application {
             return Outcome::RefusedByApplication;
         }
+        // A REJECT answers with an ICMP error *and* frees the packet (NETFILTER_DROP): the
+        // answer decides the mechanism, the drop stays as evidence.
+        if let Some(meaning) = self.icmp {
+            return match meaning {
+                "net-unreachable" | "host-unreachable" | "no-route" | "address-unreachable" | "reject-route" => {
+                    Outcome::NoRoute { how: format!("ICMP {meaning}") }
+                }
+                _ => Outcome::Rejected { meaning },
+            };
+        }
         if let Some((reason, location, netns, interface, _)) = self.drops.first() {
             if reason.contains("NOROUTE") {
                 return Outcome::NoRoute { how: reason.clone() };
@@ -102,14 +112,6 @@ impl Connection {
                 location: location.clone(),
                 netns: *netns,
                 interface: interface.clone(),
-            };
-        }
-        if let Some(meaning) = self.icmp {
-            return match meaning {
-                "net-unreachable" | "host-unreachable" | "no-route" | "address-unreachable" | "reject-route" => {
-                    Outcome::NoRoute { how: format!("ICMP {meaning}") }
-                }
-                _ => Outcome::Rejected { meaning },
             };
         }
         if self.server_reset {

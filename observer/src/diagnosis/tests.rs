@@ -154,3 +154,26 @@ fn icmp_rejections_and_policy_conflicts() {
     let twice = report::aggregate(vec![f[0].clone(), f[0].clone()]);
     assert_eq!((twice.len(), twice[0].evidence.connections), (1, 2));
 }
+
+#[test]
+fn a_reject_is_rejected_with_the_drop_kept_as_evidence() {
+    let mut s = Scenario::new();
+    let quoted = Flow { protocol: Protocol(6), src: ip("10.244.2.20"), sport: 43000, dst: ip(ISTIOD), dport: 15017 };
+    s.see(Hook::TcIngress, ("10.244.2.20", 43000), (ISTIOD, 15017), packet("SYN"));
+    s.see(Hook::KfreeSkb, ("10.244.2.20", 43000), (ISTIOD, 15017), dropped("NETFILTER_DROP"));
+    s.see(
+        Hook::TcEgress,
+        ("10.244.2.1", 0),
+        ("10.244.2.20", 0),
+        Detail::IcmpError { icmp_type: 3, icmp_code: 13, meaning: "admin-prohibited", quoted: Some(quoted), mtu: 0 },
+    );
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].requirement, f[0].kind, f[0].mechanism),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::Rejected)
+    );
+    assert_eq!(f[0].dst.istio_port, Some("webhook"));
+    assert_eq!(f[0].evidence.icmp, Some("admin-prohibited"));
+    assert_eq!(f[0].evidence.drop_reason.as_deref(), Some("NETFILTER_DROP"), "where the REJECT rule freed the SYN");
+}
