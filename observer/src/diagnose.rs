@@ -31,9 +31,30 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
     let deadline = args.duration.map(|secs| started + Duration::from_secs(secs));
     let mut correlator = Correlator::default();
     let mut events = 0u64;
+    let mut announced = std::collections::HashSet::new();
     session.run(Some(&inventory), deadline, false, |_, observation| {
         events += 1;
-        correlator.add(&observation);
+        // A drop or rejection is conclusive at once: announce it live (stderr) so an operator
+        // watching sees it within moments of the first blocked attempt; the report follows.
+        if let Some(client) = correlator.add(&observation) {
+            if let Some(c) = correlator.get(client) {
+                let conclusive = matches!(c.outcome(), Outcome::Dropped { .. } | Outcome::Rejected { .. } | Outcome::NoRoute { .. });
+                if conclusive && announced.insert(client) {
+                    if let Some(f) = classify(c, &node, &inventory.pod_cidrs) {
+                        info!(
+                            requirement = ?f.requirement,
+                            client = %format!("{}:{}", client.0, client.1),
+                            "finding: {} {} {} -> {}:{}",
+                            serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                            serde_json::to_value(f.mechanism).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                            f.src.pod.clone().unwrap_or_else(|| client.0.to_string()),
+                            f.dst.service.clone().or(f.dst.pod.clone()).unwrap_or_default(),
+                            f.dst.port.unwrap_or(0),
+                        );
+                    }
+                }
+            }
+        }
         ControlFlow::Continue(())
     })?;
     let (counters, _) = session.counters()?;

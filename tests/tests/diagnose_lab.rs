@@ -276,3 +276,44 @@ fn a_rejected_webhook_call_from_the_api_server_is_r5() {
     assert_eq!(f["dst"]["istio_port"], "webhook");
     assert_eq!(f["evidence"]["icmp"], "admin-prohibited");
 }
+
+#[test]
+fn a_dropped_attempt_is_announced_within_two_seconds() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let inventory = lab.inventory_path().display().to_string();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let running = Running::start(&[
+        "diagnose",
+        "--inventory",
+        &inventory,
+        "--netns",
+        &lab.node_netns("node-a"),
+        "--cgroup-root",
+        &cgroup_root,
+    ]);
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
+    rule.dst = Some((istiod.ip.into(), 32));
+    lab.inject("node-a", &rule).expect("inject");
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(2500))
+        });
+        loop {
+            if let Some(line) = running.stderr().iter().find(|l| l.contains("finding: control-plane-blocked dropped")) {
+                let elapsed = started.elapsed();
+                assert!(elapsed < Duration::from_secs(2), "announced after {elapsed:?}: {line}");
+                assert!(line.contains("istio-system/istiod:15012"), "{line}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "no live finding: {:?}", running.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let (status, _) = running.stop_with_stderr();
+    assert_eq!(status.code(), Some(3));
+}

@@ -128,6 +128,7 @@ impl Connection {
 #[derive(Debug, Default)]
 pub struct Correlator {
     connections: HashMap<(IpAddr, u16), Connection>,
+    last_touched: Option<(IpAddr, u16)>,
 }
 
 impl Correlator {
@@ -135,7 +136,19 @@ impl Correlator {
         self.connections.values()
     }
 
-    pub fn add(&mut self, o: &Observation) {
+    /// The connection of `client`, if seen.
+    pub fn get(&self, client: (IpAddr, u16)) -> Option<&Connection> {
+        self.connections.get(&client)
+    }
+
+    /// Folds `o` in; returns the client key of the connection it touched.
+    pub fn add(&mut self, o: &Observation) -> Option<(IpAddr, u16)> {
+        self.last_touched = None;
+        self.add_inner(o);
+        self.last_touched.take()
+    }
+
+    fn add_inner(&mut self, o: &Observation) {
         let Some(flow) = o.flow else { return };
         match &o.detail {
             Detail::Packet { tcp_flags, .. } => {
@@ -205,6 +218,7 @@ impl Correlator {
     }
 
     fn entry(&mut self, client: (IpAddr, u16), o: &Observation) -> &mut Connection {
+        self.last_touched = Some(client);
         let c = self.connections.entry(client).or_insert_with(|| Connection::new(client, o.time));
         c.last_seen = c.last_seen.max(o.time);
         c.first_seen = c.first_seen.min(o.time);
