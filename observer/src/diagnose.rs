@@ -64,13 +64,16 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
     let mut findings = Vec::new();
     for c in correlator.connections() {
         stats.connections += 1;
-        match c.outcome() {
+        let outcome = c.outcome();
+        match &outcome {
             Outcome::Established => stats.established += 1,
             Outcome::RefusedByApplication => stats.refused_by_application += 1,
-            _ => match classify(c, &node, &inventory.pod_cidrs) {
-                Some(f) => findings.push(f),
-                None => stats.unresolved += 1,
-            },
+            _ => {}
+        }
+        match classify(c, &node, &inventory.pod_cidrs) {
+            Some(f) => findings.push(f),
+            None if !matches!(outcome, Outcome::Established | Outcome::RefusedByApplication) => stats.unresolved += 1,
+            None => {}
         }
     }
     let findings = report::aggregate(findings);

@@ -318,3 +318,36 @@ fn a_dropped_attempt_is_announced_within_two_seconds() {
     let (status, _) = running.stop_with_stderr();
     assert_eq!(status.code(), Some(3));
 }
+
+#[test]
+fn a_pod_talking_to_a_pod_the_inventory_does_not_name_is_an_r1_discovery_gap() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = lab();
+    // A pod scheduled after the inventory was taken: its address is unknown to it.
+    let mut ghost = lab.pod("details").expect("pod").clone();
+    ghost.name = "ratings-v2-7c9d8b6f5-z8x7c".into();
+    ghost.app = "ratings".into();
+    ghost.workload = "ratings-v2".into();
+    ghost.ip = std::net::Ipv4Addr::new(10, 244, 2, 30);
+    ghost.ip6 = None;
+    lab.add_pod(ghost.clone()).expect("add pod");
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((ghost.ip, 9080)), Duration::from_secs(2))
+            .expect("connect");
+        assert_eq!(out.result, "ok", "the traffic itself works: {out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R1"), Some("discovery-gap"), Some("established"))
+    );
+    assert_eq!(f["dst"]["ip"], ghost.ip.to_string());
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+}

@@ -14,7 +14,9 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         Outcome::Rejected { .. } => Mechanism::Rejected,
         Outcome::Silent => Mechanism::Silent,
         Outcome::NoRoute { .. } => Mechanism::NoRoute,
-        Outcome::Established | Outcome::RefusedByApplication | Outcome::Reset | Outcome::Pending => return None,
+        // Working traffic is only a finding when its endpoint is a pod address nobody names (R1).
+        Outcome::Established => Mechanism::Established,
+        Outcome::RefusedByApplication | Outcome::Reset | Outcome::Pending => return None,
     };
     let (server_ip, port) = c.server?;
     let (src, dst) = (&c.src, &c.dst);
@@ -23,14 +25,18 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         (dst.role == Some(Role::Istiod)).then(|| istio_ports::port_name(istio_ports::Component::Istiod, port)).flatten()
     });
     let in_mesh = |m: Option<MeshMode>| matches!(m, Some(MeshMode::Sidecar | MeshMode::Ambient));
-    let (requirement, kind) = if dst.role == Some(Role::Istiod) && istio_port.is_some() {
+    let unnamed_pod_address = !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| contains(c, server_ip));
+    if mechanism == Mechanism::Established && !unnamed_pod_address {
+        return None;
+    }
+    let (requirement, kind) = if unnamed_pod_address {
+        (Requirement::R1, Kind::DiscoveryGap)
+    } else if dst.role == Some(Role::Istiod) && istio_port.is_some() {
         (Requirement::R5, Kind::ControlPlaneBlocked)
     } else if dst.role == Some(Role::ApiServer) && src.role == Some(Role::Istiod) {
         (Requirement::R2, Kind::ApiserverUnreachable)
     } else if istio_port.is_some() && dst_known {
         (Requirement::R5, Kind::MeshPortBlocked)
-    } else if !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| contains(c, server_ip)) {
-        (Requirement::R1, Kind::DiscoveryGap)
     } else if !dst_known {
         // Traffic to something the inventory does not know and that is not a pod address:
         // not the mesh's business.
@@ -149,6 +155,7 @@ fn remediation(kind: Kind, mechanism: Mechanism, dst: &Party, evidence: &Evidenc
         Mechanism::Rejected => format!("a firewall rejects it (ICMP {}); find the REJECT rule on the path", evidence.icmp.unwrap_or("error")),
         Mechanism::Silent => format!("no drop on node {node}: look beyond it (cloud firewall, security group, underlay, the destination node)"),
         Mechanism::NoRoute => format!("no route: check the routes to {target} on node {node} and the CNI's routing"),
+        Mechanism::Established => "the connection itself works".to_string(),
     };
     match kind {
         Kind::ControlPlaneBlocked => format!("Allow TCP {port} to istiod ({target}): {where_}. Proxies get no configuration while it is blocked."),
@@ -156,6 +163,6 @@ fn remediation(kind: Kind, mechanism: Mechanism, dst: &Party, evidence: &Evidenc
         Kind::MeshPortBlocked => format!("Allow Istio's port {port} ({}) to {target}: {where_}.", dst.istio_port.unwrap_or("mesh")),
         Kind::PolicyConflict => format!("An infrastructure rule blocks traffic between mesh workloads that Istio's policies govern: allow TCP {port} to {target} in the host/CNI firewall and keep authorization in Istio. {where_}."),
         Kind::EndpointUnreachable => format!("Restore L3 reachability to {target}:{port}: {where_}."),
-        Kind::DiscoveryGap => format!("{target}:{port} is a pod address the inventory does not name: check that the endpoint is registered (EndpointSlices) and that istiod sees it."),
+        Kind::DiscoveryGap => format!("{target}:{port} is a pod address the inventory does not name ({where_}): check that the endpoint is registered (EndpointSlices) and that istiod sees it, or refresh the inventory."),
     }
 }

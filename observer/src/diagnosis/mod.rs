@@ -57,6 +57,8 @@ pub enum Mechanism {
     Silent,
     /// No route (ICMP net/host unreachable, or a no-route drop).
     NoRoute,
+    /// The connection works (only for `discovery-gap`: the endpoint is unknown, not unreachable).
+    Established,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

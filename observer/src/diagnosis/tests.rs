@@ -177,3 +177,19 @@ fn a_reject_is_rejected_with_the_drop_kept_as_evidence() {
     assert_eq!(f[0].evidence.icmp, Some("admin-prohibited"));
     assert_eq!(f[0].evidence.drop_reason.as_deref(), Some("NETFILTER_DROP"), "where the REJECT rule freed the SYN");
 }
+
+#[test]
+fn working_traffic_to_an_unnamed_pod_address_is_a_discovery_gap() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 44000), ("10.244.2.30", 9080), packet("SYN"));
+    s.see(Hook::TcIngress, ("10.244.2.30", 9080), (PP, 44000), packet("SYN|ACK"));
+    s.see(Hook::TcEgress, (PP, 44001), ("10.244.2.11", 9080), packet("SYN"));
+    s.see(Hook::TcIngress, ("10.244.2.11", 9080), (PP, 44001), packet("SYN|ACK"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(
+        (f[0].requirement, f[0].kind, f[0].mechanism, f[0].severity),
+        (Requirement::R1, Kind::DiscoveryGap, Mechanism::Established, Severity::Medium)
+    );
+    assert_eq!(f[0].dst.ip, Some(ip("10.244.2.30")));
+}
