@@ -351,3 +351,36 @@ fn a_pod_talking_to_a_pod_the_inventory_does_not_name_is_an_r1_discovery_gap() {
     assert_eq!(f["dst"]["ip"], ghost.ip.to_string());
     assert_eq!(f["src"]["pod"], productpage.key().as_str());
 }
+
+#[test]
+fn a_drop_of_hbone_between_ambient_workloads_is_r5_mesh_port_blocked() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let catalog = lab.pod("catalog").expect("pod").clone();
+    assert!(cart.ambient && catalog.ambient);
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let ok = lab.connect("cart", SocketAddr::from((catalog.ip, 15008)), Duration::from_secs(2)).expect("connect");
+        assert_eq!(ok.result, "ok", "HBONE reachable before the fault: {ok:?}");
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15008);
+        rule.comment = Some("default-deny: HBONE not allowed".into());
+        lab.inject("node-a", &rule).expect("inject");
+        let out =
+            lab.connect("cart", SocketAddr::from((catalog.ip, 15008)), Duration::from_millis(2500)).expect("connect");
+        assert_eq!(out.result, "timeout");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R5"), Some("mesh-port-blocked"), Some("dropped"))
+    );
+    assert_eq!(f["dst"]["pod"], catalog.key().as_str());
+    assert_eq!(f["dst"]["istio_port"], "hbone");
+    assert_eq!(f["src"]["pod"], cart.key().as_str());
+    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+}

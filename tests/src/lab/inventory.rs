@@ -31,8 +31,11 @@ pub fn inventory(lab: &str, spec: &LabSpec) -> Value {
     namespaces.dedup();
     for ns in namespaces {
         let injected = spec.pods.iter().any(|p| p.namespace == ns && p.sidecar);
+        let ambient = spec.pods.iter().any(|p| p.namespace == ns && p.ambient);
         let labels = if injected {
             json!({"kubernetes.io/metadata.name": ns, "istio-injection": "enabled"})
+        } else if ambient {
+            json!({"kubernetes.io/metadata.name": ns, "istio.io/dataplane-mode": "ambient"})
         } else {
             json!({"kubernetes.io/metadata.name": ns})
         };

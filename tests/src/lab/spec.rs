@@ -64,6 +64,9 @@ pub struct PodSpec {
     pub ports: Vec<u16>,
     /// Istio sidecar injected (istio-iptables capture + proxy on 15001/15006/...).
     pub sidecar: bool,
+    /// Ambient mode (namespace labelled `istio.io/dataplane-mode=ambient`): the pod also
+    /// listens on HBONE 15008, as ztunnel does inside an ambient pod's namespace.
+    pub ambient: bool,
 }
 
 impl PodSpec {
@@ -110,8 +113,9 @@ fn port(name: &str, port: u16, target_port: u16) -> ServicePort {
 }
 
 impl LabSpec {
-    /// Two nodes joined by a router. node-a runs bookinfo's productpage and reviews (sidecars);
-    /// node-b runs istiod, the API server endpoint and details (sidecar).
+    /// Two nodes joined by a router. node-a runs bookinfo's productpage and reviews (sidecars)
+    /// and shop's cart (ambient); node-b runs istiod, the API server endpoint, details (sidecar)
+    /// and shop's catalog (ambient).
     pub fn bookinfo() -> Self {
         let node = |name: &str, n: u8| NodeSpec {
             name: name.into(),
@@ -136,6 +140,7 @@ impl LabSpec {
                     role,
                     ports: ports.to_vec(),
                     sidecar,
+                    ambient: false,
                 }
             };
         let svc = |ns: &str, name: &str, ip: [u8; 4], app: &str, ports: Vec<ServicePort>| ServiceSpec {
@@ -203,6 +208,34 @@ impl LabSpec {
                     &[9080],
                     true,
                 ),
+                PodSpec {
+                    ambient: true,
+                    ..pod(
+                        "shop",
+                        "cart-5f6d7c8b9-abcde",
+                        "cart",
+                        "cart",
+                        "node-a",
+                        [10, 244, 1, 20],
+                        PodRole::App,
+                        &[8080, 15008],
+                        false,
+                    )
+                },
+                PodSpec {
+                    ambient: true,
+                    ..pod(
+                        "shop",
+                        "catalog-6b7c8d9e4-fghij",
+                        "catalog",
+                        "catalog",
+                        "node-b",
+                        [10, 244, 2, 40],
+                        PodRole::App,
+                        &[8080, 15008],
+                        false,
+                    )
+                },
             ],
             services: vec![
                 svc("default", "kubernetes", [10, 96, 0, 1], "kube-apiserver", vec![port("https", 443, 6443)]),
