@@ -5,4 +5,6 @@ pub mod cgroups;
 pub mod clock;
 pub mod flows;
 pub mod model;
+pub mod namer;
+pub mod names;
 pub mod ringbuf;
