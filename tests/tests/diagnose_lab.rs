@@ -51,9 +51,7 @@ fn node_firewall_dropping_xds_is_an_r5_control_plane_finding() {
     let productpage = lab.pod("productpage").expect("pod").clone();
     let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
     let (code, report) = diagnose(&lab, "node-a", || {
-        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-        rule.dst = Some((istiod.ip.into(), 32));
-        lab.inject("node-a", &rule).expect("inject");
+        lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
         let out = lab
             .connect_as_proxy("productpage", SocketAddr::from((svc, 15012)), Duration::from_millis(2500))
             .expect("connect");
@@ -88,9 +86,7 @@ fn forward_drop_of_an_app_port_between_sidecar_workloads_is_an_r4_policy_conflic
     let lab = lab();
     let details = lab.pod("details").expect("pod").clone();
     let (code, report) = diagnose(&lab, "node-a", || {
-        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 9080);
-        rule.dst = Some((details.ip.into(), 32));
-        lab.inject("node-a", &rule).expect("inject");
+        lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, details.ip.into(), 9080)).expect("inject");
         // The app's request goes through its sidecar (15001), whose upstream SYN is dropped.
         let out = lab
             .connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500))
@@ -231,9 +227,7 @@ fn istiod_cut_off_from_the_api_server_is_r2() {
     let istiod = lab.pod("istiod").expect("pod").clone();
     let kubernetes = lab.spec.services.iter().find(|s| s.name == "kubernetes").expect("svc").cluster_ip;
     let (code, report) = diagnose(&lab, "node-b", || {
-        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 6443);
-        rule.dst = Some((apiserver.ip.into(), 32));
-        lab.inject("node-b", &rule).expect("inject");
+        lab.inject("node-b", &FirewallRule::drop_tcp_to(Hook::Forward, apiserver.ip.into(), 6443)).expect("inject");
         let out =
             lab.connect("istiod", SocketAddr::from((kubernetes, 443)), Duration::from_millis(2500)).expect("connect");
         assert_eq!(out.result, "timeout");
@@ -296,9 +290,7 @@ fn a_dropped_attempt_is_announced_within_two_seconds() {
         "--cgroup-root",
         &cgroup_root,
     ]);
-    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject("node-a", &rule).expect("inject");
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
         scope.spawn(|| {

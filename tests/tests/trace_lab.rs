@@ -42,9 +42,7 @@ fn trace_sees_the_xds_syn_and_its_netfilter_drop() {
     assert!(!observer.json().iter().any(|v| v["type"] == "drop" && v["flow"]["sport"] == sport));
 
     // A node firewall rule drops xDS: the SYN is seen, then NETFILTER_DROP for that very flow.
-    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject("node-a", &rule).expect("inject");
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
     let blocked = lab.connect_as_proxy("productpage", xds, Duration::from_millis(1500)).expect("connect");
     assert_eq!(blocked.result, "timeout", "{blocked:?}");
     let sport = blocked.local_addr().expect("local").port();
@@ -86,9 +84,11 @@ fn trace_ignores_drops_in_other_namespaces() {
     let istiod = lab.pod("istiod").expect("pod").clone();
     // Watch node-a; the drop happens on node-b (another namespace): not reported.
     let observer = Running::start(&["trace", "--netns", &node_ns, "--output", "json", "--port", "15010"]);
-    let mut rule = FirewallRule::drop_tcp(Hook::Input, 15010);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject_in_netns(&lab.pod_netns("istiod").expect("ns"), &rule).expect("inject");
+    lab.inject_in_netns(
+        &lab.pod_netns("istiod").expect("ns"),
+        &FirewallRule::drop_tcp_to(Hook::Input, istiod.ip.into(), 15010),
+    )
+    .expect("inject");
     let blocked = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1200))
         .expect("connect");
@@ -222,9 +222,7 @@ fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
         "15010",
     ]);
     // Silently dropped in the underlay-facing FORWARD of node-b (not the watched node).
-    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15010);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject("node-b", &rule).expect("inject");
+    lab.inject("node-b", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15010)).expect("inject");
     let out = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(2500))
         .expect("connect");
@@ -292,9 +290,11 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
         assert_eq!(v["interface"], serde_json::Value::Null, "cgroup hooks name no interface of the node: {v}");
     }
     // A DROP inside istiod's own namespace: the SYN leaves productpage's socket, never reaches istiod's.
-    let mut rule = FirewallRule::drop_tcp(Hook::Input, 15010);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject_in_netns(&lab.pod_netns("istiod").expect("ns"), &rule).expect("inject");
+    lab.inject_in_netns(
+        &lab.pod_netns("istiod").expect("ns"),
+        &FirewallRule::drop_tcp_to(Hook::Input, istiod.ip.into(), 15010),
+    )
+    .expect("inject");
     let blocked = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1200))
         .expect("connect");
@@ -322,9 +322,7 @@ fn drops_in_pod_namespaces_behind_the_node_are_in_scope() {
     let observer =
         Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
     // A NetworkPolicy-like egress DROP inside productpage's own namespace.
-    let mut rule = FirewallRule::drop_tcp(Hook::Output, 15014);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject_in_netns(&pod_ns, &rule).expect("inject");
+    lab.inject_in_netns(&pod_ns, &FirewallRule::drop_tcp_to(Hook::Output, istiod.ip.into(), 15014)).expect("inject");
     let out = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_millis(1200))
         .expect("connect");
@@ -431,9 +429,7 @@ fn tcp_tracepoints_report_retransmits_and_a_closed_ports_reset() {
     // Retransmitted SYNs of productpage's proxy, blackholed at node-b.
     let observer =
         Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15010"]);
-    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15010);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject("node-b", &rule).expect("inject");
+    lab.inject("node-b", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15010)).expect("inject");
     let out = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15010)), Duration::from_millis(1500))
         .expect("connect");

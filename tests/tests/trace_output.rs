@@ -104,9 +104,7 @@ fn filters_select_exactly_the_expected_events() {
     let istiod = lab.pod("istiod").expect("pod").clone();
     let details = lab.pod("details").expect("pod").clone();
     let node_ns = lab.node_netns("node-a");
-    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject("node-a", &rule).expect("inject");
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
 
     // --pod + --verdict dropped: only productpage's drops, not reviews' (same rule), no packets.
     let pod = Running::start(&[
@@ -174,9 +172,7 @@ fn pcap_of_a_blocked_flow_is_read_by_tshark() {
         "--pcap",
         &pcap_arg,
     ]);
-    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject("node-a", &rule).expect("inject");
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
     let out = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1200))
         .expect("connect");

@@ -72,9 +72,7 @@ fn trace_in_a_terminal_has_aligned_columns_colour_and_a_summary() {
     );
     tmux.run(&["new-session", "-d", "-s", "trace", "-x", "260", "-y", "60", &command]);
     tmux.wait_for("ready", Duration::from_secs(30));
-    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15012);
-    rule.dst = Some((istiod.ip.into(), 32));
-    lab.inject("node-a", &rule).expect("inject");
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
     let out = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1200))
         .expect("connect");

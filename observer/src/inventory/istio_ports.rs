@@ -71,17 +71,17 @@ pub fn is_control_port(port: u16) -> bool {
     matches!(port, 15010 | 15012 | 15014 | 15017)
 }
 
+/// Whether any Istio component uses `port` (no allocation: called per event).
+pub fn is_istio_port(port: u16) -> bool {
+    [Component::Sidecar, Component::Ztunnel, Component::Istiod, Component::Gateway]
+        .iter()
+        .any(|c| port_name(*c, port).is_some())
+        && port != 443
+}
+
 /// Every port the catalogue knows (the kernel filter's "Istio ports" set).
 pub fn all_ports() -> Vec<u16> {
-    let mut ports: Vec<u16> = (15000..=15090)
-        .filter(|p| {
-            [Component::Sidecar, Component::Ztunnel, Component::Istiod, Component::Gateway]
-                .iter()
-                .any(|c| port_name(*c, *p).is_some())
-        })
-        .collect();
-    ports.push(15443);
-    ports
+    (15000..=15443).filter(|p| is_istio_port(*p)).collect()
 }
 
 #[cfg(test)]
@@ -101,5 +101,7 @@ mod tests {
             assert!(all.contains(&p), "{p}");
         }
         assert!(!all.contains(&15003));
+        assert!(is_istio_port(15012) && !is_istio_port(9080));
+        assert!(!is_istio_port(443), "443 is istiod's webhook Service port, not an Istio port elsewhere");
     }
 }

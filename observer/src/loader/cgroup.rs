@@ -54,38 +54,26 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, loaded: &KernelInfo) -> Result<Cgrou
     let dir = File::open(root).map_err(|source| CgroupError::Open { path: root.to_path_buf(), source })?;
     let mut hooks = CgroupHooks::default();
     if loaded.cgroup_skb_available {
-        let mut ok = true;
-        for (name, attach_type) in
-            [(CGROUP_INGRESS, CgroupSkbAttachType::Ingress), (CGROUP_EGRESS, CgroupSkbAttachType::Egress)]
-        {
-            let attached = program_mut::<CgroupSkb>(ebpf, name)
-                .map_err(|e| e.to_string())
-                .and_then(|p| p.attach(&dir, attach_type, CgroupAttachMode::Single).map_err(|e| e.to_string()));
-            if let Err(err) = attached {
-                warn!(
-                    "cgroup_skb {name} not attached to {}: {err}; packets at the pods' sockets will not be reported",
-                    root.display()
-                );
-                ok = false;
-            }
-        }
-        hooks.skb = ok;
+        hooks.skb = attach_each(
+            [(CGROUP_INGRESS, CgroupSkbAttachType::Ingress), (CGROUP_EGRESS, CgroupSkbAttachType::Egress)],
+            root,
+            "packets at the pods' sockets will not be reported",
+            |(name, attach_type)| {
+                let program = program_mut::<CgroupSkb>(ebpf, name).map_err(|e| e.to_string())?;
+                program.attach(&dir, attach_type, CgroupAttachMode::Single).map(drop).map_err(|e| e.to_string())
+            },
+        );
     }
     if loaded.connect_available {
-        let mut ok = true;
-        for name in [CONNECT4, CONNECT6] {
-            let attached = program_mut::<CgroupSockAddr>(ebpf, name)
-                .map_err(|e| e.to_string())
-                .and_then(|p| p.attach(&dir, CgroupAttachMode::Single).map_err(|e| e.to_string()));
-            if let Err(err) = attached {
-                warn!(
-                    "cgroup {name} not attached to {}: {err}; connect() attempts will not be reported",
-                    root.display()
-                );
-                ok = false;
-            }
-        }
-        hooks.connect = ok;
+        hooks.connect = attach_each(
+            [(CONNECT4, ()), (CONNECT6, ())],
+            root,
+            "connect() attempts will not be reported",
+            |(name, ())| {
+                let program = program_mut::<CgroupSockAddr>(ebpf, name).map_err(|e| e.to_string())?;
+                program.attach(&dir, CgroupAttachMode::Single).map(drop).map_err(|e| e.to_string())
+            },
+        );
     }
     if loaded.sockops_available {
         let attached = program_mut::<SockOps>(ebpf, SOCKOPS)
@@ -100,6 +88,24 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, loaded: &KernelInfo) -> Result<Cgrou
         }
     }
     Ok(hooks)
+}
+
+/// Attaches each named program with `attach`; a failure is a warning saying what is lost.
+/// Returns whether all of them got attached.
+fn attach_each<T: Copy>(
+    programs: impl IntoIterator<Item = (&'static str, T)>,
+    root: &Path,
+    lost: &str,
+    mut attach: impl FnMut((&'static str, T)) -> Result<(), String>,
+) -> bool {
+    let mut ok = true;
+    for item in programs {
+        if let Err(err) = attach(item) {
+            warn!("cgroup program {} not attached to {}: {err}; {lost}", item.0, root.display());
+            ok = false;
+        }
+    }
+    ok
 }
 
 #[cfg(test)]

@@ -152,7 +152,7 @@ fn quoted(o: &Observation) -> Option<&Flow> {
 }
 
 fn is_istio(port: u16) -> bool {
-    istio_ports::all_ports().contains(&port)
+    istio_ports::is_istio_port(port)
 }
 
 #[cfg(test)]

@@ -65,6 +65,12 @@ impl FirewallRule {
         }
     }
 
+    /// [`FirewallRule::drop_tcp`] limited to one destination address (/32 or /128).
+    pub fn drop_tcp_to(hook: Hook, dst: IpAddr, dport: u16) -> Self {
+        let prefix = if dst.is_ipv4() { 32 } else { 128 };
+        Self { dst: Some((dst, prefix)), ..Self::drop_tcp(hook, dport) }
+    }
+
     fn chain_name(&self) -> &'static str {
         match self.hook {
             Hook::Prerouting => "PREROUTING",
