@@ -40,6 +40,10 @@ pub struct DiagnoseArgs {
     pub duration: Option<u64>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Do not name the netfilter rule behind NETFILTER_DROP drops (by default the rulesets of
+    /// the namespace of each drop are read with iptables-*-save and nft, never changed).
+    #[arg(long)]
+    pub no_culprit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,4 +118,8 @@ pub struct TraceArgs {
     /// Also print drops from network namespaces other than the watched one.
     #[arg(long)]
     pub all_netns: bool,
+    /// Do not name the netfilter rule behind NETFILTER_DROP drops (by default the rulesets of
+    /// the namespace of each drop are read with iptables-*-save and nft, never changed).
+    #[arg(long)]
+    pub no_culprit: bool,
 }

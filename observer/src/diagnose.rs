@@ -26,7 +26,8 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
     let (ebpf, kernel, netns) = Session::load(args.netns.as_deref())?;
     let node = args.node_name.clone().unwrap_or_else(|| netns.name.clone());
     // Every handshake matters to the diagnosis: no kernel-side narrowing.
-    let mut session = Session::start(ebpf, kernel, netns, &KernelFilter::default(), args.cgroup_root.clone())?;
+    let mut session =
+        Session::start(ebpf, kernel, netns, &KernelFilter::default(), args.cgroup_root.clone(), !args.no_culprit)?;
     let started = Instant::now();
     let deadline = args.duration.map(|secs| started + Duration::from_secs(secs));
     let mut correlator = Correlator::default();

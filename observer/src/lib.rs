@@ -7,5 +7,6 @@ pub mod events;
 pub mod inventory;
 pub mod kernel;
 pub mod loader;
+pub mod netfilter;
 pub mod session;
 pub mod trace;

@@ -34,6 +34,7 @@ use crate::{
         programs::KernelInfo,
         NetnsTarget,
     },
+    netfilter::Attributor,
 };
 
 pub struct Session {
@@ -47,6 +48,8 @@ pub struct Session {
     stop: Arc<AtomicBool>,
     /// Drops and TCP events of namespaces outside the node, not passed on.
     pub out_of_scope: u64,
+    /// Names the netfilter rule of each NETFILTER_DROP (None: `--no-culprit`).
+    culprits: Option<Attributor>,
 }
 
 impl Session {
@@ -64,6 +67,7 @@ impl Session {
         netns: NetnsTarget,
         filter: &KernelFilter,
         cgroup_root: Option<PathBuf>,
+        culprits: bool,
     ) -> anyhow::Result<Self> {
         let events = EventSource::new(&mut ebpf)?;
         filter.apply(&mut ebpf)?;
@@ -91,7 +95,13 @@ impl Session {
             "ready: attached to {} interfaces",
             attached.interfaces.len()
         );
-        Ok(Self { ebpf, kernel, netns, events, attached, watch, cgroup_root, stop, out_of_scope: 0 })
+        let culprits = culprits.then(|| {
+            let mut attributor = Attributor::default();
+            // A first read of the node's rulesets: the counters' "before" for the first drop.
+            attributor.prime(netns.inode as u32, netns.path());
+            attributor
+        });
+        Ok(Self { ebpf, kernel, netns, events, attached, watch, cgroup_root, stop, out_of_scope: 0, culprits })
     }
 
     /// Hands every in-scope observation (with its raw event) to `each` until Ctrl-C/SIGTERM,
@@ -118,7 +128,7 @@ impl Session {
             if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
                 namer.interfaces = self.attached.interfaces.clone();
             }
-            let (watch, out_of_scope) = (&self.watch, &mut self.out_of_scope);
+            let (watch, out_of_scope, culprits) = (&self.watch, &mut self.out_of_scope, &mut self.culprits);
             self.events.poll(100, |event| {
                 if done {
                     return;
@@ -131,9 +141,18 @@ impl Session {
                         return;
                     }
                 }
-                done = each(&event, observation).is_break();
+                if let Some(attributor) = culprits.as_mut().filter(|_| Attributor::wants(&observation)) {
+                    if let Some((event, observation)) = attributor.push(event, observation) {
+                        done = each(&event, observation).is_break();
+                    }
+                } else {
+                    done = each(&event, observation).is_break();
+                }
             })?;
+            done = done || pass_attributed(&mut self.culprits, &self.watch, false, &mut each).is_break();
         }
+        // Drops still waiting for their culprit are attributed now, not lost.
+        let _ = pass_attributed(&mut self.culprits, &self.watch, true, &mut each);
         Ok(())
     }
 
@@ -141,4 +160,20 @@ impl Session {
     pub fn counters(&self) -> anyhow::Result<(Vec<(&'static str, u64)>, u64)> {
         Ok((read_counters(&self.ebpf)?, self.events.undecodable))
     }
+}
+
+/// Hands on the netfilter drops whose culprit is known (all of them when `flush`).
+fn pass_attributed(
+    culprits: &mut Option<Attributor>,
+    watch: &NodeWatch,
+    flush: bool,
+    each: &mut impl FnMut(&Event, Observation) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let Some(attributor) = culprits.as_mut().filter(|a| !a.is_idle()) else {
+        return ControlFlow::Continue(());
+    };
+    for (event, observation) in attributor.ready(flush, &|inode| watch.path_of(inode)) {
+        each(&event, observation)?;
+    }
+    ControlFlow::Continue(())
 }

@@ -76,6 +76,16 @@ fn node_firewall_dropping_xds_is_an_r5_control_plane_finding() {
     assert_eq!(f["evidence"]["interface"], "cni0");
     assert!(f["evidence"]["attempts"].as_u64().is_some_and(|a| a >= 2), "SYN retransmitted: {f}");
     assert!(f["remediation"].as_str().is_some_and(|r| r.contains("15012")));
+    // The culprit: the very rule the fault injector wrote, confirmed by its counters.
+    let c = &f["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "{f:#}");
+    assert_eq!(
+        (c["backend"].as_str(), c["table"].as_str(), c["chain"].as_str()),
+        (Some("iptables-nft"), Some("filter"), Some("FORWARD"))
+    );
+    assert_eq!(c["rule"], format!("-A FORWARD -d {}/32 -p tcp -m tcp --dport 15012 -j DROP", istiod.ip));
+    assert_eq!((c["position"].as_u64(), c["hook"].as_str()), (Some(1), Some("FORWARD")));
+    assert!(f["remediation"].as_str().is_some_and(|r| r.contains("-A FORWARD -d")), "{f:#}");
 }
 
 #[test]
@@ -270,6 +280,14 @@ fn a_rejected_webhook_call_from_the_api_server_is_r5() {
     assert_eq!(f["src"]["pod"], apiserver.key().as_str());
     assert_eq!(f["dst"]["istio_port"], "webhook");
     assert_eq!(f["evidence"]["icmp"], "admin-prohibited");
+    assert_eq!(f["culprit"]["chain"], "FORWARD", "{f:#}");
+    assert_eq!(
+        f["culprit"]["rule"],
+        format!(
+            "-A FORWARD -d {}/32 -p tcp -m tcp --dport 15017 -j REJECT --reject-with icmp-admin-prohibited",
+            istiod.ip
+        )
+    );
 }
 
 #[test]

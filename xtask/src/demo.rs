@@ -71,11 +71,15 @@ pub fn run() -> anyhow::Result<()> {
     });
     println!("   SYN of the blocked connection seen at {node}: {}", yes(syn));
     println!("   NETFILTER_DROP of that flow at {node}: {}", yes(dropped));
+    let culprit = lines.iter().any(|l| {
+        l.contains("NETFILTER_DROP") && l.contains("filter/FORWARD #1") && l.contains("demo: host firewall blocks xDS")
+    });
+    println!("   the rule that dropped it named (filter/FORWARD #1, the demo's rule): {}", yes(culprit));
     drop(lab);
     println!("\nlab torn down.");
-    if blocked.result == "ok" || !syn || !dropped {
+    if blocked.result == "ok" || !syn || !dropped || !culprit {
         bail!(
-            "the demo did not show the blocked xDS connection (client: {}, SYN seen: {syn}, drop seen: {dropped})",
+            "the demo did not show the blocked xDS connection (client: {}, SYN seen: {syn}, drop seen: {dropped}, culprit named: {culprit})",
             blocked.result
         );
     }

@@ -2,7 +2,10 @@
 //! Istio's requirements the infrastructure broke, and what to do about it. Only what the
 //! evidence shows: an application refusing, an ambiguous reset or a pending SYN is no finding.
 
-use crate::inventory::{istio_ports, MeshMode, Role};
+use crate::{
+    inventory::{istio_ports, MeshMode, Role},
+    netfilter::{Confidence, Culprit},
+};
 
 use super::{Connection, Evidence, Finding, Kind, Mechanism, Outcome, Party, Requirement, Severity};
 
@@ -100,7 +103,8 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         service: src.service.clone(),
         istio_port: None,
     };
-    let remediation = remediation(kind, mechanism, &dst_party, &evidence, node);
+    let culprit = matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected).then(|| c.culprit.clone()).flatten();
+    let remediation = remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node);
     Some(Finding {
         requirement,
         kind,
@@ -110,6 +114,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         dst: dst_party,
         node: node.to_string(),
         evidence,
+        culprit,
         remediation,
     })
 }
@@ -139,23 +144,43 @@ fn contains(cidr: &crate::loader::filter::Cidr, ip: std::net::IpAddr) -> bool {
     }
 }
 
-fn remediation(kind: Kind, mechanism: Mechanism, dst: &Party, evidence: &Evidence, node: &str) -> String {
+fn remediation(
+    kind: Kind,
+    mechanism: Mechanism,
+    dst: &Party,
+    evidence: &Evidence,
+    culprit: Option<&Culprit>,
+    node: &str,
+) -> String {
     let port = dst.port.unwrap_or(0);
     let target = dst
         .service
         .clone()
         .or_else(|| dst.pod.clone())
         .unwrap_or_else(|| dst.ip.map(|i| i.to_string()).unwrap_or_default());
-    let where_ = match mechanism {
-        Mechanism::Dropped => format!(
+    let identified = culprit.filter(|c| c.confidence != Confidence::NotIdentified);
+    let where_ = match (mechanism, identified) {
+        (Mechanism::Dropped | Mechanism::Rejected, Some(c)) => {
+            let source = match (c.network_policy.as_deref(), c.owner) {
+                (Some(policy), Some(owner)) => format!(" (written by {owner} for NetworkPolicy {policy}: change the policy)"),
+                (None, Some(owner)) => format!(" (written by {owner}: change its configuration, not the rule)"),
+                _ => String::new(),
+            };
+            format!(
+                "on node {node} {} decides it: {}{source}",
+                if mechanism == Mechanism::Rejected { "a REJECT" } else { "a DROP" },
+                c.summary()
+            )
+        }
+        (Mechanism::Dropped, None) => format!(
             "a netfilter rule on node {node} drops it ({} in netns {}): find it with `iptables-save`/`nft list ruleset` there",
             evidence.drop_reason.as_deref().unwrap_or("?"),
             evidence.netns.unwrap_or(0)
         ),
-        Mechanism::Rejected => format!("a firewall rejects it (ICMP {}); find the REJECT rule on the path", evidence.icmp.unwrap_or("error")),
-        Mechanism::Silent => format!("no drop on node {node}: look beyond it (cloud firewall, security group, underlay, the destination node)"),
-        Mechanism::NoRoute => format!("no route: check the routes to {target} on node {node} and the CNI's routing"),
-        Mechanism::Established => "the connection itself works".to_string(),
+        (Mechanism::Rejected, None) => format!("a firewall rejects it (ICMP {}); find the REJECT rule on the path", evidence.icmp.unwrap_or("error")),
+        (Mechanism::Silent, _) => format!("no drop on node {node}: look beyond it (cloud firewall, security group, underlay, the destination node)"),
+        (Mechanism::NoRoute, _) => format!("no route: check the routes to {target} on node {node} and the CNI's routing"),
+        (Mechanism::Established, _) => "the connection itself works".to_string(),
     };
     match kind {
         Kind::ControlPlaneBlocked => format!("Allow TCP {port} to istiod ({target}): {where_}. Proxies get no configuration while it is blocked."),

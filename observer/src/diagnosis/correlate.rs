@@ -7,6 +7,7 @@ use std::{collections::HashMap, net::IpAddr, time::SystemTime};
 use crate::{
     events::model::{Detail, Observation},
     inventory::Endpoint,
+    netfilter::Culprit,
 };
 
 /// How a connection attempt ended, as far as this node saw.
@@ -56,6 +57,8 @@ pub struct Connection {
     pub syn_retransmits: u32,
     pub drops: Vec<(String, String, u32, Option<String>, &'static str)>,
     pub icmp: Option<&'static str>,
+    /// The netfilter rule behind its drops, the most certain one seen.
+    pub culprit: Option<Culprit>,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
 }
@@ -76,6 +79,7 @@ impl Connection {
             syn_retransmits: 0,
             drops: Vec::new(),
             icmp: None,
+            culprit: None,
             first_seen: time,
             last_seen: time,
         }
@@ -170,7 +174,7 @@ impl Correlator {
                     }
                 }
             }
-            Detail::Drop { drop_reason, location, netns, .. } => {
+            Detail::Drop { drop_reason, location, netns, culprit } => {
                 let key = if self.connections.contains_key(&(flow.dst, flow.dport)) {
                     (flow.dst, flow.dport)
                 } else {
@@ -186,6 +190,11 @@ impl Correlator {
                     c.refused_by_application = true;
                 } else {
                     c.drops.push((drop_reason.clone(), location.clone(), *netns, o.interface.clone(), o.hook.as_str()));
+                    if let Some(new) = culprit {
+                        if c.culprit.as_ref().is_none_or(|old| new.confidence > old.confidence) {
+                            c.culprit = Some((**new).clone());
+                        }
+                    }
                 }
             }
             Detail::IcmpError { meaning, quoted: Some(q), .. } => {

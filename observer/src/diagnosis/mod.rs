@@ -118,6 +118,9 @@ pub struct Finding {
     pub dst: Party,
     pub node: String,
     pub evidence: Evidence,
+    /// The netfilter rule that dropped or rejected the traffic (`dropped`/`rejected` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub culprit: Option<crate::netfilter::Culprit>,
     pub remediation: String,
 }
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub fn aggregate(findings: Vec<Finding>) -> Vec<Finding> {
                 if f.evidence.last_seen > g.evidence.last_seen {
                     g.evidence.last_seen = f.evidence.last_seen.clone();
                 }
+                if f.culprit.as_ref().map(|c| c.confidence) > g.culprit.as_ref().map(|c| c.confidence) {
+                    g.culprit = f.culprit;
+                }
             }
             None => {
                 groups.insert(key, f);
@@ -115,7 +118,11 @@ pub fn text(report: &Report<'_>) -> String {
             if let Some(i) = e.icmp {
                 facts.push(format!("ICMP {i}"));
             }
-            out.push_str(&format!("      evidence: {}\n      fix: {}\n", facts.join("; "), f.remediation));
+            out.push_str(&format!("      evidence: {}\n", facts.join("; ")));
+            if let Some(c) = &f.culprit {
+                out.push_str(&format!("      culprit: {}\n", c.summary()));
+            }
+            out.push_str(&format!("      fix: {}\n", f.remediation));
         }
     }
     if report.findings.is_empty() {

@@ -57,7 +57,7 @@ fn packet(flags: &str) -> Detail {
 }
 
 fn dropped(reason: &str) -> Detail {
-    Detail::Drop { drop_reason: reason.into(), location: "nft_do_chain+0x3e8".into(), netns: 7 }
+    Detail::Drop { drop_reason: reason.into(), location: "nft_do_chain+0x3e8".into(), netns: 7, culprit: None }
 }
 
 fn socket(event: &'static str) -> Detail {
@@ -192,4 +192,38 @@ fn working_traffic_to_an_unnamed_pod_address_is_a_discovery_gap() {
         (Requirement::R1, Kind::DiscoveryGap, Mechanism::Established, Severity::Medium)
     );
     assert_eq!(f[0].dst.ip, Some(ip("10.244.2.30")));
+}
+
+#[test]
+fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
+    use crate::netfilter::{Confidence, Culprit};
+    let with = |confidence: Confidence, chain: &str| {
+        let mut c = Culprit::not_identified(Some("FORWARD"), "x");
+        (c.confidence, c.backend, c.table, c.chain) =
+            (confidence, Some("iptables-nft"), Some("filter".into()), Some(chain.into()));
+        c.rule = Some(format!("-A {chain} -p tcp -m tcp --dport 15012 -j DROP"));
+        c.note = None;
+        Detail::Drop {
+            drop_reason: "NETFILTER_DROP".into(),
+            location: "nft_do_chain+0x3e8".into(),
+            netns: 7,
+            culprit: Some(Box::new(c)),
+        }
+    };
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet("SYN"));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Evaluated, "FORWARD"));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Confirmed, "MESH"));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Evaluated, "OTHER"));
+    let findings = report::aggregate(s.findings());
+    let c = findings[0].culprit.as_ref().expect("culprit");
+    assert_eq!((c.confidence, c.chain.as_deref()), (Confidence::Confirmed, Some("MESH")));
+    assert!(findings[0].remediation.contains("-A MESH -p tcp"), "{}", findings[0].remediation);
+    let text = report::text(&report::Report { node: "node-a", findings: &findings, stats: Default::default() });
+    assert!(
+        text.contains(
+            "culprit: iptables-nft filter/MESH `-A MESH -p tcp -m tcp --dport 15012 -j DROP` (confirmed by counters)"
+        ),
+        "{text}"
+    );
 }

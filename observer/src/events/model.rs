@@ -12,7 +12,7 @@ use observer_common::event::{
 };
 use serde::Serialize;
 
-use crate::inventory::Endpoint;
+use crate::{inventory::Endpoint, netfilter::Culprit};
 
 /// A packet's 5-tuple with real address types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -136,7 +136,14 @@ pub enum Detail {
     /// A TCP handshake or reset packet.
     Packet { tcp_flags: String, tcp_seq: u32 },
     /// A packet the kernel dropped.
-    Drop { drop_reason: String, location: String, netns: u32 },
+    Drop {
+        drop_reason: String,
+        location: String,
+        netns: u32,
+        /// The netfilter rule that decided a `NETFILTER_DROP` (attached after the rulesets are read).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        culprit: Option<Box<Culprit>>,
+    },
     /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
     IcmpError { icmp_type: u8, icmp_code: u8, meaning: &'static str, quoted: Option<Flow>, mtu: u32 },
     /// An application's connect() (destination before any redirect/DNAT).

@@ -221,6 +221,7 @@ impl Namer<'_> {
                     drop_reason: self.drop_reasons.name(d.reason),
                     location: self.kallsyms.symbolize(d.location),
                     netns: d.netns_ino,
+                    culprit: None,
                 },
             },
         }
@@ -284,7 +285,12 @@ mod tests {
         assert_eq!(obs.interface, None);
         assert_eq!(
             obs.detail,
-            Detail::Drop { drop_reason: "NETFILTER_DROP".into(), location: "nf_hook_slow+0x10".into(), netns: 78 }
+            Detail::Drop {
+                drop_reason: "NETFILTER_DROP".into(),
+                location: "nf_hook_slow+0x10".into(),
+                netns: 78,
+                culprit: None
+            }
         );
     }
 

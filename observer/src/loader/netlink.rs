@@ -27,7 +27,9 @@ const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
+const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
+const RTN_LOCAL: u8 = 2;
 const RTMSG_LEN: usize = 12;
 const NETNSA_NSID: u16 = 1;
 const NETNSA_FD: u16 = 3;
@@ -136,6 +138,38 @@ impl RouteSocket {
         out.sort_unstable();
         out.dedup();
         Ok(out)
+    }
+
+    /// How this namespace routes a packet to `dst`: whether `dst` is one of its own addresses,
+    /// and the output interface. `None` when it has no route (unreachable, prohibited).
+    pub fn route_get(&mut self, dst: std::net::IpAddr) -> io::Result<Option<RouteLookup>> {
+        let (family, bytes, bits) = match dst {
+            std::net::IpAddr::V4(a) => (libc::AF_INET, a.octets().to_vec(), 32u8),
+            std::net::IpAddr::V6(a) => (libc::AF_INET6, a.octets().to_vec(), 128u8),
+        };
+        let mut body = vec![0u8; RTMSG_LEN];
+        body[0] = family as u8;
+        body[1] = bits;
+        push_attr(&mut body, RTA_DST, &bytes);
+        let seq = self.send(RTM_GETROUTE, NLM_F_REQUEST, &body)?;
+        let mut found = None;
+        let answer = self.receive(seq, |kind, payload| {
+            if kind == RTM_NEWROUTE {
+                found = parse_route_lookup(payload);
+            }
+        });
+        match answer {
+            Ok(()) => Ok(found),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The id this namespace gives to the namespace behind `netns` (None if it has none).
@@ -294,6 +328,22 @@ pub fn default_route_oif(payload: &[u8]) -> Option<u32> {
     attrs(payload.get(RTMSG_LEN..)?)
         .find(|(t, _)| *t == RTA_OIF)
         .and_then(|(_, v)| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)))
+}
+
+/// The answer to a route lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteLookup {
+    /// The destination is an address of this namespace (route type `local`).
+    pub local: bool,
+    pub oif: Option<u32>,
+}
+
+pub fn parse_route_lookup(payload: &[u8]) -> Option<RouteLookup> {
+    let kind = *payload.get(7)?;
+    let oif = attrs(payload.get(RTMSG_LEN..)?)
+        .find(|(t, _)| *t == RTA_OIF)
+        .and_then(|(_, v)| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)));
+    Some(RouteLookup { local: kind == RTN_LOCAL, oif })
 }
 
 /// A link from an RTM_NEWLINK/RTM_DELLINK payload (ifinfomsg + attributes).

@@ -50,6 +50,10 @@ impl NetnsTarget {
         Ok(Self { name, path, file, inode })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `f` with the current thread inside this namespace, then returns to the original one.
     pub fn run_inside<T>(&self, f: impl FnOnce() -> T) -> Result<T, NetnsError> {
         let original_path = PathBuf::from("/proc/thread-self/ns/net");

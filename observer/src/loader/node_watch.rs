@@ -32,8 +32,9 @@ pub enum WatchError {
 pub struct NodeWatch {
     requests: RouteSocket,
     monitor: RouteSocket,
-    /// Inodes of the watched namespace and of the pod namespaces behind its veths.
-    scope: BTreeSet<u32>,
+    /// Inodes of the watched namespace and of the pod namespaces behind its veths, with a path
+    /// to enter each.
+    scope: BTreeMap<u32, PathBuf>,
 }
 
 impl NodeWatch {
@@ -42,18 +43,26 @@ impl NodeWatch {
             netns.run_inside(|| Ok::<_, std::io::Error>((RouteSocket::open()?, RouteSocket::link_monitor()?)))?;
         let (requests, monitor) =
             sockets.map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
-        let mut watch = Self { requests, monitor, scope: BTreeSet::new() };
+        let mut watch = Self { requests, monitor, scope: BTreeMap::new() };
         watch.refresh_scope(netns);
         Ok(watch)
     }
 
     /// Whether a drop in namespace `inode` belongs to this node.
     pub fn in_scope(&self, inode: u32) -> bool {
-        self.scope.contains(&inode)
+        self.scope.contains_key(&inode)
     }
 
-    pub fn scope(&self) -> &BTreeSet<u32> {
+    pub fn scope(&self) -> &BTreeMap<u32, PathBuf> {
         &self.scope
+    }
+
+    /// A path to enter namespace `inode`: the node's, a pod's, or any other of the machine's.
+    pub fn path_of(&self, inode: u32) -> Option<PathBuf> {
+        self.scope
+            .get(&inode)
+            .cloned()
+            .or_else(|| candidate_namespaces().into_iter().find(|(ino, _)| *ino as u32 == inode).map(|(_, path)| path))
     }
 
     /// Recomputes the pod namespaces: every namespace on the machine (named ones and those of
@@ -72,7 +81,7 @@ impl NodeWatch {
         let uplinks = self.requests.default_route_interfaces().unwrap_or_default();
         let peer_ids: BTreeSet<i32> =
             links.iter().filter(|l| !uplinks.contains(&l.index)).filter_map(|l| l.link_netnsid).collect();
-        let mut scope = BTreeSet::from([netns.inode as u32]);
+        let mut scope = BTreeMap::from([(netns.inode as u32, netns.path().to_path_buf())]);
         if !peer_ids.is_empty() {
             for (inode, path) in candidate_namespaces() {
                 if inode == netns.inode {
@@ -81,7 +90,7 @@ impl NodeWatch {
                 let Ok(file) = File::open(&path) else { continue };
                 match self.requests.nsid_of(file.as_fd()) {
                     Ok(Some(id)) if peer_ids.contains(&id) => {
-                        scope.insert(inode as u32);
+                        scope.insert(inode as u32, path);
                     }
                     Ok(_) => {}
                     Err(err) => debug!(path = %path.display(), "nsid: {err}"),
@@ -89,7 +98,7 @@ impl NodeWatch {
             }
         }
         if scope != self.scope {
-            debug!(namespaces = ?scope, "drop scope");
+            debug!(namespaces = ?scope.keys().collect::<Vec<_>>(), "drop scope");
         }
         self.scope = scope;
     }

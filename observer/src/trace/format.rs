@@ -22,7 +22,10 @@ pub fn text_line(o: &Observation) -> String {
     let flow = o.flow.map_or_else(|| "(headers unreadable)".to_string(), |f| f.to_string());
     let what = match &o.detail {
         Detail::Packet { tcp_flags, .. } => tcp_flags.clone(),
-        Detail::Drop { drop_reason, location, netns } => format!("DROP {drop_reason} at {location} netns {netns}"),
+        Detail::Drop { drop_reason, location, netns, culprit } => match culprit {
+            Some(culprit) => format!("DROP {drop_reason} at {location} netns {netns} by {}", culprit.summary()),
+            None => format!("DROP {drop_reason} at {location} netns {netns}"),
+        },
         Detail::IcmpError { meaning, quoted, mtu, .. } => {
             let about = quoted.map_or_else(|| "(unreadable quote)".to_string(), |f| f.to_string());
             let mtu = if *mtu > 0 { format!(" mtu {mtu}") } else { String::new() };
@@ -199,7 +202,8 @@ mod tests {
         let mut summary = Summary::default();
         summary.add(&syn());
         let mut drop = syn();
-        drop.detail = Detail::Drop { drop_reason: "NETFILTER_DROP".into(), location: "x".into(), netns: 1 };
+        drop.detail =
+            Detail::Drop { drop_reason: "NETFILTER_DROP".into(), location: "x".into(), netns: 1, culprit: None };
         summary.add(&drop);
         assert_eq!(
             summary.line(2, 7),

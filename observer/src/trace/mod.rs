@@ -41,7 +41,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         inventory.as_ref(),
         &kernel.drop_reasons,
     )?;
-    let mut session = Session::start(ebpf, kernel, netns, &kernel_filter, args.cgroup_root.clone())?;
+    let mut session = Session::start(ebpf, kernel, netns, &kernel_filter, args.cgroup_root.clone(), !args.no_culprit)?;
     let deadline = args.duration.map(|secs| Instant::now() + Duration::from_secs(secs));
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;

@@ -310,6 +310,19 @@ impl Lab {
         }
     }
 
+    /// Runs a firewall tool (`iptables`, `iptables-legacy`, `ip6tables`, ...) in a node's
+    /// namespace, for rulesets richer than a [`FirewallRule`] (user chains, comments, policies).
+    pub fn firewall(&self, node: &str, program: &str, args: &[&str]) -> Result<(), LabError> {
+        self.spec.node(node).ok_or_else(|| LabError::NoSuchNode(node.to_string()))?;
+        in_netns(&self.node_netns(node), program, args).map(drop)
+    }
+
+    /// Loads an `nft -f` script in a node's namespace.
+    pub fn nft(&self, node: &str, script: &str) -> Result<(), LabError> {
+        self.spec.node(node).ok_or_else(|| LabError::NoSuchNode(node.to_string()))?;
+        in_netns_with_input(&self.node_netns(node), "nft", &["-f", "-"], script).map(drop)
+    }
+
     /// Leaves the lab running and returns its state file (`cargo xtask lab up`).
     pub fn persist(mut self) -> Result<PathBuf, LabError> {
         let path = self.state.save()?;

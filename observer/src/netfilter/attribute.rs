@@ -1,0 +1,311 @@
+//! Attaching culprits to live netfilter drops. Drops wait a moment (so the rules' counters
+//! have moved and several drops share one read), then each namespace with drops is entered
+//! once: its rulesets are read (at most every [`MIN_READ_INTERVAL`]), the packet's interfaces
+//! and locality are looked up, and every drop is evaluated and compared with the counters of
+//! the read before it.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use observer_common::decode::Event;
+use tracing::{debug, warn};
+
+use super::{
+    culprit::{resolve, Culprit},
+    eval::{evaluate, Packet, Site},
+    model::{Counters, Table},
+    read::{read_here, Snapshot},
+};
+use crate::{
+    events::model::{Detail, Observation},
+    loader::{netlink::RouteSocket, NetnsTarget},
+};
+
+/// How long a drop waits before it is attributed.
+pub const SETTLE: Duration = Duration::from_millis(150);
+/// A namespace's rulesets are read at most this often.
+pub const MIN_READ_INTERVAL: Duration = Duration::from_millis(500);
+const KEPT_SNAPSHOTS: usize = 3;
+const MAX_PENDING: usize = 4096;
+
+struct Pending {
+    event: Event,
+    observation: Observation,
+    queued: Instant,
+}
+
+#[derive(Default)]
+struct Namespace {
+    snapshots: VecDeque<Snapshot>,
+    last_read: Option<Instant>,
+}
+
+/// Holds netfilter drops back until their culprit is known.
+#[derive(Default)]
+pub struct Attributor {
+    namespaces: HashMap<u32, Namespace>,
+    pending: Vec<Pending>,
+    /// Drops passed on without a culprit because too many were waiting.
+    pub overflowed: u64,
+}
+
+impl Attributor {
+    /// Whether this observation is a netfilter drop that gets a culprit.
+    pub fn wants(observation: &Observation) -> bool {
+        matches!(&observation.detail, Detail::Drop { drop_reason, .. } if drop_reason == "NETFILTER_DROP")
+            && observation.flow.is_some()
+    }
+
+    /// Reads a namespace's rulesets now, so that the first drop's counters have a "before".
+    pub fn prime(&mut self, inode: u32, path: &std::path::Path) {
+        match NetnsTarget::resolve(path.to_str()) {
+            Ok(target) => match target.run_inside(read_here) {
+                Ok(snapshot) => self.store(inode, snapshot),
+                Err(err) => warn!("reading the rulesets of {}: {err}", path.display()),
+            },
+            Err(err) => warn!("reading the rulesets of {}: {err}", path.display()),
+        }
+    }
+
+    fn store(&mut self, inode: u32, snapshot: Snapshot) {
+        for problem in &snapshot.problems {
+            debug!(netns = inode, "{problem}");
+        }
+        let ns = self.namespaces.entry(inode).or_default();
+        ns.snapshots.push_back(snapshot);
+        while ns.snapshots.len() > KEPT_SNAPSHOTS {
+            ns.snapshots.pop_front();
+        }
+        ns.last_read = Some(Instant::now());
+    }
+
+    /// Holds a drop back; when too many wait, it is passed on at once, without a culprit.
+    pub fn push(&mut self, event: Event, observation: Observation) -> Option<(Event, Observation)> {
+        if self.pending.len() >= MAX_PENDING {
+            self.overflowed += 1;
+            return Some((event, observation));
+        }
+        self.pending.push(Pending { event, observation, queued: Instant::now() });
+        None
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Drops whose culprit is now known (all of them when `flush`), in arrival order.
+    /// `path_of` finds a namespace file for a namespace inode.
+    pub fn ready(&mut self, flush: bool, path_of: &dyn Fn(u32) -> Option<PathBuf>) -> Vec<(Event, Observation)> {
+        let now = Instant::now();
+        let mut by_netns: BTreeMap<u32, Vec<Pending>> = BTreeMap::new();
+        let mut waiting = Vec::new();
+        for p in self.pending.drain(..) {
+            let netns = netns_of(&p.observation);
+            let settled = now.duration_since(p.queued) >= SETTLE;
+            let may_read = self
+                .namespaces
+                .get(&netns)
+                .and_then(|ns| ns.last_read)
+                .is_none_or(|t| now.duration_since(t) >= MIN_READ_INTERVAL);
+            if flush || (settled && may_read) || by_netns.contains_key(&netns) {
+                by_netns.entry(netns).or_default().push(p);
+            } else {
+                waiting.push(p);
+            }
+        }
+        self.pending = waiting;
+        let mut out = Vec::new();
+        for (netns, drops) in by_netns {
+            let culprits = self.attribute_in(netns, &drops, path_of);
+            for (mut p, culprit) in drops.into_iter().zip(culprits) {
+                if let Detail::Drop { culprit: slot, .. } = &mut p.observation.detail {
+                    *slot = Some(Box::new(culprit));
+                }
+                out.push((p.event, p.observation));
+            }
+        }
+        out.sort_by_key(|(_, o)| o.time);
+        out
+    }
+
+    fn attribute_in(
+        &mut self,
+        netns: u32,
+        drops: &[Pending],
+        path_of: &dyn Fn(u32) -> Option<PathBuf>,
+    ) -> Vec<Culprit> {
+        let unreachable = |why: String| drops.iter().map(|_| Culprit::not_identified(None, why.clone())).collect();
+        let Some(path) = path_of(netns) else {
+            return unreachable(format!("network namespace {netns} is not reachable from here (no process or name)"));
+        };
+        let target = match NetnsTarget::resolve(path.to_str()) {
+            Ok(t) => t,
+            Err(err) => return unreachable(err.to_string()),
+        };
+        let inside = target.run_inside(|| {
+            let snapshot = read_here();
+            let packets: Vec<Option<Packet>> = match RouteSocket::open() {
+                Ok(mut rtnl) => {
+                    let names: HashMap<u32, String> =
+                        rtnl.links().unwrap_or_default().into_iter().map(|l| (l.index, l.name)).collect();
+                    drops.iter().map(|p| packet_of(&p.event, &p.observation, &mut rtnl, &names)).collect()
+                }
+                Err(_) => drops.iter().map(|_| None).collect(),
+            };
+            (snapshot, packets)
+        });
+        let (snapshot, packets) = match inside {
+            Ok(v) => v,
+            Err(err) => return unreachable(err.to_string()),
+        };
+        self.store(netns, snapshot);
+        let Some(ns) = self.namespaces.get(&netns) else { return unreachable("no ruleset read".into()) };
+        drops
+            .iter()
+            .zip(packets)
+            .map(|(p, packet)| match packet {
+                Some(packet) => culprit_for(&ns.snapshots, p.observation.time, &packet),
+                None => Culprit::not_identified(None, "the dropped packet's addresses could not be read"),
+            })
+            .collect()
+    }
+}
+
+fn netns_of(o: &Observation) -> u32 {
+    match o.detail {
+        Detail::Drop { netns, .. } => netns,
+        _ => 0,
+    }
+}
+
+/// Evaluates against the first read after the drop and compares counters with the last read
+/// before it.
+fn culprit_for(snapshots: &VecDeque<Snapshot>, time: std::time::SystemTime, packet: &Packet) -> Culprit {
+    let Some(after) = snapshots.iter().rev().find(|s| s.started >= time).or(snapshots.back()) else {
+        return Culprit::not_identified(None, "no ruleset could be read");
+    };
+    let before = snapshots.iter().rev().find(|s| s.finished <= time);
+    let evaluation = evaluate(&after.tables, packet);
+    let rose = |site: Site| -> Option<bool> {
+        let now = counters_at(&after.tables, site)?;
+        // A rule added since the read before the drop started from zero.
+        let then = match locate(&after.tables, site, &before?.tables) {
+            Some(old) => counters_at(&before?.tables, old)?,
+            None => Counters::default(),
+        };
+        Some(now.packets > then.packets)
+    };
+    let hooks: Vec<&str> = packet.path().iter().map(|h| h.as_str()).collect();
+    let mut culprit = resolve(&after.tables, &evaluation, &rose, &hooks.join("/"));
+    if after.tables.is_empty() && !after.problems.is_empty() {
+        culprit.note = Some(after.problems.join("; "));
+    }
+    culprit
+}
+
+fn counters_at(tables: &[Table], site: Site) -> Option<Counters> {
+    let chain = tables.get(site.table)?.chains.get(site.chain)?;
+    match site.rule {
+        Some(r) => chain.rules.get(r)?.counters,
+        None => chain.base.as_ref()?.policy_counters,
+    }
+}
+
+/// The same rule in an older read: same table and chain, same handle (nft) or same text.
+fn locate(tables: &[Table], site: Site, older: &[Table]) -> Option<Site> {
+    let table = tables.get(site.table)?;
+    let chain = table.chains.get(site.chain)?;
+    let ti =
+        older.iter().position(|t| t.backend == table.backend && t.family == table.family && t.name == table.name)?;
+    let ci = older[ti].chain_index(&chain.name)?;
+    let rule = match site.rule {
+        None => None,
+        Some(r) => {
+            let rule = chain.rules.get(r)?;
+            Some(older[ti].chains[ci].rules.iter().position(|o| match (o.handle, rule.handle) {
+                (Some(a), Some(b)) => a == b,
+                _ => o.text == rule.text,
+            })?)
+        }
+    };
+    Some(Site { table: ti, chain: ci, rule })
+}
+
+/// What the evaluator needs: the 5-tuple, TCP flags from the captured header, which ends are
+/// local, and the interfaces (skb->dev at the drop is the input device except on output).
+fn packet_of(
+    event: &Event,
+    observation: &Observation,
+    rtnl: &mut RouteSocket,
+    names: &HashMap<u32, String>,
+) -> Option<Packet> {
+    let flow = observation.flow?;
+    let Event::Drop(drop) = event else { return None };
+    let captured = drop.packet.get(..usize::from(drop.packet_len)).unwrap_or_default();
+    let to_dst = rtnl.route_get(flow.dst).ok().flatten();
+    let to_src = rtnl.route_get(flow.src).ok().flatten();
+    let src_local = to_src.is_some_and(|r| r.local);
+    let dst_local = to_dst.is_some_and(|r| r.local);
+    let name = |index: Option<u32>| index.and_then(|i| names.get(&i).cloned());
+    let iif = if src_local {
+        None
+    } else if drop.ifindex != 0 {
+        names.get(&drop.ifindex).cloned()
+    } else {
+        name(to_src.and_then(|r| r.oif))
+    };
+    let oif = if dst_local { None } else { name(to_dst.and_then(|r| r.oif)) };
+    Some(Packet {
+        proto: flow.protocol.0,
+        src: flow.src,
+        dst: flow.dst,
+        sport: flow.sport,
+        dport: flow.dport,
+        tcp_flags: tcp_flags(captured, flow.src),
+        iif,
+        oif,
+        src_local,
+        dst_local,
+    })
+}
+
+/// TCP flags of a captured packet (IP header first): IPv4 with options, IPv6 without
+/// extension headers (with them, the flags stay unknown).
+fn tcp_flags(packet: &[u8], src: IpAddr) -> Option<u8> {
+    let offset = match src {
+        IpAddr::V4(_) => {
+            if packet.get(9) != Some(&6) {
+                return None;
+            }
+            usize::from(packet.first()? & 0x0f) * 4
+        }
+        IpAddr::V6(_) => {
+            if packet.get(6) != Some(&6) {
+                return None;
+            }
+            40
+        }
+    };
+    packet.get(offset + 13).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tcp_flags;
+
+    #[test]
+    fn reads_tcp_flags_past_ipv4_options() {
+        let mut p = vec![0u8; 60];
+        p[0] = 0x46; // IHL 6: 4 bytes of options
+        p[9] = 6;
+        p[24 + 13] = 0x02;
+        assert_eq!(tcp_flags(&p, "10.0.0.1".parse().unwrap()), Some(0x02));
+        p[9] = 17;
+        assert_eq!(tcp_flags(&p, "10.0.0.1".parse().unwrap()), None);
+        assert_eq!(tcp_flags(&p[..20], "10.0.0.1".parse().unwrap()), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! The evaluator on rulesets parsed from real `iptables-*-save -c` and `nft` output
+//! (observer/tests/fixtures/netfilter, recorded from the tools of this repository's lab).
+
+use super::{
+    culprit::{resolve, Confidence, Culprit},
+    eval::{evaluate, Packet, Site},
+    iptables::parse_save,
+    model::{Action, Backend, Family, Table},
+    nft::parse_ruleset,
+};
+
+const IPTABLES_NFT: &str = include_str!("../../tests/fixtures/netfilter/iptables-nft-save.txt");
+const IP6TABLES_NFT: &str = include_str!("../../tests/fixtures/netfilter/ip6tables-nft-save.txt");
+const IPTABLES_LEGACY: &str = include_str!("../../tests/fixtures/netfilter/iptables-legacy-save.txt");
+const NFT_JSON: &str = include_str!("../../tests/fixtures/netfilter/nft-ruleset.json");
+const NFT_TEXT: &str = include_str!("../../tests/fixtures/netfilter/nft-ruleset.txt");
+
+fn syn(src: &str, dst: &str, dport: u16) -> Packet {
+    Packet {
+        proto: 6,
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        sport: 40_000,
+        dport,
+        tcp_flags: Some(0x02),
+        iif: Some("cni0".into()),
+        oif: Some("eth0".into()),
+        src_local: false,
+        dst_local: false,
+    }
+}
+
+fn iptables_nft() -> Vec<Table> {
+    let mut tables = parse_save(IPTABLES_NFT, Backend::IptablesNft, Family::Ip).unwrap();
+    tables.extend(parse_save(IP6TABLES_NFT, Backend::IptablesNft, Family::Ip6).unwrap());
+    tables
+}
+
+fn nft_only() -> Vec<Table> {
+    let skip = [(Family::Ip, "filter".to_string()), (Family::Ip6, "filter".to_string())];
+    parse_ruleset(NFT_JSON, NFT_TEXT, &skip).unwrap()
+}
+
+fn culprit(tables: &[Table], packet: &Packet) -> Culprit {
+    resolve(tables, &evaluate(tables, packet), &|_| None, "test")
+}
+
+#[test]
+fn parses_iptables_save_with_counters_policies_and_comments() {
+    let tables = iptables_nft();
+    let filter = &tables[0];
+    assert_eq!((filter.name.as_str(), filter.family, filter.backend), ("filter", Family::Ip, Backend::IptablesNft));
+    let forward = filter.chain("FORWARD").unwrap();
+    assert_eq!(forward.base.as_ref().unwrap().policy, super::model::Policy::Drop);
+    assert_eq!(forward.rules.len(), 2);
+    assert_eq!(forward.rules[0].action, Action::Jump("KUBE-FIREWALL-X".into()));
+    assert_eq!(forward.rules[0].comment.as_deref(), Some("kube-router netpol"));
+    assert_eq!(forward.rules[0].text, r#"-A FORWARD -m comment --comment "kube-router netpol" -j KUBE-FIREWALL-X"#);
+    assert_eq!(forward.rules[1].action, Action::Reject("icmp-admin-prohibited".into()));
+    assert_eq!(forward.rules[1].counters, Some(super::model::Counters { packets: 0, bytes: 0 }));
+}
+
+#[test]
+fn drop_in_a_user_chain_reached_by_a_jump() {
+    let c = culprit(&iptables_nft(), &syn("10.244.1.5", "10.244.2.7", 15012));
+    assert_eq!(c.confidence, Confidence::Evaluated);
+    assert_eq!(
+        (c.backend, c.table.as_deref(), c.chain.as_deref()),
+        (Some("iptables-nft"), Some("filter"), Some("KUBE-FIREWALL-X"))
+    );
+    assert_eq!(c.position, Some(1));
+    assert_eq!(c.hook, Some("FORWARD"));
+    assert_eq!(
+        c.rule.as_deref(),
+        Some("-A KUBE-FIREWALL-X -s 10.244.0.0/16 -p tcp -m multiport --dports 15010,15012 -m conntrack --ctstate NEW -j DROP")
+    );
+    assert_eq!(c.owner, Some("kube-proxy"));
+}
+
+#[test]
+fn the_earlier_of_two_candidate_rules_decides() {
+    // 15017 from a pod: the REJECT (#2) matches; a source outside 10.244/16 skips the user
+    // chain's DROP, so the REJECT is first.
+    let c = culprit(&iptables_nft(), &{
+        let mut p = syn("10.1.0.9", "10.244.2.7", 15017);
+        p.oif = Some("cni0".into());
+        p
+    });
+    assert_eq!((c.chain.as_deref(), c.position), (Some("FORWARD"), Some(2)));
+    assert_eq!(
+        c.rule.as_deref(),
+        Some("-A FORWARD -i cni0 ! -o eth0 -p tcp -m tcp --dport 15017 -j REJECT --reject-with icmp-admin-prohibited")
+    );
+    // From the pod CIDR to 15012 both the user-chain DROP and (for 15017) the REJECT could
+    // apply: the jump comes first.
+    let c = culprit(&iptables_nft(), &syn("10.244.1.5", "10.244.2.7", 15010));
+    assert_eq!(c.chain.as_deref(), Some("KUBE-FIREWALL-X"));
+}
+
+#[test]
+fn chain_policy_drop_without_a_matching_rule() {
+    let c = culprit(&iptables_nft(), &syn("192.168.1.1", "10.244.2.7", 80));
+    assert_eq!(c.confidence, Confidence::Evaluated);
+    assert_eq!((c.chain.as_deref(), c.rule.as_deref(), c.position), (Some("FORWARD"), Some("policy DROP"), None));
+}
+
+#[test]
+fn an_unknown_interface_is_a_doubt_not_a_guess() {
+    let mut p = syn("10.1.0.9", "10.244.2.7", 15017);
+    (p.iif, p.oif) = (None, Some("cni0".into()));
+    let c = culprit(&iptables_nft(), &p);
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    let note = c.note.unwrap();
+    assert!(note.contains("filter/FORWARD rule 2: input interface unknown"), "{note}");
+    assert!(note.contains("possibly"), "{note}");
+}
+
+#[test]
+fn counters_confirm_a_candidate_even_under_a_doubt() {
+    let tables = iptables_nft();
+    let mut p = syn("10.1.0.9", "10.244.2.7", 15017);
+    (p.iif, p.oif) = (None, Some("cni0".into()));
+    let evaluation = evaluate(&tables, &p);
+    let reject = Site { table: 0, chain: tables[0].chain_index("FORWARD").unwrap(), rule: Some(1) };
+    let c = resolve(&tables, &evaluation, &|site| Some(site == reject), "FORWARD");
+    assert_eq!((c.confidence, c.position), (Confidence::Confirmed, Some(2)));
+    // The evaluated rule's counters did not move: say so instead of naming it.
+    let tables = iptables_nft();
+    let p = syn("10.244.1.5", "10.244.2.7", 15012);
+    let c = resolve(&tables, &evaluate(&tables, &p), &|_| Some(false), "FORWARD");
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    assert!(c.note.unwrap().contains("counters did not move"));
+}
+
+#[test]
+fn ipv6_packets_see_ip6tables_only() {
+    let mut p = syn("fd00:10:244:1::5", "fd00:10:244:2::7", 15012);
+    p.dst_local = true;
+    p.oif = None;
+    let c = culprit(&iptables_nft(), &p);
+    assert_eq!((c.family, c.chain.as_deref(), c.hook), (Some("ip6"), Some("INPUT"), Some("INPUT")));
+    assert_eq!(c.rule.as_deref(), Some("-A INPUT -p tcp -m tcp --dport 15012 -j DROP"));
+}
+
+#[test]
+fn iptables_legacy_reject_with_tcp_reset() {
+    let tables = parse_save(IPTABLES_LEGACY, Backend::IptablesLegacy, Family::Ip).unwrap();
+    let mut p = syn("10.244.1.5", "10.244.0.2", 15012);
+    (p.dst_local, p.oif) = (true, None);
+    let c = culprit(&tables, &p);
+    assert_eq!((c.backend, c.chain.as_deref(), c.position), (Some("iptables-legacy"), Some("INPUT"), Some(1)));
+    assert_eq!(c.rule.as_deref(), Some("-A INPUT -p tcp -m tcp --dport 15012 -j REJECT --reject-with tcp-reset"));
+}
+
+#[test]
+fn nftables_set_of_ports_with_rule_text_and_handle() {
+    let tables = nft_only();
+    assert!(tables.iter().all(|t| t.backend == Backend::Nftables && t.name == "mesh"), "iptables-nft tables skipped");
+    let c = culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15008));
+    assert_eq!((c.backend, c.family, c.table.as_deref()), (Some("nftables"), Some("inet"), Some("mesh")));
+    assert_eq!((c.chain.as_deref(), c.handle, c.position), (Some("mesh_forward"), Some(5), Some(1)));
+    assert_eq!(c.comment.as_deref(), Some("block mesh"));
+    assert_eq!(
+        c.rule.as_deref(),
+        Some(r#"ip saddr 10.244.0.0/16 tcp dport @istio_ports counter packets 0 bytes 0 drop comment "block mesh""#)
+    );
+    // A port outside the set passes.
+    assert_eq!(culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15009)).confidence, Confidence::NotIdentified);
+}
+
+#[test]
+fn nftables_wildcard_interface_anonymous_set_and_reject() {
+    let mut p = syn("10.9.0.1", "10.244.2.7", 9090);
+    p.iif = Some("veth1234".into());
+    let c = culprit(&nft_only(), &p);
+    assert_eq!((c.handle, c.position), (Some(7), Some(2)));
+    p.iif = Some("eth0".into());
+    assert_eq!(culprit(&nft_only(), &p).confidence, Confidence::NotIdentified);
+}
+
+#[test]
+fn nftables_verdict_map_policy_and_jump_into_a_chain() {
+    let tables = nft_only();
+    let mut local = syn("10.9.0.1", "10.244.0.1", 15017);
+    (local.dst_local, local.oif) = (true, None);
+    assert_eq!(culprit(&tables, &local).handle, Some(13), "vmap sends 15017 to drop");
+    local.dport = 443;
+    assert_eq!(culprit(&tables, &local).confidence, Confidence::NotIdentified, "vmap accepts 443");
+    local.dport = 8080;
+    let c = culprit(&tables, &local);
+    assert_eq!((c.chain.as_deref(), c.rule.as_deref()), (Some("input_pol"), Some("policy DROP")));
+    local.src = "10.1.7.7".parse().unwrap();
+    assert_eq!(culprit(&tables, &local).handle, Some(15), "syn from a set of prefixes is reset");
+    local.tcp_flags = Some(0x12);
+    assert_eq!(culprit(&tables, &local).confidence, Confidence::NotIdentified, "established is accepted");
+    let mut v6 = syn("fd00:1::5", "fd00:2::7", 15021);
+    v6.iif = Some("cni0".into());
+    let c = culprit(&tables, &v6);
+    assert_eq!((c.chain.as_deref(), c.handle), (Some("sub"), Some(3)));
+}
+
+#[test]
+fn calico_chain_comment_names_the_network_policy() {
+    let save = "*filter\n:FORWARD ACCEPT [0:0]\n:cali-FORWARD - [0:0]\n:cali-pi-_abc - [0:0]\n\
+        [3:180] -A FORWARD -m comment --comment \"cali:wUHhoiAYhphO9Mso\" -j cali-FORWARD\n\
+        [3:180] -A cali-FORWARD -o cali+ -j cali-pi-_abc\n\
+        [2:120] -A cali-pi-_abc -p tcp -m comment --comment \"cali:Xyz123\" -m comment --comment \"Policy istio-system/knp.default.deny-xds ingress\" -m multiport --dports 15012 -j DROP\n\
+        COMMIT\n";
+    let tables = parse_save(save, Backend::IptablesNft, Family::Ip).unwrap();
+    let mut p = syn("10.244.1.5", "10.244.2.7", 15012);
+    p.oif = Some("cali12ab".into());
+    let c = culprit(&tables, &p);
+    assert_eq!((c.chain.as_deref(), c.owner), (Some("cali-pi-_abc"), Some("calico")));
+    assert_eq!(c.network_policy.as_deref(), Some("istio-system/deny-xds"));
+}
+
+#[test]
+fn unsupported_matches_make_doubts_and_malformed_lines_are_errors() {
+    let save = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set blocked src -j DROP\n-A INPUT -p tcp --dport 22 -j DROP\nCOMMIT\n";
+    let tables = parse_save(save, Backend::IptablesLegacy, Family::Ip).unwrap();
+    let mut p = syn("10.0.0.1", "10.0.0.2", 22);
+    (p.dst_local, p.oif) = (true, None);
+    let c = culprit(&tables, &p);
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    assert!(c.note.as_deref().unwrap().contains("-m set --match-set blocked src"), "{c:?}");
+    let err = parse_save("*filter\n-A INPUT -j DROP\n", Backend::IptablesLegacy, Family::Ip).unwrap_err();
+    assert_eq!(err.to_string(), "line 2: rule for an undeclared chain (in `-A INPUT -j DROP`)");
+    assert!(parse_save("-A INPUT -j DROP\n", Backend::IptablesLegacy, Family::Ip).is_err());
+    assert!(parse_save(
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m comment --comment \"open\n",
+        Backend::IptablesLegacy,
+        Family::Ip
+    )
+    .is_err());
+    assert!(parse_ruleset("{not json", "", &[]).is_err());
+    assert!(parse_ruleset("{}", "", &[]).is_err());
+}

@@ -1,0 +1,238 @@
+//! The culprit rule of live drops in the lab (issue: name the culprit): each scenario writes a
+//! ruleset with the tool a real node would use, blocks a pod's connection, and asserts the exact
+//! rule `observer trace` names (and `observer diagnose`, for one).
+// Test helpers below fail loudly with context (STYLE: tests panic with context).
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use observer_lab::Lab;
+use support::{lab, require_root, Running};
+
+/// Traces node-a while `block` installs rules, then connects productpage -> istiod:`port` and
+/// returns the culprit of that connection's NETFILTER_DROP.
+fn culprit_of_blocked(lab: &Lab, port: u16, block: impl FnOnce(&Lab)) -> serde_json::Value {
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--verdict", "dropped"]);
+    block(lab);
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, port)), Duration::from_millis(1200))
+        .expect("connect");
+    assert_ne!(out.result, "ok", "the rules were meant to block it: {out:?}");
+    let sport = out.local_addr().expect("local").port();
+    let drop = observer.wait_for("the blocked SYN's drop", Duration::from_secs(5), |v| {
+        v["type"] == "drop" && v["flow"]["sport"] == sport && v["drop_reason"] == "NETFILTER_DROP"
+    });
+    observer.stop();
+    drop["culprit"].clone()
+}
+
+#[test]
+fn iptables_nft_drop_in_a_user_chain_reached_by_a_jump() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        lab.firewall("node-a", "iptables", &["-w", "-N", "MESH-GUARD"]).expect("chain");
+        lab.firewall("node-a", "iptables", &["-w", "-I", "FORWARD", "1", "-p", "tcp", "-j", "MESH-GUARD"])
+            .expect("jump");
+        lab.firewall("node-a", "iptables", &["-w", "-A", "MESH-GUARD", "-p", "tcp", "--dport", "9999", "-j", "DROP"])
+            .expect("unrelated rule");
+        lab.firewall(
+            "node-a",
+            "iptables",
+            &["-w", "-A", "MESH-GUARD", "-p", "tcp", "-m", "multiport", "--dports", "15010,15012", "-j", "DROP"],
+        )
+        .expect("rule");
+    });
+    assert_eq!(c["confidence"], "confirmed", "{c:#}");
+    assert_eq!(c["backend"], "iptables-nft");
+    assert_eq!(c["family"], "ip");
+    assert_eq!(c["table"], "filter");
+    assert_eq!(c["chain"], "MESH-GUARD");
+    assert_eq!(c["hook"], "FORWARD");
+    assert_eq!(c["position"], 2);
+    assert_eq!(c["rule"], "-A MESH-GUARD -p tcp -m multiport --dports 15010,15012 -j DROP");
+}
+
+#[test]
+fn iptables_legacy_reject_is_named() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        lab.firewall(
+            "node-a",
+            "iptables-legacy",
+            &[
+                "-w",
+                "-I",
+                "FORWARD",
+                "1",
+                "-p",
+                "tcp",
+                "--dport",
+                "15012",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ],
+        )
+        .expect("rule");
+    });
+    assert_eq!(c["confidence"], "confirmed", "{c:#}");
+    assert_eq!(c["backend"], "iptables-legacy");
+    assert_eq!((c["chain"].as_str(), c["position"].as_u64()), (Some("FORWARD"), Some(1)));
+    assert_eq!(c["rule"], "-A FORWARD -p tcp -m tcp --dport 15012 -j REJECT --reject-with tcp-reset");
+}
+
+#[test]
+fn native_nftables_rule_with_a_set_of_ports() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        lab.nft(
+            "node-a",
+            "table inet mesh_guard {\n  set istio_control { type inet_service; elements = { 15010, 15012, 15017 } }\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    tcp dport 9999 counter drop\n    tcp dport @istio_control counter drop comment \"no xds\"\n  }\n}\n",
+        )
+        .expect("nft");
+    });
+    assert_eq!(c["confidence"], "confirmed", "{c:#}");
+    assert_eq!((c["backend"].as_str(), c["family"].as_str()), (Some("nftables"), Some("inet")));
+    assert_eq!((c["table"].as_str(), c["chain"].as_str()), (Some("mesh_guard"), Some("forward")));
+    assert_eq!(c["position"], 2);
+    assert!(c["handle"].as_u64().is_some(), "{c:#}");
+    assert_eq!(c["comment"], "no xds");
+    assert!(c["rule"].as_str().is_some_and(|r| r.starts_with("tcp dport @istio_control counter packets")), "{c:#}");
+}
+
+#[test]
+fn a_chain_policy_drop_with_no_matching_rule() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        // Only established traffic and the app port are allowed; everything else meets the policy.
+        lab.firewall(
+            "node-a",
+            "iptables",
+            &["-w", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+        )
+        .expect("rule");
+        lab.firewall("node-a", "iptables", &["-w", "-A", "FORWARD", "-p", "tcp", "--dport", "9080", "-j", "ACCEPT"])
+            .expect("rule");
+        lab.firewall("node-a", "iptables", &["-w", "-P", "FORWARD", "DROP"]).expect("policy");
+    });
+    assert_eq!(c["confidence"], "confirmed", "{c:#}");
+    assert_eq!((c["chain"].as_str(), c["rule"].as_str()), (Some("FORWARD"), Some("policy DROP")));
+    assert!(c.get("position").is_none(), "{c:#}");
+}
+
+#[test]
+fn a_calico_style_chain_names_its_network_policy() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        lab.firewall("node-a", "iptables", &["-w", "-N", "cali-FORWARD"]).expect("chain");
+        lab.firewall("node-a", "iptables", &["-w", "-N", "cali-pi-_Hb2x9sZ"]).expect("chain");
+        lab.firewall(
+            "node-a",
+            "iptables",
+            &["-w", "-I", "FORWARD", "1", "-m", "comment", "--comment", "cali:wUHhoiAYhphO9Mso", "-j", "cali-FORWARD"],
+        )
+        .expect("jump");
+        lab.firewall("node-a", "iptables", &["-w", "-A", "cali-FORWARD", "-p", "tcp", "-j", "cali-pi-_Hb2x9sZ"])
+            .expect("jump");
+        lab.firewall(
+            "node-a",
+            "iptables",
+            &[
+                "-w",
+                "-A",
+                "cali-pi-_Hb2x9sZ",
+                "-p",
+                "tcp",
+                "-m",
+                "comment",
+                "--comment",
+                "cali:kP3fQ1",
+                "-m",
+                "comment",
+                "--comment",
+                "Policy istio-system/knp.default.deny-xds ingress",
+                "-m",
+                "multiport",
+                "--dports",
+                "15012",
+                "-j",
+                "DROP",
+            ],
+        )
+        .expect("rule");
+    });
+    assert_eq!(c["confidence"], "confirmed", "{c:#}");
+    assert_eq!((c["chain"].as_str(), c["owner"].as_str()), (Some("cali-pi-_Hb2x9sZ"), Some("calico")));
+    assert_eq!(c["network_policy"], "istio-system/deny-xds");
+}
+
+#[test]
+fn of_two_candidate_rules_only_the_earlier_matching_one_is_named() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        // Appended in this order: a DROP for another destination, the REJECT that matches, then
+        // a DROP that would match too but comes later.
+        for args in [
+            vec!["-A", "FORWARD", "-p", "tcp", "-d", "192.0.2.1", "--dport", "15012", "-j", "DROP"],
+            vec!["-A", "FORWARD", "-p", "tcp", "-d", &format!("{}/32", istiod.ip), "--dport", "15012", "-j", "REJECT"],
+            vec!["-A", "FORWARD", "-p", "tcp", "--dport", "15012", "-j", "DROP"],
+        ] {
+            let mut full = vec!["-w"];
+            full.extend(args);
+            lab.firewall("node-a", "iptables", &full).expect("rule");
+        }
+    });
+    assert_eq!(c["confidence"], "confirmed", "{c:#}");
+    assert_eq!(c["position"], 2, "{c:#}");
+    assert_eq!(
+        c["rule"],
+        format!(
+            "-A FORWARD -d {}/32 -p tcp -m tcp --dport 15012 -j REJECT --reject-with icmp-port-unreachable",
+            istiod.ip
+        )
+    );
+}
+
+#[test]
+fn a_drop_whose_rule_cannot_be_identified_says_so() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    // A random-number match (not modelled) and no counter: no evaluation, no confirmation.
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        lab.nft(
+            "node-a",
+            "table ip opaque {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    tcp dport 15012 numgen random mod 2 <= 1 drop\n  }\n}\n",
+        )
+        .expect("nft");
+    });
+    assert_eq!(c["confidence"], "not-identified", "{c:#}");
+    assert!(c.get("rule").is_none(), "{c:#}");
+    let note = c["note"].as_str().expect("note");
+    assert!(note.contains("opaque/forward rule 1: unsupported match"), "{note}");
+}
