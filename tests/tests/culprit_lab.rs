@@ -236,3 +236,48 @@ fn a_drop_whose_rule_cannot_be_identified_says_so() {
     let note = c["note"].as_str().expect("note");
     assert!(note.contains("opaque/forward rule 1: unsupported match"), "{note}");
 }
+
+#[test]
+fn an_ipv6_drop_inside_a_pod_namespace_is_named_in_that_namespace() {
+    use observer_lab::{FirewallRule, Hook};
+    use std::os::unix::fs::MetadataExt as _;
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let details6 = lab.pod("details").expect("pod").ip6.expect("dual-stack");
+    let pod_ns = lab.pod_netns("productpage").expect("netns");
+    let observer = Running::start(&[
+        "trace",
+        "--netns",
+        &lab.node_netns("node-a"),
+        "--output",
+        "json",
+        "--verdict",
+        "dropped",
+        "--port",
+        "9080",
+    ]);
+    let mut rule = FirewallRule::drop_tcp(Hook::Output, 9080);
+    rule.dst = Some((details6.into(), 128));
+    lab.inject_in_netns(&pod_ns, &rule).expect("inject");
+    let out =
+        lab.connect("productpage", SocketAddr::from((details6, 9080)), Duration::from_millis(2500)).expect("connect");
+    assert_eq!(out.result, "timeout", "{out:?}");
+    let sport = out.local_addr().expect("local").port();
+    // The pod's rulesets are read at its first drop; the retransmitted SYN's drop is then
+    // confirmed by the counters.
+    let drop = observer.wait_for("a confirmed culprit in the pod", Duration::from_secs(5), |v| {
+        v["flow"]["sport"] == sport && v["culprit"]["confidence"] == "confirmed"
+    });
+    observer.stop();
+    let pod_inode = std::fs::metadata(format!("/run/netns/{pod_ns}")).expect("netns").ino();
+    assert_eq!(drop["netns"], pod_inode, "{drop:#}");
+    let c = &drop["culprit"];
+    assert_eq!((c["backend"].as_str(), c["family"].as_str()), (Some("iptables-nft"), Some("ip6")), "{c:#}");
+    assert_eq!(
+        (c["chain"].as_str(), c["hook"].as_str(), c["position"].as_u64()),
+        (Some("OUTPUT"), Some("OUTPUT"), Some(1))
+    );
+    assert_eq!(c["rule"], format!("-A OUTPUT -d {details6}/128 -p tcp -m tcp --dport 9080 -j DROP"));
+}
