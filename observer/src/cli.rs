@@ -19,6 +19,30 @@ pub enum Command {
     /// Watch the node and report what in the infrastructure breaks Istio's requirements
     /// (R1..R5). Exit status: 0 no finding, 3 findings, 1 error, 2 bad usage.
     Diagnose(DiagnoseArgs),
+    /// Check this node's firewalls against the flows Istio needs (R1..R5), before traffic
+    /// fails. Static by default (reads the rulesets, sends nothing). Exit status: 0 nothing
+    /// blocked, 3 a required flow is blocked, 1 error, 2 bad usage.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Kubernetes inventory (`kubectl get pods,services,endpointslices,namespaces,nodes -A -o json`).
+    #[arg(long, value_name = "FILE")]
+    pub inventory: std::path::PathBuf,
+    /// Network namespace of the node (name from `ip netns list` or a path); default: current.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// The node's name in the inventory (default: the namespace's name).
+    #[arg(long, value_name = "NODE")]
+    pub node_name: Option<String>,
+    /// Also try one bounded TCP handshake per flow whose source is on this node, from inside the
+    /// source's namespace (as uid 1337 for sidecar pods, like their proxy), watched by the eBPF
+    /// datapath, and compare with the static verdict.
+    #[arg(long)]
+    pub probe: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, clap::Args)]

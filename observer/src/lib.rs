@@ -10,3 +10,4 @@ pub mod loader;
 pub mod netfilter;
 pub mod session;
 pub mod trace;
+pub mod verify;

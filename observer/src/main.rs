@@ -1,6 +1,6 @@
 //! observer: eBPF node dataplane observer for Istio service meshes.
 
-use observer::{cli, diagnose, trace};
+use observer::{cli, diagnose, trace, verify};
 use std::io::IsTerminal as _;
 
 use clap::Parser as _;
@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         cli::Command::Trace(args) => trace::run(args).map(|()| false),
         cli::Command::Diagnose(args) => diagnose::run(args),
+        cli::Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(false) => std::process::ExitCode::SUCCESS,

@@ -82,6 +82,12 @@ impl Session {
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handler")?;
         }
+        let culprits = culprits.then(|| {
+            let mut attributor = Attributor::default();
+            // A first read of the node's rulesets: the counters' "before" for the first drop.
+            attributor.prime(netns.inode as u32, netns.path());
+            attributor
+        });
         info!(
             netns = %netns.name,
             interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
@@ -95,12 +101,6 @@ impl Session {
             "ready: attached to {} interfaces",
             attached.interfaces.len()
         );
-        let culprits = culprits.then(|| {
-            let mut attributor = Attributor::default();
-            // A first read of the node's rulesets: the counters' "before" for the first drop.
-            attributor.prime(netns.inode as u32, netns.path());
-            attributor
-        });
         Ok(Self { ebpf, kernel, netns, events, attached, watch, cgroup_root, stop, out_of_scope: 0, culprits })
     }
 
@@ -154,6 +154,11 @@ impl Session {
         // Drops still waiting for their culprit are attributed now, not lost.
         let _ = pass_attributed(&mut self.culprits, &self.watch, true, &mut each);
         Ok(())
+    }
+
+    /// Setting this flag ends `run` (as Ctrl-C does).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
     }
 
     /// Kernel counters by name, and records that could not be decoded.

@@ -48,3 +48,22 @@ fn a_bad_inventory_is_named_with_the_item_and_field() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("`10.0.0.0/40` is not a CIDR"), "{stderr}");
 }
+
+#[test]
+fn verify_names_a_missing_inventory_and_an_unknown_namespace() {
+    let out = Command::new(observer_bin())
+        .args(["verify", "--inventory", "/nonexistent/inventory.json"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("/nonexistent/inventory.json"), "{stderr}");
+    let inventory = concat!(env!("CARGO_MANIFEST_DIR"), "/../observer/tests/fixtures/lab-inventory.json");
+    let out = Command::new(observer_bin())
+        .args(["verify", "--inventory", inventory, "--netns", "no-such-ns-4242"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("network namespace `no-such-ns-4242` not found"), "{stderr}");
+}

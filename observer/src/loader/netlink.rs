@@ -17,6 +17,10 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
 const RTM_NEWNSID: u16 = 88;
 const RTM_GETNSID: u16 = 90;
 const NLM_F_REQUEST: u16 = 1;
@@ -137,6 +141,20 @@ impl RouteSocket {
         })?;
         out.sort_unstable();
         out.dedup();
+        Ok(out)
+    }
+
+    /// Every address of the namespace with its interface index (IFA_LOCAL, else IFA_ADDRESS).
+    pub fn addresses(&mut self) -> io::Result<Vec<(u32, std::net::IpAddr)>> {
+        let mut body = vec![0u8; 8]; // struct ifaddrmsg
+        body[0] = libc::AF_UNSPEC as u8;
+        let seq = self.send(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, &body)?;
+        let mut out = Vec::new();
+        self.receive(seq, |kind, payload| {
+            if kind == RTM_NEWADDR {
+                out.extend(parse_address(payload));
+            }
+        })?;
         Ok(out)
     }
 
@@ -328,6 +346,24 @@ pub fn default_route_oif(payload: &[u8]) -> Option<u32> {
     attrs(payload.get(RTMSG_LEN..)?)
         .find(|(t, _)| *t == RTA_OIF)
         .and_then(|(_, v)| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)))
+}
+
+/// `(ifindex, address)` from an RTM_NEWADDR payload (ifaddrmsg + attributes).
+pub fn parse_address(payload: &[u8]) -> Option<(u32, std::net::IpAddr)> {
+    let family = *payload.first()?;
+    let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
+    let mut address = None;
+    for (kind, value) in attrs(payload.get(8..)?) {
+        let ip = match (i32::from(family), value.len()) {
+            (libc::AF_INET, 4) => std::net::IpAddr::from(<[u8; 4]>::try_from(value).ok()?),
+            (libc::AF_INET6, 16) => std::net::IpAddr::from(<[u8; 16]>::try_from(value).ok()?),
+            _ => continue,
+        };
+        if kind == IFA_LOCAL || (kind == IFA_ADDRESS && address.is_none()) {
+            address = Some(ip);
+        }
+    }
+    Some((index, address?))
 }
 
 /// The answer to a route lookup.

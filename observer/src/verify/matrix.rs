@@ -1,0 +1,284 @@
+//! The flows Istio needs through this node (ISTIO.md), derived from the inventory: proxies and
+//! ztunnel -> istiod xDS, the API server -> istiod's webhook, istiod -> the API server, kubelet
+//! -> health ports, scrapes, ambient HBONE between pods, ambient probes from 169.254.7.127,
+//! and mesh workloads -> the endpoints of the mesh's services. Only flows with an end on this
+//! node are this node's business.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Serialize;
+
+use crate::{
+    diagnosis::Requirement,
+    inventory::{
+        istio_ports::{port_name, Component},
+        Inventory, MeshMode, Pod, Role,
+    },
+};
+
+/// Where a flow starts, as far as this node is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// A pod (on this node or elsewhere).
+    Pod,
+    /// This node itself (kubelet, a scraper on the host, the ambient probe SNAT).
+    Node,
+    /// An address outside the pod network (e.g. a host-network API server).
+    External,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Source {
+    pub ip: IpAddr,
+    pub kind: SourceKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Name of the node the source pod runs on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    pub ip: IpAddr,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub istio_port: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// One flow the mesh needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequiredFlow {
+    pub requirement: Requirement,
+    /// What the flow is for (`xDS`, `webhook`, ...).
+    pub purpose: &'static str,
+    pub src: Source,
+    pub dst: Destination,
+}
+
+/// Where kubelet's probes of ambient pods come from (SNAT by istio-cni).
+pub const AMBIENT_PROBE_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(169, 254, 7, 127));
+
+/// Every required flow with an end on `node`; `node_ips` are the node's own addresses, one
+/// per family, used as the source of node-originated flows.
+pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<RequiredFlow> {
+    let on_node = |p: &Pod| p.node.as_deref() == Some(node) && !p.host_network;
+    let pods: Vec<&Pod> = inv.pods.iter().filter(|p| !p.host_network && !p.ips.is_empty()).collect();
+    let istiods: Vec<&Pod> = pods.iter().copied().filter(|p| p.role == Role::Istiod).collect();
+    let istiod_service = |ip: IpAddr| inv.services_of_endpoint(ip).next().map(|s| s.key());
+    let mut out = Vec::new();
+    let mut add = |requirement, purpose, src: Source, dst: Destination| {
+        let relevant =
+            src.kind == SourceKind::Node || src.node.as_deref() == Some(node) || dst.node.as_deref() == Some(node);
+        if relevant && src.ip.is_ipv4() == dst.ip.is_ipv4() && src.ip != dst.ip {
+            out.push(RequiredFlow { requirement, purpose, src, dst });
+        }
+    };
+
+    // R5: every proxy (sidecar, ztunnel, gateway) fetches its configuration from istiod.
+    let xds_clients = pods.iter().filter(|p| {
+        matches!(p.role, Role::Ztunnel | Role::Gateway) || (p.role == Role::Workload && p.mesh == MeshMode::Sidecar)
+    });
+    for client in xds_clients {
+        for istiod in &istiods {
+            for (s, d) in pairs(client, istiod) {
+                add(
+                    Requirement::R5,
+                    "xDS and certificates (proxy -> istiod)",
+                    pod_source(client, s),
+                    pod_dest(istiod, d, 15012, istiod_service(d), Component::Istiod),
+                );
+            }
+        }
+    }
+
+    // R5: the API server calls istiod's webhook; R2: istiod reaches the API server.
+    let apiserver = inv.services.iter().find(|s| s.is_apiserver());
+    for endpoint in apiserver.map(|s| s.endpoints.clone()).unwrap_or_default() {
+        let api_pod = inv.pod_by_ip(endpoint);
+        let api_port = apiserver.and_then(|s| s.ports.first()).map_or(443, |p| p.target_port.unwrap_or(p.port));
+        let api_source = match api_pod {
+            Some(p) => pod_source(p, endpoint),
+            None if node_ips.contains(&endpoint) => {
+                Source { ip: endpoint, kind: SourceKind::Node, pod: None, workload: None, node: Some(node.to_string()) }
+            }
+            None => Source { ip: endpoint, kind: SourceKind::External, pod: None, workload: None, node: None },
+        };
+        for istiod in &istiods {
+            for &ip in istiod.ips.iter().filter(|ip| ip.is_ipv4() == endpoint.is_ipv4()) {
+                add(
+                    Requirement::R5,
+                    "admission webhook (API server -> istiod)",
+                    api_source.clone(),
+                    pod_dest(istiod, ip, 15017, istiod_service(ip), Component::Istiod),
+                );
+                add(
+                    Requirement::R2,
+                    "istiod -> API server",
+                    pod_source(istiod, ip),
+                    Destination {
+                        ip: endpoint,
+                        port: api_port,
+                        pod: api_pod.map(Pod::key),
+                        service: apiserver.map(|s| s.key()),
+                        istio_port: None,
+                        node: api_pod.and_then(|p| p.node.clone()),
+                    },
+                );
+            }
+        }
+    }
+
+    // R5: kubelet's probes and metric scrapes of this node's mesh pods.
+    let scrapers: Vec<&Pod> = pods.iter().copied().filter(|p| p.workload.contains("prometheus")).collect();
+    for pod in pods.iter().copied().filter(|p| on_node(p) && p.role == Role::Workload) {
+        for &ip in &pod.ips {
+            let node_ip = node_ips.iter().copied().find(|n| n.is_ipv4() == ip.is_ipv4());
+            match pod.mesh {
+                MeshMode::Sidecar => {
+                    if let Some(node_ip) = node_ip {
+                        add(
+                            Requirement::R5,
+                            "kubelet health probe",
+                            node_source(node, node_ip),
+                            pod_dest(pod, ip, 15021, None, Component::Sidecar),
+                        );
+                    }
+                    for port in [15020, 15090] {
+                        if scrapers.is_empty() {
+                            if let Some(node_ip) = node_ip {
+                                add(
+                                    Requirement::R5,
+                                    "metrics scrape",
+                                    node_source(node, node_ip),
+                                    pod_dest(pod, ip, port, None, Component::Sidecar),
+                                );
+                            }
+                        }
+                        for scraper in &scrapers {
+                            for (s, d) in pairs(scraper, pod).filter(|(_, d)| *d == ip) {
+                                add(
+                                    Requirement::R5,
+                                    "metrics scrape",
+                                    pod_source(scraper, s),
+                                    pod_dest(pod, d, port, None, Component::Sidecar),
+                                );
+                            }
+                        }
+                    }
+                }
+                MeshMode::Ambient if ip.is_ipv4() => {
+                    for port in service_ports_of(inv, ip) {
+                        add(
+                            Requirement::R5,
+                            "kubelet probe of an ambient pod (from 169.254.7.127)",
+                            node_source(node, AMBIENT_PROBE_SOURCE),
+                            pod_dest(pod, ip, port, None, Component::Ztunnel),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // R5: HBONE between ambient pods (in-pod redirection: ztunnel terminates 15008 at pod IPs).
+    let ambient: Vec<&Pod> =
+        pods.iter().copied().filter(|p| p.mesh == MeshMode::Ambient && p.role == Role::Workload).collect();
+    for a in &ambient {
+        for b in &ambient {
+            if a.key() != b.key() {
+                for (s, d) in pairs(a, b) {
+                    add(
+                        Requirement::R5,
+                        "HBONE (ambient pod -> ambient pod)",
+                        pod_source(a, s),
+                        pod_dest(b, d, 15008, None, Component::Ztunnel),
+                    );
+                }
+            }
+        }
+    }
+
+    // R3: mesh workloads reach the endpoints of the mesh's services on their ports.
+    let workloads: Vec<&Pod> =
+        pods.iter().copied().filter(|p| p.role == Role::Workload && p.mesh != MeshMode::None).collect();
+    for service in inv.services.iter().filter(|s| !s.is_apiserver()) {
+        for &endpoint in &service.endpoints {
+            let Some(dst_pod) =
+                inv.pod_by_ip(endpoint).filter(|p| p.role == Role::Workload && p.mesh != MeshMode::None)
+            else {
+                continue;
+            };
+            for port in service.ports.iter().filter_map(|p| p.target_port) {
+                for src in workloads.iter().filter(|w| w.key() != dst_pod.key()) {
+                    for &s in src.ips.iter().filter(|s| s.is_ipv4() == endpoint.is_ipv4()) {
+                        let mut dst = pod_dest(dst_pod, endpoint, port, Some(service.key()), Component::Sidecar);
+                        dst.istio_port = None;
+                        add(Requirement::R3, "mesh workload -> service endpoint", pod_source(src, s), dst);
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.requirement, a.purpose, a.dst.port, a.src.ip, a.dst.ip).cmp(&(
+            b.requirement,
+            b.purpose,
+            b.dst.port,
+            b.src.ip,
+            b.dst.ip,
+        ))
+    });
+    out.dedup();
+    out
+}
+
+/// Address pairs of the same family between two pods.
+fn pairs<'a>(a: &'a Pod, b: &'a Pod) -> impl Iterator<Item = (IpAddr, IpAddr)> + 'a {
+    a.ips.iter().flat_map(move |s| b.ips.iter().filter(move |d| d.is_ipv4() == s.is_ipv4()).map(move |d| (*s, *d)))
+}
+
+fn pod_source(pod: &Pod, ip: IpAddr) -> Source {
+    Source {
+        ip,
+        kind: SourceKind::Pod,
+        pod: Some(pod.key()),
+        workload: Some(pod.workload.clone()),
+        node: pod.node.clone(),
+    }
+}
+
+fn node_source(node: &str, ip: IpAddr) -> Source {
+    Source { ip, kind: SourceKind::Node, pod: None, workload: None, node: Some(node.to_string()) }
+}
+
+fn pod_dest(pod: &Pod, ip: IpAddr, port: u16, service: Option<String>, component: Component) -> Destination {
+    Destination {
+        ip,
+        port,
+        pod: Some(pod.key()),
+        service,
+        istio_port: port_name(component, port),
+        node: pod.node.clone(),
+    }
+}
+
+/// Numeric target ports of the services `ip` backs (an ambient pod's probe ports, as far as
+/// the inventory tells).
+fn service_ports_of(inv: &Inventory, ip: IpAddr) -> Vec<u16> {
+    let mut ports: Vec<u16> =
+        inv.services_of_endpoint(ip).flat_map(|s| s.ports.iter().filter_map(|p| p.target_port)).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}

@@ -1,0 +1,128 @@
+//! `observer verify`: checks this node's firewalls against the flows Istio needs, before
+//! traffic fails. Static by default (reads rulesets, sends nothing); `--probe` also tries a
+//! bounded handshake per flow while the eBPF datapath watches.
+
+pub mod matrix;
+pub mod paths;
+pub mod probe;
+pub mod report;
+
+use std::{ops::ControlFlow, sync::atomic::Ordering, time::Duration};
+
+use tracing::{info, warn};
+
+use crate::{
+    cli::{OutputFormat, VerifyArgs},
+    diagnosis::Correlator,
+    inventory::{Inventory, MeshMode},
+    loader::{filter::KernelFilter, NetnsTarget},
+    session::Session,
+    trace::load_inventory,
+};
+use matrix::{required_flows, SourceKind, AMBIENT_PROBE_SOURCE};
+use paths::{NodePaths, Status};
+use probe::{handshake, ProbeResult};
+use report::{Check, VerifyReport};
+
+/// Runs the verification; returns whether a required flow is blocked (exit status 3).
+pub fn run(args: &VerifyArgs) -> anyhow::Result<bool> {
+    let inventory = load_inventory(&args.inventory)?;
+    let netns = NetnsTarget::resolve(args.netns.as_deref())?;
+    let node = args.node_name.clone().unwrap_or_else(|| netns.name.clone());
+    if !inventory.pods.iter().any(|p| p.node.as_deref() == Some(node.as_str())) {
+        warn!("no pod of the inventory runs on node `{node}`: is --node-name right? Only flows from this node are checked");
+    }
+    let mut paths = NodePaths::discover(netns)?;
+    let flows = required_flows(&inventory, &node, &paths.node_ips);
+    info!(flows = flows.len(), node = %node, "required flows");
+    let mut checks = Vec::with_capacity(flows.len());
+    for flow in flows {
+        let verdict = paths.check(&flow)?;
+        checks.push(Check {
+            requirement: flow.requirement,
+            purpose: flow.purpose,
+            src: flow.src,
+            dst: flow.dst,
+            status: verdict.status,
+            at: verdict.at,
+            culprit: verdict.culprit,
+            why: verdict.why,
+            probe: None,
+        });
+    }
+    if args.probe {
+        probe_all(args, &inventory, &paths, &mut checks)?;
+    }
+    let report = VerifyReport { node: &node, checks: &checks, problems: paths.problems() };
+    match args.output {
+        OutputFormat::Json => println!("{}", report::json(&report)),
+        OutputFormat::Text => print!("{}", report::text(&report)),
+    }
+    Ok(checks.iter().any(|c| c.status == Status::Blocked))
+}
+
+/// Probes every flow whose source is on this node, one handshake at a time on a worker thread,
+/// while this thread runs the datapath and folds its events into connections.
+fn probe_all(args: &VerifyArgs, inventory: &Inventory, paths: &NodePaths, checks: &mut [Check]) -> anyhow::Result<()> {
+    let mut plan = Vec::new();
+    for (i, c) in checks.iter_mut().enumerate() {
+        let (netns, as_proxy) = match c.src.kind {
+            SourceKind::Pod => match paths.pod_netns(c.src.ip) {
+                Some(path) => {
+                    let sidecar = inventory.pod_by_ip(c.src.ip).is_some_and(|p| p.mesh == MeshMode::Sidecar);
+                    (path.clone(), sidecar)
+                }
+                None => {
+                    c.probe = Some(ProbeResult::not_probed("the source pod runs on another node"));
+                    continue;
+                }
+            },
+            SourceKind::Node if c.src.ip == AMBIENT_PROBE_SOURCE => {
+                c.probe = Some(ProbeResult::not_probed(
+                    "169.254.7.127 is istio-cni's SNAT of kubelet probes; not reproduced",
+                ));
+                continue;
+            }
+            SourceKind::Node => (paths.node().path().to_path_buf(), false),
+            SourceKind::External => {
+                c.probe = Some(ProbeResult::not_probed("the source is outside this node"));
+                continue;
+            }
+        };
+        plan.push((i, netns, c.src.ip, std::net::SocketAddr::new(c.dst.ip, c.dst.port), as_proxy));
+    }
+    let (ebpf, kernel, netns) = Session::load(args.netns.as_deref())?;
+    let mut session = Session::start(ebpf, kernel, netns, &KernelFilter::default(), None, true)?;
+    let stop = session.stop_flag();
+    let worker = std::thread::spawn(move || {
+        let results: Vec<_> = plan
+            .into_iter()
+            .map(|(i, netns, src, dst, as_proxy)| (i, handshake(&netns, src, dst, as_proxy).map_err(|e| e.to_string())))
+            .collect();
+        // Let the last drops reach the ring buffer before stopping.
+        std::thread::sleep(Duration::from_millis(400));
+        stop.store(true, Ordering::Relaxed);
+        results
+    });
+    let mut correlator = Correlator::default();
+    session.run(Some(inventory), None, false, |_, observation| {
+        correlator.add(&observation);
+        ControlFlow::Continue(())
+    })?;
+    let results = worker.join().map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
+    for (i, result) in results {
+        let Some(check) = checks.get_mut(i) else { continue };
+        check.probe = Some(match result {
+            Ok((sport, handshake)) => {
+                let mut r = probe::outcome(handshake, correlator.get((check.src.ip, sport)), check.status);
+                r.sport = Some(sport);
+                r
+            }
+            Err(err) => ProbeResult::not_probed(format!("probe failed: {err}")),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

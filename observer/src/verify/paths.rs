@@ -1,0 +1,176 @@
+//! Evaluating a required flow statically along its path through this node: the source pod's
+//! namespace (when the source runs here), the node's namespace, and the destination pod's
+//! namespace (when it runs here). Each namespace's rulesets are read once.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::PathBuf,
+};
+
+use serde::Serialize;
+
+use super::matrix::{RequiredFlow, SourceKind};
+use crate::{
+    loader::{netlink::RouteSocket, node_watch::NodeWatch, NetnsTarget},
+    netfilter::{
+        culprit::resolve,
+        eval::{evaluate, Packet},
+        read::{read_here, Snapshot},
+        Culprit,
+    },
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Blocked,
+    Unknown,
+    Pass,
+}
+
+/// The static verdict on one flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StaticVerdict {
+    pub status: Status,
+    /// The namespace that blocks it (`node`, or `pod NAMESPACE/NAME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub culprit: Option<Culprit>,
+    /// For `unknown`: what could not be decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// The node's namespace, the pod namespaces behind its veths (by pod address), and their
+/// rulesets.
+pub struct NodePaths {
+    node: NetnsTarget,
+    pods: BTreeMap<IpAddr, PathBuf>,
+    /// The node's own addresses, uplink ones first.
+    pub node_ips: Vec<IpAddr>,
+    snapshots: HashMap<PathBuf, Snapshot>,
+}
+
+impl NodePaths {
+    pub fn discover(node: NetnsTarget) -> anyhow::Result<Self> {
+        let watch = NodeWatch::new(&node)?;
+        let mut pods = BTreeMap::new();
+        for (inode, path) in watch.scope() {
+            if u64::from(*inode) == node.inode {
+                continue;
+            }
+            for ip in addresses_in(path)? {
+                pods.insert(ip, path.clone());
+            }
+        }
+        let node_ips = node.run_inside(|| -> std::io::Result<Vec<IpAddr>> {
+            let mut rtnl = RouteSocket::open()?;
+            let uplinks = rtnl.default_route_interfaces()?;
+            let mut all = rtnl.addresses()?;
+            all.retain(|(_, ip)| usable(*ip));
+            all.sort_by_key(|(index, _)| !uplinks.contains(index));
+            Ok(all.into_iter().map(|(_, ip)| ip).collect())
+        })??;
+        Ok(Self { node, pods, node_ips, snapshots: HashMap::new() })
+    }
+
+    /// Whether `ip` is a pod of this node (its namespace is behind one of the node's veths).
+    pub fn is_local_pod(&self, ip: IpAddr) -> bool {
+        self.pods.contains_key(&ip)
+    }
+
+    pub fn pod_netns(&self, ip: IpAddr) -> Option<&PathBuf> {
+        self.pods.get(&ip)
+    }
+
+    pub fn node(&self) -> &NetnsTarget {
+        &self.node
+    }
+
+    /// Evaluates the flow in each namespace on its path; the first that blocks decides.
+    pub fn check(&mut self, flow: &RequiredFlow) -> anyhow::Result<StaticVerdict> {
+        let mut stages: Vec<(String, PathBuf, bool)> = Vec::new();
+        if let Some(path) = self.pods.get(&flow.src.ip).filter(|_| flow.src.kind == SourceKind::Pod) {
+            stages.push((format!("pod {}", flow.src.pod.as_deref().unwrap_or("?")), path.clone(), false));
+        }
+        stages.push(("node".to_string(), self.node.path().to_path_buf(), flow.src.kind == SourceKind::Node));
+        if let Some(path) = self.pods.get(&flow.dst.ip) {
+            stages.push((format!("pod {}", flow.dst.pod.as_deref().unwrap_or("?")), path.clone(), false));
+        }
+        let mut doubt: Option<String> = None;
+        for (name, path, from_here) in stages {
+            let target = NetnsTarget::resolve(path.to_str())?;
+            if !self.snapshots.contains_key(&path) {
+                let snapshot = target.run_inside(read_here)?;
+                self.snapshots.insert(path.clone(), snapshot);
+            }
+            let packet = target.run_inside(|| packet_for(flow, from_here))??;
+            let Some(snapshot) = self.snapshots.get(&path) else { continue };
+            let evaluation = evaluate(&snapshot.tables, &packet);
+            let hooks: Vec<&str> = packet.path().iter().map(|h| h.as_str()).collect();
+            if evaluation.decided.is_some() && doubt.is_none() {
+                let culprit = resolve(&snapshot.tables, &evaluation, &|_| None, &hooks.join("/"));
+                return Ok(StaticVerdict {
+                    status: Status::Blocked,
+                    at: Some(name),
+                    culprit: Some(culprit),
+                    why: None,
+                });
+            }
+            if !evaluation.candidates.is_empty() {
+                let culprit = resolve(&snapshot.tables, &evaluation, &|_| None, &hooks.join("/"));
+                doubt.get_or_insert_with(|| format!("{name}: {}", culprit.note.unwrap_or_default()));
+            }
+        }
+        Ok(match doubt {
+            Some(why) => StaticVerdict { status: Status::Unknown, at: None, culprit: None, why: Some(why) },
+            None => StaticVerdict { status: Status::Pass, at: None, culprit: None, why: None },
+        })
+    }
+
+    /// Problems met reading rulesets (missing tools), once per namespace.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.snapshots.values().flat_map(|s| s.problems.iter().cloned()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+fn usable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !a.is_loopback() && !a.is_link_local(),
+        IpAddr::V6(a) => !a.is_loopback() && !a.is_unicast_link_local(),
+    }
+}
+
+fn addresses_in(path: &std::path::Path) -> anyhow::Result<Vec<IpAddr>> {
+    let target = NetnsTarget::resolve(path.to_str())?;
+    let found = target.run_inside(|| RouteSocket::open().and_then(|mut r| r.addresses()))??;
+    Ok(found.into_iter().map(|(_, ip)| ip).filter(|ip| usable(*ip)).collect())
+}
+
+/// The flow's SYN as this namespace sees it (route lookups in the calling thread's namespace).
+fn packet_for(flow: &RequiredFlow, from_here: bool) -> std::io::Result<Packet> {
+    let mut rtnl = RouteSocket::open()?;
+    let names: HashMap<u32, String> = rtnl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+    let to_dst = rtnl.route_get(flow.dst.ip)?;
+    let to_src = rtnl.route_get(flow.src.ip)?;
+    let src_local = from_here || to_src.is_some_and(|r| r.local);
+    let dst_local = to_dst.is_some_and(|r| r.local);
+    let name = |index: Option<u32>| index.and_then(|i| names.get(&i).cloned());
+    Ok(Packet {
+        proto: 6,
+        src: flow.src.ip,
+        dst: flow.dst.ip,
+        sport: 40_000,
+        dport: flow.dst.port,
+        tcp_flags: Some(0x02),
+        iif: if src_local { None } else { name(to_src.and_then(|r| r.oif)) },
+        oif: if dst_local { None } else { name(to_dst.and_then(|r| r.oif)) },
+        src_local,
+        dst_local,
+    })
+}

@@ -1,0 +1,101 @@
+//! The verify checklist: grouped by requirement, failures first, with the rule to change; or
+//! one JSON object.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    matrix::{Destination, Source},
+    paths::Status,
+    probe::ProbeResult,
+};
+use crate::{diagnosis::Requirement, netfilter::Culprit};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub requirement: Requirement,
+    pub purpose: &'static str,
+    pub src: Source,
+    pub dst: Destination,
+    pub status: Status,
+    /// Where the flow is blocked: `node`, or `pod NAMESPACE/NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub culprit: Option<Culprit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// With `--probe`: what a real handshake did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport<'a> {
+    pub node: &'a str,
+    pub checks: &'a [Check],
+    /// Ruleset reads that failed (a missing tool): checks may be incomplete.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+pub fn json(report: &VerifyReport<'_>) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+pub fn text(report: &VerifyReport<'_>) -> String {
+    let count = |s: Status| report.checks.iter().filter(|c| c.status == s).count();
+    let mut out = format!(
+        "observer verify: node {} — {} required flows: {} pass, {} blocked, {} unknown\n",
+        report.node,
+        report.checks.len(),
+        count(Status::Pass),
+        count(Status::Blocked),
+        count(Status::Unknown)
+    );
+    for problem in &report.problems {
+        out.push_str(&format!("WARNING: {problem}\n"));
+    }
+    let mut by_req: BTreeMap<Requirement, Vec<&Check>> = BTreeMap::new();
+    for c in report.checks {
+        by_req.entry(c.requirement).or_default().push(c);
+    }
+    let mut groups: Vec<(Requirement, Vec<&Check>)> = by_req.into_iter().collect();
+    groups.sort_by_key(|(r, checks)| (checks.iter().map(|c| c.status).min(), *r));
+    for (req, mut checks) in groups {
+        checks.sort_by_key(|c| c.status);
+        out.push_str(&format!("\n{req:?}: {}\n", req.text()));
+        for c in checks {
+            let status = match c.status {
+                Status::Blocked => "BLOCKED",
+                Status::Unknown => "unknown",
+                Status::Pass => "pass",
+            };
+            let src = c.src.pod.clone().unwrap_or_else(|| format!("{:?}", c.src.kind).to_lowercase());
+            let dst = c.dst.pod.clone().or(c.dst.service.clone()).unwrap_or_else(|| c.dst.ip.to_string());
+            let port = c.dst.istio_port.map_or(c.dst.port.to_string(), |n| format!("{} ({n})", c.dst.port));
+            out.push_str(&format!(
+                "  {status:<8} {}: {src} ({}) -> {dst} ({}):{port}\n",
+                c.purpose, c.src.ip, c.dst.ip
+            ));
+            if let Some(culprit) = &c.culprit {
+                out.push_str(&format!(
+                    "           rule: {} in {}\n           fix: change or remove that rule so TCP {} from {} to {} is accepted\n",
+                    culprit.summary(),
+                    c.at.as_deref().unwrap_or("?"),
+                    c.dst.port,
+                    c.src.ip,
+                    c.dst.ip
+                ));
+            }
+            if let Some(why) = &c.why {
+                out.push_str(&format!("           why: {why}\n"));
+            }
+            if let Some(probe) = &c.probe {
+                out.push_str(&format!("           probe: {}\n", probe.summary()));
+            }
+        }
+    }
+    out
+}

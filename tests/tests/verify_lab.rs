@@ -1,0 +1,197 @@
+//! `observer verify` against the lab: static verdicts with no traffic at all, and `--probe`
+//! confirming them (or showing where they disagree).
+// Test helpers below fail loudly with context (STYLE: tests panic with context).
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::process::Command;
+
+use observer_lab::{Backend, FirewallRule, Hook, Lab, Verdict};
+use serde_json::Value;
+use support::{lab, observer_bin, require_root};
+
+/// Runs `observer verify --output json` for `node`; returns (exit code, report).
+fn verify(lab: &Lab, node: &str, probe: bool) -> (i32, Value) {
+    let inventory = lab.inventory_path().display().to_string();
+    let netns = lab.node_netns(node);
+    let mut args =
+        vec!["verify", "--inventory", &inventory, "--netns", &netns, "--node-name", node, "--output", "json"];
+    if probe {
+        args.push("--probe");
+    }
+    let out = Command::new(observer_bin()).args(&args).output().expect("run observer verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+fn checks(report: &Value) -> Vec<Value> {
+    report["checks"].as_array().cloned().unwrap_or_default()
+}
+
+fn blocked(report: &Value) -> Vec<Value> {
+    checks(report).into_iter().filter(|c| c["status"] == "blocked").collect()
+}
+
+#[test]
+fn a_clean_lab_passes_every_check_on_both_nodes() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    for node in ["node-a", "node-b"] {
+        let (code, report) = verify(&lab, node, false);
+        assert_eq!(code, 0, "{report:#}");
+        let all = checks(&report);
+        assert!(all.len() >= 10, "{node}: a meaningful matrix: {report:#}");
+        assert!(all.iter().all(|c| c["status"] == "pass"), "{report:#}");
+        assert_eq!(report["node"], node);
+    }
+}
+
+#[test]
+fn a_forward_rule_dropping_xds_from_the_pod_cidr_blocks_the_pods_flows_to_istiod() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let node_a = lab.spec.node("node-a").expect("node");
+    let cidr = format!("{}/{}", node_a.pod_cidr.0, node_a.pod_cidr.1);
+    lab.firewall(
+        "node-a",
+        "iptables",
+        &["-w", "-I", "FORWARD", "1", "-s", &cidr, "-p", "tcp", "--dport", "15012", "-j", "DROP"],
+    )
+    .expect("rule");
+    let (code, report) = verify(&lab, "node-a", true);
+    assert_eq!(code, 3, "a required flow is blocked: {report:#}");
+    let blocked = blocked(&report);
+    let sources: Vec<&str> = blocked.iter().filter_map(|c| c["src"]["pod"].as_str()).collect();
+    assert_eq!(blocked.len(), 2, "productpage's and reviews' IPv4 xDS flows: {report:#}");
+    assert!(
+        sources.iter().any(|s| s.starts_with("bookinfo/productpage"))
+            && sources.iter().any(|s| s.starts_with("bookinfo/reviews"))
+    );
+    for c in &blocked {
+        assert_eq!((c["requirement"].as_str(), c["dst"]["port"].as_u64()), (Some("R5"), Some(15012)), "{c:#}");
+        assert_eq!(c["dst"]["istio_port"], "xds-tls");
+        assert_eq!(c["dst"]["service"], "istio-system/istiod");
+        assert_eq!(c["at"], "node");
+        let culprit = &c["culprit"];
+        assert_eq!(culprit["rule"], format!("-A FORWARD -s {cidr} -p tcp -m tcp --dport 15012 -j DROP"), "{c:#}");
+        assert_eq!((culprit["chain"].as_str(), culprit["confidence"].as_str()), (Some("FORWARD"), Some("evaluated")));
+        // The probe confirms it: the SYN was dropped by that very rule.
+        let probe = &c["probe"];
+        assert_eq!((probe["outcome"].as_str(), probe["agrees"].as_bool()), (Some("dropped"), Some(true)), "{c:#}");
+        assert_eq!(probe["drop_reason"], "NETFILTER_DROP");
+        assert_eq!(probe["culprit"]["rule"], culprit["rule"]);
+    }
+    // IPv6 xDS is not matched by an IPv4 rule; everything else passes, and its probes agree.
+    for c in checks(&report).iter().filter(|c| c["status"] == "pass") {
+        let probe = &c["probe"];
+        if probe["outcome"] != "not-probed" {
+            assert_eq!(probe["agrees"], true, "{c:#}");
+        }
+    }
+}
+
+#[test]
+fn a_rule_for_a_port_no_mesh_flow_uses_leaves_every_check_passing() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    lab.inject("node-a", &FirewallRule::drop_tcp(Hook::Forward, 5432)).expect("rule");
+    lab.inject("node-a", &FirewallRule::drop_tcp(Hook::Input, 22)).expect("rule");
+    let (code, report) = verify(&lab, "node-a", false);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(checks(&report).iter().all(|c| c["status"] == "pass"), "{report:#}");
+}
+
+#[test]
+fn an_nftables_drop_of_hbone_blocks_the_ambient_flows() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15008);
+    rule.backend = Backend::Nftables;
+    lab.inject("node-a", &rule).expect("rule");
+    let (code, report) = verify(&lab, "node-a", true);
+    assert_eq!(code, 3, "{report:#}");
+    let blocked = blocked(&report);
+    assert!(!blocked.is_empty());
+    assert!(blocked.iter().all(|c| c["dst"]["port"] == 15008 && c["dst"]["istio_port"] == "hbone"), "{report:#}");
+    let hbone = checks(&report).into_iter().filter(|c| c["dst"]["port"] == 15008).count();
+    assert_eq!(blocked.len(), hbone, "every HBONE flow through node-a, both directions and families: {report:#}");
+    for c in &blocked {
+        assert_eq!(
+            (c["culprit"]["backend"].as_str(), c["culprit"]["table"].as_str()),
+            (Some("nftables"), Some("lab_fault"))
+        );
+    }
+    let from_here =
+        blocked.iter().find(|c| c["src"]["node"] == "node-a").expect("an HBONE flow from node-a's ambient pod");
+    assert_eq!(from_here["probe"]["outcome"], "dropped", "{from_here:#}");
+    assert_eq!(from_here["probe"]["agrees"], true);
+}
+
+#[test]
+fn a_reject_of_the_webhook_port_blocks_the_api_servers_calls_to_istiod() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15017);
+    rule.verdict = Verdict::RejectAdminProhibited;
+    lab.inject("node-b", &rule).expect("rule");
+    let (code, report) = verify(&lab, "node-b", true);
+    assert_eq!(code, 3, "{report:#}");
+    let blocked = blocked(&report);
+    assert_eq!(blocked.len(), 1, "{report:#}");
+    let c = &blocked[0];
+    assert_eq!(
+        (c["requirement"].as_str(), c["purpose"].as_str()),
+        (Some("R5"), Some("admission webhook (API server -> istiod)"))
+    );
+    assert!(c["src"]["pod"].as_str().is_some_and(|p| p.starts_with("kube-system/kube-apiserver")), "{c:#}");
+    assert_eq!(c["dst"]["istio_port"], "webhook");
+    assert_eq!(
+        c["culprit"]["rule"],
+        "-A FORWARD -p tcp -m tcp --dport 15017 -j REJECT --reject-with icmp-admin-prohibited"
+    );
+    assert_eq!(
+        (c["probe"]["outcome"].as_str(), c["probe"]["agrees"].as_bool()),
+        (Some("rejected"), Some(true)),
+        "{c:#}"
+    );
+}
+
+#[test]
+fn a_drop_beyond_the_node_passes_statically_and_the_probe_says_they_disagree() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    // The underlay router drops xDS between the nodes: nothing in node-a's rulesets.
+    lab.inject_in_netns(&format!("{}-router", lab.name), &FirewallRule::drop_tcp(Hook::Forward, 15012)).expect("rule");
+    let (code, report) = verify(&lab, "node-a", true);
+    assert_eq!(code, 0, "statically nothing is blocked on node-a: {report:#}");
+    // (An iptables rule: IPv4 only; the IPv6 flows keep passing, and their probes agree.)
+    let xds: Vec<Value> = checks(&report)
+        .into_iter()
+        .filter(|c| c["dst"]["port"] == 15012 && c["dst"]["ip"].as_str().is_some_and(|ip| !ip.contains(':')))
+        .collect();
+    assert_eq!(xds.len(), 2, "{report:#}");
+    for c in &xds {
+        assert_eq!(c["status"], "pass", "{c:#}");
+        assert_eq!(
+            (c["probe"]["outcome"].as_str(), c["probe"]["agrees"].as_bool()),
+            (Some("silent"), Some(false)),
+            "{c:#}"
+        );
+        assert!(c["probe"]["note"].as_str().is_some_and(|n| n.contains("beyond")), "{c:#}");
+    }
+}
