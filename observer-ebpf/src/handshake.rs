@@ -13,6 +13,7 @@ use observer_common::{
 use crate::{
     counters::bump,
     emit::{reserve, submit},
+    fastpath::ordinary_tcp_segment,
     filter::wanted,
     flow_state::record,
     packet::{parse_ip, PacketSource, ETH_HLEN, ETH_P_IP, ETH_P_IPV6},
@@ -32,6 +33,9 @@ pub fn observe(skb: &SkBuff, hook: u8) {
     bump(counters::TC_PACKETS);
     let ethertype = u16::from_be(skb.protocol() as u16);
     if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
+        return;
+    }
+    if ordinary_tcp_segment(skb, ethertype) {
         return;
     }
     let src = SkbBytes(skb);

@@ -20,6 +20,41 @@ use crate::{
     trace::load_inventory,
 };
 
+/// Connections followed at once; beyond, the oldest are concluded in batches.
+const MAX_CONNECTIONS: usize = 131_072;
+const RETIRE_BATCH: usize = 16_384;
+
+/// Concluded connections: counts and findings.
+#[derive(Default)]
+struct Tally {
+    stats: Stats,
+    findings: Vec<crate::diagnosis::Finding>,
+}
+
+impl Tally {
+    fn fold(&mut self, c: &crate::diagnosis::Connection, node: &str, inventory: &crate::inventory::Inventory) {
+        self.stats.connections += 1;
+        let outcome = c.outcome();
+        match &outcome {
+            Outcome::Established => self.stats.established += 1,
+            Outcome::RefusedByApplication => self.stats.refused_by_application += 1,
+            _ => {}
+        }
+        match classify(c, node, &inventory.pod_cidrs) {
+            Some(f) => self.findings.push(f),
+            None if !matches!(outcome, Outcome::Established | Outcome::RefusedByApplication) => {
+                self.stats.unresolved += 1
+            }
+            None => {}
+        }
+    }
+
+    /// Merges findings of the same kind so that retired connections cost no memory.
+    fn compact(&mut self) {
+        self.findings = report::aggregate(std::mem::take(&mut self.findings));
+    }
+}
+
 /// Runs the diagnosis; returns whether findings were reported (exit status 3).
 pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
     let inventory = load_inventory(&args.inventory)?;
@@ -33,13 +68,27 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
     let mut correlator = Correlator::default();
     let mut events = 0u64;
     let mut announced = std::collections::HashSet::new();
+    let mut tally = Tally::default();
     session.run(Some(&inventory), deadline, false, |_, observation| {
         events += 1;
+        // Bounded memory under a flood of distinct connections: the oldest are concluded and
+        // folded into the (aggregated) findings.
+        if correlator.len() >= MAX_CONNECTIONS {
+            for c in correlator.retire_oldest(RETIRE_BATCH) {
+                announced.remove(&c.client);
+                tally.fold(&c, &node, &inventory);
+            }
+            tally.compact();
+        }
         // A drop or rejection is conclusive at once: announce it live (stderr) so an operator
         // watching sees it within moments of the first blocked attempt; the report follows.
         if let Some(client) = correlator.add(&observation) {
             if let Some(c) = correlator.get(client) {
-                let conclusive = matches!(c.outcome(), Outcome::Dropped { .. } | Outcome::Rejected { .. } | Outcome::NoRoute { .. });
+                // Silence is conclusive once the SYN had to be retransmitted (or the attempt died).
+                let conclusive = matches!(
+                    c.outcome(),
+                    Outcome::Dropped { .. } | Outcome::Rejected { .. } | Outcome::NoRoute { .. } | Outcome::Silent
+                );
                 if conclusive && announced.insert(client) {
                     if let Some(f) = classify(c, &node, &inventory.pod_cidrs) {
                         info!(
@@ -60,23 +109,11 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
     })?;
     let (counters, _) = session.counters()?;
     let lost = counters.iter().find(|(n, _)| *n == "ringbuf_full").map_or(0, |(_, v)| *v);
-    let mut stats =
-        Stats { events, lost_events: lost, duration_secs: started.elapsed().as_secs_f64(), ..Stats::default() };
-    let mut findings = Vec::new();
     for c in correlator.connections() {
-        stats.connections += 1;
-        let outcome = c.outcome();
-        match &outcome {
-            Outcome::Established => stats.established += 1,
-            Outcome::RefusedByApplication => stats.refused_by_application += 1,
-            _ => {}
-        }
-        match classify(c, &node, &inventory.pod_cidrs) {
-            Some(f) => findings.push(f),
-            None if !matches!(outcome, Outcome::Established | Outcome::RefusedByApplication) => stats.unresolved += 1,
-            None => {}
-        }
+        tally.fold(c, &node, &inventory);
     }
+    let Tally { mut stats, findings } = tally;
+    (stats.events, stats.lost_events, stats.duration_secs) = (events, lost, started.elapsed().as_secs_f64());
     let findings = report::aggregate(findings);
     let report = Report { node: &node, findings: &findings, stats };
     match args.output {

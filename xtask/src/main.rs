@@ -1,5 +1,6 @@
 //! cargo xtask: setup, build, test, demo, lab.
 
+mod bench;
 mod demo;
 mod lab;
 mod setup;
@@ -29,6 +30,19 @@ enum Command {
     },
     /// Setup, build, then show observer catching a blocked xDS connection in the lab.
     Demo,
+    /// Measure observer's costs in the lab next to tcpdump and bpftrace (about 10 minutes):
+    /// writes bench/results.json and BENCHMARKS.md.
+    Bench {
+        /// Repetitions of each datapath configuration.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Seconds per datapath run.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Detection-latency trials per case.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+    },
     /// Create, remove or clean up labs to explore by hand.
     Lab {
         #[command(subcommand)]
@@ -45,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test { args } => test::run(&args),
         Command::Demo => demo::run(),
+        Command::Bench { reps, secs, trials } => bench::run(&bench::Options { reps, secs, latency_trials: trials }),
         Command::Lab { action } => lab::run(action),
     }
 }

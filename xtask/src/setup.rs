@@ -11,9 +11,17 @@ const PACKAGES: [&str; 9] =
     ["llvm-22-dev", "libzstd-dev", "zlib1g-dev", "iptables", "nftables", "iproute2", "procps", "tshark", "tmux"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The peers `cargo xtask bench` compares observer with (and bpftool for BPF run-time stats).
+pub const BENCH_PACKAGES: [&str; 4] = ["iperf3", "bpftrace", "tcpdump", "bpftool"];
+
 pub fn run() -> anyhow::Result<()> {
+    run_with(&[])
+}
+
+/// [`run`], plus `extra` Debian packages.
+pub fn run_with(extra: &[&str]) -> anyhow::Result<()> {
     let mut did = Vec::new();
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !package_installed(p)).collect();
+    let missing: Vec<&str> = PACKAGES.iter().chain(extra).copied().filter(|p| !package_installed(p)).collect();
     if !missing.is_empty() {
         if !crate::shell::is_root() {
             bail!("packages {missing:?} are missing and installing them needs root: run as root or install them with apt-get");

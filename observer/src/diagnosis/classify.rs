@@ -103,7 +103,8 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         service: src.service.clone(),
         istio_port: None,
     };
-    let culprit = matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected).then(|| c.culprit.clone()).flatten();
+    let culprit =
+        matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected).then(|| c.culprit.as_deref().cloned()).flatten();
     let remediation = remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node);
     Some(Finding {
         requirement,

@@ -58,7 +58,7 @@ pub struct Connection {
     pub drops: Vec<(String, String, u32, Option<String>, &'static str)>,
     pub icmp: Option<&'static str>,
     /// The netfilter rule behind its drops, the most certain one seen.
-    pub culprit: Option<Culprit>,
+    pub culprit: Option<std::sync::Arc<Culprit>>,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
 }
@@ -140,6 +140,22 @@ impl Correlator {
         self.connections.values()
     }
 
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// Removes and returns the `n` connections seen last longest ago (bounding memory).
+    pub fn retire_oldest(&mut self, n: usize) -> Vec<Connection> {
+        let mut by_age: Vec<((IpAddr, u16), SystemTime)> =
+            self.connections.iter().map(|(k, c)| (*k, c.last_seen)).collect();
+        by_age.sort_by_key(|(_, t)| *t);
+        by_age.into_iter().take(n).filter_map(|(k, _)| self.connections.remove(&k)).collect()
+    }
+
     /// The connection of `client`, if seen.
     pub fn get(&self, client: (IpAddr, u16)) -> Option<&Connection> {
         self.connections.get(&client)
@@ -192,7 +208,7 @@ impl Correlator {
                     c.drops.push((drop_reason.clone(), location.clone(), *netns, o.interface.clone(), o.hook.as_str()));
                     if let Some(new) = culprit {
                         if c.culprit.as_ref().is_none_or(|old| new.confidence > old.confidence) {
-                            c.culprit = Some((**new).clone());
+                            c.culprit = Some(std::sync::Arc::clone(new));
                         }
                     }
                 }

@@ -207,7 +207,7 @@ fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
             drop_reason: "NETFILTER_DROP".into(),
             location: "nft_do_chain+0x3e8".into(),
             netns: 7,
-            culprit: Some(Box::new(c)),
+            culprit: Some(std::sync::Arc::new(c)),
         }
     };
     let mut s = Scenario::new();

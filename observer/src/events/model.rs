@@ -142,7 +142,7 @@ pub enum Detail {
         netns: u32,
         /// The netfilter rule that decided a `NETFILTER_DROP` (attached after the rulesets are read).
         #[serde(skip_serializing_if = "Option::is_none")]
-        culprit: Option<Box<Culprit>>,
+        culprit: Option<std::sync::Arc<Culprit>>,
     },
     /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
     IcmpError { icmp_type: u8, icmp_code: u8, meaning: &'static str, quoted: Option<Flow>, mtu: u32 },

@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::IpAddr,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -31,6 +32,7 @@ pub const SETTLE: Duration = Duration::from_millis(150);
 pub const MIN_READ_INTERVAL: Duration = Duration::from_millis(500);
 const KEPT_SNAPSHOTS: usize = 3;
 const MAX_PENDING: usize = 4096;
+const RECENT_CULPRITS: usize = 64;
 
 struct Pending {
     event: Event,
@@ -51,6 +53,7 @@ pub struct Attributor {
     pending: Vec<Pending>,
     /// Drops passed on without a culprit because too many were waiting.
     pub overflowed: u64,
+    recent: VecDeque<Arc<Culprit>>,
 }
 
 impl Attributor {
@@ -93,6 +96,19 @@ impl Attributor {
         None
     }
 
+    /// One allocation per distinct culprit: a flood of drops by one rule shares it.
+    fn shared(&mut self, culprit: Culprit) -> Arc<Culprit> {
+        if let Some(known) = self.recent.iter().find(|c| ***c == culprit) {
+            return Arc::clone(known);
+        }
+        let new = Arc::new(culprit);
+        if self.recent.len() >= RECENT_CULPRITS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Arc::clone(&new));
+        new
+    }
+
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
     }
@@ -123,7 +139,7 @@ impl Attributor {
             let culprits = self.attribute_in(netns, &drops, path_of);
             for (mut p, culprit) in drops.into_iter().zip(culprits) {
                 if let Detail::Drop { culprit: slot, .. } = &mut p.observation.detail {
-                    *slot = Some(Box::new(culprit));
+                    *slot = Some(self.shared(culprit));
                 }
                 out.push((p.event, p.observation));
             }

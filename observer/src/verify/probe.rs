@@ -262,7 +262,7 @@ pub fn outcome(
     static_status: Status,
 ) -> ProbeResult {
     let kernel = seen.map(|c| c.outcome());
-    let culprit = seen.and_then(|c| c.culprit.clone());
+    let culprit = seen.and_then(|c| c.culprit.as_deref().cloned());
     let dropped = match &kernel {
         Some(Outcome::Dropped { reason, .. }) => Some(reason.clone()),
         _ => seen.and_then(|c| c.drops.first().map(|d| d.0.clone())),
