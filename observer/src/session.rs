@@ -82,12 +82,8 @@ impl Session {
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handler")?;
         }
-        let culprits = culprits.then(|| {
-            let mut attributor = Attributor::default();
-            // A first read of the node's rulesets: the counters' "before" for the first drop.
-            attributor.prime(netns.inode as u32, netns.path());
-            attributor
-        });
+        // A first read of the node's rulesets: the counters' "before" for the first drop.
+        let culprits = culprits.then(|| Attributor::new(Some((netns.inode as u32, netns.path()))));
         info!(
             netns = %netns.name,
             interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
@@ -128,8 +124,10 @@ impl Session {
             if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
                 namer.interfaces = self.attached.interfaces.clone();
             }
+            // Drops waiting for their culprit are checked on often; otherwise wake up every 100 ms.
+            let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 10 } else { 100 };
             let (watch, out_of_scope, culprits) = (&self.watch, &mut self.out_of_scope, &mut self.culprits);
-            self.events.poll(100, |event| {
+            self.events.poll(timeout_ms, |event| {
                 if done {
                     return;
                 }

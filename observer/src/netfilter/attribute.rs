@@ -8,7 +8,7 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::IpAddr,
     path::PathBuf,
-    sync::Arc,
+    sync::{mpsc, Arc},
     time::{Duration, Instant},
 };
 
@@ -27,12 +27,14 @@ use crate::{
 };
 
 /// How long a drop waits before it is attributed.
-pub const SETTLE: Duration = Duration::from_millis(150);
+pub const SETTLE: Duration = Duration::from_millis(50);
 /// A namespace's rulesets are read at most this often.
-pub const MIN_READ_INTERVAL: Duration = Duration::from_millis(500);
+pub const MIN_READ_INTERVAL: Duration = Duration::from_millis(250);
 const KEPT_SNAPSHOTS: usize = 3;
 const MAX_PENDING: usize = 4096;
 const RECENT_CULPRITS: usize = 64;
+/// How long the end of a run waits for the culprits still being worked out.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Pending {
     event: Event,
@@ -40,31 +42,165 @@ struct Pending {
     queued: Instant,
 }
 
-#[derive(Default)]
-struct Namespace {
-    snapshots: VecDeque<Snapshot>,
-    last_read: Option<Instant>,
+/// Drops of one namespace to attribute, with a path to enter it (None: unreachable).
+struct Job {
+    netns: u32,
+    path: Option<PathBuf>,
+    drops: Vec<Pending>,
 }
 
-/// Holds netfilter drops back until their culprit is known.
-#[derive(Default)]
+/// Holds netfilter drops back until their culprit is known. Reading rulesets (a few tools per
+/// namespace) happens on a worker thread, so the event loop never stalls on it.
 pub struct Attributor {
-    namespaces: HashMap<u32, Namespace>,
     pending: Vec<Pending>,
     /// Drops passed on without a culprit because too many were waiting.
     pub overflowed: u64,
-    recent: VecDeque<Arc<Culprit>>,
+    jobs: Option<mpsc::Sender<Job>>,
+    results: mpsc::Receiver<(u32, Vec<(Event, Observation)>)>,
+    /// Namespaces with a job at the worker, and when each was last sent.
+    in_flight: HashMap<u32, Instant>,
+    last_sent: HashMap<u32, Instant>,
+    worker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Attributor {
+    /// Starts the worker; `prime` (the node's namespace) is read first, so that the first drop's
+    /// counters have a "before".
+    pub fn new(prime: Option<(u32, &std::path::Path)>) -> Self {
+        let mut worker = Worker::default();
+        if let Some((inode, path)) = prime {
+            worker.prime(inode, path);
+        }
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (result_tx, results) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("culprits".into())
+            .spawn(move || {
+                while let Ok(job) = job_rx.recv() {
+                    let netns = job.netns;
+                    if result_tx.send((netns, worker.attribute(job))).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|err| warn!("culprit worker not started: {err}"))
+            .ok();
+        Self {
+            pending: Vec::new(),
+            overflowed: 0,
+            jobs: handle.as_ref().map(|_| jobs),
+            results,
+            in_flight: HashMap::new(),
+            last_sent: HashMap::new(),
+            worker: handle,
+        }
+    }
+
     /// Whether this observation is a netfilter drop that gets a culprit.
     pub fn wants(observation: &Observation) -> bool {
         matches!(&observation.detail, Detail::Drop { drop_reason, .. } if drop_reason == "NETFILTER_DROP")
             && observation.flow.is_some()
     }
 
-    /// Reads a namespace's rulesets now, so that the first drop's counters have a "before".
-    pub fn prime(&mut self, inode: u32, path: &std::path::Path) {
+    /// Holds a drop back; when too many wait (or there is no worker), it is passed on at once,
+    /// without a culprit.
+    pub fn push(&mut self, event: Event, observation: Observation) -> Option<(Event, Observation)> {
+        if self.pending.len() >= MAX_PENDING || self.jobs.is_none() {
+            self.overflowed += 1;
+            return Some((event, observation));
+        }
+        self.pending.push(Pending { event, observation, queued: Instant::now() });
+        None
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Drops whose culprit is now known (when `flush`: all of them, waiting for the worker), in
+    /// arrival order. `path_of` finds a namespace file for a namespace inode.
+    pub fn ready(&mut self, flush: bool, path_of: &dyn Fn(u32) -> Option<PathBuf>) -> Vec<(Event, Observation)> {
+        let mut out = Vec::new();
+        self.collect(&mut out, None);
+        let now = Instant::now();
+        let mut by_netns: BTreeMap<u32, Vec<Pending>> = BTreeMap::new();
+        let mut waiting = Vec::new();
+        for p in self.pending.drain(..) {
+            let netns = netns_of(&p.observation);
+            let free = !self.in_flight.contains_key(&netns);
+            let settled = now.duration_since(p.queued) >= SETTLE;
+            let may_read = self.last_sent.get(&netns).is_none_or(|t| now.duration_since(*t) >= MIN_READ_INTERVAL);
+            if free && (flush || (settled && may_read) || by_netns.contains_key(&netns)) {
+                by_netns.entry(netns).or_default().push(p);
+            } else {
+                waiting.push(p);
+            }
+        }
+        self.pending = waiting;
+        for (netns, drops) in by_netns {
+            let job = Job { netns, path: path_of(netns), drops };
+            match self.jobs.as_ref().map(|jobs| jobs.send(job)) {
+                Some(Ok(())) => {
+                    self.in_flight.insert(netns, now);
+                    self.last_sent.insert(netns, now);
+                }
+                // The worker is gone: pass the drops on without a culprit.
+                Some(Err(mpsc::SendError(job))) => out.extend(job.drops.into_iter().map(|p| (p.event, p.observation))),
+                None => {}
+            }
+        }
+        if flush {
+            // Bounded: each job is a few tool runs.
+            let deadline = Instant::now() + FLUSH_TIMEOUT;
+            while !self.in_flight.is_empty() && Instant::now() < deadline {
+                self.collect(&mut out, Some(deadline));
+                if !self.pending.is_empty() {
+                    out.extend(self.ready(true, path_of));
+                }
+            }
+        }
+        out.sort_by_key(|(_, o)| o.time);
+        out
+    }
+
+    /// Takes finished jobs (blocking until `until` for the first when given).
+    fn collect(&mut self, out: &mut Vec<(Event, Observation)>, until: Option<Instant>) {
+        if let Some(until) = until {
+            if let Ok((netns, batch)) = self.results.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                self.in_flight.remove(&netns);
+                out.extend(batch);
+            }
+        }
+        while let Ok((netns, batch)) = self.results.try_recv() {
+            self.in_flight.remove(&netns);
+            out.extend(batch);
+        }
+    }
+}
+
+impl Drop for Attributor {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// The worker's state: the last rulesets read per namespace, and recent culprits to share.
+#[derive(Default)]
+struct Worker {
+    namespaces: HashMap<u32, Namespace>,
+    recent: VecDeque<Arc<Culprit>>,
+}
+
+#[derive(Default)]
+struct Namespace {
+    snapshots: VecDeque<Snapshot>,
+}
+
+impl Worker {
+    fn prime(&mut self, inode: u32, path: &std::path::Path) {
         match NetnsTarget::resolve(path.to_str()) {
             Ok(target) => match target.run_inside(read_here) {
                 Ok(snapshot) => self.store(inode, snapshot),
@@ -83,17 +219,6 @@ impl Attributor {
         while ns.snapshots.len() > KEPT_SNAPSHOTS {
             ns.snapshots.pop_front();
         }
-        ns.last_read = Some(Instant::now());
-    }
-
-    /// Holds a drop back; when too many wait, it is passed on at once, without a culprit.
-    pub fn push(&mut self, event: Event, observation: Observation) -> Option<(Event, Observation)> {
-        if self.pending.len() >= MAX_PENDING {
-            self.overflowed += 1;
-            return Some((event, observation));
-        }
-        self.pending.push(Pending { event, observation, queued: Instant::now() });
-        None
     }
 
     /// One allocation per distinct culprit: a flood of drops by one rule shares it.
@@ -109,53 +234,23 @@ impl Attributor {
         new
     }
 
-    pub fn is_idle(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    /// Drops whose culprit is now known (all of them when `flush`), in arrival order.
-    /// `path_of` finds a namespace file for a namespace inode.
-    pub fn ready(&mut self, flush: bool, path_of: &dyn Fn(u32) -> Option<PathBuf>) -> Vec<(Event, Observation)> {
-        let now = Instant::now();
-        let mut by_netns: BTreeMap<u32, Vec<Pending>> = BTreeMap::new();
-        let mut waiting = Vec::new();
-        for p in self.pending.drain(..) {
-            let netns = netns_of(&p.observation);
-            let settled = now.duration_since(p.queued) >= SETTLE;
-            let may_read = self
-                .namespaces
-                .get(&netns)
-                .and_then(|ns| ns.last_read)
-                .is_none_or(|t| now.duration_since(t) >= MIN_READ_INTERVAL);
-            if flush || (settled && may_read) || by_netns.contains_key(&netns) {
-                by_netns.entry(netns).or_default().push(p);
-            } else {
-                waiting.push(p);
-            }
-        }
-        self.pending = waiting;
-        let mut out = Vec::new();
-        for (netns, drops) in by_netns {
-            let culprits = self.attribute_in(netns, &drops, path_of);
-            for (mut p, culprit) in drops.into_iter().zip(culprits) {
+    fn attribute(&mut self, job: Job) -> Vec<(Event, Observation)> {
+        let culprits = self.attribute_in(job.netns, &job.drops, job.path.as_deref());
+        job.drops
+            .into_iter()
+            .zip(culprits)
+            .map(|(mut p, culprit)| {
                 if let Detail::Drop { culprit: slot, .. } = &mut p.observation.detail {
                     *slot = Some(self.shared(culprit));
                 }
-                out.push((p.event, p.observation));
-            }
-        }
-        out.sort_by_key(|(_, o)| o.time);
-        out
+                (p.event, p.observation)
+            })
+            .collect()
     }
 
-    fn attribute_in(
-        &mut self,
-        netns: u32,
-        drops: &[Pending],
-        path_of: &dyn Fn(u32) -> Option<PathBuf>,
-    ) -> Vec<Culprit> {
+    fn attribute_in(&mut self, netns: u32, drops: &[Pending], path: Option<&std::path::Path>) -> Vec<Culprit> {
         let unreachable = |why: String| drops.iter().map(|_| Culprit::not_identified(None, why.clone())).collect();
-        let Some(path) = path_of(netns) else {
+        let Some(path) = path else {
             return unreachable(format!("network namespace {netns} is not reachable from here (no process or name)"));
         };
         let target = match NetnsTarget::resolve(path.to_str()) {

@@ -132,7 +132,7 @@ pub fn markdown(r: &Results) -> String {
             f.cpu_us_per_event
         ));
     }
-    s.push_str("\n## 3. Detection latency\n\nFrom just before the client starts its connection to the `finding:` line of `observer diagnose`\n(includes starting the client process). A netfilter drop is announced once its culprit rule\nis known (drops wait ~150 ms for the rules' counters); a silent drop needs the first SYN\nretransmission (1 s) to be told from a slow answer.\n\n");
+    s.push_str("\n## 3. Detection latency\n\nFrom just before the client starts its connection to the `finding:` line of `observer diagnose`\n(includes starting the client process). A netfilter drop is announced once its culprit rule\nis known (a drop waits 50 ms to be batched, and a namespace's rules are read at most every\n250 ms, on a worker thread); a silent drop needs the first SYN\nretransmission (1 s) to be told from a slow answer.\n\n");
     s.push_str("| case | trials | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |\n");
     for l in &r.latency {
         s.push_str(&format!("| {} | {} | {:.1} | {:.1} | {:.1} |\n", l.case, l.trials, l.p50_ms, l.p99_ms, l.max_ms));
