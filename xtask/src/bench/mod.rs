@@ -142,10 +142,27 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     drop(lab);
     println!("\n== 5. userspace decode/correlate (divan)");
     let userspace = userspace::run()?;
-    let results = report::Results::new(overhead, pipeline, latency, scale, userspace, started.elapsed().as_secs_f64());
+    let mut results =
+        report::Results::new(overhead, pipeline, latency, scale, userspace, started.elapsed().as_secs_f64());
     let dir = shell::root().join("bench");
     std::fs::create_dir_all(&dir)?;
     let json_path: PathBuf = dir.join("results.json");
+    if let Some(previous) =
+        std::fs::read_to_string(&json_path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    {
+        results.versus_previous_run = report::compare(&previous, &results.overhead);
+        for c in &results.versus_previous_run {
+            println!(
+                "   vs previous run: {} {}: {:.3} -> {:.3} (allowed ±{:.1} %): {}",
+                c.name,
+                c.metric,
+                c.previous,
+                c.now,
+                c.spread * 100.0,
+                if c.within_spread { "within" } else { "OUTSIDE" }
+            );
+        }
+    }
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)?)?;
     std::fs::write(shell::root().join("BENCHMARKS.md"), report::markdown(&results))?;
     println!("\nwrote {} and BENCHMARKS.md ({:.0} s)", json_path.display(), started.elapsed().as_secs_f64());

@@ -25,6 +25,54 @@ pub struct Results {
     pub latency: Vec<LatencyResult>,
     pub scale: Scale,
     pub userspace: Vec<UserspaceResult>,
+    /// This run's ratios next to the previous run's on this machine (bench/results.json before).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub versus_previous_run: Vec<RatioCheck>,
+}
+
+/// One configuration's ratio in this run and the previous one, and whether the difference is
+/// within the spread this run measured for it.
+#[derive(Debug, Serialize)]
+pub struct RatioCheck {
+    pub name: String,
+    pub metric: &'static str,
+    pub previous: f64,
+    pub now: f64,
+    /// Allowed difference: this row's spread plus the baseline's, relative.
+    pub spread: f64,
+    pub within_spread: bool,
+}
+
+/// Compares with the previous run's `results.json` (if any).
+pub fn compare(previous: &serde_json::Value, overhead: &Overhead) -> Vec<RatioCheck> {
+    let Some(configs) = previous["overhead"]["configs"].as_array() else { return Vec::new() };
+    let base = overhead.configs.iter().find(|c| c.name == "none");
+    let mut out = Vec::new();
+    for c in overhead.configs.iter().filter(|c| c.name != "none") {
+        let Some(prev) = configs.iter().find(|p| p["name"] == c.name) else { continue };
+        for (metric, now, prev, spread, base_spread) in [
+            ("req/resp ratio", c.rr_ratio, prev["rr_ratio"].as_f64(), c.rr_spread, base.map_or(0.0, |b| b.rr_spread)),
+            (
+                "bulk ratio",
+                c.bulk_ratio,
+                prev["bulk_ratio"].as_f64(),
+                c.bulk_spread,
+                base.map_or(0.0, |b| b.bulk_spread),
+            ),
+        ] {
+            let Some(prev) = prev else { continue };
+            let spread = spread + base_spread;
+            out.push(RatioCheck {
+                name: c.name.to_string(),
+                metric,
+                previous: prev,
+                now,
+                spread,
+                within_spread: (now - prev).abs() <= spread * now.max(prev),
+            });
+        }
+    }
+    out
 }
 
 impl Results {
@@ -36,7 +84,16 @@ impl Results {
         userspace: Vec<UserspaceResult>,
         duration_secs: f64,
     ) -> Self {
-        Self { machine: machine(), duration_secs, overhead, pipeline, latency, scale, userspace }
+        Self {
+            machine: machine(),
+            duration_secs,
+            overhead,
+            pipeline,
+            latency,
+            scale,
+            userspace,
+            versus_previous_run: Vec::new(),
+        }
     }
 }
 
@@ -94,6 +151,20 @@ pub fn markdown(r: &Results) -> String {
             c.bulk_spread * 100.0,
             c.tool_cpu_secs
         ));
+    }
+    if !r.versus_previous_run.is_empty() {
+        s.push_str("\nAgainst the previous run on this machine (allowed difference = this row's spread + the\nbaseline's spread):\n\n| configuration | metric | previous | this run | allowed | within |\n| --- | --- | ---: | ---: | ---: | --- |\n");
+        for c in &r.versus_previous_run {
+            s.push_str(&format!(
+                "| {} | {} | {:.3} | {:.3} | ±{:.1} % | {} |\n",
+                label(&c.name),
+                c.metric,
+                c.previous,
+                c.now,
+                c.spread * 100.0,
+                if c.within_spread { "yes" } else { "**no**" }
+            ));
+        }
     }
     s.push_str(&format!(
         "\nPer-program cost from the kernel's BPF run-time statistics (`kernel.bpf_stats_enabled=1`, only\n\
