@@ -43,10 +43,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<bool> {
             purpose: flow.purpose,
             src: flow.src,
             dst: flow.dst,
-            status: verdict.status,
-            at: verdict.at,
-            culprit: verdict.culprit,
-            why: verdict.why,
+            verdict,
             probe: None,
         });
     }
@@ -58,7 +55,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<bool> {
         OutputFormat::Json => println!("{}", report::json(&report)),
         OutputFormat::Text => print!("{}", report::text(&report)),
     }
-    Ok(checks.iter().any(|c| c.status == Status::Blocked))
+    Ok(checks.iter().any(|c| c.verdict.status == Status::Blocked))
 }
 
 /// Probes every flow whose source is on this node, one handshake at a time on a worker thread,
@@ -114,7 +111,7 @@ fn probe_all(args: &VerifyArgs, inventory: &Inventory, paths: &NodePaths, checks
         let Some(check) = checks.get_mut(i) else { continue };
         check.probe = Some(match result {
             Ok((sport, handshake)) => {
-                let mut r = probe::outcome(handshake, correlator.get((check.src.ip, sport)), check.status);
+                let mut r = probe::outcome(handshake, correlator.get((check.src.ip, sport)), check.verdict.status);
                 r.sport = Some(sport);
                 r
             }

@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::{
     matrix::{Destination, Source},
-    paths::Status,
+    paths::{StaticVerdict, Status},
     probe::ProbeResult,
 };
-use crate::{diagnosis::Requirement, netfilter::Culprit};
+use crate::diagnosis::Requirement;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Check {
@@ -18,14 +18,9 @@ pub struct Check {
     pub purpose: &'static str,
     pub src: Source,
     pub dst: Destination,
-    pub status: Status,
-    /// Where the flow is blocked: `node`, or `pod NAMESPACE/NAME`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub culprit: Option<Culprit>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub why: Option<String>,
+    /// `status`, `at`, `culprit`, `why`.
+    #[serde(flatten)]
+    pub verdict: StaticVerdict,
     /// With `--probe`: what a real handshake did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeResult>,
@@ -45,7 +40,7 @@ pub fn json(report: &VerifyReport<'_>) -> String {
 }
 
 pub fn text(report: &VerifyReport<'_>) -> String {
-    let count = |s: Status| report.checks.iter().filter(|c| c.status == s).count();
+    let count = |s: Status| report.checks.iter().filter(|c| c.verdict.status == s).count();
     let mut out = format!(
         "observer verify: node {} — {} required flows: {} pass, {} blocked, {} unknown\n",
         report.node,
@@ -62,12 +57,12 @@ pub fn text(report: &VerifyReport<'_>) -> String {
         by_req.entry(c.requirement).or_default().push(c);
     }
     let mut groups: Vec<(Requirement, Vec<&Check>)> = by_req.into_iter().collect();
-    groups.sort_by_key(|(r, checks)| (checks.iter().map(|c| c.status).min(), *r));
+    groups.sort_by_key(|(r, checks)| (checks.iter().map(|c| c.verdict.status).min(), *r));
     for (req, mut checks) in groups {
-        checks.sort_by_key(|c| c.status);
+        checks.sort_by_key(|c| c.verdict.status);
         out.push_str(&format!("\n{req:?}: {}\n", req.text()));
         for c in checks {
-            let status = match c.status {
+            let status = match c.verdict.status {
                 Status::Blocked => "BLOCKED",
                 Status::Unknown => "unknown",
                 Status::Pass => "pass",
@@ -79,17 +74,17 @@ pub fn text(report: &VerifyReport<'_>) -> String {
                 "  {status:<8} {}: {src} ({}) -> {dst} ({}):{port}\n",
                 c.purpose, c.src.ip, c.dst.ip
             ));
-            if let Some(culprit) = &c.culprit {
+            if let Some(culprit) = &c.verdict.culprit {
                 out.push_str(&format!(
                     "           rule: {} in {}\n           fix: change or remove that rule so TCP {} from {} to {} is accepted\n",
                     culprit.summary(),
-                    c.at.as_deref().unwrap_or("?"),
+                    c.verdict.at.as_deref().unwrap_or("?"),
                     c.dst.port,
                     c.src.ip,
                     c.dst.ip
                 ));
             }
-            if let Some(why) = &c.why {
+            if let Some(why) = &c.verdict.why {
                 out.push_str(&format!("           why: {why}\n"));
             }
             if let Some(probe) = &c.probe {

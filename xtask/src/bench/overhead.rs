@@ -78,7 +78,7 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Overhead> {
         for i in 0..CONFIGS.len() {
             let config = CONFIGS[(rep + i) % CONFIGS.len()];
             let tool = start_config(b, config)?;
-            let (r, g) = (rr_run(b, &server)?, bulk_run(b, &server)?);
+            let (r, g) = (rr_run(b, &server)?.0, bulk_run(b, &server)?);
             if let Some(tool) = tool {
                 *cpu.entry(config).or_default() += cpu_seconds(tool.pid());
                 tool.stop();
@@ -163,7 +163,8 @@ fn start_config(b: &Bench<'_>, config: &str) -> anyhow::Result<Option<Background
     })
 }
 
-fn rr_run(b: &Bench<'_>, server: &str) -> anyhow::Result<f64> {
+/// One request/response run: (round trips per second, round trips).
+fn rr_run(b: &Bench<'_>, server: &str) -> anyhow::Result<(f64, f64)> {
     let out = output_of(in_netns(
         Some(&b.client_ns),
         Some(CLIENT_CPU),
@@ -171,7 +172,7 @@ fn rr_run(b: &Bench<'_>, server: &str) -> anyhow::Result<f64> {
         &["rr-client", &format!("{server}:{RR_PORT}"), &b.secs.to_string()],
     ))?;
     let v: Value = serde_json::from_str(out.trim()).with_context(|| format!("rr-client said {out}"))?;
-    v["rate"].as_f64().context("rr-client: no rate")
+    Ok((v["rate"].as_f64().context("rr-client: no rate")?, v["round_trips"].as_f64().unwrap_or(0.0)))
 }
 
 fn bulk_run(b: &Bench<'_>, server: &str) -> anyhow::Result<f64> {
@@ -196,13 +197,7 @@ fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<(Vec<ProgramCost
         let observer = b.start_observer(&["diagnose", "--output", "json"], true)?;
         let pid = observer.pid();
         let s0 = bpf_fds(pid);
-        let out = output_of(in_netns(
-            Some(&b.client_ns),
-            Some(CLIENT_CPU),
-            &b.load,
-            &["rr-client", &format!("{server}:{RR_PORT}"), &b.secs.to_string()],
-        ))?;
-        let round_trips = serde_json::from_str::<Value>(out.trim())?["round_trips"].as_f64().unwrap_or(0.0);
+        let (_, round_trips) = rr_run(b, server)?;
         let s1 = bpf_fds(pid);
         bulk_run(b, server)?;
         let s2 = bpf_fds(pid);
