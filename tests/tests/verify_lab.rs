@@ -42,12 +42,13 @@ fn a_clean_lab_passes_every_check_on_both_nodes() {
     }
     let lab = lab();
     for node in ["node-a", "node-b"] {
-        let (code, report) = verify(&lab, node, false);
+        let (code, report) = verify(&lab, node, true);
         assert_eq!(code, 0, "{report:#}");
         let all = checks(&report);
         assert!(all.len() >= 10, "{node}: a meaningful matrix: {report:#}");
         assert!(all.iter().all(|c| c["status"] == "pass"), "{report:#}");
         assert_eq!(report["node"], node);
+        assert_probes_agree(&report);
     }
 }
 
@@ -105,9 +106,19 @@ fn a_rule_for_a_port_no_mesh_flow_uses_leaves_every_check_passing() {
     let lab = lab();
     lab.inject("node-a", &FirewallRule::drop_tcp(Hook::Forward, 5432)).expect("rule");
     lab.inject("node-a", &FirewallRule::drop_tcp(Hook::Input, 22)).expect("rule");
-    let (code, report) = verify(&lab, "node-a", false);
+    let (code, report) = verify(&lab, "node-a", true);
     assert_eq!(code, 0, "{report:#}");
     assert!(checks(&report).iter().all(|c| c["status"] == "pass"), "{report:#}");
+    assert_probes_agree(&report);
+}
+
+/// Every flow probed from this node agrees with its static verdict, and some were probed.
+fn assert_probes_agree(report: &Value) {
+    let probed: Vec<Value> = checks(report).into_iter().filter(|c| c["probe"]["outcome"] != "not-probed").collect();
+    assert!(!probed.is_empty(), "{report:#}");
+    for c in &probed {
+        assert_eq!(c["probe"]["agrees"], true, "{c:#}");
+    }
 }
 
 #[test]
