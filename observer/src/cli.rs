@@ -27,15 +27,8 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Kubernetes inventory (`kubectl get pods,services,endpointslices,namespaces,nodes -A -o json`).
-    #[arg(long, value_name = "FILE")]
-    pub inventory: std::path::PathBuf,
-    /// Network namespace of the node (name from `ip netns list` or a path); default: current.
-    #[arg(long)]
-    pub netns: Option<String>,
-    /// The node's name in the inventory (default: the namespace's name).
-    #[arg(long, value_name = "NODE")]
-    pub node_name: Option<String>,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Also try one bounded TCP handshake per flow whose source is on this node, from inside the
     /// source's namespace (as uid 1337 for sidecar pods, like their proxy), watched by the eBPF
     /// datapath, and compare with the static verdict.
@@ -45,17 +38,24 @@ pub struct VerifyArgs {
     pub output: OutputFormat,
 }
 
+/// Which node, and what the mesh on it is (diagnose and verify).
 #[derive(Debug, clap::Args)]
-pub struct DiagnoseArgs {
+pub struct NodeArgs {
     /// Kubernetes inventory (`kubectl get pods,services,endpointslices,namespaces,nodes -A -o json`).
     #[arg(long, value_name = "FILE")]
     pub inventory: std::path::PathBuf,
     /// Network namespace of the node (name from `ip netns list` or a path); default: current.
     #[arg(long)]
     pub netns: Option<String>,
-    /// The node's name in findings (default: the namespace's name).
+    /// The node's name in the inventory and in findings (default: the namespace's name).
     #[arg(long, value_name = "NODE")]
     pub node_name: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// cgroup v2 directory whose processes are watched (default: the whole node).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<std::path::PathBuf>,

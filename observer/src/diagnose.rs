@@ -57,9 +57,9 @@ impl Tally {
 
 /// Runs the diagnosis; returns whether findings were reported (exit status 3).
 pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
-    let inventory = load_inventory(&args.inventory)?;
-    let (ebpf, kernel, netns) = Session::load(args.netns.as_deref())?;
-    let node = args.node_name.clone().unwrap_or_else(|| netns.name.clone());
+    let inventory = load_inventory(&args.node.inventory)?;
+    let (ebpf, kernel, netns) = Session::load(args.node.netns.as_deref())?;
+    let node = args.node.node_name.clone().unwrap_or_else(|| netns.name.clone());
     // Every handshake matters to the diagnosis: no kernel-side narrowing.
     let mut session =
         Session::start(ebpf, kernel, netns, &KernelFilter::default(), args.cgroup_root.clone(), !args.no_culprit)?;

@@ -26,9 +26,9 @@ use report::{Check, VerifyReport};
 
 /// Runs the verification; returns whether a required flow is blocked (exit status 3).
 pub fn run(args: &VerifyArgs) -> anyhow::Result<bool> {
-    let inventory = load_inventory(&args.inventory)?;
-    let netns = NetnsTarget::resolve(args.netns.as_deref())?;
-    let node = args.node_name.clone().unwrap_or_else(|| netns.name.clone());
+    let inventory = load_inventory(&args.node.inventory)?;
+    let netns = NetnsTarget::resolve(args.node.netns.as_deref())?;
+    let node = args.node.node_name.clone().unwrap_or_else(|| netns.name.clone());
     if !inventory.pods.iter().any(|p| p.node.as_deref() == Some(node.as_str())) {
         warn!("no pod of the inventory runs on node `{node}`: is --node-name right? Only flows from this node are checked");
     }
@@ -88,7 +88,7 @@ fn probe_all(args: &VerifyArgs, inventory: &Inventory, paths: &NodePaths, checks
         };
         plan.push((i, netns, c.src.ip, std::net::SocketAddr::new(c.dst.ip, c.dst.port), as_proxy));
     }
-    let (ebpf, kernel, netns) = Session::load(args.netns.as_deref())?;
+    let (ebpf, kernel, netns) = Session::load(args.node.netns.as_deref())?;
     let mut session = Session::start(ebpf, kernel, netns, &KernelFilter::default(), None, true)?;
     let stop = session.stop_flag();
     let worker = std::thread::spawn(move || {
