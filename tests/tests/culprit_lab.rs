@@ -30,6 +30,15 @@ fn culprit_of_blocked(lab: &Lab, port: u16, block: impl FnOnce(&Lab)) -> serde_j
     drop["culprit"].clone()
 }
 
+/// Runs each rule (the tool's arguments after `-w`) with `program` in node-a's namespace.
+fn install(lab: &Lab, program: &str, rules: &[&[&str]]) {
+    for rule in rules {
+        let mut args = vec!["-w"];
+        args.extend_from_slice(rule);
+        lab.firewall("node-a", program, &args).unwrap_or_else(|e| panic!("{program} {rule:?}: {e}"));
+    }
+}
+
 #[test]
 fn iptables_nft_drop_in_a_user_chain_reached_by_a_jump() {
     if !require_root() {
@@ -37,17 +46,16 @@ fn iptables_nft_drop_in_a_user_chain_reached_by_a_jump() {
     }
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
-        lab.firewall("node-a", "iptables", &["-w", "-N", "MESH-GUARD"]).expect("chain");
-        lab.firewall("node-a", "iptables", &["-w", "-I", "FORWARD", "1", "-p", "tcp", "-j", "MESH-GUARD"])
-            .expect("jump");
-        lab.firewall("node-a", "iptables", &["-w", "-A", "MESH-GUARD", "-p", "tcp", "--dport", "9999", "-j", "DROP"])
-            .expect("unrelated rule");
-        lab.firewall(
-            "node-a",
+        install(
+            lab,
             "iptables",
-            &["-w", "-A", "MESH-GUARD", "-p", "tcp", "-m", "multiport", "--dports", "15010,15012", "-j", "DROP"],
-        )
-        .expect("rule");
+            &[
+                &["-N", "MESH-GUARD"],
+                &["-I", "FORWARD", "1", "-p", "tcp", "-j", "MESH-GUARD"],
+                &["-A", "MESH-GUARD", "-p", "tcp", "--dport", "9999", "-j", "DROP"],
+                &["-A", "MESH-GUARD", "-p", "tcp", "-m", "multiport", "--dports", "15010,15012", "-j", "DROP"],
+            ],
+        );
     });
     assert_eq!(c["confidence"], "confirmed", "{c:#}");
     assert_eq!(c["backend"], "iptables-nft");
@@ -66,25 +74,11 @@ fn iptables_legacy_reject_is_named() {
     }
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
-        lab.firewall(
-            "node-a",
+        install(
+            lab,
             "iptables-legacy",
-            &[
-                "-w",
-                "-I",
-                "FORWARD",
-                "1",
-                "-p",
-                "tcp",
-                "--dport",
-                "15012",
-                "-j",
-                "REJECT",
-                "--reject-with",
-                "tcp-reset",
-            ],
-        )
-        .expect("rule");
+            &[&["-I", "FORWARD", "1", "-p", "tcp", "--dport", "15012", "-j", "REJECT", "--reject-with", "tcp-reset"]],
+        );
     });
     assert_eq!(c["confidence"], "confirmed", "{c:#}");
     assert_eq!(c["backend"], "iptables-legacy");
@@ -122,15 +116,15 @@ fn a_chain_policy_drop_with_no_matching_rule() {
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
         // Only established traffic and the app port are allowed; everything else meets the policy.
-        lab.firewall(
-            "node-a",
+        install(
+            lab,
             "iptables",
-            &["-w", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-        )
-        .expect("rule");
-        lab.firewall("node-a", "iptables", &["-w", "-A", "FORWARD", "-p", "tcp", "--dport", "9080", "-j", "ACCEPT"])
-            .expect("rule");
-        lab.firewall("node-a", "iptables", &["-w", "-P", "FORWARD", "DROP"]).expect("policy");
+            &[
+                &["-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                &["-A", "FORWARD", "-p", "tcp", "--dport", "9080", "-j", "ACCEPT"],
+                &["-P", "FORWARD", "DROP"],
+            ],
+        );
     });
     assert_eq!(c["confidence"], "confirmed", "{c:#}");
     assert_eq!((c["chain"].as_str(), c["rule"].as_str()), (Some("FORWARD"), Some("policy DROP")));
@@ -144,42 +138,37 @@ fn a_calico_style_chain_names_its_network_policy() {
     }
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
-        lab.firewall("node-a", "iptables", &["-w", "-N", "cali-FORWARD"]).expect("chain");
-        lab.firewall("node-a", "iptables", &["-w", "-N", "cali-pi-_Hb2x9sZ"]).expect("chain");
-        lab.firewall(
-            "node-a",
-            "iptables",
-            &["-w", "-I", "FORWARD", "1", "-m", "comment", "--comment", "cali:wUHhoiAYhphO9Mso", "-j", "cali-FORWARD"],
-        )
-        .expect("jump");
-        lab.firewall("node-a", "iptables", &["-w", "-A", "cali-FORWARD", "-p", "tcp", "-j", "cali-pi-_Hb2x9sZ"])
-            .expect("jump");
-        lab.firewall(
-            "node-a",
+        let policy = "Policy istio-system/knp.default.deny-xds ingress";
+        install(
+            lab,
             "iptables",
             &[
-                "-w",
-                "-A",
-                "cali-pi-_Hb2x9sZ",
-                "-p",
-                "tcp",
-                "-m",
-                "comment",
-                "--comment",
-                "cali:kP3fQ1",
-                "-m",
-                "comment",
-                "--comment",
-                "Policy istio-system/knp.default.deny-xds ingress",
-                "-m",
-                "multiport",
-                "--dports",
-                "15012",
-                "-j",
-                "DROP",
+                &["-N", "cali-FORWARD"],
+                &["-N", "cali-pi-_Hb2x9sZ"],
+                &["-I", "FORWARD", "1", "-m", "comment", "--comment", "cali:wUHhoiAYhphO9Mso", "-j", "cali-FORWARD"],
+                &["-A", "cali-FORWARD", "-p", "tcp", "-j", "cali-pi-_Hb2x9sZ"],
+                &[
+                    "-A",
+                    "cali-pi-_Hb2x9sZ",
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "cali:kP3fQ1",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    policy,
+                    "-m",
+                    "multiport",
+                    "--dports",
+                    "15012",
+                    "-j",
+                    "DROP",
+                ],
             ],
-        )
-        .expect("rule");
+        );
     });
     assert_eq!(c["confidence"], "confirmed", "{c:#}");
     assert_eq!((c["chain"].as_str(), c["owner"].as_str()), (Some("cali-pi-_Hb2x9sZ"), Some("calico")));
@@ -196,15 +185,16 @@ fn of_two_candidate_rules_only_the_earlier_matching_one_is_named() {
     let c = culprit_of_blocked(&lab, 15012, |lab| {
         // Appended in this order: a DROP for another destination, the REJECT that matches, then
         // a DROP that would match too but comes later.
-        for args in [
-            vec!["-A", "FORWARD", "-p", "tcp", "-d", "192.0.2.1", "--dport", "15012", "-j", "DROP"],
-            vec!["-A", "FORWARD", "-p", "tcp", "-d", &format!("{}/32", istiod.ip), "--dport", "15012", "-j", "REJECT"],
-            vec!["-A", "FORWARD", "-p", "tcp", "--dport", "15012", "-j", "DROP"],
-        ] {
-            let mut full = vec!["-w"];
-            full.extend(args);
-            lab.firewall("node-a", "iptables", &full).expect("rule");
-        }
+        let istiod = format!("{}/32", istiod.ip);
+        install(
+            lab,
+            "iptables",
+            &[
+                &["-A", "FORWARD", "-p", "tcp", "-d", "192.0.2.1", "--dport", "15012", "-j", "DROP"],
+                &["-A", "FORWARD", "-p", "tcp", "-d", &istiod, "--dport", "15012", "-j", "REJECT"],
+                &["-A", "FORWARD", "-p", "tcp", "--dport", "15012", "-j", "DROP"],
+            ],
+        );
     });
     assert_eq!(c["confidence"], "confirmed", "{c:#}");
     assert_eq!(c["position"], 2, "{c:#}");

@@ -20,10 +20,11 @@ use super::{
     eval::{evaluate, Packet, Site},
     model::{Counters, Table},
     read::{read_here, Snapshot},
+    route::NamespaceRoutes,
 };
 use crate::{
     events::model::{Detail, Observation},
-    loader::{netlink::RouteSocket, NetnsTarget},
+    loader::NetnsTarget,
 };
 
 /// How long a drop waits before it is attributed.
@@ -57,8 +58,9 @@ pub struct Attributor {
     pub overflowed: u64,
     jobs: Option<mpsc::Sender<Job>>,
     results: mpsc::Receiver<(u32, Vec<(Event, Observation)>)>,
-    /// Namespaces with a job at the worker, and when each was last sent.
-    in_flight: HashMap<u32, Instant>,
+    /// Namespaces with a job at the worker, with its drops (passed on as they are if the worker
+    /// does not answer in time), and when each namespace was last sent.
+    in_flight: HashMap<u32, Vec<(Event, Observation)>>,
     last_sent: HashMap<u32, Instant>,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -122,6 +124,25 @@ impl Attributor {
     pub fn ready(&mut self, flush: bool, path_of: &dyn Fn(u32) -> Option<PathBuf>) -> Vec<(Event, Observation)> {
         let mut out = Vec::new();
         self.collect(&mut out, None);
+        self.send_due(flush, path_of, &mut out);
+        if flush {
+            // Bounded: each job is a few tool runs.
+            let deadline = Instant::now() + FLUSH_TIMEOUT;
+            while !self.in_flight.is_empty() && Instant::now() < deadline {
+                self.collect(&mut out, Some(deadline));
+                self.send_due(true, path_of, &mut out);
+            }
+            // What the worker did not finish in time is passed on without a culprit, not lost.
+            out.extend(self.in_flight.drain().flat_map(|(_, drops)| drops));
+            out.extend(self.pending.drain(..).map(|p| (p.event, p.observation)));
+        }
+        out.sort_by_key(|(_, o)| o.time);
+        out
+    }
+
+    /// Sends the worker the drops that are due (all when `flush`), one job per namespace that
+    /// has none in flight.
+    fn send_due(&mut self, flush: bool, path_of: &dyn Fn(u32) -> Option<PathBuf>, out: &mut Vec<(Event, Observation)>) {
         let now = Instant::now();
         let mut by_netns: BTreeMap<u32, Vec<Pending>> = BTreeMap::new();
         let mut waiting = Vec::new();
@@ -138,29 +159,17 @@ impl Attributor {
         }
         self.pending = waiting;
         for (netns, drops) in by_netns {
+            let copies: Vec<(Event, Observation)> = drops.iter().map(|p| (p.event, p.observation.clone())).collect();
             let job = Job { netns, path: path_of(netns), drops };
             match self.jobs.as_ref().map(|jobs| jobs.send(job)) {
                 Some(Ok(())) => {
-                    self.in_flight.insert(netns, now);
+                    self.in_flight.insert(netns, copies);
                     self.last_sent.insert(netns, now);
                 }
                 // The worker is gone: pass the drops on without a culprit.
-                Some(Err(mpsc::SendError(job))) => out.extend(job.drops.into_iter().map(|p| (p.event, p.observation))),
-                None => {}
+                _ => out.extend(copies),
             }
         }
-        if flush {
-            // Bounded: each job is a few tool runs.
-            let deadline = Instant::now() + FLUSH_TIMEOUT;
-            while !self.in_flight.is_empty() && Instant::now() < deadline {
-                self.collect(&mut out, Some(deadline));
-                if !self.pending.is_empty() {
-                    out.extend(self.ready(true, path_of));
-                }
-            }
-        }
-        out.sort_by_key(|(_, o)| o.time);
-        out
     }
 
     /// Takes finished jobs (blocking until `until` for the first when given).
@@ -259,12 +268,8 @@ impl Worker {
         };
         let inside = target.run_inside(|| {
             let snapshot = read_here();
-            let packets: Vec<Option<Packet>> = match RouteSocket::open() {
-                Ok(mut rtnl) => {
-                    let names: HashMap<u32, String> =
-                        rtnl.links().unwrap_or_default().into_iter().map(|l| (l.index, l.name)).collect();
-                    drops.iter().map(|p| packet_of(&p.event, &p.observation, &mut rtnl, &names)).collect()
-                }
+            let packets: Vec<Option<Packet>> = match NamespaceRoutes::here() {
+                Ok(mut routes) => drops.iter().map(|p| packet_of(&p.event, &p.observation, &mut routes)).collect(),
                 Err(_) => drops.iter().map(|_| None).collect(),
             };
             (snapshot, packets)
@@ -348,40 +353,14 @@ fn locate(tables: &[Table], site: Site, older: &[Table]) -> Option<Site> {
 
 /// What the evaluator needs: the 5-tuple, TCP flags from the captured header, which ends are
 /// local, and the interfaces (skb->dev at the drop is the input device except on output).
-fn packet_of(
-    event: &Event,
-    observation: &Observation,
-    rtnl: &mut RouteSocket,
-    names: &HashMap<u32, String>,
-) -> Option<Packet> {
+fn packet_of(event: &Event, observation: &Observation, routes: &mut NamespaceRoutes) -> Option<Packet> {
     let flow = observation.flow?;
     let Event::Drop(drop) = event else { return None };
     let captured = drop.packet.get(..usize::from(drop.packet_len)).unwrap_or_default();
-    let to_dst = rtnl.route_get(flow.dst).ok().flatten();
-    let to_src = rtnl.route_get(flow.src).ok().flatten();
-    let src_local = to_src.is_some_and(|r| r.local);
-    let dst_local = to_dst.is_some_and(|r| r.local);
-    let name = |index: Option<u32>| index.and_then(|i| names.get(&i).cloned());
-    let iif = if src_local {
-        None
-    } else if drop.ifindex != 0 {
-        names.get(&drop.ifindex).cloned()
-    } else {
-        name(to_src.and_then(|r| r.oif))
-    };
-    let oif = if dst_local { None } else { name(to_dst.and_then(|r| r.oif)) };
-    Some(Packet {
-        proto: flow.protocol.0,
-        src: flow.src,
-        dst: flow.dst,
-        sport: flow.sport,
-        dport: flow.dport,
-        tcp_flags: tcp_flags(captured, flow.src),
-        iif,
-        oif,
-        src_local,
-        dst_local,
-    })
+    // skb->dev at a drop is the input device, except on output where it is not set yet.
+    let route = routes.route(flow.src, flow.dst, Some(drop.ifindex), false);
+    let flags = tcp_flags(captured, flow.src);
+    Some(Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route))
 }
 
 /// TCP flags of a captured packet (IP header first): IPv4 with options, IPv6 without

@@ -25,6 +25,30 @@ pub struct Packet {
 }
 
 impl Packet {
+    /// A packet with the locality and interfaces of `route`.
+    pub fn routed(
+        proto: u8,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+        tcp_flags: Option<u8>,
+        route: super::route::Route,
+    ) -> Self {
+        Self {
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+            tcp_flags,
+            iif: route.iif,
+            oif: route.oif,
+            src_local: route.src_local,
+            dst_local: route.dst_local,
+        }
+    }
+
     pub fn ipv6(&self) -> bool {
         self.dst.is_ipv6()
     }

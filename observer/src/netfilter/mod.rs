@@ -10,6 +10,7 @@ pub mod model;
 pub mod nft;
 pub mod owner;
 pub mod read;
+pub mod route;
 
 pub use attribute::Attributor;
 pub use culprit::{Confidence, Culprit};

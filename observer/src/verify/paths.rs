@@ -17,6 +17,7 @@ use crate::{
         culprit::resolve,
         eval::{evaluate, Packet},
         read::{read_here, Snapshot},
+        route::NamespaceRoutes,
         Culprit,
     },
 };
@@ -154,23 +155,7 @@ fn addresses_in(path: &std::path::Path) -> anyhow::Result<Vec<IpAddr>> {
 
 /// The flow's SYN as this namespace sees it (route lookups in the calling thread's namespace).
 fn packet_for(flow: &RequiredFlow, from_here: bool) -> std::io::Result<Packet> {
-    let mut rtnl = RouteSocket::open()?;
-    let names: HashMap<u32, String> = rtnl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
-    let to_dst = rtnl.route_get(flow.dst.ip)?;
-    let to_src = rtnl.route_get(flow.src.ip)?;
-    let src_local = from_here || to_src.is_some_and(|r| r.local);
-    let dst_local = to_dst.is_some_and(|r| r.local);
-    let name = |index: Option<u32>| index.and_then(|i| names.get(&i).cloned());
-    Ok(Packet {
-        proto: 6,
-        src: flow.src.ip,
-        dst: flow.dst.ip,
-        sport: 40_000,
-        dport: flow.dst.port,
-        tcp_flags: Some(0x02),
-        iif: if src_local { None } else { name(to_src.and_then(|r| r.oif)) },
-        oif: if dst_local { None } else { name(to_dst.and_then(|r| r.oif)) },
-        src_local,
-        dst_local,
-    })
+    let route = NamespaceRoutes::here()?.route(flow.src.ip, flow.dst.ip, None, from_here);
+    // An ephemeral source port: rules rarely match on it.
+    Ok(Packet::routed(6, flow.src.ip, flow.dst.ip, 40_000, flow.dst.port, Some(0x02), route))
 }
