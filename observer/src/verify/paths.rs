@@ -51,7 +51,9 @@ pub struct NodePaths {
     pods: BTreeMap<IpAddr, PathBuf>,
     /// The node's own addresses, uplink ones first.
     pub node_ips: Vec<IpAddr>,
-    snapshots: HashMap<PathBuf, Snapshot>,
+    /// Per namespace: its rulesets, read once, and an rtnetlink socket opened inside it (a
+    /// socket keeps its namespace, so lookups need no further `setns`).
+    namespaces: HashMap<PathBuf, (Snapshot, NamespaceRoutes)>,
 }
 
 impl NodePaths {
@@ -74,7 +76,7 @@ impl NodePaths {
             all.sort_by_key(|(index, _)| !uplinks.contains(index));
             Ok(all.into_iter().map(|(_, ip)| ip).collect())
         })??;
-        Ok(Self { node, pods, node_ips, snapshots: HashMap::new() })
+        Ok(Self { node, pods, node_ips, namespaces: HashMap::new() })
     }
 
     /// Whether `ip` is a pod of this node (its namespace is behind one of the node's veths).
@@ -102,13 +104,15 @@ impl NodePaths {
         }
         let mut doubt: Option<String> = None;
         for (name, path, from_here) in stages {
-            let target = NetnsTarget::resolve(path.to_str())?;
-            if !self.snapshots.contains_key(&path) {
-                let snapshot = target.run_inside(read_here)?;
-                self.snapshots.insert(path.clone(), snapshot);
+            if !self.namespaces.contains_key(&path) {
+                let target = NetnsTarget::resolve(path.to_str())?;
+                let read = target.run_inside(|| NamespaceRoutes::here().map(|routes| (read_here(), routes)))??;
+                self.namespaces.insert(path.clone(), read);
             }
-            let packet = target.run_inside(|| packet_for(flow, from_here))??;
-            let Some(snapshot) = self.snapshots.get(&path) else { continue };
+            let Some((snapshot, routes)) = self.namespaces.get_mut(&path) else { continue };
+            let route = routes.route(flow.src.ip, flow.dst.ip, None, from_here);
+            // The flow's SYN, from an ephemeral source port (rules rarely match on it).
+            let packet = Packet::routed(6, flow.src.ip, flow.dst.ip, 40_000, flow.dst.port, Some(0x02), route);
             let evaluation = evaluate(&snapshot.tables, &packet);
             let hooks: Vec<&str> = packet.path().iter().map(|h| h.as_str()).collect();
             if evaluation.decided.is_some() && doubt.is_none() {
@@ -133,7 +137,7 @@ impl NodePaths {
 
     /// Problems met reading rulesets (missing tools), once per namespace.
     pub fn problems(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.snapshots.values().flat_map(|s| s.problems.iter().cloned()).collect();
+        let mut out: Vec<String> = self.namespaces.values().flat_map(|(s, _)| s.problems.iter().cloned()).collect();
         out.sort();
         out.dedup();
         out
@@ -151,11 +155,4 @@ fn addresses_in(path: &std::path::Path) -> anyhow::Result<Vec<IpAddr>> {
     let target = NetnsTarget::resolve(path.to_str())?;
     let found = target.run_inside(|| RouteSocket::open().and_then(|mut r| r.addresses()))??;
     Ok(found.into_iter().map(|(_, ip)| ip).filter(|ip| usable(*ip)).collect())
-}
-
-/// The flow's SYN as this namespace sees it (route lookups in the calling thread's namespace).
-fn packet_for(flow: &RequiredFlow, from_here: bool) -> std::io::Result<Packet> {
-    let route = NamespaceRoutes::here()?.route(flow.src.ip, flow.dst.ip, None, from_here);
-    // An ephemeral source port: rules rarely match on it.
-    Ok(Packet::routed(6, flow.src.ip, flow.dst.ip, 40_000, flow.dst.port, Some(0x02), route))
 }
