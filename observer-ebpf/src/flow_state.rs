@@ -30,7 +30,7 @@ pub fn record(flow: &FlowTuple, flags: u8, hook: u8) {
                 rst_packets: 0,
                 syn_hooks: 1 << (hook & 31),
             };
-            let _ = FLOWS.insert(flow, &state, BPF_NOEXIST);
+            let _ = FLOWS.insert(flow, state, BPF_NOEXIST);
         }
         return;
     }
@@ -46,7 +46,7 @@ pub fn record(flow: &FlowTuple, flags: u8, hook: u8) {
         _pad: [0; 2],
     };
     let state =
-        FLOWS.get_ptr_mut(&reversed).or_else(|| if flags & TCP_RST != 0 { FLOWS.get_ptr_mut(flow) } else { None });
+        FLOWS.get_ptr_mut(reversed).or_else(|| if flags & TCP_RST != 0 { FLOWS.get_ptr_mut(flow) } else { None });
     if let Some(state) = state {
         // SAFETY: a value pointer of the map, valid during the program run.
         unsafe {

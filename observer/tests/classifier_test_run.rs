@@ -129,10 +129,9 @@ fn only_packet(events: &[Event]) -> observer_common::PacketEvent {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn ipv4_syn_with_and_without_options() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut h = Harness::new();
     let syn = tcp(40000, 15012, 0xdead_beef, TCP_SYN);
     let p = only_packet(&h.run(&eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &syn))));
@@ -157,10 +156,9 @@ fn ipv4_syn_with_and_without_options() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn ipv6_with_extension_headers_and_fragments() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut h = Harness::new();
     let (a, b): (Ipv6Addr, Ipv6Addr) = ("fd00:10:244:1::a".parse().unwrap(), "fd00:10:244:2::a".parse().unwrap());
     let synack = tcp(15012, 41000, 99, TCP_SYN | TCP_ACK);
@@ -185,10 +183,9 @@ fn ipv6_with_extension_headers_and_fragments() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn ipv4_later_fragments_non_handshake_and_udp_emit_nothing() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut h = Harness::new();
     let syn = tcp(40000, 15012, 1, TCP_SYN);
     assert!(
@@ -201,10 +198,9 @@ fn ipv4_later_fragments_non_handshake_and_udp_emit_nothing() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn truncated_and_garbage_packets_emit_nothing_and_are_counted() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut h = Harness::new();
     let full = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &tcp(40000, 15012, 1, TCP_SYN));
     // An IPv4 header and no transport header at all. (Frames shorter than an IP header are
@@ -239,10 +235,9 @@ fn truncated_and_garbage_packets_emit_nothing_and_are_counted() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn icmp_errors_are_tied_to_the_flow_they_quote() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut h = Harness::new();
     let node = Ipv4Addr::new(10, 244, 1, 1);
     // The SYN that was rejected, as quoted: IP header + the first 8 bytes of TCP.
@@ -278,10 +273,9 @@ fn icmp_errors_are_tied_to_the_flow_they_quote() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn cgroup_skb_parses_packets_without_a_link_header() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut h = Harness::new();
     // The test-run consumes the Ethernet header for non-TC programs: the program sees the packet
     // starting at its IP header, as cgroup_skb does on a real socket.
@@ -298,11 +292,10 @@ fn cgroup_skb_parses_packets_without_a_link_header() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn the_kernel_filter_selects_by_port_and_cidr() {
     use observer::loader::filter::KernelFilter;
-    if !require_root() {
-        return;
-    }
+    require_root();
     let svc = Ipv4Addr::new(10, 96, 0, 10);
     let syn_to =
         |dst: Ipv4Addr, port: u16| eth(0x0800, &ipv4(POD_A, dst, PROTO_TCP, &[], 0, &tcp(40000, port, 1, TCP_SYN)));

@@ -40,10 +40,9 @@ fn install(lab: &Lab, program: &str, rules: &[&[&str]]) {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn iptables_nft_drop_in_a_user_chain_reached_by_a_jump() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
         install(
@@ -68,10 +67,9 @@ fn iptables_nft_drop_in_a_user_chain_reached_by_a_jump() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn iptables_legacy_reject_is_named() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
         install(
@@ -87,10 +85,9 @@ fn iptables_legacy_reject_is_named() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn native_nftables_rule_with_a_set_of_ports() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
         lab.nft(
@@ -109,10 +106,9 @@ fn native_nftables_rule_with_a_set_of_ports() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_chain_policy_drop_with_no_matching_rule() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
         // Only established traffic and the app port are allowed; everything else meets the policy.
@@ -132,10 +128,9 @@ fn a_chain_policy_drop_with_no_matching_rule() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_calico_style_chain_names_its_network_policy() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
         let policy = "Policy istio-system/knp.default.deny-xds ingress";
@@ -176,10 +171,9 @@ fn a_calico_style_chain_names_its_network_policy() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn of_two_candidate_rules_only_the_earlier_matching_one_is_named() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let c = culprit_of_blocked(&lab, 15012, |lab| {
@@ -208,10 +202,9 @@ fn of_two_candidate_rules_only_the_earlier_matching_one_is_named() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_drop_whose_rule_cannot_be_identified_says_so() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     // A random-number match (not modelled) and no counter: no evaluation, no confirmation.
     let c = culprit_of_blocked(&lab, 15012, |lab| {
@@ -228,12 +221,11 @@ fn a_drop_whose_rule_cannot_be_identified_says_so() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn an_ipv6_drop_inside_a_pod_namespace_is_named_in_that_namespace() {
     use observer_lab::{FirewallRule, Hook};
     use std::os::unix::fs::MetadataExt as _;
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let details6 = lab.pod("details").expect("pod").ip6.expect("dual-stack");
     let pod_ns = lab.pod_netns("productpage").expect("netns");

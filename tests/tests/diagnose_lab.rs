@@ -42,10 +42,9 @@ fn findings(report: &serde_json::Value) -> Vec<serde_json::Value> {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn node_firewall_dropping_xds_is_an_r5_control_plane_finding() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
@@ -89,10 +88,9 @@ fn node_firewall_dropping_xds_is_an_r5_control_plane_finding() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn forward_drop_of_an_app_port_between_sidecar_workloads_is_an_r4_policy_conflict() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let details = lab.pod("details").expect("pod").clone();
     let (code, report) = diagnose(&lab, "node-a", || {
@@ -116,10 +114,9 @@ fn forward_drop_of_an_app_port_between_sidecar_workloads_is_an_r4_policy_conflic
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_closed_port_is_the_applications_answer_not_a_finding() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     // Watch node-b, where istiod answers the closed port with a RST from its own stack.
@@ -135,10 +132,9 @@ fn a_closed_port_is_the_applications_answer_not_a_finding() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn healthy_mesh_traffic_gives_zero_findings() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let reviews = lab.pod("reviews").expect("pod").clone();
@@ -170,10 +166,9 @@ fn healthy_mesh_traffic_gives_zero_findings() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_drop_in_the_underlay_is_silent_r3_with_attempts_counted() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let details = lab.pod("details").expect("pod").clone();
     let (code, report) = diagnose(&lab, "node-a", || {
@@ -200,10 +195,9 @@ fn a_drop_in_the_underlay_is_silent_r3_with_attempts_counted() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_blackhole_route_to_the_other_nodes_pods_is_r3() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let details = lab.pod("details").expect("pod").clone();
     let (code, report) = diagnose(&lab, "node-a", || {
@@ -228,10 +222,9 @@ fn a_blackhole_route_to_the_other_nodes_pods_is_r3() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn istiod_cut_off_from_the_api_server_is_r2() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let apiserver = lab.pod("kube-apiserver").expect("pod").clone();
     let istiod = lab.pod("istiod").expect("pod").clone();
@@ -254,11 +247,10 @@ fn istiod_cut_off_from_the_api_server_is_r2() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_rejected_webhook_call_from_the_api_server_is_r5() {
     use observer_lab::Verdict;
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let apiserver = lab.pod("kube-apiserver").expect("pod").clone();
@@ -291,10 +283,9 @@ fn a_rejected_webhook_call_from_the_api_server_is_r5() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_dropped_attempt_is_announced_within_two_seconds() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let inventory = lab.inventory_path().display().to_string();
@@ -330,10 +321,9 @@ fn a_dropped_attempt_is_announced_within_two_seconds() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_pod_talking_to_a_pod_the_inventory_does_not_name_is_an_r1_discovery_gap() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut lab = lab();
     // A pod scheduled after the inventory was taken: its address is unknown to it.
     let mut ghost = lab.pod("details").expect("pod").clone();
@@ -363,10 +353,9 @@ fn a_pod_talking_to_a_pod_the_inventory_does_not_name_is_an_r1_discovery_gap() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_drop_of_hbone_between_ambient_workloads_is_r5_mesh_port_blocked() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let cart = lab.pod("cart").expect("pod").clone();
     let catalog = lab.pod("catalog").expect("pod").clone();

@@ -7,10 +7,9 @@ use std::process::Command;
 use support::{observer_bin, require_root, run_observer_as};
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn without_privileges_it_names_the_missing_capabilities() {
-    if !require_root() {
-        return; // switching to an unprivileged uid needs root
-    }
+    require_root();
     let (code, stderr) = run_observer_as(65534, &["trace", "--duration", "1"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("missing capabilities CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN"), "{stderr}");

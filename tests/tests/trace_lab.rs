@@ -9,10 +9,9 @@ use observer_lab::{FirewallRule, Hook};
 use support::{lab, pod_identity, require_root, Running};
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn trace_sees_the_xds_syn_and_its_netfilter_drop() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let node_ns = lab.node_netns("node-a");
     let productpage = lab.pod("productpage").expect("pod").clone();
@@ -75,10 +74,9 @@ fn trace_sees_the_xds_syn_and_its_netfilter_drop() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn trace_ignores_drops_in_other_namespaces() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let node_ns = lab.node_netns("node-a");
     let istiod = lab.pod("istiod").expect("pod").clone();
@@ -109,11 +107,10 @@ fn trace_ignores_drops_in_other_namespaces() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn trace_ties_an_icmp_admin_prohibited_to_the_rejected_flow() {
     use observer_lab::{Backend, Verdict};
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
@@ -144,10 +141,9 @@ fn trace_ties_an_icmp_admin_prohibited_to_the_rejected_flow() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn connect_hook_sees_the_original_destination_and_the_pod() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let cgroup_root = lab.cgroup().display().to_string();
     let observer = Running::start(&[
@@ -202,10 +198,9 @@ fn connect_hook_sees_the_original_destination_and_the_pod() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
@@ -250,10 +245,9 @@ fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
@@ -311,11 +305,10 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn drops_in_pod_namespaces_behind_the_node_are_in_scope() {
     use std::os::unix::fs::MetadataExt as _;
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let pod_ns = lab.pod_netns("productpage").expect("ns");
@@ -338,10 +331,9 @@ fn drops_in_pod_namespaces_behind_the_node_are_in_scope() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_pod_veth_created_after_start_is_watched_without_restart() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let observer =
@@ -374,10 +366,9 @@ fn a_pod_veth_created_after_start_is_watched_without_restart() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn ipv6_pod_to_pod_syn_and_drop_have_the_exact_flow() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let productpage = lab.pod("productpage").expect("pod").clone();
     let details = lab.pod("details").expect("pod").clone();
@@ -416,11 +407,10 @@ fn ipv6_pod_to_pod_syn_and_drop_have_the_exact_flow() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn tcp_tracepoints_report_retransmits_and_a_closed_ports_reset() {
     use std::os::unix::fs::MetadataExt as _;
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();

@@ -9,10 +9,9 @@ use observer_lab::{FirewallRule, Hook};
 use support::{lab, require_root, Running};
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn trace_stops_by_itself_after_count_events() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let node_ns = lab.node_netns("node-a");
     let istiod = lab.pod("istiod").expect("pod").clone();
@@ -45,10 +44,9 @@ fn trace_stops_by_itself_after_count_events() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn inventory_names_pods_services_and_istio_ports() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let inventory = lab.inventory_path().display().to_string();
     let productpage = lab.pod("productpage").expect("pod").clone();
@@ -94,10 +92,9 @@ fn inventory_names_pods_services_and_istio_ports() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn filters_select_exactly_the_expected_events() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let inventory = lab.inventory_path().display().to_string();
     let productpage = lab.pod("productpage").expect("pod").clone();
@@ -152,10 +149,9 @@ fn filters_select_exactly_the_expected_events() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn pcap_of_a_blocked_flow_is_read_by_tshark() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
@@ -215,10 +211,9 @@ fn pcap_of_a_blocked_flow_is_read_by_tshark() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn trace_stops_cleanly_after_duration_with_a_summary() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let start = std::time::Instant::now();
     let out = std::process::Command::new(support::observer_bin())

@@ -57,10 +57,9 @@ impl Drop for Tmux {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn trace_in_a_terminal_has_aligned_columns_colour_and_a_summary() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let tmux = Tmux { socket: format!("{}-tmux", lab.name) };

@@ -36,10 +36,9 @@ fn blocked(report: &Value) -> Vec<Value> {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_clean_lab_passes_every_check_on_both_nodes() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     for node in ["node-a", "node-b"] {
         let (code, report) = verify(&lab, node, true);
@@ -53,10 +52,9 @@ fn a_clean_lab_passes_every_check_on_both_nodes() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_forward_rule_dropping_xds_from_the_pod_cidr_blocks_the_pods_flows_to_istiod() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let node_a = lab.spec.node("node-a").expect("node");
     let cidr = format!("{}/{}", node_a.pod_cidr.0, node_a.pod_cidr.1);
@@ -99,10 +97,9 @@ fn a_forward_rule_dropping_xds_from_the_pod_cidr_blocks_the_pods_flows_to_istiod
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_rule_for_a_port_no_mesh_flow_uses_leaves_every_check_passing() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     lab.inject("node-a", &FirewallRule::drop_tcp(Hook::Forward, 5432)).expect("rule");
     lab.inject("node-a", &FirewallRule::drop_tcp(Hook::Input, 22)).expect("rule");
@@ -122,10 +119,9 @@ fn assert_probes_agree(report: &Value) {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn an_nftables_drop_of_hbone_blocks_the_ambient_flows() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15008);
     rule.backend = Backend::Nftables;
@@ -150,10 +146,9 @@ fn an_nftables_drop_of_hbone_blocks_the_ambient_flows() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_reject_of_the_webhook_port_blocks_the_api_servers_calls_to_istiod() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     let mut rule = FirewallRule::drop_tcp(Hook::Forward, 15017);
     rule.verdict = Verdict::RejectAdminProhibited;
@@ -181,10 +176,9 @@ fn a_reject_of_the_webhook_port_blocks_the_api_servers_calls_to_istiod() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_drop_beyond_the_node_passes_statically_and_the_probe_says_they_disagree() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let lab = lab();
     // The underlay router drops xDS between the nodes: nothing in node-a's rulesets.
     lab.inject_in_netns(&format!("{}-router", lab.name), &FirewallRule::drop_tcp(Hook::Forward, 15012)).expect("rule");

@@ -1,15 +1,16 @@
 //! Shared helpers of observer's privileged tests.
 #![allow(dead_code, clippy::panic)]
 
-/// Loading eBPF needs root; without it the test fails loudly unless explicitly skipped.
-pub fn require_root() -> bool {
+/// The first statement of every privileged test (loading eBPF): such a test is marked
+/// `#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]`, so plain
+/// `cargo test` reports it as ignored; run with `--include-ignored` by a non-root user, it fails
+/// here, loudly, instead of passing without testing anything.
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("OBSERVER_SKIP_PRIVILEGED").is_some() {
-        eprintln!("skipping: needs root");
-        return false;
-    }
-    panic!("needs root to load eBPF programs; run `cargo xtask test` as root or set OBSERVER_SKIP_PRIVILEGED=1");
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this privileged test loads eBPF programs and needs root, but runs as uid {euid}: run \
+         `cargo xtask test` as root, or plain `cargo test` for the host-only tier"
+    );
 }
