@@ -5,6 +5,7 @@ pub mod diagnose;
 pub mod diagnosis;
 pub mod events;
 pub mod inventory;
+pub mod json;
 pub mod kernel;
 pub mod loader;
 pub mod netfilter;

@@ -64,7 +64,7 @@ pub struct Stats {
 }
 
 pub fn json(report: &Report<'_>) -> String {
-    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    serde_json::to_string_pretty(report).unwrap_or_else(crate::json::error_object)
 }
 
 pub fn text(report: &Report<'_>) -> String {

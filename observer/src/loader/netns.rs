@@ -54,14 +54,97 @@ impl NetnsTarget {
         &self.path
     }
 
-    /// Runs `f` with the current thread inside this namespace, then returns to the original one.
+    /// Runs `f` with the current thread inside this namespace, then returns to the original one,
+    /// also when `f` fails or panics (a [`Return`] guard does it on drop). An error `f` returns
+    /// is `f`'s to report: it comes back in `T`.
     pub fn run_inside<T>(&self, f: impl FnOnce() -> T) -> Result<T, NetnsError> {
+        let guard = self.enter()?;
+        let result = f();
+        guard.restore()?;
+        Ok(result)
+    }
+
+    /// Moves the current thread into this namespace; the returned guard moves it back.
+    fn enter(&self) -> Result<Return, NetnsError> {
         let original_path = PathBuf::from("/proc/thread-self/ns/net");
         let original = File::open(&original_path).map_err(|source| NetnsError::Open { path: original_path, source })?;
         setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|source| NetnsError::Enter { path: self.path.clone(), source })?;
-        let result = f();
-        setns(original.as_fd(), CloneFlags::CLONE_NEWNET).map_err(NetnsError::Return)?;
-        Ok(result)
+        Ok(Return { original: Some(original) })
+    }
+}
+
+/// Returns the current thread to the network namespace it was in before [`NetnsTarget::enter`]:
+/// explicitly with [`Return::restore`] (its error reported), or when dropped, e.g. while a panic
+/// unwinds through `run_inside` (then a failure is logged: there is no caller left to tell).
+struct Return {
+    /// The original namespace; None once restored.
+    original: Option<File>,
+}
+
+impl Return {
+    fn restore(mut self) -> Result<(), NetnsError> {
+        match self.original.take() {
+            Some(original) => setns(original.as_fd(), CloneFlags::CLONE_NEWNET).map_err(NetnsError::Return),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Return {
+    fn drop(&mut self) {
+        if let Some(original) = self.original.take() {
+            if let Err(err) = setns(original.as_fd(), CloneFlags::CLONE_NEWNET) {
+                tracing::error!("{}", NetnsError::Return(err));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current_inode() -> u64 {
+        std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or_default()
+    }
+
+    /// A fresh network namespace, made by a helper thread that unshares and opens its own.
+    fn new_namespace() -> NetnsTarget {
+        std::thread::spawn(|| {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+            NetnsTarget::resolve(None).map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("helper thread panicked".into()))
+        .unwrap_or_else(|e| panic!("creating a test network namespace: {e}"))
+    }
+
+    #[test]
+    #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+    fn the_thread_returns_to_its_namespace_after_success_failure_and_panic() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this privileged test needs root (setns)");
+        let target = new_namespace();
+        // On a thread of its own, so that a failure cannot leave the test harness's threads moved.
+        std::thread::spawn(move || {
+            let home = current_inode();
+            assert_ne!(home, target.inode, "the test namespace must differ from the thread's");
+            let inside = target.run_inside(current_inode).expect("run_inside");
+            assert_eq!(inside, target.inode, "the closure runs inside the target namespace");
+            assert_eq!(current_inode(), home, "back after success");
+
+            let failed = target.run_inside(|| Err::<(), _>("closure failed")).expect("run_inside");
+            assert_eq!(failed, Err("closure failed"), "the closure's error is handed back");
+            assert_eq!(current_inode(), home, "back after the closure failed");
+
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                target.run_inside(|| -> () { panic!("closure panicked") })
+            }));
+            assert!(panicked.is_err(), "the panic propagates");
+            assert_eq!(current_inode(), home, "back after the closure panicked");
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
     }
 }

@@ -139,7 +139,7 @@ impl Summary {
 
 /// One JSON object (schema: `docs/trace-json.md`).
 pub fn json_line(o: &Observation) -> String {
-    serde_json::to_string(o).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
+    serde_json::to_string(o).unwrap_or_else(crate::json::error_object)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub struct VerifyReport<'a> {
 }
 
 pub fn json(report: &VerifyReport<'_>) -> String {
-    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    serde_json::to_string_pretty(report).unwrap_or_else(crate::json::error_object)
 }
 
 pub fn text(report: &VerifyReport<'_>) -> String {
