@@ -4,7 +4,7 @@
 
 mod support;
 
-use observer::loader::programs::{load, KernelInfo};
+use observer::loader::programs::{load, KernelInfo, OPTIONAL_PROGRAMS};
 use support::require_root;
 
 /// On this kernel (6.18 with BTF) every optional hook must load, not just degrade.
@@ -14,6 +14,8 @@ fn assert_all_hooks(info: &KernelInfo, build: &str) {
     assert!(info.sockops_available, "{build}: sock_ops refused");
     assert!(info.cgroup_skb_available, "{build}: cgroup_skb refused");
     assert!(info.tcp_tracepoints_available, "{build}: tcp_retransmit_skb/tcp_send_reset refused");
+    let missing: Vec<&str> = OPTIONAL_PROGRAMS.iter().map(|p| p.name).filter(|name| !info.has(name)).collect();
+    assert!(missing.is_empty(), "{build}: optional programs refused: {missing:?}");
     assert_eq!(info.offsets.valid, 1);
 }
 

@@ -50,7 +50,7 @@ pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, loaded: &KernelInfo) -> 
     };
     let mut tcp_tracepoints = loaded.tcp_tracepoints_available;
     if tcp_tracepoints {
-        for name in [TCP_RETRANSMIT, TCP_SEND_RESET] {
+        for name in [TCP_RETRANSMIT, TCP_SEND_RESET].into_iter().filter(|name| loaded.has(name)) {
             let program: &mut BtfTracePoint = program_mut(ebpf, name).map_err(Box::new)?;
             if let Err(err) = program.attach() {
                 warn!("{name} not attached: {err}; retransmissions and resets will not be reported");

@@ -28,6 +28,56 @@ pub const CGROUP_EGRESS: &str = "observer_cgroup_egress";
 pub const TCP_RETRANSMIT: &str = "observer_tcp_retransmit";
 pub const TCP_SEND_RESET: &str = "observer_tcp_send_reset";
 
+/// A program observer works without: what it reports, and the kernel it needs (the hook and the
+/// helpers and tracepoint arguments the program uses; sources: the kernel commits adding them).
+pub struct OptionalProgram {
+    /// Its name in the object.
+    pub name: &'static str,
+    /// What is missing without it, and the minimum kernel, for the warning when it is refused.
+    pub feature: &'static str,
+}
+
+/// Every optional program, each loaded (and, when refused, warned about) on its own, so that one
+/// refused program costs only what it reports.
+pub const OPTIONAL_PROGRAMS: [OptionalProgram; 8] = [
+    OptionalProgram {
+        name: KFREE_SKB,
+        feature: "drop tracing (BTF tracepoint skb:kfree_skb with its drop-reason argument, Linux 5.17+)",
+    },
+    OptionalProgram {
+        name: CONNECT4,
+        feature: "IPv4 connect() attempts (cgroup/connect4, Linux 4.17+; the socket-cookie, pid and \
+                  command helpers it calls need a newer kernel)",
+    },
+    OptionalProgram {
+        name: CONNECT6,
+        feature: "IPv6 connect() attempts (cgroup/connect6, Linux 4.17+; the socket-cookie, pid and \
+                  command helpers it calls need a newer kernel)",
+    },
+    OptionalProgram {
+        name: SOCKOPS,
+        feature: "TCP socket milestones (sock_ops with RTO and state callbacks, 4.16+, and the socket \
+                  cookie, Linux 4.19+)",
+    },
+    OptionalProgram {
+        name: CGROUP_INGRESS,
+        feature: "packets arriving at the watched sockets (cgroup_skb ingress, Linux 4.10+)",
+    },
+    OptionalProgram {
+        name: CGROUP_EGRESS,
+        feature: "packets leaving the watched sockets (cgroup_skb egress, Linux 4.10+)",
+    },
+    OptionalProgram {
+        name: TCP_RETRANSMIT,
+        feature: "retransmissions (BTF tracepoint tcp:tcp_retransmit_skb with its err argument, Linux 6.17+)",
+    },
+    OptionalProgram {
+        name: TCP_SEND_RESET,
+        feature: "resets sent by the local TCP stack (BTF tracepoint tcp:tcp_send_reset with its reason \
+                  argument, Linux 6.10+)",
+    },
+];
+
 /// The eBPF object built by build.rs (aya-build), embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
 
@@ -62,8 +112,17 @@ pub struct KernelInfo {
     pub sockops_available: bool,
     /// cgroup_skb ingress/egress loaded.
     pub cgroup_skb_available: bool,
-    /// tcp_retransmit_skb / tcp_send_reset BTF tracepoints loaded.
+    /// tcp_retransmit_skb or tcp_send_reset BTF tracepoint loaded (see `loaded` for which).
     pub tcp_tracepoints_available: bool,
+    /// The optional programs ([`OPTIONAL_PROGRAMS`]) the kernel accepted, by name.
+    pub loaded: Vec<&'static str>,
+}
+
+impl KernelInfo {
+    /// Whether the optional program `name` was loaded.
+    pub fn has(&self, name: &str) -> bool {
+        self.loaded.contains(&name)
+    }
 }
 
 /// Checks privileges and BTF, resolves offsets, loads the object and its programs (not attached).
@@ -90,47 +149,29 @@ pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
         let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
         program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
     }
-    let drops_available = optional("drop tracing (BTF tracepoint kfree_skb, Linux 5.5+)", || load_kfree_skb(&mut ebpf));
-    let connect_available = optional("cgroup connect4/connect6 (Linux 4.17+)", || {
-        for name in [CONNECT4, CONNECT6] {
-            let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
-        }
-        Ok(())
-    });
-    let sockops_available = optional("sock_ops with RTO/state callbacks (Linux 4.16+)", || {
-        let program: &mut SockOps = program_mut(&mut ebpf, SOCKOPS)?;
-        program.load().map_err(|source| LoadError::Program { name: SOCKOPS, source: Box::new(source) })
-    });
-    let cgroup_skb_available = optional("cgroup_skb ingress/egress (Linux 4.10+)", || {
-        for name in [CGROUP_INGRESS, CGROUP_EGRESS] {
-            let program: &mut CgroupSkb = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
-        }
-        Ok(())
-    });
-    let tcp_tracepoints_available = optional("tcp_retransmit_skb/tcp_send_reset BTF tracepoints", || {
-        let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
-        for (name, tracepoint) in [(TCP_RETRANSMIT, "tcp_retransmit_skb"), (TCP_SEND_RESET, "tcp_send_reset")] {
-            let program: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
-            program.load(tracepoint, &btf).map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
-        }
-        Ok(())
-    });
+    let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
+    let loaded: Vec<&'static str> = OPTIONAL_PROGRAMS
+        .iter()
+        .filter(|p| optional(p.feature, || load_optional(&mut ebpf, p.name, &btf)))
+        .map(|p| p.name)
+        .collect();
+    let has = |name: &str| loaded.contains(&name);
     let info = KernelInfo {
         offsets,
         drop_reasons,
         kallsyms: Kallsyms::load(),
-        drops_available,
-        connect_available,
-        sockops_available,
-        cgroup_skb_available,
-        tcp_tracepoints_available,
+        drops_available: has(KFREE_SKB),
+        connect_available: has(CONNECT4) && has(CONNECT6),
+        sockops_available: has(SOCKOPS),
+        cgroup_skb_available: has(CGROUP_INGRESS) && has(CGROUP_EGRESS),
+        tcp_tracepoints_available: has(TCP_RETRANSMIT) || has(TCP_SEND_RESET),
+        loaded,
     };
     Ok((ebpf, info))
 }
 
-/// Loads an optional hook; a failure is a warning naming the feature, and the rest keeps working.
+/// Loads an optional program; a failure is a warning naming what is lost and the kernel it needs,
+/// with the kernel's reason, and the rest keeps working.
 fn optional(feature: &str, load: impl FnOnce() -> Result<(), LoadError>) -> bool {
     match load() {
         Ok(()) => true,
@@ -150,10 +191,18 @@ pub fn brief(message: &str) -> String {
     format!("{} | ... | {}", lines[0], lines[lines.len() - 5..].join(" | "))
 }
 
-fn load_kfree_skb(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
-    let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB)?;
-    program.load("kfree_skb", &btf).map_err(|source| LoadError::Program { name: KFREE_SKB, source: Box::new(source) })
+/// Loads one optional program by its name in the object.
+fn load_optional(ebpf: &mut Ebpf, name: &'static str, btf: &AyaBtf) -> Result<(), LoadError> {
+    let failed = |source| LoadError::Program { name, source: Box::new(source) };
+    match name {
+        KFREE_SKB => program_mut::<BtfTracePoint>(ebpf, name)?.load("kfree_skb", btf).map_err(failed),
+        TCP_RETRANSMIT => program_mut::<BtfTracePoint>(ebpf, name)?.load("tcp_retransmit_skb", btf).map_err(failed),
+        TCP_SEND_RESET => program_mut::<BtfTracePoint>(ebpf, name)?.load("tcp_send_reset", btf).map_err(failed),
+        CONNECT4 | CONNECT6 => program_mut::<CgroupSockAddr>(ebpf, name)?.load().map_err(failed),
+        SOCKOPS => program_mut::<SockOps>(ebpf, name)?.load().map_err(failed),
+        CGROUP_INGRESS | CGROUP_EGRESS => program_mut::<CgroupSkb>(ebpf, name)?.load().map_err(failed),
+        _ => Err(LoadError::MissingProgram { name }),
+    }
 }
 
 pub fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, LoadError>
@@ -162,4 +211,27 @@ where
 {
     let program = ebpf.program_mut(name).ok_or(LoadError::MissingProgram { name })?;
     program.try_into().map_err(|source| LoadError::Program { name, source: Box::new(source) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_optional_program_has_its_own_probe_and_minimum_kernel() {
+        let names: Vec<&str> = OPTIONAL_PROGRAMS.iter().map(|p| p.name).collect();
+        for name in
+            [KFREE_SKB, CONNECT4, CONNECT6, SOCKOPS, CGROUP_INGRESS, CGROUP_EGRESS, TCP_RETRANSMIT, TCP_SEND_RESET]
+        {
+            assert_eq!(names.iter().filter(|n| **n == name).count(), 1, "{name} has exactly one entry");
+        }
+        let feature = |name: &str| OPTIONAL_PROGRAMS.iter().find(|p| p.name == name).map_or("", |p| p.feature);
+        // The drop-reason argument of skb:kfree_skb appeared in 5.17 (5.5 only had BTF tracepoints).
+        assert!(feature(KFREE_SKB).contains("Linux 5.17+"), "{}", feature(KFREE_SKB));
+        assert!(feature(TCP_SEND_RESET).contains("Linux 6.10+"), "{}", feature(TCP_SEND_RESET));
+        assert!(feature(TCP_RETRANSMIT).contains("Linux 6.17+"), "{}", feature(TCP_RETRANSMIT));
+        for p in &OPTIONAL_PROGRAMS {
+            assert!(p.feature.contains("Linux "), "{} names its minimum kernel: {}", p.name, p.feature);
+        }
+    }
 }
