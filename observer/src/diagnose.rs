@@ -16,7 +16,8 @@ use crate::{
         Correlator, Outcome,
     },
     loader::filter::KernelFilter,
-    session::Session,
+    session::{Session, SessionConfig},
+    stop::StopToken,
     trace::load_inventory,
 };
 
@@ -55,21 +56,27 @@ impl Tally {
     }
 }
 
-/// Runs the diagnosis; returns whether findings were reported (exit status 3).
-pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
+/// Runs the diagnosis until `stop` is set (the CLI sets it on Ctrl-C/SIGTERM) or `--duration`;
+/// returns whether findings were reported (exit status 3).
+pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let inventory = load_inventory(&args.node.inventory)?;
-    let (ebpf, kernel, netns) = Session::load(args.node.netns.as_deref())?;
-    let node = args.node.node_name.clone().unwrap_or_else(|| netns.name.clone());
-    // Every handshake matters to the diagnosis: no kernel-side narrowing.
-    let mut session =
-        Session::start(ebpf, kernel, netns, &KernelFilter::default(), args.cgroup_root.clone(), !args.no_culprit)?;
     let started = Instant::now();
-    let deadline = args.duration.map(|secs| started + Duration::from_secs(secs));
+    let config = SessionConfig {
+        netns: args.node.netns.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        culprits: !args.no_culprit,
+        all_netns: false,
+        deadline: args.duration.map(|secs| started + Duration::from_secs(secs)),
+    };
+    let loaded = Session::load(config)?;
+    let node = args.node.node_name.clone().unwrap_or_else(|| loaded.netns.name.clone());
+    // Every handshake matters to the diagnosis: no kernel-side narrowing.
+    let mut session = loaded.start(&KernelFilter::default(), stop.clone())?;
     let mut correlator = Correlator::default();
     let mut events = 0u64;
     let mut announced = std::collections::HashSet::new();
     let mut tally = Tally::default();
-    session.run(Some(&inventory), deadline, false, |_, observation| {
+    session.run(Some(&inventory), |_, observation| {
         events += 1;
         // Bounded memory under a flood of distinct connections: the oldest are concluded and
         // folded into the (aggregated) findings.
@@ -107,13 +114,14 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
         }
         ControlFlow::Continue(())
     })?;
-    let (counters, _) = session.counters()?;
-    let lost = counters.iter().find(|(n, _)| *n == "ringbuf_full").map_or(0, |(_, v)| *v);
+    let counters = session.counters()?;
     for c in correlator.connections() {
         tally.fold(c, &node, &inventory);
     }
     let Tally { mut stats, findings } = tally;
-    (stats.events, stats.lost_events, stats.duration_secs) = (events, lost, started.elapsed().as_secs_f64());
+    (stats.events, stats.lost_events, stats.duration_secs) =
+        (events, counters.kernel.ringbuf_full, started.elapsed().as_secs_f64());
+    stats.drops_not_attributed = counters.drops_not_attributed;
     let findings = report::aggregate(findings);
     let report = Report { node: &node, findings: &findings, stats };
     match args.output {

@@ -10,5 +10,6 @@ pub mod kernel;
 pub mod loader;
 pub mod netfilter;
 pub mod session;
+pub mod stop;
 pub mod trace;
 pub mod verify;

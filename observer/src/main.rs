@@ -1,6 +1,6 @@
 //! observer: eBPF node dataplane observer for Istio service meshes.
 
-use observer::{cli, diagnose, trace, verify};
+use observer::{cli, diagnose, stop::StopToken, trace, verify};
 use std::io::IsTerminal as _;
 
 use clap::Parser as _;
@@ -14,10 +14,21 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Ctrl-C/SIGTERM stop a watching session through its token (the library installs no
+    // handler); the command then ends normally, with its summary or report, and detaches.
+    // A static `verify` watches nothing: the signals keep their default action there.
+    let stop = StopToken::new();
+    let watches = !matches!(&cli.command, cli::Command::Verify(args) if !args.probe);
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM].into_iter().filter(|_| watches) {
+        if let Err(err) = signal_hook::flag::register(signal, stop.flag()) {
+            eprintln!("observer: error: installing the signal handler: {err}");
+            return std::process::ExitCode::from(1);
+        }
+    }
     let result = match &cli.command {
-        cli::Command::Trace(args) => trace::run(args).map(|()| false),
-        cli::Command::Diagnose(args) => diagnose::run(args),
-        cli::Command::Verify(args) => verify::run(args),
+        cli::Command::Trace(args) => trace::run(args, &stop).map(|()| false),
+        cli::Command::Diagnose(args) => diagnose::run(args, &stop),
+        cli::Command::Verify(args) => verify::run(args, &stop),
     };
     match result {
         Ok(false) => std::process::ExitCode::SUCCESS,

@@ -1,26 +1,22 @@
-//! A watching session shared by `trace` and `diagnose`: load the programs, apply the kernel
-//! filter, attach to the node namespace and the cgroup tree, then turn every kernel event
-//! into a named, in-scope observation until told to stop.
+//! A watching session shared by `trace`, `diagnose` and `verify --probe`: load the programs,
+//! apply the kernel filter, attach to the node namespace and the cgroup tree, then turn every
+//! kernel event into a named, in-scope observation until told to stop.
+//!
+//! config ([`SessionConfig`]) -> [`Session::load`] -> [`Loaded::start`] -> [`Session::run`];
+//! the caller owns the [`StopToken`] that ends the run (the library installs no signal handler).
 
-use std::{
-    ops::ControlFlow,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Instant,
-};
+use std::{ops::ControlFlow, path::PathBuf, time::Instant};
 
-use anyhow::Context as _;
 use aya::Ebpf;
 use observer_common::decode::Event;
+use serde::Serialize;
 use tracing::info;
 
 use crate::{
     events::{
         cgroups::CgroupNames,
         clock::MonotonicClock,
+        counters::KernelCounters,
         model::{Detail, Namer, Observation},
         ringbuf::{read_counters, EventSource},
     },
@@ -35,7 +31,58 @@ use crate::{
         NetnsTarget,
     },
     netfilter::Attributor,
+    stop::StopToken,
 };
+
+/// What a session watches and how. `SessionConfig::default()` is: the current network
+/// namespace, every process on the node (the cgroup v2 mount), culprit rules named, only the
+/// node's namespaces (the watched one and its pods'), no deadline.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The network namespace to watch: None = the current one; a bare name = `/run/netns/NAME`;
+    /// anything with a `/` = a path such as `/proc/PID/ns/net`. Default None.
+    pub netns: Option<String>,
+    /// cgroup v2 directory whose processes' connect() and sockets are watched. Default None: the
+    /// cgroup v2 mount, i.e. every process on the node.
+    pub cgroup_root: Option<PathBuf>,
+    /// Name the netfilter rule behind each NETFILTER_DROP (reads rulesets, never changes them).
+    /// Default true.
+    pub culprits: bool,
+    /// Also pass on drops and TCP events of namespaces outside the node (other nodes or
+    /// containers sharing this kernel). Default false.
+    pub all_netns: bool,
+    /// Stop at this instant. Default None: only the stop token or the consumer end the run.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, deadline: None }
+    }
+}
+
+/// What a session counted, read at the end of a run.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct SessionCounters {
+    /// The eBPF programs' counters.
+    pub kernel: KernelCounters,
+    /// Ring-buffer records that could not be decoded.
+    pub undecodable: u64,
+    /// Drops and TCP events of namespaces outside the node, not passed on.
+    pub out_of_scope: u64,
+    /// NETFILTER_DROP drops passed on without their culprit rule because too many were waiting
+    /// for attribution (or the attribution worker could not start).
+    pub drops_not_attributed: u64,
+}
+
+/// Programs loaded, nothing attached yet: the kernel's facts (drop-reason names, which optional
+/// programs loaded) are known, so the caller can build its kernel filter before starting.
+pub struct Loaded {
+    ebpf: Ebpf,
+    pub kernel: KernelInfo,
+    pub netns: NetnsTarget,
+    config: SessionConfig,
+}
 
 pub struct Session {
     pub ebpf: Ebpf,
@@ -45,45 +92,38 @@ pub struct Session {
     attached: Attached,
     watch: NodeWatch,
     cgroup_root: PathBuf,
-    stop: Arc<AtomicBool>,
-    /// Drops and TCP events of namespaces outside the node, not passed on.
-    pub out_of_scope: u64,
-    /// Names the netfilter rule of each NETFILTER_DROP (None: `--no-culprit`).
+    config: SessionConfig,
+    stop: StopToken,
+    out_of_scope: u64,
+    /// Names the netfilter rule of each NETFILTER_DROP (None: `culprits` off).
     culprits: Option<Attributor>,
 }
 
 impl Session {
-    /// Loads the programs and prepares the kernel filter; nothing is attached yet.
-    pub fn load(netns: Option<&str>) -> anyhow::Result<(Ebpf, KernelInfo, NetnsTarget)> {
-        let netns = NetnsTarget::resolve(netns)?;
+    /// Resolves the namespace and loads the programs; nothing is attached yet.
+    pub fn load(config: SessionConfig) -> anyhow::Result<Loaded> {
+        let netns = NetnsTarget::resolve(config.netns.as_deref())?;
         let (ebpf, kernel) = loader::load()?;
-        Ok((ebpf, kernel, netns))
+        Ok(Loaded { ebpf, kernel, netns, config })
     }
+}
 
-    /// Applies `filter`, attaches everything and logs the `ready` line.
-    pub fn start(
-        mut ebpf: Ebpf,
-        kernel: KernelInfo,
-        netns: NetnsTarget,
-        filter: &KernelFilter,
-        cgroup_root: Option<PathBuf>,
-        culprits: bool,
-    ) -> anyhow::Result<Self> {
+impl Loaded {
+    /// Applies `filter`, attaches everything and logs the `ready` line. `stop` ends the run when
+    /// set (by the caller: a signal handler, another thread).
+    pub fn start(self, filter: &KernelFilter, stop: StopToken) -> anyhow::Result<Session> {
+        let Self { mut ebpf, kernel, netns, config } = self;
         let events = EventSource::new(&mut ebpf)?;
         filter.apply(&mut ebpf)?;
         let attached = attach_all(&mut ebpf, &netns, &kernel)?;
         let watch = NodeWatch::new(&netns)?;
-        let cgroup_root = match cgroup_root {
-            Some(path) => path,
+        let cgroup_root = match &config.cgroup_root {
+            Some(path) => path.clone(),
             None => cgroup::default_root()?,
         };
         let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, &kernel)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handler")?;
-        }
         // A first read of the node's rulesets: the counters' "before" for the first drop.
-        let culprits = culprits.then(|| Attributor::new(Some((netns.inode as u32, netns.path()))));
+        let culprits = config.culprits.then(|| Attributor::new(Some((netns.inode as u32, netns.path()))));
         info!(
             netns = %netns.name,
             interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
@@ -97,17 +137,51 @@ impl Session {
             "ready: attached to {} interfaces",
             attached.interfaces.len()
         );
-        Ok(Self { ebpf, kernel, netns, events, attached, watch, cgroup_root, stop, out_of_scope: 0, culprits })
+        Ok(Session {
+            ebpf,
+            kernel,
+            netns,
+            events,
+            attached,
+            watch,
+            cgroup_root,
+            config,
+            stop,
+            out_of_scope: 0,
+            culprits,
+        })
+    }
+}
+
+/// The consumer of a run's observations: once it has broken, it is never called again (drops
+/// still waiting for their culprit are then dropped, not handed on).
+struct Consumer<F> {
+    each: F,
+    done: bool,
+}
+
+impl<F> Consumer<F> {
+    fn new(each: F) -> Self {
+        Self { each, done: false }
     }
 
-    /// Hands every in-scope observation (with its raw event) to `each` until Ctrl-C/SIGTERM,
-    /// `deadline`, or `each` breaks.
+    fn deliver<E, O>(&mut self, event: &E, observation: O)
+    where
+        F: FnMut(&E, O) -> ControlFlow<()>,
+    {
+        if !self.done {
+            self.done = (self.each)(event, observation).is_break();
+        }
+    }
+}
+
+impl Session {
+    /// Hands every in-scope observation (with its raw event) to `each` until the stop token is
+    /// set, the configured deadline passes, or `each` breaks (after which it is not called again).
     pub fn run(
         &mut self,
         inventory: Option<&Inventory>,
-        deadline: Option<Instant>,
-        all_netns: bool,
-        mut each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
+        each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
     ) -> anyhow::Result<()> {
         let mut namer = Namer {
             clock: MonotonicClock::now(),
@@ -119,8 +193,9 @@ impl Session {
             inventory,
             processes: Default::default(),
         };
-        let mut done = false;
-        while !done && !self.stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+        let (all_netns, deadline) = (self.config.all_netns, self.config.deadline);
+        let mut consumer = Consumer::new(each);
+        while !consumer.done && !self.stop.is_stopped() && deadline.is_none_or(|d| Instant::now() < d) {
             if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
                 namer.interfaces = self.attached.interfaces.clone();
             }
@@ -128,7 +203,7 @@ impl Session {
             let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 10 } else { 100 };
             let (watch, out_of_scope, culprits) = (&self.watch, &mut self.out_of_scope, &mut self.culprits);
             self.events.poll(timeout_ms, |event| {
-                if done {
+                if consumer.done {
                     return;
                 }
                 let observation = namer.observe(&event);
@@ -141,42 +216,83 @@ impl Session {
                 }
                 if let Some(attributor) = culprits.as_mut().filter(|_| Attributor::wants(&observation)) {
                     if let Some((event, observation)) = attributor.push(event, observation) {
-                        done = each(&event, observation).is_break();
+                        consumer.deliver(&event, observation);
                     }
                 } else {
-                    done = each(&event, observation).is_break();
+                    consumer.deliver(&event, observation);
                 }
             })?;
-            done = done || pass_attributed(&mut self.culprits, &self.watch, false, &mut each).is_break();
+            pass_attributed(&mut self.culprits, &self.watch, false, &mut consumer);
         }
-        // Drops still waiting for their culprit are attributed now, not lost.
-        let _ = pass_attributed(&mut self.culprits, &self.watch, true, &mut each);
+        // Drops still waiting for their culprit are attributed now, not lost (unless the
+        // consumer has had enough).
+        pass_attributed(&mut self.culprits, &self.watch, true, &mut consumer);
         Ok(())
     }
 
-    /// Setting this flag ends `run` (as Ctrl-C does).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.stop)
-    }
-
-    /// Kernel counters by name, and records that could not be decoded.
-    pub fn counters(&self) -> anyhow::Result<(Vec<(&'static str, u64)>, u64)> {
-        Ok((read_counters(&self.ebpf)?, self.events.undecodable))
+    /// What the session counted so far: the kernel's counters and userspace's own.
+    pub fn counters(&self) -> anyhow::Result<SessionCounters> {
+        Ok(SessionCounters {
+            kernel: read_counters(&self.ebpf)?,
+            undecodable: self.events.undecodable,
+            out_of_scope: self.out_of_scope,
+            drops_not_attributed: self.culprits.as_ref().map_or(0, |a| a.overflowed),
+        })
     }
 }
 
-/// Hands on the netfilter drops whose culprit is known (all of them when `flush`).
-fn pass_attributed(
+/// Hands on the netfilter drops whose culprit is known (all of them when `flush`), as long as
+/// the consumer wants more.
+fn pass_attributed<F: FnMut(&Event, Observation) -> ControlFlow<()>>(
     culprits: &mut Option<Attributor>,
     watch: &NodeWatch,
     flush: bool,
-    each: &mut impl FnMut(&Event, Observation) -> ControlFlow<()>,
-) -> ControlFlow<()> {
+    consumer: &mut Consumer<F>,
+) {
     let Some(attributor) = culprits.as_mut().filter(|a| !a.is_idle()) else {
-        return ControlFlow::Continue(());
+        return;
     };
-    for (event, observation) in attributor.ready(flush, &|inode| watch.path_of(inode)) {
-        each(&event, observation)?;
+    if consumer.done {
+        return;
     }
-    ControlFlow::Continue(())
+    for (event, observation) in attributor.ready(flush, &|inode| watch.path_of(inode)) {
+        consumer.deliver(&event, observation);
+        if consumer.done {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_that_broke_is_never_called_again() {
+        let calls = std::cell::Cell::new(0);
+        // Stand-ins for (event, observation): the consumer does not look at them.
+        let mut consumer = Consumer::new(|_: &u32, _: String| {
+            calls.set(calls.get() + 1);
+            if calls.get() >= 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        for i in 0..5 {
+            consumer.deliver(&i, format!("observation {i}"));
+        }
+        assert!(consumer.done);
+        assert_eq!(calls.get(), 2, "deliveries after the break (e.g. the final culprit flush) must not reach it");
+    }
+
+    #[test]
+    fn the_default_config_is_the_documented_one() {
+        let c = SessionConfig::default();
+        assert_eq!(c.netns, None);
+        assert_eq!(c.cgroup_root, None);
+        assert!(c.culprits, "culprit rules are named by default");
+        assert!(!c.all_netns, "only the node's namespaces by default");
+        assert_eq!(c.deadline, None);
+    }
 }

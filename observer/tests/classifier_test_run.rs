@@ -54,6 +54,7 @@ impl Harness {
     fn counter(&self, name: &str) -> u64 {
         read_counters(&self.ebpf)
             .expect("counters")
+            .named()
             .into_iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v)

@@ -60,6 +60,8 @@ pub struct Stats {
     pub unresolved: usize,
     pub events: u64,
     pub lost_events: u64,
+    /// NETFILTER_DROP drops whose culprit rule was not looked up (too many were waiting).
+    pub drops_not_attributed: u64,
     pub duration_secs: f64,
 }
 
@@ -78,6 +80,12 @@ pub fn text(report: &Report<'_>) -> String {
         out.push_str(&format!(
             "WARNING: {} events were lost (ring buffer full): the report may miss evidence\n",
             s.lost_events
+        ));
+    }
+    if s.drops_not_attributed > 0 {
+        out.push_str(&format!(
+            "WARNING: {} netfilter drops were reported without their culprit rule (too many were waiting for attribution)\n",
+            s.drops_not_attributed
         ));
     }
     let mut by_req: BTreeMap<Requirement, Vec<&Finding>> = BTreeMap::new();

@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod clock;
+pub mod counters;
 pub mod flows;
 pub mod model;
 pub mod namer;

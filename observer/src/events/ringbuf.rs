@@ -7,11 +7,12 @@ use aya::{
     Ebpf,
 };
 use observer_common::{
-    counters,
     decode::{decode, Event},
     maps::{COUNTERS_MAP, EVENTS_MAP},
 };
 use tracing::warn;
+
+use super::counters::KernelCounters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
@@ -60,14 +61,12 @@ impl EventSource {
     }
 }
 
-/// Sums of the per-CPU counters, by name (`observer_common::counters::NAMES`).
-pub fn read_counters(ebpf: &Ebpf) -> Result<Vec<(&'static str, u64)>, RingError> {
+/// The per-CPU counters, summed over the CPUs and decoded into their fields.
+pub fn read_counters(ebpf: &Ebpf) -> Result<KernelCounters, RingError> {
     let map = ebpf.map(COUNTERS_MAP).ok_or(RingError::MissingMap(COUNTERS_MAP))?;
     let array = PerCpuArray::<_, u64>::try_from(map).map_err(|source| RingError::Map { name: COUNTERS_MAP, source })?;
-    let mut out = Vec::with_capacity(counters::NAMES.len());
-    for (index, name) in counters::NAMES.iter().enumerate() {
-        let values = array.get(&(index as u32), 0).map_err(|source| RingError::Map { name: COUNTERS_MAP, source })?;
-        out.push((*name, values.iter().sum()));
-    }
-    Ok(out)
+    KernelCounters::decode(|index| {
+        let values = array.get(&index, 0).map_err(|source| RingError::Map { name: COUNTERS_MAP, source })?;
+        Ok(values.iter().sum())
+    })
 }

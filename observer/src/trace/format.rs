@@ -129,11 +129,18 @@ impl Summary {
     }
 
     /// `summary: 12 events (3 dropped, 1 rejected, ...); lost 0; filtered 40`.
-    pub fn line(&self, lost: u64, filtered: u64) -> String {
-        format!(
+    /// The summary line: events by verdict, `lost` (ring buffer full), `filtered` (not shown),
+    /// and, when any, `not_attributed`: netfilter drops shown without their culprit rule because
+    /// too many were waiting for attribution.
+    pub fn line(&self, lost: u64, filtered: u64, not_attributed: u64) -> String {
+        let mut line = format!(
             "summary: {} events ({} dropped, {} rejected, {} handshake packets, {} connects, {} socket events); lost {lost}; not shown {filtered}",
             self.events, self.drops, self.rejections, self.handshake_packets, self.connects, self.socket_events
-        )
+        );
+        if not_attributed > 0 {
+            line.push_str(&format!("; {not_attributed} drops without culprit rule (too many waiting for attribution)"));
+        }
+        line
     }
 }
 
@@ -206,8 +213,15 @@ mod tests {
             Detail::Drop { drop_reason: "NETFILTER_DROP".into(), location: "x".into(), netns: 1, culprit: None };
         summary.add(&drop);
         assert_eq!(
-            summary.line(2, 7),
+            summary.line(2, 7, 0),
             "summary: 2 events (1 dropped, 0 rejected, 1 handshake packets, 0 connects, 0 socket events); lost 2; not shown 7"
+        );
+        assert!(
+            summary
+                .line(2, 7, 3)
+                .ends_with("; not shown 7; 3 drops without culprit rule (too many waiting for attribution)"),
+            "{}",
+            summary.line(2, 7, 3)
         );
         assert_eq!(colourize(&drop, "x".into()), "\x1b[31mx\x1b[0m");
         assert_eq!(colourize(&syn(), "x".into()), "x");

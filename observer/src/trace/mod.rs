@@ -17,16 +17,26 @@ use crate::{
     cli::{Colour, OutputFormat, TraceArgs},
     events::flows::handshake_summary,
     inventory::Inventory,
-    session::Session,
+    session::{Session, SessionConfig},
+    stop::StopToken,
 };
 
-/// Runs the trace until Ctrl-C/SIGTERM, `--duration` or `--count`.
-pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
+/// Runs the trace until `stop` is set (the CLI sets it on Ctrl-C/SIGTERM), `--duration` or
+/// `--count`.
+pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
     let inventory = match &args.inventory {
         Some(path) => Some(load_inventory(path)?),
         None => None,
     };
-    let (ebpf, kernel, netns) = Session::load(args.netns.as_deref())?;
+    let config = SessionConfig {
+        netns: args.netns.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        culprits: !args.no_culprit,
+        all_netns: args.all_netns,
+        deadline: args.duration.map(|secs| Instant::now() + Duration::from_secs(secs)),
+    };
+    let loaded = Session::load(config)?;
+    let kernel = &loaded.kernel;
     let (filter, kernel_filter) = filter::build(
         &filter::FilterArgs {
             pods: &args.pods,
@@ -41,8 +51,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         inventory.as_ref(),
         &kernel.drop_reasons,
     )?;
-    let mut session = Session::start(ebpf, kernel, netns, &kernel_filter, args.cgroup_root.clone(), !args.no_culprit)?;
-    let deadline = args.duration.map(|secs| Instant::now() + Duration::from_secs(secs));
+    let mut session = loaded.start(&kernel_filter, stop.clone())?;
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
     let mut filtered = 0u64;
@@ -68,7 +77,10 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", format::TEXT_HEADER)?;
     }
     if args.count != Some(0) {
-        session.run(inventory.as_ref(), deadline, args.all_netns, |event, observation| {
+        session.run(inventory.as_ref(), |event, observation| {
+            if args.count.is_some_and(|n| printed >= n) {
+                return ControlFlow::Break(());
+            }
             if !filter.matches(&observation) {
                 filtered += 1;
                 return ControlFlow::Continue(());
@@ -107,10 +119,10 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         info!(packets = writer.packets, file = %path.display(), "pcap written");
     }
     report_handshakes(&session.ebpf);
-    let (counters, undecodable) = session.counters()?;
-    let counter = |name: &str| counters.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
-    let lost = counter("ringbuf_full");
-    let line = summary.line(lost, counter("filtered_out") + filtered + session.out_of_scope);
+    let counters = session.counters()?;
+    let lost = counters.kernel.ringbuf_full;
+    let not_shown = counters.kernel.filtered_out + filtered + counters.out_of_scope;
+    let line = summary.line(lost, not_shown, counters.drops_not_attributed);
     // Text: the summary ends the output; JSON: stdout stays one event per line.
     match args.output {
         OutputFormat::Text => {
@@ -120,10 +132,11 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     }
     info!(
         events = printed,
-        out_of_scope_drops = session.out_of_scope,
+        out_of_scope_drops = counters.out_of_scope,
         lost,
-        undecodable,
-        counters = %counters.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" "),
+        undecodable = counters.undecodable,
+        drops_not_attributed = counters.drops_not_attributed,
+        counters = %counters.kernel.log_line(),
         "trace finished"
     );
     Ok(())

@@ -7,7 +7,7 @@ pub mod paths;
 pub mod probe;
 pub mod report;
 
-use std::{ops::ControlFlow, sync::atomic::Ordering, time::Duration};
+use std::{ops::ControlFlow, time::Duration};
 
 use tracing::{info, warn};
 
@@ -16,7 +16,8 @@ use crate::{
     diagnosis::Correlator,
     inventory::{Inventory, MeshMode},
     loader::{filter::KernelFilter, NetnsTarget},
-    session::Session,
+    session::{Session, SessionConfig},
+    stop::StopToken,
     trace::load_inventory,
 };
 use matrix::{required_flows, SourceKind, AMBIENT_PROBE_SOURCE};
@@ -25,7 +26,9 @@ use probe::{handshake, ProbeResult};
 use report::{Check, VerifyReport};
 
 /// Runs the verification; returns whether a required flow is blocked (exit status 3).
-pub fn run(args: &VerifyArgs) -> anyhow::Result<bool> {
+/// `stop` (set by the CLI on Ctrl-C/SIGTERM) ends a `--probe` run early; the probe also sets it
+/// itself once its handshakes are done.
+pub fn run(args: &VerifyArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let inventory = load_inventory(&args.node.inventory)?;
     let netns = NetnsTarget::resolve(args.node.netns.as_deref())?;
     let node = args.node.node_name.clone().unwrap_or_else(|| netns.name.clone());
@@ -48,7 +51,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<bool> {
         });
     }
     if args.probe {
-        probe_all(args, &inventory, &paths, &mut checks)?;
+        probe_all(args, &inventory, &paths, &mut checks, stop)?;
     }
     let report = VerifyReport { node: &node, checks: &checks, problems: paths.problems() };
     match args.output {
@@ -60,7 +63,13 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<bool> {
 
 /// Probes every flow whose source is on this node, one handshake at a time on a worker thread,
 /// while this thread runs the datapath and folds its events into connections.
-fn probe_all(args: &VerifyArgs, inventory: &Inventory, paths: &NodePaths, checks: &mut [Check]) -> anyhow::Result<()> {
+fn probe_all(
+    args: &VerifyArgs,
+    inventory: &Inventory,
+    paths: &NodePaths,
+    checks: &mut [Check],
+    stop: &StopToken,
+) -> anyhow::Result<()> {
     let mut plan = Vec::new();
     for (i, c) in checks.iter_mut().enumerate() {
         let (netns, as_proxy) = match c.src.kind {
@@ -88,9 +97,9 @@ fn probe_all(args: &VerifyArgs, inventory: &Inventory, paths: &NodePaths, checks
         };
         plan.push((i, netns, c.src.ip, std::net::SocketAddr::new(c.dst.ip, c.dst.port), as_proxy));
     }
-    let (ebpf, kernel, netns) = Session::load(args.node.netns.as_deref())?;
-    let mut session = Session::start(ebpf, kernel, netns, &KernelFilter::default(), None, true)?;
-    let stop = session.stop_flag();
+    let config = SessionConfig { netns: args.node.netns.clone(), ..SessionConfig::default() };
+    let mut session = Session::load(config)?.start(&KernelFilter::default(), stop.clone())?;
+    let stop = stop.clone();
     let worker = std::thread::spawn(move || {
         let results: Vec<_> = plan
             .into_iter()
@@ -98,11 +107,11 @@ fn probe_all(args: &VerifyArgs, inventory: &Inventory, paths: &NodePaths, checks
             .collect();
         // Let the last drops reach the ring buffer before stopping.
         std::thread::sleep(Duration::from_millis(400));
-        stop.store(true, Ordering::Relaxed);
+        stop.stop();
         results
     });
     let mut correlator = Correlator::default();
-    session.run(Some(inventory), None, false, |_, observation| {
+    session.run(Some(inventory), |_, observation| {
         correlator.add(&observation);
         ControlFlow::Continue(())
     })?;
