@@ -131,3 +131,20 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     info!(findings = findings.len(), "diagnosis finished");
     Ok(!findings.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_reported_without_their_culprit_are_in_the_text_and_json_report() {
+        let stats = Stats { drops_not_attributed: 3, ..Stats::default() };
+        let report = Report { node: "node-a", findings: &[], stats };
+        let text = report::text(&report);
+        assert!(text.contains("WARNING: 3 netfilter drops were reported without their culprit rule"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&report::json(&report)).expect("json");
+        assert_eq!(json["stats"]["drops_not_attributed"], 3);
+        let quiet = Report { node: "node-a", findings: &[], stats: Stats::default() };
+        assert!(!report::text(&quiet).contains("culprit rule"), "no warning when every drop was attributed");
+    }
+}
