@@ -60,18 +60,18 @@ impl Tally {
 /// returns whether findings were reported (exit status 3).
 pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let inventory = load_inventory(&args.node.inventory)?;
-    let started = Instant::now();
     let config = SessionConfig {
         netns: args.node.netns.clone(),
         cgroup_root: args.cgroup_root.clone(),
         culprits: !args.no_culprit,
         all_netns: false,
-        deadline: args.duration.map(|secs| started + Duration::from_secs(secs)),
+        duration: args.duration.map(Duration::from_secs),
     };
     let loaded = Session::load(config)?;
     let node = args.node.node_name.clone().unwrap_or_else(|| loaded.netns.name.clone());
     // Every handshake matters to the diagnosis: no kernel-side narrowing.
     let mut session = loaded.start(&KernelFilter::default(), stop.clone())?;
+    let started = Instant::now();
     let mut correlator = Correlator::default();
     let mut events = 0u64;
     let mut announced = std::collections::HashSet::new();

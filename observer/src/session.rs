@@ -5,7 +5,11 @@
 //! config ([`SessionConfig`]) -> [`Session::load`] -> [`Loaded::start`] -> [`Session::run`];
 //! the caller owns the [`StopToken`] that ends the run (the library installs no signal handler).
 
-use std::{ops::ControlFlow, path::PathBuf, time::Instant};
+use std::{
+    ops::ControlFlow,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use aya::Ebpf;
 use observer_common::decode::Event;
@@ -36,7 +40,7 @@ use crate::{
 
 /// What a session watches and how. `SessionConfig::default()` is: the current network
 /// namespace, every process on the node (the cgroup v2 mount), culprit rules named, only the
-/// node's namespaces (the watched one and its pods'), no deadline.
+/// node's namespaces (the watched one and its pods'), no time limit.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// The network namespace to watch: None = the current one; a bare name = `/run/netns/NAME`;
@@ -51,13 +55,14 @@ pub struct SessionConfig {
     /// Also pass on drops and TCP events of namespaces outside the node (other nodes or
     /// containers sharing this kernel). Default false.
     pub all_netns: bool,
-    /// Stop at this instant. Default None: only the stop token or the consumer end the run.
-    pub deadline: Option<Instant>,
+    /// Stop this long after everything is attached (the `ready` line). Default None: only the
+    /// stop token or the consumer end the run.
+    pub duration: Option<Duration>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, deadline: None }
+        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, duration: None }
     }
 }
 
@@ -94,6 +99,8 @@ pub struct Session {
     cgroup_root: PathBuf,
     config: SessionConfig,
     stop: StopToken,
+    /// When the run ends by itself (`config.duration` after the start).
+    deadline: Option<Instant>,
     out_of_scope: u64,
     /// Names the netfilter rule of each NETFILTER_DROP (None: `culprits` off).
     culprits: Option<Attributor>,
@@ -145,6 +152,7 @@ impl Loaded {
             attached,
             watch,
             cgroup_root,
+            deadline: config.duration.map(|d| Instant::now() + d),
             config,
             stop,
             out_of_scope: 0,
@@ -177,7 +185,7 @@ impl<F> Consumer<F> {
 
 impl Session {
     /// Hands every in-scope observation (with its raw event) to `each` until the stop token is
-    /// set, the configured deadline passes, or `each` breaks (after which it is not called again).
+    /// set, the configured duration passes, or `each` breaks (after which it is not called again).
     pub fn run(
         &mut self,
         inventory: Option<&Inventory>,
@@ -193,7 +201,7 @@ impl Session {
             inventory,
             processes: Default::default(),
         };
-        let (all_netns, deadline) = (self.config.all_netns, self.config.deadline);
+        let (all_netns, deadline) = (self.config.all_netns, self.deadline);
         let mut consumer = Consumer::new(each);
         while !consumer.done && !self.stop.is_stopped() && deadline.is_none_or(|d| Instant::now() < d) {
             if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
@@ -293,6 +301,6 @@ mod tests {
         assert_eq!(c.cgroup_root, None);
         assert!(c.culprits, "culprit rules are named by default");
         assert!(!c.all_netns, "only the node's namespaces by default");
-        assert_eq!(c.deadline, None);
+        assert_eq!(c.duration, None);
     }
 }

@@ -7,7 +7,7 @@ pub mod pcap;
 use std::{
     io::{IsTerminal as _, Write},
     ops::ControlFlow,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -33,7 +33,7 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
         cgroup_root: args.cgroup_root.clone(),
         culprits: !args.no_culprit,
         all_netns: args.all_netns,
-        deadline: args.duration.map(|secs| Instant::now() + Duration::from_secs(secs)),
+        duration: args.duration.map(Duration::from_secs),
     };
     let loaded = Session::load(config)?;
     let kernel = &loaded.kernel;
