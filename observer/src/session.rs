@@ -31,6 +31,7 @@ use crate::{
         cgroup,
         filter::KernelFilter,
         node_watch::NodeWatch,
+        pod_scope::PodAddresses,
         programs::KernelInfo,
         NetnsTarget,
     },
@@ -109,6 +110,11 @@ impl Session {
         all_netns: bool,
         mut each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
     ) -> anyhow::Result<()> {
+        // Pod namespaces are those holding the inventory's pod addresses (not whatever lies
+        // behind a veth that is not the default route's).
+        if let Some(inventory) = inventory {
+            self.watch.use_pod_addresses(PodAddresses::from_inventory(inventory), &self.netns);
+        }
         let mut namer = Namer {
             clock: MonotonicClock::now(),
             interfaces: self.attached.interfaces.clone(),

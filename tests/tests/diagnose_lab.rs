@@ -394,3 +394,88 @@ fn a_drop_of_hbone_between_ambient_workloads_is_r5_mesh_port_blocked() {
     assert_eq!(f["src"]["pod"], cart.key().as_str());
     assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
 }
+
+/// Issue 13 item 1: the uplink carries only specific routes (no default route). The router
+/// behind it is the network, not a pod: its DROP is silence between nodes, nothing on the node.
+#[test]
+fn an_underlay_drop_behind_an_uplink_without_default_route_blames_nothing_on_the_node() {
+    use observer_lab::{Backend, LabSpec, UplinkRoutes};
+    if !require_root() {
+        return;
+    }
+    let lab = support::lab_with(LabSpec::bookinfo().with_uplink_routes(UplinkRoutes::PeersOnly));
+    let node_a = lab.node_netns("node-a");
+    let routes = std::process::Command::new("ip").args(["-n", &node_a, "route", "show", "default"]).output();
+    assert!(routes.expect("ip route").stdout.is_empty(), "the topology has no default route");
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        // Works before the fault: the specific routes carry pod-to-pod traffic.
+        let ok = lab.connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_secs(2)).expect("c");
+        assert_eq!(ok.result, "ok", "{ok:?}");
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 9080);
+        rule.backend = Backend::Nftables;
+        rule.src = Some((productpage.ip.into(), 32));
+        rule.dst = Some((details.ip.into(), 32));
+        lab.inject_in_netns(&format!("{}-router", lab.name), &rule).expect("inject");
+        let out =
+            lab.connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500)).expect("c");
+        assert_ne!(out.result, "ok", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "nothing else blamed: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R3"), Some("endpoint-unreachable"), Some("silent")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!(f["dst"]["pod"], details.key().as_str());
+    assert_eq!(f["dst"]["port"], 9080);
+    assert_eq!(f["evidence"]["drop_reason"], serde_json::Value::Null, "the router's drop is not the node's: {f:#}");
+    assert_eq!(f["culprit"], serde_json::Value::Null, "{f:#}");
+    assert!(f["remediation"].as_str().is_some_and(|r| r.contains("no drop on node node-a")), "{f:#}");
+}
+
+/// Zero findings on healthy traffic in the no-default-route topology.
+#[test]
+fn healthy_traffic_without_a_default_route_gives_zero_findings() {
+    use observer_lab::{LabSpec, UplinkRoutes};
+    if !require_root() {
+        return;
+    }
+    let lab = support::lab_with(LabSpec::bookinfo().with_uplink_routes(UplinkRoutes::PeersOnly));
+    healthy_rounds(&lab, "node-a", 20);
+}
+
+/// `rounds` x 4 healthy connections (app via sidecar to remote and local pods, proxy to istiod
+/// by service and by pod) watched on `node`: zero findings, all established.
+fn healthy_rounds(lab: &Lab, node: &str, rounds: usize) {
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let details = lab.pod("details").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let (code, report) = diagnose(lab, node, || {
+        for _ in 0..rounds {
+            for (app, target, proxy) in [
+                ("productpage", SocketAddr::from((reviews.ip, 9080)), false),
+                ("productpage", SocketAddr::from((details.ip, 9080)), false),
+                ("reviews", SocketAddr::from((svc, 15012)), true),
+                ("productpage", SocketAddr::from((istiod.ip, 15010)), true),
+            ] {
+                let out = if proxy {
+                    lab.connect_as_proxy(app, target, Duration::from_secs(2))
+                } else {
+                    lab.connect(app, target, Duration::from_secs(2))
+                }
+                .expect("connect");
+                assert_eq!(out.result, "ok", "{app} -> {target}");
+            }
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    assert!(report["stats"]["established"].as_u64().is_some_and(|n| n as usize >= rounds * 4), "{report:#}");
+}

@@ -28,7 +28,8 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         (dst.role == Some(Role::Istiod)).then(|| istio_ports::port_name(istio_ports::Component::Istiod, port)).flatten()
     });
     let in_mesh = |m: Option<MeshMode>| matches!(m, Some(MeshMode::Sidecar | MeshMode::Ambient));
-    let unnamed_pod_address = !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| contains(c, server_ip));
+    let unnamed_pod_address =
+        !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| crate::loader::pod_scope::contains(c, server_ip));
     if mechanism == Mechanism::Established && !unnamed_pod_address {
         return None;
     }
@@ -127,20 +128,6 @@ fn by_firewall(outcome: &Outcome) -> bool {
             reason.starts_with("NETFILTER") || reason.contains("POLICY") || reason.contains("FILTER")
         }
         Outcome::Rejected { meaning } => *meaning != "fragmentation-needed" && *meaning != "packet-too-big",
-        _ => false,
-    }
-}
-
-fn contains(cidr: &crate::loader::filter::Cidr, ip: std::net::IpAddr) -> bool {
-    match (cidr.addr, ip) {
-        (std::net::IpAddr::V4(net), std::net::IpAddr::V4(a)) => {
-            let mask = if cidr.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(cidr.prefix)) };
-            u32::from(net) & mask == u32::from(a) & mask
-        }
-        (std::net::IpAddr::V6(net), std::net::IpAddr::V6(a)) => {
-            let mask = if cidr.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(cidr.prefix)) };
-            u128::from(net) & mask == u128::from(a) & mask
-        }
         _ => false,
     }
 }

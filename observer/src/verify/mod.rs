@@ -32,7 +32,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<bool> {
     if !inventory.pods.iter().any(|p| p.node.as_deref() == Some(node.as_str())) {
         warn!("no pod of the inventory runs on node `{node}`: is --node-name right? Only flows from this node are checked");
     }
-    let mut paths = NodePaths::discover(netns)?;
+    let mut paths = NodePaths::discover(netns, &inventory)?;
     let flows = required_flows(&inventory, &node, &paths.node_ips);
     info!(flows = flows.len(), node = %node, "required flows");
     let mut checks = Vec::with_capacity(flows.len());

@@ -15,7 +15,7 @@ use super::{
     inventory::{container_ids, inventory},
     processes::{run_bounded, spawn_ready, Placement},
     sidecar::{istio_iptables_rules, kube_proxy_rules, PROXY_UID},
-    spec::{LabSpec, NodeSpec, PodSpec},
+    spec::{LabSpec, NodeSpec, PodAttachment, PodSpec, UplinkRoutes},
     state::LabState,
     ConnectOutcome, LabError, Tools, LAB_PREFIX,
 };
@@ -31,6 +31,10 @@ pub struct Lab {
     cgroup: PathBuf,
     persisted: bool,
 }
+
+/// The gateway of a routed pod (Calico's): link-local, answered by the host veth.
+const ROUTED_GATEWAY: &str = "169.254.1.1";
+const ROUTED_GATEWAY6: &str = "fe80::1";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -99,7 +103,10 @@ impl Lab {
         cmd::run("ip", &["-n", router, "link", "set", &router_if, "up"])?;
         cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/24", node.uplink_ip), "dev", "eth0"])?;
         cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-        cmd::run("ip", &["-n", &ns, "route", "add", "default", "via", &node.router_ip.to_string()])?;
+        let (v4_routes, v6_routes) = self.uplink_destinations(node);
+        for dst in &v4_routes {
+            cmd::run("ip", &["-n", &ns, "route", "add", dst, "via", &node.router_ip.to_string()])?;
+        }
         cmd::run("ip", &["-n", router, "route", "add", &node.pod_cidr_string(), "via", &node.uplink_ip.to_string()])?;
         if let (Some(up6), Some(rt6), Some((net6, len6))) = (node.uplink_ip6, node.router_ip6, node.pod_cidr6) {
             sysctl(router, "net.ipv6.conf.all.forwarding", "1")?;
@@ -107,8 +114,19 @@ impl Lab {
             // nodad: addresses usable at once (no duplicate-address-detection delay).
             cmd::run("ip", &["-n", router, "addr", "add", &format!("{rt6}/64"), "dev", &router_if, "nodad"])?;
             cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{up6}/64"), "dev", "eth0", "nodad"])?;
-            cmd::run("ip", &["-n", &ns, "-6", "route", "add", "default", "via", &rt6.to_string()])?;
+            for dst in &v6_routes {
+                cmd::run("ip", &["-n", &ns, "-6", "route", "add", dst, "via", &rt6.to_string()])?;
+            }
             cmd::run("ip", &["-n", router, "-6", "route", "add", &format!("{net6}/{len6}"), "via", &up6.to_string()])?;
+        }
+        if node.pod_attachment == PodAttachment::Routed {
+            // Calico: no bridge; a /32 per pod (added with the pod) and a blackhole for the rest
+            // of the node's block.
+            cmd::run("ip", &["-n", &ns, "route", "add", "blackhole", &node.pod_cidr_string()])?;
+            if let Some((net6, len6)) = node.pod_cidr6 {
+                cmd::run("ip", &["-n", &ns, "-6", "route", "add", "blackhole", &format!("{net6}/{len6}")])?;
+            }
+            return self.install_kube_proxy(&ns);
         }
         // The CNI bridge, like cni0 of the bridge plugin.
         cmd::run("ip", &["-n", &ns, "link", "add", "cni0", "type", "bridge"])?;
@@ -123,6 +141,32 @@ impl Lab {
         // Bridged pod-to-pod traffic goes through iptables, as kubeadm requires (br_netfilter).
         let _ = sysctl(&ns, "net.bridge.bridge-nf-call-iptables", "1");
         let _ = sysctl(&ns, "net.bridge.bridge-nf-call-ip6tables", "1");
+        self.install_kube_proxy(&ns)
+    }
+
+    /// What the node's uplink routes via the router: everything (a default route), or only the
+    /// other nodes' pod CIDRs and uplink subnets. (IPv4, IPv6) destinations.
+    fn uplink_destinations(&self, node: &NodeSpec) -> (Vec<String>, Vec<String>) {
+        if node.uplink_routes == UplinkRoutes::Default {
+            return (vec!["default".into()], vec!["default".into()]);
+        }
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for peer in self.spec.nodes.iter().filter(|n| n.name != node.name) {
+            let [a, b, c, _] = peer.uplink_ip.octets();
+            v4.extend([peer.pod_cidr_string(), format!("{a}.{b}.{c}.0/24")]);
+            if let Some((net6, len6)) = peer.pod_cidr6 {
+                v6.push(format!("{net6}/{len6}"));
+            }
+            if let Some(up6) = peer.uplink_ip6 {
+                let mut o = up6.octets();
+                o[8..].fill(0);
+                v6.push(format!("{}/64", std::net::Ipv6Addr::from(o)));
+            }
+        }
+        (v4, v6)
+    }
+
+    fn install_kube_proxy(&self, ns: &str) -> Result<(), LabError> {
         let services: Vec<_> = self
             .spec
             .services
@@ -142,7 +186,7 @@ impl Lab {
                 })
             })
             .collect();
-        in_netns_with_input(&ns, "iptables-restore", &["-w", "--noflush"], &kube_proxy_rules(&services))?;
+        in_netns_with_input(ns, "iptables-restore", &["-w", "--noflush"], &kube_proxy_rules(&services))?;
         Ok(())
     }
 
@@ -155,14 +199,20 @@ impl Lab {
             "ip",
             &["-n", &node_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns],
         )?;
-        cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "master", "cni0"])?;
-        cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "up"])?;
-        cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/{}", pod.ip, node.pod_cidr.1), "dev", "eth0"])?;
-        cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-        cmd::run("ip", &["-n", &ns, "route", "add", "default", "via", &node.bridge_ip().to_string()])?;
-        if let (Some(ip6), Some(bridge6), Some((_, len6))) = (pod.ip6, node.bridge_ip6(), node.pod_cidr6) {
-            cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{ip6}/{len6}"), "dev", "eth0", "nodad"])?;
-            cmd::run("ip", &["-n", &ns, "-6", "route", "add", "default", "via", &bridge6.to_string()])?;
+        match node.pod_attachment {
+            PodAttachment::Bridge => {
+                cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "master", "cni0"])?;
+                cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "up"])?;
+                let addr = format!("{}/{}", pod.ip, node.pod_cidr.1);
+                cmd::run("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+                cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+                cmd::run("ip", &["-n", &ns, "route", "add", "default", "via", &node.bridge_ip().to_string()])?;
+                if let (Some(ip6), Some(bridge6), Some((_, len6))) = (pod.ip6, node.bridge_ip6(), node.pod_cidr6) {
+                    cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{ip6}/{len6}"), "dev", "eth0", "nodad"])?;
+                    cmd::run("ip", &["-n", &ns, "-6", "route", "add", "default", "via", &bridge6.to_string()])?;
+                }
+            }
+            PodAttachment::Routed => self.route_pod(&node_ns, &ns, &host_if, pod)?,
         }
         if pod.sidecar {
             in_netns_with_input(&ns, "iptables-restore", &["-w"], &istio_iptables_rules())?;
@@ -185,6 +235,25 @@ impl Lab {
             };
             self.state.pids.push(child.id());
             self.children.push(child);
+        }
+        Ok(())
+    }
+
+    /// Calico-style plumbing of one pod: the host veth answers ARP for the pod's link-local
+    /// gateway (proxy ARP), the node routes the pod's /32 (/128) to the veth.
+    fn route_pod(&self, node_ns: &str, ns: &str, host_if: &str, pod: &PodSpec) -> Result<(), LabError> {
+        cmd::run("ip", &["-n", node_ns, "link", "set", host_if, "up"])?;
+        sysctl(node_ns, &format!("net.ipv4.conf.{host_if}.proxy_arp"), "1")?;
+        cmd::run("ip", &["-n", node_ns, "route", "add", &format!("{}/32", pod.ip), "dev", host_if])?;
+        cmd::run("ip", &["-n", ns, "addr", "add", &format!("{}/32", pod.ip), "dev", "eth0"])?;
+        cmd::run("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
+        cmd::run("ip", &["-n", ns, "route", "add", ROUTED_GATEWAY, "dev", "eth0", "scope", "link"])?;
+        cmd::run("ip", &["-n", ns, "route", "add", "default", "via", ROUTED_GATEWAY, "dev", "eth0"])?;
+        if let Some(ip6) = pod.ip6 {
+            cmd::run("ip", &["-n", node_ns, "addr", "add", &format!("{ROUTED_GATEWAY6}/64"), "dev", host_if, "nodad"])?;
+            cmd::run("ip", &["-n", node_ns, "-6", "route", "add", &format!("{ip6}/128"), "dev", host_if])?;
+            cmd::run("ip", &["-n", ns, "addr", "add", &format!("{ip6}/128"), "dev", "eth0", "nodad"])?;
+            cmd::run("ip", &["-n", ns, "-6", "route", "add", "default", "via", ROUTED_GATEWAY6, "dev", "eth0"])?;
         }
         Ok(())
     }
@@ -219,9 +288,14 @@ impl Lab {
         self.build_pod(&pod)
     }
 
-    /// Name of the node-side veth of a pod (as the bridge CNI names them: `veth` + 8 hex).
+    /// Name of the node-side veth of a pod (as the bridge CNI names them: `veth` + 8 hex;
+    /// Calico: `cali` + 11 hex).
     pub fn host_veth(&self, pod: &PodSpec) -> String {
-        format!("veth{}", hex_id(&format!("{}/{}", self.name, pod.key()), 8))
+        let seed = format!("{}/{}", self.name, pod.key());
+        match self.spec.node(&pod.node).map(|n| n.pod_attachment) {
+            Some(PodAttachment::Routed) => format!("cali{}", hex_id(&seed, 11)),
+            _ => format!("veth{}", hex_id(&seed, 8)),
+        }
     }
 
     /// Network namespace name of a node (e.g. for `observer trace --netns`).
