@@ -479,3 +479,37 @@ fn healthy_rounds(lab: &Lab, node: &str, rounds: usize) {
     assert!(findings(&report).is_empty(), "{report:#}");
     assert!(report["stats"]["established"].as_u64().is_some_and(|n| n as usize >= rounds * 4), "{report:#}");
 }
+
+/// A Calico-style routed node (issue 13 item 8's topology): healthy traffic gives nothing; a
+/// FORWARD DROP of xDS is R5 at the pod's cali* veth with its rule, nothing else blamed.
+#[test]
+fn on_a_routed_node_healthy_traffic_is_quiet_and_an_xds_drop_is_r5_at_the_cali_veth() {
+    use observer_lab::{LabSpec, PodAttachment};
+    if !require_root() {
+        return;
+    }
+    let lab = support::lab_with(LabSpec::bookinfo().with_pod_attachment("node-a", PodAttachment::Routed));
+    healthy_rounds(&lab, "node-a", 10);
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let (code, report) = diagnose(&lab, "node-a", || {
+        lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
+        let out = lab
+            .connect_as_proxy("reviews", SocketAddr::from((svc, 15012)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "nothing else blamed: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R5"), Some("control-plane-blocked"), Some("dropped"))
+    );
+    assert_eq!(f["src"]["pod"], reviews.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(istiod.key().as_str()), Some(15012)));
+    assert_eq!(f["evidence"]["interface"], lab.host_veth(&reviews).as_str(), "{f:#}");
+    assert_eq!(f["culprit"]["rule"], format!("-A FORWARD -d {}/32 -p tcp -m tcp --dport 15012 -j DROP", istiod.ip));
+}

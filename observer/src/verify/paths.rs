@@ -83,6 +83,11 @@ impl NodePaths {
         Ok(Self { node, pods, node_ips, namespaces: HashMap::new() })
     }
 
+    /// The addresses of the pods behind this node (however they hang off it).
+    pub fn local_pod_ips(&self) -> std::collections::BTreeSet<IpAddr> {
+        self.pods.keys().copied().collect()
+    }
+
     /// Whether `ip` is a pod of this node (its namespace is behind one of the node's veths).
     pub fn is_local_pod(&self, ip: IpAddr) -> bool {
         self.pods.contains_key(&ip)

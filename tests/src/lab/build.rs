@@ -244,6 +244,8 @@ impl Lab {
     fn route_pod(&self, node_ns: &str, ns: &str, host_if: &str, pod: &PodSpec) -> Result<(), LabError> {
         cmd::run("ip", &["-n", node_ns, "link", "set", host_if, "up"])?;
         sysctl(node_ns, &format!("net.ipv4.conf.{host_if}.proxy_arp"), "1")?;
+        // Calico answers at once (the kernel's default delays proxy ARP replies up to 0.8 s).
+        sysctl(node_ns, &format!("net.ipv4.neigh.{host_if}.proxy_delay"), "0")?;
         cmd::run("ip", &["-n", node_ns, "route", "add", &format!("{}/32", pod.ip), "dev", host_if])?;
         cmd::run("ip", &["-n", ns, "addr", "add", &format!("{}/32", pod.ip), "dev", "eth0"])?;
         cmd::run("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
