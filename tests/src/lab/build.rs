@@ -2,6 +2,7 @@
 
 use std::{
     net::SocketAddr,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Child,
     sync::atomic::{AtomicU32, Ordering},
@@ -58,7 +59,7 @@ impl Lab {
             });
         }
         let name = unique_name();
-        let dir = std::env::temp_dir().join(&name);
+        let dir = lab_dir(&name);
         let cgroup = cgroup2_root()?.join(format!("{name}.slice"));
         let mut lab = Lab {
             state: LabState { name: name.clone(), dir: dir.clone(), ..LabState::default() },
@@ -70,8 +71,31 @@ impl Lab {
             persisted: false,
         };
         std::fs::create_dir_all(&dir).map_err(LabError::io(format!("creating {}", dir.display())))?;
+        lab.install_helpers()?;
         lab.build()?;
         Ok(lab)
+    }
+
+    /// Copies the helper binaries into the lab's own directory, readable and executable by
+    /// every uid: the lab runs some as the proxy's uid 1337, which may not be able to reach
+    /// them where they were built (a checkout under a 0700 folder such as /root).
+    fn install_helpers(&mut self) -> Result<(), LabError> {
+        let bin = self.state.dir.join("bin");
+        std::fs::create_dir_all(&bin).map_err(LabError::io(format!("creating {}", bin.display())))?;
+        for dir in [&self.state.dir, &bin] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(LabError::io(format!("making {} traversable", dir.display())))?;
+        }
+        let copy = bin.join("lab-pod");
+        std::fs::copy(&self.tools.lab_pod, &copy).map_err(LabError::io(format!(
+            "copying {} to {}",
+            self.tools.lab_pod.display(),
+            copy.display()
+        )))?;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+            .map_err(LabError::io(format!("making {} executable", copy.display())))?;
+        self.tools.lab_pod = copy;
+        Ok(())
     }
 
     fn build(&mut self) -> Result<(), LabError> {
@@ -429,6 +453,22 @@ impl Drop for Lab {
             }
         }
     }
+}
+
+/// The lab's directory: under the temporary directory when every uid can traverse it, else
+/// under the lab state directory (root-owned, 0755).
+fn lab_dir(name: &str) -> PathBuf {
+    let tmp = std::env::temp_dir();
+    if world_traversable(&tmp) {
+        tmp.join(name)
+    } else {
+        Path::new(super::state::STATE_DIR).join(name)
+    }
+}
+
+/// Whether every directory from `/` down to `path` lets others through (`o+x`).
+fn world_traversable(path: &Path) -> bool {
+    path.ancestors().all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
