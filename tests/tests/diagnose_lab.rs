@@ -513,3 +513,87 @@ fn on_a_routed_node_healthy_traffic_is_quiet_and_an_xds_drop_is_r5_at_the_cali_v
     assert_eq!(f["evidence"]["interface"], lab.host_veth(&reviews).as_str(), "{f:#}");
     assert_eq!(f["culprit"]["rule"], format!("-A FORWARD -d {}/32 -p tcp -m tcp --dport 15012 -j DROP", istiod.ip));
 }
+
+/// Issue 13 item 2: IPv6 traffic makes neighbour discovery (multicast solicitations the other
+/// pods on the bridge drop as not theirs); those ICMPv6 drops concern no connection: zero
+/// findings, and the IPv6 connections established.
+#[test]
+fn healthy_ipv6_traffic_gives_zero_findings_despite_neighbour_discovery_drops() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let v6 = |p: &observer_lab::PodSpec| p.ip6.expect("dual-stack lab");
+    let (code, report) = diagnose(&lab, "node-a", || {
+        for _ in 0..5 {
+            for (app, target) in [
+                ("productpage", SocketAddr::from((v6(&details), 9080))),
+                ("productpage", SocketAddr::from((v6(&reviews), 9080))),
+                ("reviews", SocketAddr::from((v6(&istiod), 15012))),
+            ] {
+                let out = lab.connect_as_proxy(app, target, Duration::from_secs(2)).expect("connect");
+                assert_eq!(out.result, "ok", "{app} -> {target}: {out:?}");
+            }
+            // Neighbour entries expire: flush them so each round solicits again.
+            for node in ["node-a", "node-b"] {
+                let _ = std::process::Command::new("ip")
+                    .args(["-n", &lab.node_netns(node), "-6", "neigh", "flush", "all"])
+                    .output();
+            }
+            for app in ["productpage", "reviews"] {
+                let _ = std::process::Command::new("ip")
+                    .args(["-n", &lab.pod_netns(app).expect("ns"), "-6", "neigh", "flush", "all"])
+                    .output();
+            }
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    assert!(report["stats"]["established"].as_u64().is_some_and(|n| n >= 15), "{report:#}");
+}
+
+/// Issue 13 item 2: ICMP drops on the node are evidence on the TCP flow they quote, never a
+/// finding of their own. node-a's FORWARD drops all ICMP (a hardening rule), so the underlay's
+/// admin-prohibited answers to the proxy's SYNs die on the node: evidence on the one finding,
+/// which names no culprit on the node (the REJECT is the router's).
+#[test]
+fn icmp_drops_are_evidence_on_the_flow_they_quote_never_a_port_0_finding() {
+    use observer_lab::Verdict;
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        lab.firewall("node-a", "iptables", &["-w", "-I", "FORWARD", "1", "-p", "icmp", "-j", "DROP"]).expect("rule");
+        let mut reject = FirewallRule::drop_tcp_to(Hook::Forward, details.ip.into(), 9080);
+        reject.verdict = Verdict::RejectAdminProhibited;
+        lab.inject_in_netns(&format!("{}-router", lab.name), &reject).expect("inject");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout", "the rejection never reaches the client: {out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "one finding, about the TCP flow; nothing on port 0: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("rejected")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(details.key().as_str()), Some(9080)));
+    assert_eq!(f["evidence"]["icmp"], "admin-prohibited");
+    assert_eq!(f["culprit"], serde_json::Value::Null, "the REJECT is the router's, not the node's: {f:#}");
+    let dropped = f["evidence"]["icmp_errors_dropped"].as_array().cloned().unwrap_or_default();
+    assert!(
+        dropped.iter().any(|d| d.as_str().is_some_and(|d| d.starts_with("ICMP NETFILTER_DROP at "))),
+        "the node's drop of the ICMP error is on the finding: {f:#}"
+    );
+}

@@ -60,6 +60,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         _ => Severity::High,
     };
     let mut evidence = Evidence {
+        icmp_errors_dropped: icmp_errors_dropped(&c.icmp_drops),
         attempts: c.attempts(),
         connections: 1,
         first_seen: crate::events::clock::rfc3339(c.first_seen),
@@ -119,6 +120,21 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         culprit,
         remediation,
     })
+}
+
+/// Most ICMP drops listed in a finding's evidence.
+pub(super) const MAX_ICMP_DROPS: usize = 4;
+
+/// The distinct dropped ICMP errors of a connection, printed.
+fn icmp_errors_dropped(drops: &[super::IcmpDrop]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in drops {
+        let line = format!("{} {} at {} netns {}", d.protocol.name(), d.reason, d.location, d.netns);
+        if !out.contains(&line) && out.len() < MAX_ICMP_DROPS {
+            out.push(line);
+        }
+    }
+    out
 }
 
 /// Whether the outcome shows a firewall rule at work (not a routing or resource problem).

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, net::IpAddr, time::SystemTime};
 
 use crate::{
-    events::model::{Detail, Observation},
+    events::model::{Detail, Observation, Protocol},
     inventory::Endpoint,
     netfilter::Culprit,
 };
@@ -38,6 +38,19 @@ pub enum Outcome {
     Pending,
 }
 
+/// A dropped ICMP/ICMPv6 error that quoted a connection's packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpDrop {
+    /// The kernel's drop reason (e.g. `QUEUE_PURGE`, `NETFILTER_DROP`).
+    pub reason: String,
+    /// Kernel symbol that freed it.
+    pub location: String,
+    /// Network namespace inode of the drop.
+    pub netns: u32,
+    /// ICMP or ICMPv6.
+    pub protocol: Protocol,
+}
+
 /// Everything seen about one connection.
 #[derive(Clone, Debug)]
 pub struct Connection {
@@ -57,6 +70,9 @@ pub struct Connection {
     pub syn_retransmits: u32,
     pub drops: Vec<(String, String, u32, Option<String>, &'static str)>,
     pub icmp: Option<&'static str>,
+    /// ICMP/ICMPv6 errors about this connection that the kernel dropped on this node (evidence
+    /// only: they never decide the outcome).
+    pub icmp_drops: Vec<IcmpDrop>,
     /// The netfilter rule behind its drops, the most certain one seen.
     pub culprit: Option<std::sync::Arc<Culprit>>,
     pub first_seen: SystemTime,
@@ -79,6 +95,7 @@ impl Connection {
             syn_retransmits: 0,
             drops: Vec::new(),
             icmp: None,
+            icmp_drops: Vec::new(),
             culprit: None,
             first_seen: time,
             last_seen: time,
@@ -171,6 +188,23 @@ impl Correlator {
     fn add_inner(&mut self, o: &Observation) {
         let Some(flow) = o.flow else { return };
         match &o.detail {
+            // A connection is TCP. ICMP/ICMPv6 (an error freed with QUEUE_PURGE after its socket
+            // closed, a neighbour solicitation dropped at multicast input, a ping) and other
+            // protocols' drops are evidence on the TCP flow they quote, or nothing.
+            Detail::Drop { drop_reason, location, netns, quoted, .. } if flow.protocol != Protocol::TCP => {
+                let Some(q) = quoted.filter(|q| q.protocol == Protocol::TCP) else { return };
+                let key = [(q.src, q.sport), (q.dst, q.dport)].into_iter().find(|k| self.connections.contains_key(k));
+                if let Some(c) = key.and_then(|k| self.existing(k, o)) {
+                    c.icmp_drops.push(IcmpDrop {
+                        reason: drop_reason.clone(),
+                        location: location.clone(),
+                        netns: *netns,
+                        protocol: flow.protocol,
+                    });
+                }
+            }
+            _ if flow.protocol != Protocol::TCP && !matches!(o.detail, Detail::IcmpError { .. }) => {}
+            Detail::IcmpError { quoted: Some(q), .. } if q.protocol != Protocol::TCP => {}
             Detail::Packet { tcp_flags, .. } => {
                 let syn = tcp_flags.contains("SYN");
                 let ack = tcp_flags.contains("ACK");
@@ -190,7 +224,7 @@ impl Correlator {
                     }
                 }
             }
-            Detail::Drop { drop_reason, location, netns, culprit } => {
+            Detail::Drop { drop_reason, location, netns, culprit, .. } => {
                 let key = if self.connections.contains_key(&(flow.dst, flow.dport)) {
                     (flow.dst, flow.dport)
                 } else {

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 pub use classify::classify;
-pub use correlate::{Connection, Correlator, Outcome};
+pub use correlate::{Connection, Correlator, IcmpDrop, Outcome};
 
 /// Istio's requirements of the network beneath the mesh (../shared/ISTIO.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -100,6 +100,11 @@ pub struct Evidence {
     pub hook: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<&'static str>,
+    /// ICMP/ICMPv6 errors about this flow that the node dropped (`REASON at LOCATION netns N`):
+    /// e.g. an error freed with `QUEUE_PURGE` because the socket had already closed, or a
+    /// firewall dropping ICMP. Evidence only; distinct entries, at most a few.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub icmp_errors_dropped: Vec<String>,
     /// Connection attempts (SYNs sent, retransmissions included) over all connections.
     pub attempts: u32,
     /// Distinct connections aggregated in this finding.

@@ -23,8 +23,12 @@ impl Scenario {
     }
 
     fn see(&mut self, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) {
+        self.see_proto(Protocol::TCP, hook, src, dst, detail);
+    }
+
+    fn see_proto(&mut self, protocol: Protocol, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) {
         self.t += 1;
-        let flow = Flow { protocol: Protocol(6), src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 };
+        let flow = Flow { protocol, src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 };
         let (s, d) = match &detail {
             Detail::IcmpError { quoted: Some(q), .. } => (q.src, (q.dst, q.dport)),
             _ => (flow.src, (flow.dst, flow.dport)),
@@ -57,7 +61,13 @@ fn packet(flags: &str) -> Detail {
 }
 
 fn dropped(reason: &str) -> Detail {
-    Detail::Drop { drop_reason: reason.into(), location: "nft_do_chain+0x3e8".into(), netns: 7, culprit: None }
+    Detail::Drop {
+        drop_reason: reason.into(),
+        location: "nft_do_chain+0x3e8".into(),
+        netns: 7,
+        culprit: None,
+        quoted: None,
+    }
 }
 
 fn socket(event: &'static str) -> Detail {
@@ -208,6 +218,7 @@ fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
             location: "nft_do_chain+0x3e8".into(),
             netns: 7,
             culprit: Some(std::sync::Arc::new(c)),
+            quoted: None,
         }
     };
     let mut s = Scenario::new();
@@ -225,5 +236,64 @@ fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
             "culprit: iptables-nft filter/MESH `-A MESH -p tcp -m tcp --dport 15012 -j DROP` (confirmed by counters)"
         ),
         "{text}"
+    );
+}
+
+fn dropped_icmp(reason: &str, quoted: Option<Flow>) -> Detail {
+    Detail::Drop {
+        drop_reason: reason.into(),
+        location: "skb_queue_purge_reason+0x9c".into(),
+        netns: 7,
+        culprit: None,
+        quoted,
+    }
+}
+
+fn tcp(src: (&str, u16), dst: (&str, u16)) -> Flow {
+    Flow { protocol: Protocol::TCP, src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 }
+}
+
+#[test]
+fn icmp_drops_are_never_findings_of_their_own() {
+    let mut s = Scenario::new();
+    // A ping from the node to a pod, dropped by a firewall; a neighbour solicitation from the
+    // bridge dropped at multicast input; an ICMP error about a flow nobody followed.
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("10.244.1.1", 0), (PP, 0), dropped("NETFILTER_DROP"));
+    s.see_proto(
+        Protocol::ICMPV6,
+        Hook::KfreeSkb,
+        ("fd00:10:244:1::1", 0),
+        ("fd00:10:244:1::a", 0),
+        dropped("IPV6_NDISC_NS_OTHERHOST"),
+    );
+    let unknown = Some(tcp((PP, 41000), ("10.244.2.11", 9080)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (PP, 0), dropped_icmp("QUEUE_PURGE", unknown));
+    // UDP is no mesh connection either (DNS to a pod address).
+    s.see_proto(Protocol::UDP, Hook::KfreeSkb, (PP, 5353), ("10.244.2.11", 53), dropped("NETFILTER_DROP"));
+    assert!(s.correlator.is_empty(), "no connection made of them");
+    assert!(s.findings().is_empty(), "{:?}", s.findings());
+}
+
+#[test]
+fn a_dropped_icmp_error_is_evidence_on_the_connection_it_quotes() {
+    let mut s = Scenario::new();
+    let details = "10.244.2.11";
+    s.see(Hook::TcIngress, (PP, 40000), (details, 9080), packet("SYN"));
+    s.see(Hook::SockOps, (PP, 40000), (details, 9080), socket("rto"));
+    // The client's socket already closed: the late admin-prohibited error is freed unread.
+    let quoted = Some(tcp((PP, 40000), (details, 9080)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (PP, 0), dropped_icmp("QUEUE_PURGE", quoted));
+    // Also when it quotes the server's segment (server -> client).
+    let reverse = Some(tcp((details, 9080), (PP, 40000)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (details, 0), dropped_icmp("QUEUE_PURGE", reverse));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!((f.requirement, f.kind, f.mechanism), (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Silent));
+    assert_eq!((f.dst.port, f.culprit.as_ref()), (Some(9080), None), "the ICMP drop decides nothing");
+    assert_eq!(f.evidence.drop_reason, None);
+    assert_eq!(
+        f.evidence.icmp_errors_dropped,
+        vec!["ICMP QUEUE_PURGE at skb_queue_purge_reason+0x9c netns 7".to_string()]
     );
 }

@@ -28,6 +28,16 @@ pub struct Flow {
 pub struct Protocol(pub u8);
 
 impl Protocol {
+    pub const TCP: Self = Self(PROTO_TCP);
+    pub const UDP: Self = Self(PROTO_UDP);
+    pub const ICMP: Self = Self(PROTO_ICMP);
+    pub const ICMPV6: Self = Self(PROTO_ICMPV6);
+
+    /// ICMP or ICMPv6: control messages, never a connection of their own.
+    pub fn is_icmp(self) -> bool {
+        self == Self::ICMP || self == Self::ICMPV6
+    }
+
     pub fn name(self) -> String {
         match self.0 {
             PROTO_TCP => "TCP".into(),
@@ -143,6 +153,9 @@ pub enum Detail {
         /// The netfilter rule that decided a `NETFILTER_DROP` (attached after the rulesets are read).
         #[serde(skip_serializing_if = "Option::is_none")]
         culprit: Option<std::sync::Arc<Culprit>>,
+        /// For a dropped ICMP/ICMPv6 error: the flow it is about (read from the captured packet).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quoted: Option<Flow>,
     },
     /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
     IcmpError { icmp_type: u8, icmp_code: u8, meaning: &'static str, quoted: Option<Flow>, mtu: u32 },
