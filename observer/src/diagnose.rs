@@ -66,6 +66,8 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
     let started = Instant::now();
     let deadline = args.duration.map(|secs| started + Duration::from_secs(secs));
     let mut correlator = Correlator::default();
+    // Interface MTUs on the node's path, for PMTU findings.
+    correlator.set_interface_mtus(session.interface_mtus());
     let mut events = 0u64;
     let mut announced = std::collections::HashSet::new();
     let mut tally = Tally::default();
@@ -87,7 +89,11 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<bool> {
                 // Silence is conclusive once the SYN had to be retransmitted (or the attempt died).
                 let conclusive = matches!(
                     c.outcome(),
-                    Outcome::Dropped { .. } | Outcome::Rejected { .. } | Outcome::NoRoute { .. } | Outcome::Silent
+                    Outcome::Dropped { .. }
+                        | Outcome::Rejected { .. }
+                        | Outcome::NoRoute { .. }
+                        | Outcome::Silent
+                        | Outcome::Stalled(_)
                 );
                 if conclusive && announced.insert(client) {
                     if let Some(f) = classify(c, &node, &inventory.pod_cidrs) {

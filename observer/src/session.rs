@@ -160,6 +160,11 @@ impl Session {
         Ok(())
     }
 
+    /// MTUs of the watched node's interfaces (name -> bytes).
+    pub fn interface_mtus(&mut self) -> std::collections::HashMap<String, u32> {
+        self.watch.interface_mtus()
+    }
+
     /// Setting this flag ends `run` (as Ctrl-C does).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.stop)

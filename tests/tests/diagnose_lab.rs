@@ -597,3 +597,82 @@ fn icmp_drops_are_evidence_on_the_flow_they_quote_never_a_port_0_finding() {
         "the node's drop of the ICMP error is on the finding: {f:#}"
     );
 }
+
+/// The lower-MTU underlay (issue 13 item 5's topology): node-a's underlay link is 1400 bytes,
+/// pods keep 1500.
+fn lower_mtu_underlay_lab() -> Lab {
+    use observer_lab::LabSpec;
+    support::lab_with(LabSpec::bookinfo().with_underlay_mtu("node-a", 1400))
+}
+
+/// Issue 13 item 5: the handshake to istiod:15012 succeeds, then istiod's large segments to a
+/// sidecar on node-a are lost on the 1400-byte underlay link and the underlay filters the
+/// fragmentation-needed answers. Watched on istiod's node: R5 `pmtu-blackhole` with the sizes
+/// and MTUs seen, nothing dropped on the node, nothing else blamed.
+#[test]
+fn large_xds_segments_lost_in_a_lower_mtu_underlay_are_a_pmtu_blackhole() {
+    if !require_root() {
+        return;
+    }
+    let lab = lower_mtu_underlay_lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-b", || {
+        // The underlay drops its own ICMP fragmentation-needed (a cloud firewall filtering ICMP).
+        let filter = "table inet lab_icmp_filter {\n  chain output {\n    type filter hook output priority 0; policy accept;\n    icmp type destination-unreachable icmp code frag-needed drop\n    icmpv6 type packet-too-big drop\n  }\n}\n";
+        lab.nft_in_netns(&format!("{}-router", lab.name), filter).expect("filter");
+        let out = lab
+            .connect_as_proxy_bulk("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(4), 8000)
+            .expect("connect");
+        assert!(!out.local.is_empty() && out.result != "ok", "handshake done, reply lost: {out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "nothing else blamed: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R5"), Some("control-plane-blocked"), Some("pmtu-blackhole")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(istiod.key().as_str()), Some(15012)));
+    assert_eq!(f["dst"]["istio_port"], "xds-tls");
+    assert_eq!(f["evidence"]["drop_reason"], serde_json::Value::Null, "nothing dropped on node-b: {f:#}");
+    assert_eq!(f["culprit"], serde_json::Value::Null);
+    let st = &f["evidence"]["stall"];
+    assert!(st["retransmits"].as_u64().is_some_and(|n| n >= 3), "{f:#}");
+    // Full-size segments for node-b's 1500-byte path, more than the underlay's 1400.
+    assert!(st["packet_bytes"].as_u64().is_some_and(|b| b > 1400 && b <= 1500), "{f:#}");
+    assert!(st["mss"].as_u64().is_some_and(|m| m > 1360), "{f:#}");
+    let mtus = st["path_mtus"].as_object().expect("MTUs seen");
+    assert!(!mtus.is_empty() && mtus.values().all(|m| m == 1500), "{f:#}");
+    assert_eq!(
+        (st["exceeds_known_mtu"].as_bool(), st["fragmentation_needed_seen"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert!(f["remediation"].as_str().is_some_and(|r| r.contains("fragmentation-needed")), "{f:#}");
+}
+
+/// Zero findings on healthy traffic in the lower-MTU underlay: small exchanges, and a large
+/// reply whose fragmentation-needed comes back (PMTU discovery works).
+#[test]
+fn healthy_traffic_over_a_lower_mtu_underlay_gives_zero_findings() {
+    if !require_root() {
+        return;
+    }
+    let lab = lower_mtu_underlay_lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-b", || {
+        for app in ["productpage", "reviews"] {
+            let out = lab
+                .connect_as_proxy_bulk(app, SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3), 8000)
+                .expect("connect");
+            assert_eq!(out.result, "ok", "PMTU discovery works when ICMP passes: {out:?}");
+            assert!(out.reply.contains("(8"), "{out:?}");
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    healthy_rounds(&lab, "node-a", 5);
+}

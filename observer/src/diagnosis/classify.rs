@@ -17,6 +17,8 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         Outcome::Rejected { .. } => Mechanism::Rejected,
         Outcome::Silent => Mechanism::Silent,
         Outcome::NoRoute { .. } => Mechanism::NoRoute,
+        Outcome::Stalled(stall) if stall.pmtu_blackhole => Mechanism::PmtuBlackhole,
+        Outcome::Stalled(_) => Mechanism::Stalled,
         // Working traffic is only a finding when its endpoint is a pod address nobody names (R1).
         Outcome::Established => Mechanism::Established,
         Outcome::RefusedByApplication | Outcome::Reset | Outcome::Pending => return None,
@@ -45,7 +47,10 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         // Traffic to something the inventory does not know and that is not a pod address:
         // not the mesh's business.
         return None;
-    } else if matches!(mechanism, Mechanism::Silent | Mechanism::NoRoute) {
+    } else if matches!(
+        mechanism,
+        Mechanism::Silent | Mechanism::NoRoute | Mechanism::Stalled | Mechanism::PmtuBlackhole
+    ) {
         (Requirement::R3, Kind::EndpointUnreachable)
     } else if in_mesh(src.mesh) && in_mesh(dst.mesh) && by_firewall(&outcome) {
         // A firewall rule (netfilter drop, ICMP prohibited) between mesh workloads; any other
@@ -87,6 +92,17 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
             }
         }
         Outcome::NoRoute { how } => evidence.drop_reason = Some(how.clone()),
+        Outcome::Stalled(stall) => {
+            evidence.stall = Some(super::StallEvidence {
+                retransmits: stall.retransmits,
+                packet_bytes: stall.packet_bytes,
+                payload_bytes: stall.segment.map(|s| s.largest_packet_payload()),
+                mss: stall.segment.map(|s| s.mss).filter(|m| *m > 0),
+                path_mtus: stall.path_mtus.clone(),
+                exceeds_known_mtu: stall.exceeds_known_mtu,
+                fragmentation_needed_seen: stall.fragmentation_needed_seen,
+            })
+        }
         _ => {}
     }
     let dst_party = Party {
@@ -137,6 +153,23 @@ fn icmp_errors_dropped(drops: &[super::IcmpDrop]) -> Vec<String> {
     out
 }
 
+/// What a PMTU blackhole calls for, with the sizes and MTUs seen.
+fn pmtu_advice(stall: Option<&super::StallEvidence>, node: &str) -> String {
+    let packet = stall.and_then(|s| s.packet_bytes).map_or_else(|| "large".to_string(), |p| format!("{p}-byte"));
+    let mtus = stall
+        .map(|s| s.path_mtus.iter().map(|(i, m)| format!("{i} {m}")).collect::<Vec<_>>().join(", "))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    let beyond = if stall.is_some_and(|s| s.exceeds_known_mtu) {
+        format!("they exceed an MTU on node {node}'s own path")
+    } else {
+        format!("they fit node {node}'s MTUs, so a hop beyond it has a smaller MTU")
+    };
+    format!(
+        "{packet} packets are retransmitted without progress and no ICMP fragmentation-needed/packet-too-big came back ({beyond}; MTUs on this node's path: {mtus}): let ICMP type 3 code 4 and ICMPv6 type 2 through the underlay's firewalls, or set the CNI/pod MTU to the underlay's (minus any encapsulation), or enable net.ipv4.tcp_mtu_probing"
+    )
+}
+
 /// Whether the outcome shows a firewall rule at work (not a routing or resource problem).
 fn by_firewall(outcome: &Outcome) -> bool {
     match outcome {
@@ -185,7 +218,16 @@ fn remediation(
         (Mechanism::Silent, _) => format!("no drop on node {node}: look beyond it (cloud firewall, security group, underlay, the destination node)"),
         (Mechanism::NoRoute, _) => format!("no route: check the routes to {target} on node {node} and the CNI's routing"),
         (Mechanism::Established, _) => "the connection itself works".to_string(),
+        (Mechanism::Stalled, _) => format!(
+            "the handshake succeeded, then the same segment was retransmitted {} times without progress and nothing was dropped on node {node}: the path broke beyond it after the handshake (underlay, peer node, conntrack state)",
+            evidence.stall.as_ref().map_or(0, |s| s.retransmits)
+        ),
+        (Mechanism::PmtuBlackhole, _) => pmtu_advice(evidence.stall.as_ref(), node),
     };
+    if matches!(mechanism, Mechanism::Stalled | Mechanism::PmtuBlackhole) {
+        let what = dst.istio_port.map_or_else(|| "application traffic".to_string(), |p| format!("Istio's {p}"));
+        return format!("Connections to {target}:{port} ({what}) stall after the handshake: {where_}.");
+    }
     match kind {
         Kind::ControlPlaneBlocked => format!("Allow TCP {port} to istiod ({target}): {where_}. Proxies get no configuration while it is blocked."),
         Kind::ApiserverUnreachable => format!("Allow istiod to reach the API server ({target}:{port}): {where_}."),

@@ -2,10 +2,14 @@
 //! survive the sidecar REDIRECT and kube-proxy DNAT on the way), every observation adds
 //! evidence; the outcome is decided from all of it.
 
-use std::{collections::HashMap, net::IpAddr, time::SystemTime};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::SystemTime,
+};
 
 use crate::{
-    events::model::{Detail, Observation, Protocol},
+    events::model::{Detail, Observation, Protocol, Segment},
     inventory::Endpoint,
     netfilter::Culprit,
 };
@@ -32,10 +36,44 @@ pub enum Outcome {
     },
     /// SYNs went out, nothing came back, nothing was dropped here.
     Silent,
+    /// Established, then the same segment was retransmitted again and again (RTOs without
+    /// progress) with no drop here.
+    Stalled(Stall),
     /// A reset whose origin this node cannot tell (not enough evidence to blame anyone).
     Reset,
     /// Nothing conclusive yet (a single SYN still in flight).
     Pending,
+}
+
+/// Retransmissions of the same segment before the connection is called stalled (the initial
+/// RTO and two backoffs: about 1.4 s on a LAN).
+pub const STALL_RETRANSMITS: u32 = 3;
+
+/// TCP states (as the namer names them) in which a retransmission is of data after the handshake.
+const AFTER_HANDSHAKE: [&str; 5] = ["ESTABLISHED", "FIN_WAIT1", "CLOSE_WAIT", "CLOSING", "LAST_ACK"];
+
+/// IPv4 packets of this size or more are "full-size" candidates for a PMTU blackhole (RFC 791's
+/// minimum datagram every host must accept); IPv6: the minimum link MTU (RFC 8200).
+const MIN_MTU_V4: u32 = 576;
+const MIN_MTU_V6: u32 = 1280;
+
+/// What a stalled established connection shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    /// Retransmissions of the same sequence number (the most repeated one).
+    pub retransmits: u32,
+    /// The largest retransmitted skb (payload, sequence, MSS), when the kernel told.
+    pub segment: Option<Segment>,
+    /// Bytes of the largest retransmitted packet on the wire (payload + IP + minimal TCP header).
+    pub packet_bytes: Option<u32>,
+    /// MTUs of this node's interfaces the connection's packets crossed.
+    pub path_mtus: BTreeMap<String, u32>,
+    /// The packets are larger than an MTU known on this node's path.
+    pub exceeds_known_mtu: bool,
+    /// An ICMP fragmentation-needed / packet-too-big quoting the flow was seen.
+    pub fragmentation_needed_seen: bool,
+    /// The verdict: large packets lost without a PMTU signal (see [`Connection::outcome`]).
+    pub pmtu_blackhole: bool,
 }
 
 /// A dropped ICMP/ICMPv6 error that quoted a connection's packet.
@@ -73,6 +111,16 @@ pub struct Connection {
     /// ICMP/ICMPv6 errors about this connection that the kernel dropped on this node (evidence
     /// only: they never decide the outcome).
     pub icmp_drops: Vec<IcmpDrop>,
+    /// Retransmissions in ESTABLISHED (by either end's socket on this node).
+    pub established_retransmits: u32,
+    /// Per retransmitted sequence number, how often (bounded: the few latest).
+    retransmitted_seqs: Vec<(u32, u32)>,
+    /// The largest segment retransmitted in ESTABLISHED.
+    pub largest_retransmit: Option<Segment>,
+    /// An ICMP fragmentation-needed / packet-too-big quoting this flow was seen.
+    pub pmtu_signal: bool,
+    /// MTUs of the interfaces of this node its packets crossed (name -> bytes).
+    pub path_mtus: BTreeMap<String, u32>,
     /// The netfilter rule behind its drops, the most certain one seen.
     pub culprit: Option<std::sync::Arc<Culprit>>,
     pub first_seen: SystemTime,
@@ -96,6 +144,11 @@ impl Connection {
             drops: Vec::new(),
             icmp: None,
             icmp_drops: Vec::new(),
+            established_retransmits: 0,
+            retransmitted_seqs: Vec::new(),
+            largest_retransmit: None,
+            pmtu_signal: false,
+            path_mtus: BTreeMap::new(),
             culprit: None,
             first_seen: time,
             last_seen: time,
@@ -109,7 +162,7 @@ impl Connection {
 
     pub fn outcome(&self) -> Outcome {
         if self.established {
-            return Outcome::Established;
+            return self.stall().map_or(Outcome::Established, Outcome::Stalled);
         }
         if self.refused_by_application {
             return Outcome::RefusedByApplication;
@@ -145,14 +198,69 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The stall of an established connection: the same sequence number retransmitted at least
+    /// [`STALL_RETRANSMITS`] times. A PMTU blackhole when no fragmentation-needed came back and
+    /// the retransmitted packets are larger than an MTU this node knows on the path, or are
+    /// full-size (payload = the sender's MSS, at least the protocol's minimum MTU) while the
+    /// handshake's small packets passed: a hop beyond the node with a smaller MTU drops them
+    /// and its ICMP is filtered.
+    fn stall(&self) -> Option<Stall> {
+        let retransmits = self.retransmitted_seqs.iter().map(|(_, n)| *n).max()?;
+        if retransmits < STALL_RETRANSMITS {
+            return None;
+        }
+        let v6 = self.client.0.is_ipv6();
+        let headers = if v6 { 40 + 20 } else { 20 + 20 };
+        let packet_bytes = self.largest_retransmit.map(|s| s.largest_packet_payload() + headers);
+        let lowest = self.path_mtus.values().copied().min();
+        let exceeds_known_mtu = matches!((packet_bytes, lowest), (Some(p), Some(m)) if p > m);
+        let full_size = self.largest_retransmit.is_some_and(|s| s.mss > 0 && s.largest_packet_payload() >= s.mss)
+            && packet_bytes.is_some_and(|p| p >= if v6 { MIN_MTU_V6 } else { MIN_MTU_V4 });
+        Some(Stall {
+            retransmits,
+            segment: self.largest_retransmit,
+            packet_bytes,
+            path_mtus: self.path_mtus.clone(),
+            exceeds_known_mtu,
+            fragmentation_needed_seen: self.pmtu_signal,
+            pmtu_blackhole: !self.pmtu_signal && (exceeds_known_mtu || full_size),
+        })
+    }
+
+    fn note_retransmit(&mut self, segment: Option<Segment>) {
+        self.established_retransmits += 1;
+        let Some(segment) = segment else { return };
+        if self.largest_retransmit.is_none_or(|l| segment.largest_packet_payload() > l.largest_packet_payload()) {
+            self.largest_retransmit = Some(segment);
+        }
+        match self.retransmitted_seqs.iter_mut().find(|(seq, _)| *seq == segment.seq) {
+            Some((_, n)) => *n += 1,
+            None => {
+                if self.retransmitted_seqs.len() >= 8 {
+                    self.retransmitted_seqs.remove(0);
+                }
+                self.retransmitted_seqs.push((segment.seq, 1));
+            }
+        }
+    }
+}
+
 /// Folds observations into connections.
 #[derive(Debug, Default)]
 pub struct Correlator {
     connections: HashMap<(IpAddr, u16), Connection>,
     last_touched: Option<(IpAddr, u16)>,
+    /// MTUs of the watched node's interfaces, by name (read via rtnetlink by the caller).
+    mtus: HashMap<String, u32>,
 }
 
 impl Correlator {
+    /// Sets the MTUs of the node's interfaces (name -> bytes) recorded on connections crossing them.
+    pub fn set_interface_mtus(&mut self, mtus: HashMap<String, u32>) {
+        self.mtus = mtus;
+    }
+
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
         self.connections.values()
     }
@@ -247,10 +355,21 @@ impl Correlator {
                     }
                 }
             }
-            Detail::IcmpError { meaning, quoted: Some(q), .. } => {
+            Detail::IcmpError { meaning, quoted: Some(q), icmp_type, .. } => {
+                let pmtu = matches!((flow.protocol, icmp_type), (Protocol::ICMP, 3) if *meaning == "fragmentation-needed")
+                    || (flow.protocol == Protocol::ICMPV6 && *icmp_type == 2);
+                // About the server's segment (server -> client) of a followed connection.
+                if !self.connections.contains_key(&(q.src, q.sport)) && self.connections.contains_key(&(q.dst, q.dport))
+                {
+                    if let Some(c) = self.existing((q.dst, q.dport), o) {
+                        c.pmtu_signal |= pmtu;
+                    }
+                    return;
+                }
                 let c = self.entry((q.src, q.sport), o);
                 c.server.get_or_insert((q.dst, q.dport));
                 c.icmp = Some(meaning);
+                c.pmtu_signal |= pmtu;
                 merge(&mut c.src, &o.src);
                 merge(&mut c.dst, &o.dst);
             }
@@ -261,7 +380,7 @@ impl Correlator {
                 "connect-failed" => self.entry((flow.src, flow.sport), o).failed = true,
                 _ => {}
             },
-            Detail::Tcp { event, socket, state, .. } => match (*event, *socket) {
+            Detail::Tcp { event, socket, state, segment, .. } => match (*event, *socket) {
                 ("send-reset", false) => {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
                         c.refused_by_application = true;
@@ -269,6 +388,16 @@ impl Correlator {
                 }
                 ("retransmit", true) if *state == "SYN_SENT" => {
                     self.entry((flow.src, flow.sport), o).syn_retransmits += 1
+                }
+                // After the handshake (data still unacknowledged, also once the sender closed its
+                // side). The socket's flow is local -> remote: the client's own, or the server's.
+                ("retransmit", true) if AFTER_HANDSHAKE.contains(state) => {
+                    let key = [(flow.src, flow.sport), (flow.dst, flow.dport)]
+                        .into_iter()
+                        .find(|k| self.connections.contains_key(k));
+                    if let Some(c) = key.and_then(|k| self.existing(k, o)) {
+                        c.note_retransmit(*segment);
+                    }
                 }
                 _ => {}
             },
@@ -281,6 +410,12 @@ impl Correlator {
         let c = self.connections.entry(client).or_insert_with(|| Connection::new(client, o.time));
         c.last_seen = c.last_seen.max(o.time);
         c.first_seen = c.first_seen.min(o.time);
+        // The node's interfaces its packets cross, with their MTUs (a few at most).
+        if let Some(mtu) = o.interface.as_ref().filter(|_| o.hook.is_tc()).and_then(|i| self.mtus.get(i)) {
+            if let Some(name) = o.interface.clone() {
+                c.path_mtus.insert(name, *mtu);
+            }
+        }
         c
     }
 

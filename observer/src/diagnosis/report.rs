@@ -125,6 +125,18 @@ pub fn text(report: &Report<'_>) -> String {
             if let Some(i) = e.icmp {
                 facts.push(format!("ICMP {i}"));
             }
+            if let Some(st) = &e.stall {
+                let mtus: Vec<String> = st.path_mtus.iter().map(|(i, m)| format!("{i} {m}")).collect();
+                facts.push(format!(
+                    "{} retransmissions of the same segment; largest packet {} bytes (payload {}, MSS {}); MTUs on this node's path: {}; fragmentation-needed seen: {}",
+                    st.retransmits,
+                    st.packet_bytes.map_or("?".into(), |b| b.to_string()),
+                    st.payload_bytes.map_or("?".into(), |b| b.to_string()),
+                    st.mss.map_or("?".into(), |b| b.to_string()),
+                    if mtus.is_empty() { "unknown".to_string() } else { mtus.join(", ") },
+                    if st.fragmentation_needed_seen { "yes" } else { "no" }
+                ));
+            }
             for d in &e.icmp_errors_dropped {
                 facts.push(format!("ICMP error dropped on the node: {d}"));
             }

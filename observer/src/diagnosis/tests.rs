@@ -297,3 +297,82 @@ fn a_dropped_icmp_error_is_evidence_on_the_connection_it_quotes() {
         vec!["ICMP QUEUE_PURGE at skb_queue_purge_reason+0x9c netns 7".to_string()]
     );
 }
+
+fn retransmit(payload: u32, seq: u32, mss: u32) -> Detail {
+    Detail::Tcp {
+        event: "retransmit",
+        state: "ESTABLISHED",
+        socket: true,
+        netns: 7,
+        reason: 0,
+        segment: Some(crate::events::model::Segment { payload, seq, mss }),
+    }
+}
+
+/// productpage's proxy connects to istiod (handshake answered), then istiod's socket
+/// retransmits `payload`-byte segments of one sequence `times` times.
+fn stalled_xds(s: &mut Scenario, payload: u32, times: u32) {
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet("SYN"));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet("SYN|ACK"));
+    for _ in 0..times {
+        s.see(Hook::TcpRetransmit, (ISTIOD, 15012), (PP, 40000), retransmit(payload, 7_000, 1448));
+    }
+}
+
+#[test]
+fn full_size_segments_retransmitted_without_progress_are_a_pmtu_blackhole() {
+    let mut s = Scenario::new();
+    s.correlator.set_interface_mtus([("cni0".to_string(), 1500)].into());
+    stalled_xds(&mut s, 2896, STALL_RETRANSMITS);
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!(
+        (f.requirement, f.kind, f.mechanism),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::PmtuBlackhole)
+    );
+    assert_eq!((f.dst.port, f.dst.istio_port), (Some(15012), Some("xds-tls")));
+    let st = f.evidence.stall.as_ref().expect("stall evidence");
+    // A GSO skb of two segments: each packet carries one MSS.
+    assert_eq!((st.retransmits, st.payload_bytes, st.mss, st.packet_bytes), (3, Some(1448), Some(1448), Some(1488)));
+    assert_eq!(st.path_mtus, [("cni0".to_string(), 1500)].into());
+    assert!(!st.exceeds_known_mtu && !st.fragmentation_needed_seen);
+    assert!(f.remediation.contains("fragmentation-needed"), "{}", f.remediation);
+}
+
+#[test]
+fn packets_above_a_known_mtu_are_a_blackhole_even_when_not_full_size() {
+    let mut s = Scenario::new();
+    s.correlator.set_interface_mtus([("cni0".to_string(), 1000)].into());
+    stalled_xds(&mut s, 1200, STALL_RETRANSMITS + 1);
+    let f = s.findings();
+    assert_eq!(f[0].mechanism, Mechanism::PmtuBlackhole);
+    assert!(f[0].evidence.stall.as_ref().is_some_and(|st| st.exceeds_known_mtu && st.retransmits == 4));
+}
+
+#[test]
+fn small_segments_stalling_or_a_pmtu_signal_are_a_plain_stall_and_few_retransmits_nothing() {
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 120, STALL_RETRANSMITS);
+    assert_eq!(s.findings()[0].mechanism, Mechanism::Stalled);
+
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 1448, STALL_RETRANSMITS);
+    // The segment's fragmentation-needed came back (a PMTU signal): not a blackhole.
+    let quoted = Some(tcp((ISTIOD, 15012), (PP, 40000)));
+    s.see_proto(
+        Protocol::ICMP,
+        Hook::TcIngress,
+        ("172.31.2.1", 0),
+        (ISTIOD, 0),
+        Detail::IcmpError { icmp_type: 3, icmp_code: 4, meaning: "fragmentation-needed", quoted, mtu: 1400 },
+    );
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].mechanism, Mechanism::Stalled);
+    assert!(f[0].evidence.stall.as_ref().is_some_and(|st| st.fragmentation_needed_seen));
+
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 1448, STALL_RETRANSMITS - 1);
+    assert!(s.findings().is_empty(), "ordinary loss recovery is no finding");
+}

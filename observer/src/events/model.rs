@@ -176,7 +176,37 @@ pub enum Detail {
     Socket { event: &'static str, retransmits: u32, socket_cookie: u64 },
     /// A segment retransmitted, or a RST sent by the local TCP stack (`socket` false: no socket
     /// matched, e.g. a closed port).
-    Tcp { event: &'static str, state: &'static str, socket: bool, netns: u32, reason: u32 },
+    Tcp {
+        event: &'static str,
+        state: &'static str,
+        socket: bool,
+        netns: u32,
+        reason: u32,
+        /// For a retransmission: what was sent again (when the kernel's BTF allowed reading it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        segment: Option<Segment>,
+    },
+}
+
+/// A retransmitted TCP skb: its payload, first sequence number, and the sender's MSS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// Payload bytes of the skb (may span several segments of `mss` bytes).
+    pub payload: u32,
+    pub seq: u32,
+    /// The sender's MSS at the time (0 if unknown).
+    pub mss: u32,
+}
+
+impl Segment {
+    /// Payload bytes of the largest packet the retransmission puts on the wire.
+    pub fn largest_packet_payload(self) -> u32 {
+        if self.mss == 0 {
+            self.payload
+        } else {
+            self.payload.min(self.mss)
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

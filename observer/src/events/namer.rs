@@ -22,7 +22,7 @@ use crate::{
 use super::{
     cgroups::{pod_of, CgroupNames},
     clock::MonotonicClock,
-    model::{Detail, Flow, Hook, Observation, Process, Protocol},
+    model::{Detail, Flow, Hook, Observation, Process, Protocol, Segment},
     names::{icmp_meaning, tcp_flags, tcp_state_name},
 };
 
@@ -204,6 +204,11 @@ impl Namer<'_> {
                     socket: t.has_socket != 0,
                     netns: t.netns_ino,
                     reason: t.reason,
+                    segment: (t.kind != TCP_EVENT_SEND_RESET && t.seg_len > 0).then_some(Segment {
+                        payload: t.seg_len,
+                        seq: t.seq,
+                        mss: t.mss,
+                    }),
                 },
             },
             Event::Drop(d) => Observation {

@@ -61,6 +61,18 @@ impl NodeWatch {
         }
     }
 
+    /// MTUs of the watched namespace's interfaces (name -> bytes), read via rtnetlink; empty
+    /// (with a warning) when they cannot be listed.
+    pub fn interface_mtus(&mut self) -> std::collections::HashMap<String, u32> {
+        match self.requests.links() {
+            Ok(links) => links.into_iter().filter_map(|l| l.mtu.map(|m| (l.name, m))).collect(),
+            Err(err) => {
+                warn!("listing links for their MTUs: {err}; PMTU findings will name no MTU");
+                Default::default()
+            }
+        }
+    }
+
     /// Whether a drop in namespace `inode` belongs to this node.
     pub fn in_scope(&self, inode: u32) -> bool {
         self.scope.contains_key(&inode)

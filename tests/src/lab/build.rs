@@ -123,6 +123,11 @@ impl Lab {
             "ip",
             &["-n", router, "link", "add", &router_if, "type", "veth", "peer", "name", "eth0", "netns", &ns],
         )?;
+        if let Some(mtu) = node.underlay_mtu {
+            let mtu = mtu.to_string();
+            cmd::run("ip", &["-n", router, "link", "set", &router_if, "mtu", &mtu])?;
+            cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "mtu", &mtu])?;
+        }
         cmd::run("ip", &["-n", router, "addr", "add", &format!("{}/24", node.router_ip), "dev", &router_if])?;
         cmd::run("ip", &["-n", router, "link", "set", &router_if, "up"])?;
         cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/24", node.uplink_ip), "dev", "eth0"])?;
@@ -364,12 +369,35 @@ impl Lab {
         self.connect_from(app, target, timeout, true)
     }
 
+    /// [`Lab::connect_as_proxy`] asking for `bytes` bytes of reply (the lab's servers answer
+    /// `bulk N` with N bytes): large segments from the server, as TLS certificates or xDS are.
+    pub fn connect_as_proxy_bulk(
+        &self,
+        app: &str,
+        target: SocketAddr,
+        timeout: Duration,
+        bytes: usize,
+    ) -> Result<ConnectOutcome, LabError> {
+        self.connect_sending(app, target, timeout, true, Some(&format!("bulk:{bytes}")))
+    }
+
     fn connect_from(
         &self,
         app: &str,
         target: SocketAddr,
         timeout: Duration,
         proxy: bool,
+    ) -> Result<ConnectOutcome, LabError> {
+        self.connect_sending(app, target, timeout, proxy, None)
+    }
+
+    fn connect_sending(
+        &self,
+        app: &str,
+        target: SocketAddr,
+        timeout: Duration,
+        proxy: bool,
+        request: Option<&str>,
     ) -> Result<ConnectOutcome, LabError> {
         let pod = self.pod(app)?;
         let ns = self.pod_netns(app)?;
@@ -381,12 +409,10 @@ impl Lab {
         let cg = container_cgroup(&self.cgroup, &pod_uid(&self.name, pod), id);
         let placement = Placement { netns: &ns, cgroup: &cg, uid: proxy.then_some(PROXY_UID) };
         let ms = timeout.as_millis().to_string();
-        let out = run_bounded(
-            &placement,
-            &self.tools.lab_pod,
-            &["connect", &target.to_string(), &ms],
-            timeout * 2 + Duration::from_secs(2),
-        )?;
+        let target_text = target.to_string();
+        let mut args = vec!["connect", target_text.as_str(), ms.as_str()];
+        args.extend(request);
+        let out = run_bounded(&placement, &self.tools.lab_pod, &args, timeout * 2 + Duration::from_secs(2))?;
         serde_json::from_str(out.trim())
             .map_err(|e| LabError::NotReady { what: format!("connect from {app}"), detail: format!("{e}: {out}") })
     }
@@ -415,6 +441,11 @@ impl Lab {
     pub fn firewall(&self, node: &str, program: &str, args: &[&str]) -> Result<(), LabError> {
         self.spec.node(node).ok_or_else(|| LabError::NoSuchNode(node.to_string()))?;
         in_netns(&self.node_netns(node), program, args).map(drop)
+    }
+
+    /// Loads an `nft -f` script in any of the lab's namespaces (e.g. `<lab>-router`).
+    pub fn nft_in_netns(&self, ns: &str, script: &str) -> Result<(), LabError> {
+        in_netns_with_input(ns, "nft", &["-f", "-"], script).map(drop)
     }
 
     /// Loads an `nft -f` script in a node's namespace.

@@ -44,6 +44,9 @@ pub struct NodeSpec {
     pub uplink_routes: UplinkRoutes,
     /// Bridge or routed veths.
     pub pod_attachment: PodAttachment,
+    /// MTU of the node's underlay link (the router's side and the node's eth0), when lower
+    /// than the default 1500. Pods keep 1500: the CNI's MTU was not lowered to the underlay's.
+    pub underlay_mtu: Option<u32>,
 }
 
 impl NodeSpec {
@@ -154,6 +157,7 @@ impl LabSpec {
             router_ip6: Some(Ipv6Addr::new(0xfd00, 0x172, 0x31, n.into(), 0, 0, 0, 1)),
             uplink_routes: UplinkRoutes::Default,
             pod_attachment: PodAttachment::Bridge,
+            underlay_mtu: None,
         };
         let pod =
             |ns: &str, name: &str, app: &str, workload: &str, node: &str, ip: [u8; 4], role, ports: &[u16], sidecar| {
@@ -300,6 +304,14 @@ impl LabSpec {
     pub fn with_pod_attachment(mut self, node: &str, attachment: PodAttachment) -> Self {
         for n in self.nodes.iter_mut().filter(|n| n.name == node) {
             n.pod_attachment = attachment;
+        }
+        self
+    }
+
+    /// The same lab with `node`'s underlay link at `mtu` (a lower-MTU underlay segment).
+    pub fn with_underlay_mtu(mut self, node: &str, mtu: u32) -> Self {
+        for n in self.nodes.iter_mut().filter(|n| n.name == node) {
+            n.underlay_mtu = Some(mtu);
         }
         self
     }
