@@ -676,3 +676,73 @@ fn healthy_traffic_over_a_lower_mtu_underlay_gives_zero_findings() {
     assert!(findings(&report).is_empty(), "{report:#}");
     healthy_rounds(&lab, "node-a", 5);
 }
+
+/// The ambient probe SNAT topology (istio-cni's host rules on every node).
+fn probe_snat_lab() -> Lab {
+    use observer_lab::LabSpec;
+    support::lab_with(LabSpec::bookinfo().with_ambient_probe_snat())
+}
+
+/// Issue 13 item 7: kubelet probes an ambient pod; istio-cni SNATs it to 169.254.7.127 and a
+/// default-deny policy in the pod (admitting the pod network only) drops it. One connection
+/// followed across the SNAT (kubelet's socket on the node address, its packets from
+/// 169.254.7.127), R4 naming the probe port, the policy's rule, and the remediation to admit
+/// the probe address and its IPv6 twin. Nothing else blamed.
+#[test]
+fn a_policy_dropping_istio_cnis_probe_snat_is_r4_on_one_connection_across_the_snat() {
+    if !require_root() {
+        return;
+    }
+    let lab = probe_snat_lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let node_a = lab.spec.node("node-a").expect("node").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let ok = lab.probe_from_node("node-a", SocketAddr::from((cart.ip, 8080)), Duration::from_secs(2)).expect("p");
+        assert_eq!(ok.result, "ok", "the probe works before the policy: {ok:?}");
+        let policy = "table inet lab_policy {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    ct state established,related accept\n    iifname \"lo\" accept\n    ip saddr 10.244.0.0/16 accept\n    ip6 saddr fd00:10:244::/48 accept\n    counter drop comment \"default-deny ingress\"\n  }\n}\n";
+        lab.nft_in_netns(&lab.pod_netns("cart").expect("ns"), policy).expect("policy");
+        let out = lab
+            .probe_from_node("node-a", SocketAddr::from((cart.ip, 8080)), Duration::from_millis(2500))
+            .expect("probe");
+        assert_eq!(out.result, "timeout", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "one connection, one finding: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("dropped")),
+        "{f:#}"
+    );
+    // The socket side (kubelet on the node's bridge address) and the packet side (after SNAT).
+    assert_eq!(f["src"]["ip"], node_a.bridge_ip().to_string(), "{f:#}");
+    assert_eq!(f["src"]["snat_ip"], "169.254.7.127", "{f:#}");
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(cart.key().as_str()), Some(8080)));
+    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    assert_eq!((f["culprit"]["table"].as_str(), f["culprit"]["chain"].as_str()), (Some("lab_policy"), Some("input")));
+    let fix = f["remediation"].as_str().expect("remediation");
+    assert!(fix.contains("169.254.7.127/32") && fix.contains("fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"), "{fix}");
+    assert!(fix.contains("port 8080"), "{fix}");
+}
+
+/// Zero findings on healthy traffic with the probe SNAT: kubelet probes and mesh traffic.
+#[test]
+fn healthy_traffic_with_the_ambient_probe_snat_gives_zero_findings() {
+    if !require_root() {
+        return;
+    }
+    let lab = probe_snat_lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        for _ in 0..5 {
+            let out =
+                lab.probe_from_node("node-a", SocketAddr::from((cart.ip, 8080)), Duration::from_secs(2)).expect("p");
+            assert_eq!(out.result, "ok", "{out:?}");
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    assert!(report["stats"]["established"].as_u64().is_some_and(|n| n >= 5), "{report:#}");
+    healthy_rounds(&lab, "node-a", 5);
+}

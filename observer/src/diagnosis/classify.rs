@@ -2,6 +2,8 @@
 //! Istio's requirements the infrastructure broke, and what to do about it. Only what the
 //! evidence shows: an application refusing, an ambiguous reset or a pending SYN is no finding.
 
+use std::net::IpAddr;
+
 use crate::{
     inventory::{istio_ports, MeshMode, Role},
     netfilter::{Confidence, Culprit},
@@ -35,8 +37,13 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
     if mechanism == Mechanism::Established && !unnamed_pod_address {
         return None;
     }
+    // Kubelet's probes of an ambient pod, source-NATed by istio-cni: a policy that does not
+    // admit the probe address conflicts with the mesh (Istio requires it be allowed).
+    let ambient_probe = c.snat_source.into_iter().chain([c.client.0]).any(is_ambient_probe_source) && dst.pod.is_some();
     let (requirement, kind) = if unnamed_pod_address {
         (Requirement::R1, Kind::DiscoveryGap)
+    } else if ambient_probe {
+        (Requirement::R4, Kind::PolicyConflict)
     } else if dst.role == Some(Role::Istiod) && istio_port.is_some() {
         (Requirement::R5, Kind::ControlPlaneBlocked)
     } else if dst.role == Some(Role::ApiServer) && src.role == Some(Role::Istiod) {
@@ -112,6 +119,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         workload: dst.workload.clone(),
         service: dst.service.clone(),
         istio_port,
+        snat_ip: None,
     };
     let src_party = Party {
         ip: Some(c.client.0),
@@ -120,10 +128,15 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         workload: src.workload.clone(),
         service: src.service.clone(),
         istio_port: None,
+        snat_ip: c.snat_source,
     };
     let culprit =
         matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected).then(|| c.culprit.as_deref().cloned()).flatten();
-    let remediation = remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node);
+    let remediation = if ambient_probe {
+        probe_remediation(mechanism, &dst_party, &evidence, culprit.as_ref(), node)
+    } else {
+        remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node)
+    };
     Some(Finding {
         requirement,
         kind,
@@ -136,6 +149,50 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         culprit,
         remediation,
     })
+}
+
+/// The source istio-cni gives kubelet's probes of ambient pods: its host rule
+/// `-A ISTIO_POSTRT -m owner --socket-exists -p tcp -m set --match-set istio-inpod-probes-v4 dst
+/// -j SNAT --to-source 169.254.7.127` (nat POSTROUTING; the ipset holds the ambient pods), and
+/// fd16:9254:7127:1337:ffff:ffff:ffff:ffff for IPv6 (istio-cni's `HostProbeSNATAddress`,
+/// `HostProbeV6SNATAddress`). Istio's "Ambient and Kubernetes NetworkPolicy" guide
+/// (<https://istio.io/latest/docs/ambient/usage/networkpolicy/>) requires policies to admit
+/// both, or the probes fail.
+pub const AMBIENT_PROBE_SOURCES: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 7, 127)),
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd16, 0x9254, 0x7127, 0x1337, 0xffff, 0xffff, 0xffff, 0xffff)),
+];
+
+fn is_ambient_probe_source(ip: IpAddr) -> bool {
+    AMBIENT_PROBE_SOURCES.contains(&ip)
+}
+
+/// The fix for kubelet's probes blocked after istio-cni's SNAT.
+fn probe_remediation(
+    mechanism: Mechanism,
+    dst: &Party,
+    evidence: &Evidence,
+    culprit: Option<&Culprit>,
+    node: &str,
+) -> String {
+    let port = dst.port.unwrap_or(0);
+    let target = dst.pod.clone().unwrap_or_else(|| dst.ip.map(|i| i.to_string()).unwrap_or_default());
+    let [v4, v6] = AMBIENT_PROBE_SOURCES;
+    let where_ = match culprit.filter(|c| c.confidence != Confidence::NotIdentified) {
+        Some(c) => format!("the rule that blocks them: {}", c.summary()),
+        None => match mechanism {
+            Mechanism::Dropped => format!(
+                "a netfilter rule drops them ({} in netns {})",
+                evidence.drop_reason.as_deref().unwrap_or("?"),
+                evidence.netns.unwrap_or(0)
+            ),
+            Mechanism::Rejected => "a firewall rejects them".to_string(),
+            _ => format!("no drop on node {node}: a policy beyond it"),
+        },
+    };
+    format!(
+        "Kubelet's health probes of {target} on port {port} arrive from istio-cni's probe SNAT address {v4} (ambient mode) and are blocked: {where_}. Admit {v4}/32 (and its IPv6 twin {v6}/128) to the pod's probe port {port} in the NetworkPolicy or host firewall; without it the pod is never ready."
+    )
 }
 
 /// Most ICMP drops listed in a finding's evidence.

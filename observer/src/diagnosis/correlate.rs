@@ -49,6 +49,15 @@ pub enum Outcome {
 /// RTO and two backoffs: about 1.4 s on a LAN).
 pub const STALL_RETRANSMITS: u32 = 3;
 
+/// An address and port.
+type HostPort = (IpAddr, u16);
+
+/// How soon after its socket's last event a source-NATed packet may join a connection.
+const SNAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most node-socket connections remembered for following SNAT.
+const MAX_SNAT_CANDIDATES: usize = 16_384;
+
 /// TCP states (as the namer names them) in which a retransmission is of data after the handshake.
 const AFTER_HANDSHAKE: [&str; 5] = ["ESTABLISHED", "FIN_WAIT1", "CLOSE_WAIT", "CLOSING", "LAST_ACK"];
 
@@ -121,6 +130,8 @@ pub struct Connection {
     pub pmtu_signal: bool,
     /// MTUs of the interfaces of this node its packets crossed (name -> bytes).
     pub path_mtus: BTreeMap<String, u32>,
+    /// The address its packets carried after source NAT (e.g. istio-cni's 169.254.7.127).
+    pub snat_source: Option<IpAddr>,
     /// The netfilter rule behind its drops, the most certain one seen.
     pub culprit: Option<std::sync::Arc<Culprit>>,
     pub first_seen: SystemTime,
@@ -149,6 +160,7 @@ impl Connection {
             largest_retransmit: None,
             pmtu_signal: false,
             path_mtus: BTreeMap::new(),
+            snat_source: None,
             culprit: None,
             first_seen: time,
             last_seen: time,
@@ -253,6 +265,11 @@ pub struct Correlator {
     last_touched: Option<(IpAddr, u16)>,
     /// MTUs of the watched node's interfaces, by name (read via rtnetlink by the caller).
     mtus: HashMap<String, u32>,
+    /// (server, client port) -> client and when, of connections opened by sockets that are no
+    /// pod's (a node's processes: their packets may be source-NATed), to follow them across SNAT.
+    by_server_and_port: HashMap<(HostPort, u16), (HostPort, SystemTime)>,
+    /// Source-NATed client -> the client its socket has.
+    aliases: HashMap<(IpAddr, u16), (IpAddr, u16)>,
 }
 
 impl Correlator {
@@ -278,7 +295,12 @@ impl Correlator {
         let mut by_age: Vec<((IpAddr, u16), SystemTime)> =
             self.connections.iter().map(|(k, c)| (*k, c.last_seen)).collect();
         by_age.sort_by_key(|(_, t)| *t);
-        by_age.into_iter().take(n).filter_map(|(k, _)| self.connections.remove(&k)).collect()
+        let retired: Vec<Connection> =
+            by_age.into_iter().take(n).filter_map(|(k, _)| self.connections.remove(&k)).collect();
+        let live = &self.connections;
+        self.by_server_and_port.retain(|_, (client, _)| live.contains_key(client));
+        self.aliases.retain(|_, client| live.contains_key(client));
+        retired
     }
 
     /// The connection of `client`, if seen.
@@ -295,6 +317,7 @@ impl Correlator {
 
     fn add_inner(&mut self, o: &Observation) {
         let Some(flow) = o.flow else { return };
+        let flow = if flow.protocol == Protocol::TCP { self.before_snat(flow, o) } else { flow };
         match &o.detail {
             // A connection is TCP. ICMP/ICMPv6 (an error freed with QUEUE_PURGE after its socket
             // closed, a neighbour solicitation dropped at multicast input, a ping) and other
@@ -319,9 +342,10 @@ impl Correlator {
                 if syn && !ack {
                     let c = self.entry((flow.src, flow.sport), o);
                     c.syn_seen = true;
-                    c.server.get_or_insert((flow.dst, flow.dport));
+                    let server = *c.server.get_or_insert((flow.dst, flow.dport));
                     merge(&mut c.src, &o.src);
                     merge(&mut c.dst, &o.dst);
+                    self.note_node_socket(server, (flow.src, flow.sport), o);
                 } else if syn && ack {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
                         c.established = true;
@@ -374,6 +398,8 @@ impl Correlator {
                 merge(&mut c.dst, &o.dst);
             }
             Detail::Socket { event, .. } => match *event {
+                // Before the SYN leaves (and before any SNAT): the socket's own addresses.
+                "connecting" => self.note_node_socket((flow.dst, flow.dport), (flow.src, flow.sport), o),
                 "established" => self.entry((flow.src, flow.sport), o).established = true,
                 "passive-established" => self.entry((flow.dst, flow.dport), o).established = true,
                 "rto" => self.entry((flow.src, flow.sport), o).rtos += 1,
@@ -403,6 +429,58 @@ impl Correlator {
             },
             _ => {}
         }
+    }
+
+    /// Remembers a connection opened by a socket that is no pod's, for [`Self::before_snat`].
+    fn note_node_socket(&mut self, server: (IpAddr, u16), client: (IpAddr, u16), o: &Observation) {
+        if o.src.as_ref().is_some_and(|e| e.pod.is_some()) {
+            return;
+        }
+        if self.by_server_and_port.len() >= MAX_SNAT_CANDIDATES {
+            let now = o.time;
+            self.by_server_and_port.retain(|_, (_, t)| now.duration_since(*t).map_or(true, |d| d <= SNAT_WINDOW));
+        }
+        if self.by_server_and_port.len() < MAX_SNAT_CANDIDATES {
+            self.by_server_and_port.insert((server, client.1), (client, o.time));
+        }
+    }
+
+    /// `flow` with a source-NATed client put back to the address its socket has: one
+    /// connection followed across SNAT (as istio-cni's probe SNAT to 169.254.7.127, or a
+    /// masquerade), as the client key already follows it across DNAT.
+    ///
+    /// A packet from an address that is no pod and follows no connection, whose source port
+    /// and destination are those of a connection opened moments before by a non-pod socket (a
+    /// node process such as kubelet), is that connection after SNAT: netfilter's SNAT keeps
+    /// the source port unless it clashes. Two pods' connections are never joined this way.
+    fn before_snat(&mut self, mut flow: crate::events::model::Flow, o: &Observation) -> crate::events::model::Flow {
+        if let Some(orig) = self.aliases.get(&(flow.src, flow.sport)) {
+            (flow.src, flow.sport) = *orig;
+            return flow;
+        }
+        if let Some(orig) = self.aliases.get(&(flow.dst, flow.dport)) {
+            (flow.dst, flow.dport) = *orig;
+            return flow;
+        }
+        let from_a_pod = o.src.as_ref().is_some_and(|e| e.pod.is_some());
+        if from_a_pod || self.connections.contains_key(&(flow.src, flow.sport)) {
+            return flow;
+        }
+        let Some(&(orig, seen)) = self.by_server_and_port.get(&((flow.dst, flow.dport), flow.sport)) else {
+            return flow;
+        };
+        let recent = o.time.duration_since(seen).map_or(true, |d| d <= SNAT_WINDOW);
+        if orig.0 == flow.src || !recent {
+            return flow;
+        }
+        let c = self.entry(orig, o);
+        if c.snat_source.is_some() {
+            return flow;
+        }
+        c.snat_source = Some(flow.src);
+        self.aliases.insert((flow.src, flow.sport), orig);
+        (flow.src, flow.sport) = orig;
+        flow
     }
 
     fn entry(&mut self, client: (IpAddr, u16), o: &Observation) -> &mut Connection {

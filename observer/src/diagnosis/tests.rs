@@ -376,3 +376,26 @@ fn small_segments_stalling_or_a_pmtu_signal_are_a_plain_stall_and_few_retransmit
     stalled_xds(&mut s, 1448, STALL_RETRANSMITS - 1);
     assert!(s.findings().is_empty(), "ordinary loss recovery is no finding");
 }
+
+#[test]
+fn a_node_socket_is_followed_across_the_ambient_probe_snat_and_the_block_is_r4() {
+    let mut s = Scenario::new();
+    let (node, details, snat) = ("172.31.1.2", "10.244.2.11", "169.254.7.127");
+    // kubelet's socket (node address), then its SYN after istio-cni's SNAT, dropped in the pod.
+    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket("connecting"));
+    s.see(Hook::TcEgress, (snat, 41000), (details, 9080), packet("SYN"));
+    s.see(Hook::KfreeSkb, (snat, 41000), (details, 9080), dropped("NETFILTER_DROP"));
+    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket("rto"));
+    // A pod that happens to use the same source port to the same server is its own connection.
+    s.see(Hook::TcEgress, (PP, 41000), (details, 9080), packet("SYN"));
+    s.see(Hook::TcIngress, (details, 9080), (PP, 41000), packet("SYN|ACK"));
+    assert_eq!(s.correlator.len(), 2, "kubelet's connection (one, across SNAT) and the pod's");
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!((f.requirement, f.kind, f.mechanism), (Requirement::R4, Kind::PolicyConflict, Mechanism::Dropped));
+    assert_eq!((f.src.ip, f.src.snat_ip), (Some(ip(node)), Some(ip(snat))));
+    assert_eq!((f.dst.pod.as_deref(), f.dst.port), (Some("bookinfo/details-v1-8d6f5c7b9-w4r8t"), Some(9080)));
+    assert_eq!(f.evidence.attempts, 2);
+    assert!(f.remediation.contains("169.254.7.127/32") && f.remediation.contains("port 9080"), "{}", f.remediation);
+}

@@ -33,6 +33,10 @@ pub struct Lab {
     persisted: bool,
 }
 
+/// istio-cni's SNAT address for kubelet's probes of ambient pods (IPv4, IPv6).
+const AMBIENT_PROBE_SNAT: &str = "169.254.7.127";
+const AMBIENT_PROBE_SNAT6: &str = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff";
+
 /// The gateway of a routed pod (Calico's): link-local, answered by the host veth.
 const ROUTED_GATEWAY: &str = "169.254.1.1";
 const ROUTED_GATEWAY6: &str = "fe80::1";
@@ -107,6 +111,13 @@ impl Lab {
         }
         for pod in self.spec.pods.clone() {
             self.build_pod(&pod)?;
+        }
+        for node in self.spec.nodes.clone() {
+            let kubelet = self.kubelet_cgroup(&node.name);
+            self.mkdir_cgroup(&kubelet)?;
+            if node.ambient_probe_snat {
+                self.install_probe_snat(&node)?;
+            }
         }
         let inv = serde_json::to_string_pretty(&inventory(&self.name, &self.spec)).unwrap_or_default();
         let path = self.inventory_path();
@@ -268,6 +279,44 @@ impl Lab {
         Ok(())
     }
 
+    /// istio-cni's ambient host rules on a node: ipsets of the node's ambient pods and the nat
+    /// POSTROUTING SNAT of node-originated TCP to them (kubelet's probes) to the probe address.
+    fn install_probe_snat(&self, node: &NodeSpec) -> Result<(), LabError> {
+        let ns = self.node_netns(&node.name);
+        let pods: Vec<PodSpec> = self.spec.pods_on(&node.name).filter(|p| p.ambient).cloned().collect();
+        for (set, family, tool, snat, addrs) in [
+            (
+                "istio-inpod-probes-v4",
+                "inet",
+                "iptables-restore",
+                AMBIENT_PROBE_SNAT,
+                pods.iter().map(|p| p.ip.to_string()).collect::<Vec<_>>(),
+            ),
+            (
+                "istio-inpod-probes-v6",
+                "inet6",
+                "ip6tables-restore",
+                AMBIENT_PROBE_SNAT6,
+                pods.iter().filter_map(|p| p.ip6).map(|ip| ip.to_string()).collect(),
+            ),
+        ] {
+            in_netns(&ns, "ipset", &["create", set, "hash:ip", "family", family])?;
+            for addr in &addrs {
+                in_netns(&ns, "ipset", &["add", set, addr])?;
+            }
+            let rules = format!(
+                "*nat\n:ISTIO_POSTRT - [0:0]\n-A POSTROUTING -j ISTIO_POSTRT\n-A ISTIO_POSTRT -m owner --socket-exists -p tcp -m set --match-set {set} dst -j SNAT --to-source {snat}\nCOMMIT\n"
+            );
+            in_netns_with_input(&ns, tool, &["-w", "--noflush"], &rules)?;
+        }
+        Ok(())
+    }
+
+    /// The cgroup the node's kubelet stand-in runs in (under the lab's).
+    fn kubelet_cgroup(&self, node: &str) -> PathBuf {
+        self.cgroup.join(format!("kubelet-{node}.scope"))
+    }
+
     /// Calico-style plumbing of one pod: the host veth answers ARP for the pod's link-local
     /// gateway (proxy ARP), the node routes the pod's /32 (/128) to the veth.
     fn route_pod(&self, node_ns: &str, ns: &str, host_if: &str, pod: &PodSpec) -> Result<(), LabError> {
@@ -415,6 +464,30 @@ impl Lab {
         let out = run_bounded(&placement, &self.tools.lab_pod, &args, timeout * 2 + Duration::from_secs(2))?;
         serde_json::from_str(out.trim())
             .map_err(|e| LabError::NotReady { what: format!("connect from {app}"), detail: format!("{e}: {out}") })
+    }
+
+    /// A kubelet-style probe: one connection attempt from the node's own namespace (a process in
+    /// the node's kubelet cgroup), as root.
+    pub fn probe_from_node(
+        &self,
+        node: &str,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<ConnectOutcome, LabError> {
+        self.spec.node(node).ok_or_else(|| LabError::NoSuchNode(node.to_string()))?;
+        let ns = self.node_netns(node);
+        let cg = self.kubelet_cgroup(node);
+        let placement = Placement { netns: &ns, cgroup: &cg, uid: None };
+        let ms = timeout.as_millis().to_string();
+        let target_text = target.to_string();
+        let out = run_bounded(
+            &placement,
+            &self.tools.lab_pod,
+            &["connect", &target_text, &ms],
+            timeout * 2 + Duration::from_secs(2),
+        )?;
+        serde_json::from_str(out.trim())
+            .map_err(|e| LabError::NotReady { what: format!("probe from {node}"), detail: format!("{e}: {out}") })
     }
 
     /// Installs a firewall rule in a node's network namespace.

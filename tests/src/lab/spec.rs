@@ -47,6 +47,9 @@ pub struct NodeSpec {
     /// MTU of the node's underlay link (the router's side and the node's eth0), when lower
     /// than the default 1500. Pods keep 1500: the CNI's MTU was not lowered to the underlay's.
     pub underlay_mtu: Option<u32>,
+    /// istio-cni's ambient host rules: node-originated TCP to the node's ambient pods (an ipset
+    /// of probe targets) is SNATed to 169.254.7.127 / fd16:9254:7127:1337:ffff:ffff:ffff:ffff.
+    pub ambient_probe_snat: bool,
 }
 
 impl NodeSpec {
@@ -158,6 +161,7 @@ impl LabSpec {
             uplink_routes: UplinkRoutes::Default,
             pod_attachment: PodAttachment::Bridge,
             underlay_mtu: None,
+            ambient_probe_snat: false,
         };
         let pod =
             |ns: &str, name: &str, app: &str, workload: &str, node: &str, ip: [u8; 4], role, ports: &[u16], sidecar| {
@@ -304,6 +308,14 @@ impl LabSpec {
     pub fn with_pod_attachment(mut self, node: &str, attachment: PodAttachment) -> Self {
         for n in self.nodes.iter_mut().filter(|n| n.name == node) {
             n.pod_attachment = attachment;
+        }
+        self
+    }
+
+    /// The same lab with istio-cni's ambient probe SNAT on every node.
+    pub fn with_ambient_probe_snat(mut self) -> Self {
+        for n in &mut self.nodes {
+            n.ambient_probe_snat = true;
         }
         self
     }
