@@ -746,3 +746,34 @@ fn healthy_traffic_with_the_ambient_probe_snat_gives_zero_findings() {
     assert!(report["stats"]["established"].as_u64().is_some_and(|n| n >= 5), "{report:#}");
     healthy_rounds(&lab, "node-a", 5);
 }
+
+/// The same over IPv6: istio-cni SNATs to fd16:9254:7127:1337:ffff:ffff:ffff:ffff.
+#[test]
+fn a_policy_dropping_the_ipv6_probe_snat_is_r4_too() {
+    if !require_root() {
+        return;
+    }
+    let lab = probe_snat_lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let cart6 = cart.ip6.expect("dual-stack lab");
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let policy = "table ip6 lab_policy {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    ct state established,related accept\n    ip6 nexthdr icmpv6 accept\n    ip6 saddr fd00:10:244::/48 accept\n    tcp dport 8080 counter drop comment \"default-deny ingress\"\n  }\n}\n";
+        lab.nft_in_netns(&lab.pod_netns("cart").expect("ns"), policy).expect("policy");
+        let out =
+            lab.probe_from_node("node-a", SocketAddr::from((cart6, 8080)), Duration::from_millis(2500)).expect("probe");
+        assert_eq!(out.result, "timeout", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("dropped")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["snat_ip"], "fd16:9254:7127:1337:ffff:ffff:ffff:ffff", "{f:#}");
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(cart.key().as_str()), Some(8080)));
+    assert_eq!(f["dst"]["ip"], cart6.to_string());
+    assert_eq!(f["culprit"]["table"], "lab_policy", "{f:#}");
+}
