@@ -8,6 +8,12 @@ use std::{
     time::SystemTime,
 };
 
+mod snat;
+mod stall;
+
+use stall::AFTER_HANDSHAKE;
+pub use stall::{Stall, STALL_RETRANSMITS};
+
 use crate::{
     events::model::{Detail, Observation, Protocol, Segment},
     inventory::Endpoint,
@@ -45,45 +51,8 @@ pub enum Outcome {
     Pending,
 }
 
-/// Retransmissions of the same segment before the connection is called stalled (the initial
-/// RTO and two backoffs: about 1.4 s on a LAN).
-pub const STALL_RETRANSMITS: u32 = 3;
-
 /// An address and port.
 type HostPort = (IpAddr, u16);
-
-/// How soon after its socket's last event a source-NATed packet may join a connection.
-const SNAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Most node-socket connections remembered for following SNAT.
-const MAX_SNAT_CANDIDATES: usize = 16_384;
-
-/// TCP states (as the namer names them) in which a retransmission is of data after the handshake.
-const AFTER_HANDSHAKE: [&str; 5] = ["ESTABLISHED", "FIN_WAIT1", "CLOSE_WAIT", "CLOSING", "LAST_ACK"];
-
-/// IPv4 packets of this size or more are "full-size" candidates for a PMTU blackhole (RFC 791's
-/// minimum datagram every host must accept); IPv6: the minimum link MTU (RFC 8200).
-const MIN_MTU_V4: u32 = 576;
-const MIN_MTU_V6: u32 = 1280;
-
-/// What a stalled established connection shows.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stall {
-    /// Retransmissions of the same sequence number (the most repeated one).
-    pub retransmits: u32,
-    /// The largest retransmitted skb (payload, sequence, MSS), when the kernel told.
-    pub segment: Option<Segment>,
-    /// Bytes of the largest retransmitted packet on the wire (payload + IP + minimal TCP header).
-    pub packet_bytes: Option<u32>,
-    /// MTUs of this node's interfaces the connection's packets crossed.
-    pub path_mtus: BTreeMap<String, u32>,
-    /// The packets are larger than an MTU known on this node's path.
-    pub exceeds_known_mtu: bool,
-    /// An ICMP fragmentation-needed / packet-too-big quoting the flow was seen.
-    pub fragmentation_needed_seen: bool,
-    /// The verdict: large packets lost without a PMTU signal (see [`Connection::outcome`]).
-    pub pmtu_blackhole: bool,
-}
 
 /// A dropped ICMP/ICMPv6 error that quoted a connection's packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,54 +176,6 @@ impl Connection {
             return Outcome::Silent;
         }
         Outcome::Pending
-    }
-}
-
-impl Connection {
-    /// The stall of an established connection: the same sequence number retransmitted at least
-    /// [`STALL_RETRANSMITS`] times. A PMTU blackhole when no fragmentation-needed came back and
-    /// the retransmitted packets are larger than an MTU this node knows on the path, or are
-    /// full-size (payload = the sender's MSS, at least the protocol's minimum MTU) while the
-    /// handshake's small packets passed: a hop beyond the node with a smaller MTU drops them
-    /// and its ICMP is filtered.
-    fn stall(&self) -> Option<Stall> {
-        let retransmits = self.retransmitted_seqs.iter().map(|(_, n)| *n).max()?;
-        if retransmits < STALL_RETRANSMITS {
-            return None;
-        }
-        let v6 = self.client.0.is_ipv6();
-        let headers = if v6 { 40 + 20 } else { 20 + 20 };
-        let packet_bytes = self.largest_retransmit.map(|s| s.largest_packet_payload() + headers);
-        let lowest = self.path_mtus.values().copied().min();
-        let exceeds_known_mtu = matches!((packet_bytes, lowest), (Some(p), Some(m)) if p > m);
-        let full_size = self.largest_retransmit.is_some_and(|s| s.mss > 0 && s.largest_packet_payload() >= s.mss)
-            && packet_bytes.is_some_and(|p| p >= if v6 { MIN_MTU_V6 } else { MIN_MTU_V4 });
-        Some(Stall {
-            retransmits,
-            segment: self.largest_retransmit,
-            packet_bytes,
-            path_mtus: self.path_mtus.clone(),
-            exceeds_known_mtu,
-            fragmentation_needed_seen: self.pmtu_signal,
-            pmtu_blackhole: !self.pmtu_signal && (exceeds_known_mtu || full_size),
-        })
-    }
-
-    fn note_retransmit(&mut self, segment: Option<Segment>) {
-        self.established_retransmits += 1;
-        let Some(segment) = segment else { return };
-        if self.largest_retransmit.is_none_or(|l| segment.largest_packet_payload() > l.largest_packet_payload()) {
-            self.largest_retransmit = Some(segment);
-        }
-        match self.retransmitted_seqs.iter_mut().find(|(seq, _)| *seq == segment.seq) {
-            Some((_, n)) => *n += 1,
-            None => {
-                if self.retransmitted_seqs.len() >= 8 {
-                    self.retransmitted_seqs.remove(0);
-                }
-                self.retransmitted_seqs.push((segment.seq, 1));
-            }
-        }
     }
 }
 
@@ -429,58 +350,6 @@ impl Correlator {
             },
             _ => {}
         }
-    }
-
-    /// Remembers a connection opened by a socket that is no pod's, for [`Self::before_snat`].
-    fn note_node_socket(&mut self, server: (IpAddr, u16), client: (IpAddr, u16), o: &Observation) {
-        if o.src.as_ref().is_some_and(|e| e.pod.is_some()) {
-            return;
-        }
-        if self.by_server_and_port.len() >= MAX_SNAT_CANDIDATES {
-            let now = o.time;
-            self.by_server_and_port.retain(|_, (_, t)| now.duration_since(*t).map_or(true, |d| d <= SNAT_WINDOW));
-        }
-        if self.by_server_and_port.len() < MAX_SNAT_CANDIDATES {
-            self.by_server_and_port.insert((server, client.1), (client, o.time));
-        }
-    }
-
-    /// `flow` with a source-NATed client put back to the address its socket has: one
-    /// connection followed across SNAT (as istio-cni's probe SNAT to 169.254.7.127, or a
-    /// masquerade), as the client key already follows it across DNAT.
-    ///
-    /// A packet from an address that is no pod and follows no connection, whose source port
-    /// and destination are those of a connection opened moments before by a non-pod socket (a
-    /// node process such as kubelet), is that connection after SNAT: netfilter's SNAT keeps
-    /// the source port unless it clashes. Two pods' connections are never joined this way.
-    fn before_snat(&mut self, mut flow: crate::events::model::Flow, o: &Observation) -> crate::events::model::Flow {
-        if let Some(orig) = self.aliases.get(&(flow.src, flow.sport)) {
-            (flow.src, flow.sport) = *orig;
-            return flow;
-        }
-        if let Some(orig) = self.aliases.get(&(flow.dst, flow.dport)) {
-            (flow.dst, flow.dport) = *orig;
-            return flow;
-        }
-        let from_a_pod = o.src.as_ref().is_some_and(|e| e.pod.is_some());
-        if from_a_pod || self.connections.contains_key(&(flow.src, flow.sport)) {
-            return flow;
-        }
-        let Some(&(orig, seen)) = self.by_server_and_port.get(&((flow.dst, flow.dport), flow.sport)) else {
-            return flow;
-        };
-        let recent = o.time.duration_since(seen).map_or(true, |d| d <= SNAT_WINDOW);
-        if orig.0 == flow.src || !recent {
-            return flow;
-        }
-        let c = self.entry(orig, o);
-        if c.snat_source.is_some() {
-            return flow;
-        }
-        c.snat_source = Some(flow.src);
-        self.aliases.insert((flow.src, flow.sport), orig);
-        (flow.src, flow.sport) = orig;
-        flow
     }
 
     fn entry(&mut self, client: (IpAddr, u16), o: &Observation) -> &mut Connection {
