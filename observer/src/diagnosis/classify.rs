@@ -37,9 +37,11 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
     if mechanism == Mechanism::Established && !unnamed_pod_address {
         return None;
     }
-    // Kubelet's probes of an ambient pod, source-NATed by istio-cni: a policy that does not
-    // admit the probe address conflicts with the mesh (Istio requires it be allowed).
-    let ambient_probe = c.snat_source.into_iter().chain([c.client.0]).any(is_ambient_probe_source) && dst.pod.is_some();
+    // Kubelet's probes of an ambient pod, source-NATed by istio-cni, dropped or rejected: a
+    // policy that does not admit the probe address conflicts with the mesh (Istio requires it).
+    let ambient_probe = c.snat_source.into_iter().chain([c.client.0]).any(is_ambient_probe_source)
+        && dst.pod.is_some()
+        && matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected);
     let (requirement, kind) = if unnamed_pod_address {
         (Requirement::R1, Kind::DiscoveryGap)
     } else if ambient_probe {
