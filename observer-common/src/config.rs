@@ -41,4 +41,11 @@ pub struct KernelOffsets {
     pub reason_consumed: u32,
     /// Non-zero once userspace filled the offsets in.
     pub valid: u32,
+    /// `sk_buff.len` (u32: bytes of the packet or, for a TCP write-queue skb, of its payload).
+    /// `u32::MAX` when BTF lacks it (then not read), as for the two below.
+    pub skb_len: u32,
+    /// `sk_buff.cb` + `tcp_skb_cb.seq`: the first sequence number of a TCP skb (u32).
+    pub skb_tcp_seq: u32,
+    /// `tcp_sock.mss_cache` (u32): the sender's current MSS.
+    pub tcp_mss_cache: u32,
 }

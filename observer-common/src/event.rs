@@ -223,7 +223,14 @@ pub struct TcpEvent {
     pub _pad: u8,
     /// Reset reason (`enum sk_rst_reason`) or the retransmit's error code.
     pub reason: u32,
-    pub _pad2: u32,
+    /// Retransmissions: bytes of TCP payload in the retransmitted skb (`skb->len`; may span
+    /// several segments of `mss` bytes), 0 if unknown.
+    pub seg_len: u32,
+    /// Retransmissions: first sequence number of the retransmitted skb (the same one again and
+    /// again: no progress), 0 if unknown.
+    pub seq: u32,
+    /// Retransmissions: the sender's current MSS (`tcp_sock.mss_cache`), 0 if unknown.
+    pub mss: u32,
 }
 
 /// Per-flow handshake state kept in the kernel's `FLOWS` LRU map, keyed by the flow in the

@@ -63,6 +63,9 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     sk_v6_daddr: 0,
     reason_consumed: u32::MAX,
     valid: 0,
+    skb_len: u32::MAX,
+    skb_tcp_seq: u32::MAX,
+    tcp_mss_cache: u32::MAX,
 };
 
 /// Reads one field of [`KERNEL_OFFSETS`] with a volatile load, so the compiler cannot fold the

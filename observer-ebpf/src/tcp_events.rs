@@ -1,6 +1,8 @@
 //! `tcp:tcp_retransmit_skb` and `tcp:tcp_send_reset` (as BTF tracepoints): retransmissions of
 //! any connection (not only SYNs: a PMTU blackhole retransmits established segments), and RSTs
 //! the local TCP stack sends (with no socket: a closed port, i.e. the application side).
+//! Retransmissions carry the skb's payload size, first sequence number and the sender's MSS
+//! (offsets from BTF).
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
@@ -11,7 +13,7 @@ use observer_common::{
 use crate::{
     emit::{reserve, submit},
     filter::wanted,
-    kmem::{skb_flow, skb_netns, sock_flow, sock_netns},
+    kmem::{read_at, skb_flow, skb_netns, sock_flow, sock_netns},
     maps::offset,
 };
 
@@ -73,5 +75,18 @@ fn report(kind: u8, sk: *const u8, skb: *const u8, reason: u32) {
     event.state = state;
     event.has_socket = has_socket as u8;
     event.reason = reason;
+    if kind == TCP_EVENT_RETRANSMIT && !skb.is_null() {
+        // Segment size, sequence and MSS: a PMTU blackhole retransmits the same large segment.
+        let (len_at, seq_at, mss_at) = (offset!(skb_len), offset!(skb_tcp_seq), offset!(tcp_mss_cache));
+        if len_at != u32::MAX {
+            event.seg_len = read_at::<u32>(skb, len_at).unwrap_or(0);
+        }
+        if seq_at != u32::MAX {
+            event.seq = read_at::<u32>(skb, seq_at).unwrap_or(0);
+        }
+        if mss_at != u32::MAX && has_socket {
+            event.mss = read_at::<u32>(sk, mss_at).unwrap_or(0);
+        }
+    }
     submit(entry, counters::TCP_EVENTS);
 }

@@ -73,6 +73,8 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let mut session = loaded.start(&KernelFilter::default(), stop.clone())?;
     let started = Instant::now();
     let mut correlator = Correlator::default();
+    // Interface MTUs on the node's path, for PMTU findings.
+    correlator.set_interface_mtus(session.interface_mtus());
     let mut events = 0u64;
     let mut announced = std::collections::HashSet::new();
     let mut tally = Tally::default();
@@ -94,7 +96,11 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
                 // Silence is conclusive once the SYN had to be retransmitted (or the attempt died).
                 let conclusive = matches!(
                     c.outcome(),
-                    Outcome::Dropped { .. } | Outcome::Rejected { .. } | Outcome::NoRoute { .. } | Outcome::Silent
+                    Outcome::Dropped { .. }
+                        | Outcome::Rejected { .. }
+                        | Outcome::NoRoute { .. }
+                        | Outcome::Silent
+                        | Outcome::Stalled(_)
                 );
                 if conclusive && announced.insert(client) {
                     if let Some(f) = classify(c, &node, &inventory.pod_cidrs) {

@@ -31,6 +31,7 @@ use crate::{
         cgroup,
         filter::KernelFilter,
         node_watch::NodeWatch,
+        pod_scope::PodAddresses,
         programs::KernelInfo,
         NetnsTarget,
     },
@@ -191,6 +192,11 @@ impl Session {
         inventory: Option<&Inventory>,
         each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
     ) -> anyhow::Result<()> {
+        // Pod namespaces are those holding the inventory's pod addresses (not whatever lies
+        // behind a veth that is not the default route's).
+        if let Some(inventory) = inventory {
+            self.watch.use_pod_addresses(PodAddresses::from_inventory(inventory), &self.netns);
+        }
         let mut namer = Namer {
             clock: MonotonicClock::now(),
             interfaces: self.attached.interfaces.clone(),
@@ -246,6 +252,11 @@ impl Session {
             out_of_scope: self.out_of_scope,
             drops_not_attributed: self.culprits.as_ref().map_or(0, |a| a.overflowed),
         })
+    }
+
+    /// MTUs of the watched node's interfaces (name -> bytes).
+    pub fn interface_mtus(&mut self) -> std::collections::HashMap<String, u32> {
+        self.watch.interface_mtus()
     }
 }
 

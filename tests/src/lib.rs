@@ -6,6 +6,6 @@ pub mod lab;
 
 pub use lab::{
     faults::{Backend, FirewallRule, Hook, Table, Verdict},
-    spec::{LabSpec, NodeSpec, PodSpec},
+    spec::{LabSpec, NodeSpec, PodAttachment, PodSpec, UplinkRoutes},
     ConnectOutcome, Lab, LabError, Tools,
 };

@@ -383,3 +383,376 @@ fn a_drop_of_hbone_between_ambient_workloads_is_r5_mesh_port_blocked() {
     assert_eq!(f["src"]["pod"], cart.key().as_str());
     assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
 }
+
+/// Issue 13 item 1: the uplink carries only specific routes (no default route). The router
+/// behind it is the network, not a pod: its DROP is silence between nodes, nothing on the node.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn an_underlay_drop_behind_an_uplink_without_default_route_blames_nothing_on_the_node() {
+    use observer_lab::{Backend, LabSpec, UplinkRoutes};
+    require_root();
+    let lab = support::lab_with(LabSpec::bookinfo().with_uplink_routes(UplinkRoutes::PeersOnly));
+    let node_a = lab.node_netns("node-a");
+    let routes = std::process::Command::new("ip").args(["-n", &node_a, "route", "show", "default"]).output();
+    assert!(routes.expect("ip route").stdout.is_empty(), "the topology has no default route");
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        // Works before the fault: the specific routes carry pod-to-pod traffic.
+        let ok = lab.connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_secs(2)).expect("c");
+        assert_eq!(ok.result, "ok", "{ok:?}");
+        let mut rule = FirewallRule::drop_tcp(Hook::Forward, 9080);
+        rule.backend = Backend::Nftables;
+        rule.src = Some((productpage.ip.into(), 32));
+        rule.dst = Some((details.ip.into(), 32));
+        lab.inject_in_netns(&format!("{}-router", lab.name), &rule).expect("inject");
+        let out =
+            lab.connect("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500)).expect("c");
+        assert_ne!(out.result, "ok", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "nothing else blamed: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R3"), Some("endpoint-unreachable"), Some("silent")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!(f["dst"]["pod"], details.key().as_str());
+    assert_eq!(f["dst"]["port"], 9080);
+    assert_eq!(f["evidence"]["drop_reason"], serde_json::Value::Null, "the router's drop is not the node's: {f:#}");
+    assert_eq!(f["culprit"], serde_json::Value::Null, "{f:#}");
+    assert!(f["remediation"].as_str().is_some_and(|r| r.contains("no drop on node node-a")), "{f:#}");
+}
+
+/// Zero findings on healthy traffic in the no-default-route topology.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn healthy_traffic_without_a_default_route_gives_zero_findings() {
+    use observer_lab::{LabSpec, UplinkRoutes};
+    require_root();
+    let lab = support::lab_with(LabSpec::bookinfo().with_uplink_routes(UplinkRoutes::PeersOnly));
+    healthy_rounds(&lab, "node-a", 20);
+}
+
+/// `rounds` x 4 healthy connections (app via sidecar to remote and local pods, proxy to istiod
+/// by service and by pod) watched on `node`: zero findings, all established.
+fn healthy_rounds(lab: &Lab, node: &str, rounds: usize) {
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let details = lab.pod("details").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let (code, report) = diagnose(lab, node, || {
+        for _ in 0..rounds {
+            for (app, target, proxy) in [
+                ("productpage", SocketAddr::from((reviews.ip, 9080)), false),
+                ("productpage", SocketAddr::from((details.ip, 9080)), false),
+                ("reviews", SocketAddr::from((svc, 15012)), true),
+                ("productpage", SocketAddr::from((istiod.ip, 15010)), true),
+            ] {
+                let out = if proxy {
+                    lab.connect_as_proxy(app, target, Duration::from_secs(2))
+                } else {
+                    lab.connect(app, target, Duration::from_secs(2))
+                }
+                .expect("connect");
+                assert_eq!(out.result, "ok", "{app} -> {target}");
+            }
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    assert!(report["stats"]["established"].as_u64().is_some_and(|n| n as usize >= rounds * 4), "{report:#}");
+}
+
+/// A Calico-style routed node (issue 13 item 8's topology): healthy traffic gives nothing; a
+/// FORWARD DROP of xDS is R5 at the pod's cali* veth with its rule, nothing else blamed.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn on_a_routed_node_healthy_traffic_is_quiet_and_an_xds_drop_is_r5_at_the_cali_veth() {
+    use observer_lab::{LabSpec, PodAttachment};
+    require_root();
+    let lab = support::lab_with(LabSpec::bookinfo().with_pod_attachment("node-a", PodAttachment::Routed));
+    healthy_rounds(&lab, "node-a", 10);
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let (code, report) = diagnose(&lab, "node-a", || {
+        lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
+        let out = lab
+            .connect_as_proxy("reviews", SocketAddr::from((svc, 15012)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "nothing else blamed: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R5"), Some("control-plane-blocked"), Some("dropped"))
+    );
+    assert_eq!(f["src"]["pod"], reviews.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(istiod.key().as_str()), Some(15012)));
+    assert_eq!(f["evidence"]["interface"], lab.host_veth(&reviews).as_str(), "{f:#}");
+    assert_eq!(f["culprit"]["rule"], format!("-A FORWARD -d {}/32 -p tcp -m tcp --dport 15012 -j DROP", istiod.ip));
+}
+
+/// Issue 13 item 2: IPv6 traffic makes neighbour discovery (multicast solicitations the other
+/// pods on the bridge drop as not theirs); those ICMPv6 drops concern no connection: zero
+/// findings, and the IPv6 connections established.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn healthy_ipv6_traffic_gives_zero_findings_despite_neighbour_discovery_drops() {
+    require_root();
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let v6 = |p: &observer_lab::PodSpec| p.ip6.expect("dual-stack lab");
+    let (code, report) = diagnose(&lab, "node-a", || {
+        for _ in 0..5 {
+            for (app, target) in [
+                ("productpage", SocketAddr::from((v6(&details), 9080))),
+                ("productpage", SocketAddr::from((v6(&reviews), 9080))),
+                ("reviews", SocketAddr::from((v6(&istiod), 15012))),
+            ] {
+                let out = lab.connect_as_proxy(app, target, Duration::from_secs(2)).expect("connect");
+                assert_eq!(out.result, "ok", "{app} -> {target}: {out:?}");
+            }
+            // Neighbour entries expire: flush them so each round solicits again.
+            for node in ["node-a", "node-b"] {
+                let _ = std::process::Command::new("ip")
+                    .args(["-n", &lab.node_netns(node), "-6", "neigh", "flush", "all"])
+                    .output();
+            }
+            for app in ["productpage", "reviews"] {
+                let _ = std::process::Command::new("ip")
+                    .args(["-n", &lab.pod_netns(app).expect("ns"), "-6", "neigh", "flush", "all"])
+                    .output();
+            }
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    assert!(report["stats"]["established"].as_u64().is_some_and(|n| n >= 15), "{report:#}");
+}
+
+/// Issue 13 item 2: ICMP drops on the node are evidence on the TCP flow they quote, never a
+/// finding of their own. node-a's FORWARD drops all ICMP (a hardening rule), so the underlay's
+/// admin-prohibited answers to the proxy's SYNs die on the node: evidence on the one finding,
+/// which names no culprit on the node (the REJECT is the router's).
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn icmp_drops_are_evidence_on_the_flow_they_quote_never_a_port_0_finding() {
+    use observer_lab::Verdict;
+    require_root();
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        lab.firewall("node-a", "iptables", &["-w", "-I", "FORWARD", "1", "-p", "icmp", "-j", "DROP"]).expect("rule");
+        let mut reject = FirewallRule::drop_tcp_to(Hook::Forward, details.ip.into(), 9080);
+        reject.verdict = Verdict::RejectAdminProhibited;
+        lab.inject_in_netns(&format!("{}-router", lab.name), &reject).expect("inject");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout", "the rejection never reaches the client: {out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "one finding, about the TCP flow; nothing on port 0: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("rejected")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(details.key().as_str()), Some(9080)));
+    assert_eq!(f["evidence"]["icmp"], "admin-prohibited");
+    assert_eq!(f["culprit"], serde_json::Value::Null, "the REJECT is the router's, not the node's: {f:#}");
+    let dropped = f["evidence"]["icmp_errors_dropped"].as_array().cloned().unwrap_or_default();
+    assert!(
+        dropped.iter().any(|d| d.as_str().is_some_and(|d| d.starts_with("ICMP NETFILTER_DROP at "))),
+        "the node's drop of the ICMP error is on the finding: {f:#}"
+    );
+}
+
+/// The lower-MTU underlay (issue 13 item 5's topology): node-a's underlay link is 1400 bytes,
+/// pods keep 1500.
+fn lower_mtu_underlay_lab() -> Lab {
+    use observer_lab::LabSpec;
+    support::lab_with(LabSpec::bookinfo().with_underlay_mtu("node-a", 1400))
+}
+
+/// Issue 13 item 5: the handshake to istiod:15012 succeeds, then istiod's large segments to a
+/// sidecar on node-a are lost on the 1400-byte underlay link and the underlay filters the
+/// fragmentation-needed answers. Watched on istiod's node: R5 `pmtu-blackhole` with the sizes
+/// and MTUs seen, nothing dropped on the node, nothing else blamed.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn large_xds_segments_lost_in_a_lower_mtu_underlay_are_a_pmtu_blackhole() {
+    require_root();
+    let lab = lower_mtu_underlay_lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-b", || {
+        // The underlay drops its own ICMP fragmentation-needed (a cloud firewall filtering ICMP).
+        let filter = "table inet lab_icmp_filter {\n  chain output {\n    type filter hook output priority 0; policy accept;\n    icmp type destination-unreachable icmp code frag-needed drop\n    icmpv6 type packet-too-big drop\n  }\n}\n";
+        lab.nft_in_netns(&format!("{}-router", lab.name), filter).expect("filter");
+        let out = lab
+            .connect_as_proxy_bulk("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(4), 8000)
+            .expect("connect");
+        assert!(!out.local.is_empty() && out.result != "ok", "handshake done, reply lost: {out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "nothing else blamed: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R5"), Some("control-plane-blocked"), Some("pmtu-blackhole")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(istiod.key().as_str()), Some(15012)));
+    assert_eq!(f["dst"]["istio_port"], "xds-tls");
+    assert_eq!(f["evidence"]["drop_reason"], serde_json::Value::Null, "nothing dropped on node-b: {f:#}");
+    assert_eq!(f["culprit"], serde_json::Value::Null);
+    let st = &f["evidence"]["stall"];
+    assert!(st["retransmits"].as_u64().is_some_and(|n| n >= 3), "{f:#}");
+    // Full-size segments for node-b's 1500-byte path, more than the underlay's 1400.
+    assert!(st["packet_bytes"].as_u64().is_some_and(|b| b > 1400 && b <= 1500), "{f:#}");
+    assert!(st["mss"].as_u64().is_some_and(|m| m > 1360), "{f:#}");
+    let mtus = st["path_mtus"].as_object().expect("MTUs seen");
+    assert!(!mtus.is_empty() && mtus.values().all(|m| m == 1500), "{f:#}");
+    assert_eq!(
+        (st["exceeds_known_mtu"].as_bool(), st["fragmentation_needed_seen"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert!(f["remediation"].as_str().is_some_and(|r| r.contains("fragmentation-needed")), "{f:#}");
+}
+
+/// Zero findings on healthy traffic in the lower-MTU underlay: small exchanges, and a large
+/// reply whose fragmentation-needed comes back (PMTU discovery works).
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn healthy_traffic_over_a_lower_mtu_underlay_gives_zero_findings() {
+    require_root();
+    let lab = lower_mtu_underlay_lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-b", || {
+        for app in ["productpage", "reviews"] {
+            let out = lab
+                .connect_as_proxy_bulk(app, SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3), 8000)
+                .expect("connect");
+            assert_eq!(out.result, "ok", "PMTU discovery works when ICMP passes: {out:?}");
+            assert!(out.reply.contains("(8"), "{out:?}");
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    healthy_rounds(&lab, "node-a", 5);
+}
+
+/// The ambient probe SNAT topology (istio-cni's host rules on every node).
+fn probe_snat_lab() -> Lab {
+    use observer_lab::LabSpec;
+    support::lab_with(LabSpec::bookinfo().with_ambient_probe_snat())
+}
+
+/// Issue 13 item 7: kubelet probes an ambient pod; istio-cni SNATs it to 169.254.7.127 and a
+/// default-deny policy in the pod (admitting the pod network only) drops it. One connection
+/// followed across the SNAT (kubelet's socket on the node address, its packets from
+/// 169.254.7.127), R4 naming the probe port, the policy's rule, and the remediation to admit
+/// the probe address and its IPv6 twin. Nothing else blamed.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_policy_dropping_istio_cnis_probe_snat_is_r4_on_one_connection_across_the_snat() {
+    require_root();
+    let lab = probe_snat_lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let node_a = lab.spec.node("node-a").expect("node").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let ok = lab.probe_from_node("node-a", SocketAddr::from((cart.ip, 8080)), Duration::from_secs(2)).expect("p");
+        assert_eq!(ok.result, "ok", "the probe works before the policy: {ok:?}");
+        let policy = "table inet lab_policy {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    ct state established,related accept\n    iifname \"lo\" accept\n    ip saddr 10.244.0.0/16 accept\n    ip6 saddr fd00:10:244::/48 accept\n    counter drop comment \"default-deny ingress\"\n  }\n}\n";
+        lab.nft_in_netns(&lab.pod_netns("cart").expect("ns"), policy).expect("policy");
+        let out = lab
+            .probe_from_node("node-a", SocketAddr::from((cart.ip, 8080)), Duration::from_millis(2500))
+            .expect("probe");
+        assert_eq!(out.result, "timeout", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "one connection, one finding: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("dropped")),
+        "{f:#}"
+    );
+    // The socket side (kubelet on the node's bridge address) and the packet side (after SNAT).
+    assert_eq!(f["src"]["ip"], node_a.bridge_ip().to_string(), "{f:#}");
+    assert_eq!(f["src"]["snat_ip"], "169.254.7.127", "{f:#}");
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(cart.key().as_str()), Some(8080)));
+    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    assert_eq!((f["culprit"]["table"].as_str(), f["culprit"]["chain"].as_str()), (Some("lab_policy"), Some("input")));
+    let fix = f["remediation"].as_str().expect("remediation");
+    assert!(fix.contains("169.254.7.127/32") && fix.contains("fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"), "{fix}");
+    assert!(fix.contains("port 8080"), "{fix}");
+}
+
+/// Zero findings on healthy traffic with the probe SNAT: kubelet probes and mesh traffic.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn healthy_traffic_with_the_ambient_probe_snat_gives_zero_findings() {
+    require_root();
+    let lab = probe_snat_lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        for _ in 0..5 {
+            let out =
+                lab.probe_from_node("node-a", SocketAddr::from((cart.ip, 8080)), Duration::from_secs(2)).expect("p");
+            assert_eq!(out.result, "ok", "{out:?}");
+        }
+    });
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report).is_empty(), "{report:#}");
+    assert!(report["stats"]["established"].as_u64().is_some_and(|n| n >= 5), "{report:#}");
+    healthy_rounds(&lab, "node-a", 5);
+}
+
+/// The same over IPv6: istio-cni SNATs to fd16:9254:7127:1337:ffff:ffff:ffff:ffff.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_policy_dropping_the_ipv6_probe_snat_is_r4_too() {
+    require_root();
+    let lab = probe_snat_lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let cart6 = cart.ip6.expect("dual-stack lab");
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let policy = "table ip6 lab_policy {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    ct state established,related accept\n    ip6 nexthdr icmpv6 accept\n    ip6 saddr fd00:10:244::/48 accept\n    tcp dport 8080 counter drop comment \"default-deny ingress\"\n  }\n}\n";
+        lab.nft_in_netns(&lab.pod_netns("cart").expect("ns"), policy).expect("policy");
+        let out =
+            lab.probe_from_node("node-a", SocketAddr::from((cart6, 8080)), Duration::from_millis(2500)).expect("probe");
+        assert_eq!(out.result, "timeout", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("dropped")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["snat_ip"], "fd16:9254:7127:1337:ffff:ffff:ffff:ffff", "{f:#}");
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(cart.key().as_str()), Some(8080)));
+    assert_eq!(f["dst"]["ip"], cart6.to_string());
+    assert_eq!(f["culprit"]["table"], "lab_policy", "{f:#}");
+}

@@ -116,3 +116,29 @@ fn fault_injectors_block_with_each_backend_and_verdict() {
     assert_eq!(attempt(15017), "refused");
     assert_eq!(attempt(15012), "ok", "an unrelated port still works");
 }
+
+/// Issue 13 item 9: a checkout in a private folder (mode 0700, as /root is). The lab runs the
+/// sidecar's helper as uid 1337, which cannot reach binaries there; the lab must still work.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_lab_works_when_its_helpers_live_in_a_private_folder() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use observer_lab::{Lab, LabSpec, Tools};
+    require_root();
+    let private = std::env::temp_dir().join(format!("observer-private-checkout-{}", std::process::id()));
+    let target = private.join("target/debug");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    let helper = target.join("lab-pod");
+    std::fs::copy(env!("CARGO_BIN_EXE_lab-pod"), &helper).expect("copy lab-pod");
+    let lab = Lab::up(LabSpec::bookinfo(), Tools { lab_pod: helper });
+    let _ = std::fs::remove_dir_all(&private);
+    let lab = lab.expect("the lab comes up with its helpers in a 0700 folder");
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    // The proxy's own connection runs the helper as uid 1337.
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(2))
+        .expect("connect as the proxy");
+    assert_eq!(out.result, "ok", "{out:?}");
+}

@@ -13,10 +13,17 @@ use support::{lab, observer_bin, require_root};
 
 /// Runs `observer verify --output json` for `node`; returns (exit code, report).
 fn verify(lab: &Lab, node: &str, probe: bool) -> (i32, Value) {
+    verify_named(lab, node, Some(node), probe)
+}
+
+/// [`verify`], passing `--node-name` only when `name` is given.
+fn verify_named(lab: &Lab, node: &str, name: Option<&str>, probe: bool) -> (i32, Value) {
     let inventory = lab.inventory_path().display().to_string();
     let netns = lab.node_netns(node);
-    let mut args =
-        vec!["verify", "--inventory", &inventory, "--netns", &netns, "--node-name", node, "--output", "json"];
+    let mut args = vec!["verify", "--inventory", &inventory, "--netns", &netns, "--output", "json"];
+    if let Some(name) = name {
+        args.extend(["--node-name", name]);
+    }
     if probe {
         args.push("--probe");
     }
@@ -199,4 +206,67 @@ fn a_drop_beyond_the_node_passes_statically_and_the_probe_says_they_disagree() {
         );
         assert!(c["probe"]["note"].as_str().is_some_and(|n| n.contains("beyond")), "{c:#}");
     }
+}
+
+/// Issue 13 item 8: a Calico-style routed node (cali* veths, /32 routes, proxy ARP, no bridge).
+/// The matrix covers its pods as on a bridged node, and a FORWARD rule dropping xDS from its
+/// pods blocks exactly their flows to istiod, confirmed by probes.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn on_a_routed_node_the_matrix_covers_its_pods_and_finds_the_xds_drop() {
+    use observer_lab::{LabSpec, PodAttachment};
+    require_root();
+    let lab = support::lab_with(LabSpec::bookinfo().with_pod_attachment("node-a", PodAttachment::Routed));
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let host_if = lab.host_veth(&productpage);
+    assert!(host_if.starts_with("cali"), "{host_if}");
+    let links = Command::new("ip").args(["-n", &lab.node_netns("node-a"), "-br", "link"]).output().expect("ip");
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("cni0"), "no bridge on the routed node");
+
+    let (code, clean) = verify(&lab, "node-a", true);
+    assert_eq!(code, 0, "{clean:#}");
+    assert!(clean_checks_cover_sidecars(&clean), "{clean:#}");
+    // Not told its name, verify finds it from the pods behind the node: the same matrix.
+    let (code, unnamed) = verify_named(&lab, "node-a", None, false);
+    assert_eq!((code, unnamed["node"].as_str()), (0, Some("node-a")), "{unnamed:#}");
+    assert_eq!(checks(&unnamed).len(), checks(&clean).len(), "{unnamed:#}");
+    assert!(checks(&clean).iter().all(|c| c["status"] == "pass"), "{clean:#}");
+    assert_probes_agree(&clean);
+
+    let node_a = lab.spec.node("node-a").expect("node");
+    let cidr = format!("{}/{}", node_a.pod_cidr.0, node_a.pod_cidr.1);
+    lab.firewall(
+        "node-a",
+        "iptables",
+        &["-w", "-I", "FORWARD", "1", "-s", &cidr, "-p", "tcp", "--dport", "15012", "-j", "DROP"],
+    )
+    .expect("rule");
+    let (code, report) = verify(&lab, "node-a", true);
+    assert_eq!(code, 3, "{report:#}");
+    let blocked = blocked(&report);
+    let mut sources: Vec<&str> = blocked.iter().filter_map(|c| c["src"]["pod"].as_str()).collect();
+    sources.sort_unstable();
+    assert_eq!(sources.len(), 2, "productpage's and reviews' IPv4 xDS flows, nothing else: {report:#}");
+    assert!(sources[0].starts_with("bookinfo/productpage") && sources[1].starts_with("bookinfo/reviews"));
+    for c in &blocked {
+        assert_eq!((c["requirement"].as_str(), c["dst"]["port"].as_u64()), (Some("R5"), Some(15012)), "{c:#}");
+        assert_eq!(c["at"], "node");
+        assert_eq!(c["culprit"]["rule"], format!("-A FORWARD -s {cidr} -p tcp -m tcp --dport 15012 -j DROP"));
+        assert_eq!(
+            (c["probe"]["outcome"].as_str(), c["probe"]["agrees"].as_bool()),
+            (Some("dropped"), Some(true)),
+            "{c:#}"
+        );
+    }
+}
+
+/// Every sidecar pod of node-a has its xDS flow to istiod checked (both families).
+fn clean_checks_cover_sidecars(report: &Value) -> bool {
+    ["bookinfo/productpage", "bookinfo/reviews"].iter().all(|pod| {
+        checks(report)
+            .iter()
+            .filter(|c| c["dst"]["port"] == 15012 && c["src"]["pod"].as_str().is_some_and(|p| p.starts_with(pod)))
+            .count()
+            == 2
+    })
 }

@@ -2,6 +2,8 @@
 //! Istio's requirements the infrastructure broke, and what to do about it. Only what the
 //! evidence shows: an application refusing, an ambiguous reset or a pending SYN is no finding.
 
+use std::net::IpAddr;
+
 use crate::{
     inventory::{istio_ports, MeshMode, Role},
     netfilter::{Confidence, Culprit},
@@ -17,6 +19,8 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         Outcome::Rejected { .. } => Mechanism::Rejected,
         Outcome::Silent => Mechanism::Silent,
         Outcome::NoRoute { .. } => Mechanism::NoRoute,
+        Outcome::Stalled(stall) if stall.pmtu_blackhole => Mechanism::PmtuBlackhole,
+        Outcome::Stalled(_) => Mechanism::Stalled,
         // Working traffic is only a finding when its endpoint is a pod address nobody names (R1).
         Outcome::Established => Mechanism::Established,
         Outcome::RefusedByApplication | Outcome::Reset | Outcome::Pending => return None,
@@ -28,12 +32,20 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         (dst.role == Some(Role::Istiod)).then(|| istio_ports::port_name(istio_ports::Component::Istiod, port)).flatten()
     });
     let in_mesh = |m: Option<MeshMode>| matches!(m, Some(MeshMode::Sidecar | MeshMode::Ambient));
-    let unnamed_pod_address = !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| contains(c, server_ip));
+    let unnamed_pod_address =
+        !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| crate::loader::pod_scope::contains(c, server_ip));
     if mechanism == Mechanism::Established && !unnamed_pod_address {
         return None;
     }
+    // Kubelet's probes of an ambient pod, source-NATed by istio-cni, dropped or rejected: a
+    // policy that does not admit the probe address conflicts with the mesh (Istio requires it).
+    let ambient_probe = c.snat_source.into_iter().chain([c.client.0]).any(is_ambient_probe_source)
+        && dst.pod.is_some()
+        && matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected);
     let (requirement, kind) = if unnamed_pod_address {
         (Requirement::R1, Kind::DiscoveryGap)
+    } else if ambient_probe {
+        (Requirement::R4, Kind::PolicyConflict)
     } else if dst.role == Some(Role::Istiod) && istio_port.is_some() {
         (Requirement::R5, Kind::ControlPlaneBlocked)
     } else if dst.role == Some(Role::ApiServer) && src.role == Some(Role::Istiod) {
@@ -44,7 +56,10 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         // Traffic to something the inventory does not know and that is not a pod address:
         // not the mesh's business.
         return None;
-    } else if matches!(mechanism, Mechanism::Silent | Mechanism::NoRoute) {
+    } else if matches!(
+        mechanism,
+        Mechanism::Silent | Mechanism::NoRoute | Mechanism::Stalled | Mechanism::PmtuBlackhole
+    ) {
         (Requirement::R3, Kind::EndpointUnreachable)
     } else if in_mesh(src.mesh) && in_mesh(dst.mesh) && by_firewall(&outcome) {
         // A firewall rule (netfilter drop, ICMP prohibited) between mesh workloads; any other
@@ -59,6 +74,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         _ => Severity::High,
     };
     let mut evidence = Evidence {
+        icmp_errors_dropped: icmp_errors_dropped(&c.icmp_drops),
         attempts: c.attempts(),
         connections: 1,
         first_seen: crate::events::clock::rfc3339(c.first_seen),
@@ -85,6 +101,17 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
             }
         }
         Outcome::NoRoute { how } => evidence.drop_reason = Some(how.clone()),
+        Outcome::Stalled(stall) => {
+            evidence.stall = Some(super::StallEvidence {
+                retransmits: stall.retransmits,
+                packet_bytes: stall.packet_bytes,
+                payload_bytes: stall.segment.map(|s| s.largest_packet_payload()),
+                mss: stall.segment.map(|s| s.mss).filter(|m| *m > 0),
+                path_mtus: stall.path_mtus.clone(),
+                exceeds_known_mtu: stall.exceeds_known_mtu,
+                fragmentation_needed_seen: stall.fragmentation_needed_seen,
+            })
+        }
         _ => {}
     }
     let dst_party = Party {
@@ -94,6 +121,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         workload: dst.workload.clone(),
         service: dst.service.clone(),
         istio_port,
+        snat_ip: None,
     };
     let src_party = Party {
         ip: Some(c.client.0),
@@ -102,10 +130,15 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         workload: src.workload.clone(),
         service: src.service.clone(),
         istio_port: None,
+        snat_ip: c.snat_source,
     };
     let culprit =
         matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected).then(|| c.culprit.as_deref().cloned()).flatten();
-    let remediation = remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node);
+    let remediation = if ambient_probe {
+        probe_remediation(mechanism, &dst_party, &evidence, culprit.as_ref(), node)
+    } else {
+        remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node)
+    };
     Some(Finding {
         requirement,
         kind,
@@ -120,6 +153,82 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
     })
 }
 
+/// The source istio-cni gives kubelet's probes of ambient pods: its host rule
+/// `-A ISTIO_POSTRT -m owner --socket-exists -p tcp -m set --match-set istio-inpod-probes-v4 dst
+/// -j SNAT --to-source 169.254.7.127` (nat POSTROUTING; the ipset holds the ambient pods), and
+/// fd16:9254:7127:1337:ffff:ffff:ffff:ffff for IPv6 (istio-cni's `HostProbeSNATAddress`,
+/// `HostProbeV6SNATAddress`). Istio's "Ambient and Kubernetes NetworkPolicy" guide
+/// (<https://istio.io/latest/docs/ambient/usage/networkpolicy/>) requires policies to admit
+/// both, or the probes fail.
+pub const AMBIENT_PROBE_SOURCES: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 7, 127)),
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd16, 0x9254, 0x7127, 0x1337, 0xffff, 0xffff, 0xffff, 0xffff)),
+];
+
+fn is_ambient_probe_source(ip: IpAddr) -> bool {
+    AMBIENT_PROBE_SOURCES.contains(&ip)
+}
+
+/// The fix for kubelet's probes blocked after istio-cni's SNAT.
+fn probe_remediation(
+    mechanism: Mechanism,
+    dst: &Party,
+    evidence: &Evidence,
+    culprit: Option<&Culprit>,
+    node: &str,
+) -> String {
+    let port = dst.port.unwrap_or(0);
+    let target = dst.pod.clone().unwrap_or_else(|| dst.ip.map(|i| i.to_string()).unwrap_or_default());
+    let [v4, v6] = AMBIENT_PROBE_SOURCES;
+    let where_ = match culprit.filter(|c| c.confidence != Confidence::NotIdentified) {
+        Some(c) => format!("the rule that blocks them: {}", c.summary()),
+        None => match mechanism {
+            Mechanism::Dropped => format!(
+                "a netfilter rule drops them ({} in netns {})",
+                evidence.drop_reason.as_deref().unwrap_or("?"),
+                evidence.netns.unwrap_or(0)
+            ),
+            Mechanism::Rejected => "a firewall rejects them".to_string(),
+            _ => format!("no drop on node {node}: a policy beyond it"),
+        },
+    };
+    format!(
+        "Kubelet's health probes of {target} on port {port} arrive from istio-cni's probe SNAT address {v4} (ambient mode) and are blocked: {where_}. Admit {v4}/32 (and its IPv6 twin {v6}/128) to the pod's probe port {port} in the NetworkPolicy or host firewall; without it the pod is never ready."
+    )
+}
+
+/// Most ICMP drops listed in a finding's evidence.
+pub(super) const MAX_ICMP_DROPS: usize = 4;
+
+/// The distinct dropped ICMP errors of a connection, printed.
+fn icmp_errors_dropped(drops: &[super::IcmpDrop]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in drops {
+        let line = format!("{} {} at {} netns {}", d.protocol.name(), d.reason, d.location, d.netns);
+        if !out.contains(&line) && out.len() < MAX_ICMP_DROPS {
+            out.push(line);
+        }
+    }
+    out
+}
+
+/// What a PMTU blackhole calls for, with the sizes and MTUs seen.
+fn pmtu_advice(stall: Option<&super::StallEvidence>, node: &str) -> String {
+    let packet = stall.and_then(|s| s.packet_bytes).map_or_else(|| "large".to_string(), |p| format!("{p}-byte"));
+    let mtus = stall
+        .map(|s| s.path_mtus.iter().map(|(i, m)| format!("{i} {m}")).collect::<Vec<_>>().join(", "))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    let beyond = if stall.is_some_and(|s| s.exceeds_known_mtu) {
+        format!("they exceed an MTU on node {node}'s own path")
+    } else {
+        format!("they fit node {node}'s MTUs, so a hop beyond it has a smaller MTU")
+    };
+    format!(
+        "{packet} packets are retransmitted without progress and no ICMP fragmentation-needed/packet-too-big came back ({beyond}; MTUs on this node's path: {mtus}): let ICMP type 3 code 4 and ICMPv6 type 2 through the underlay's firewalls, or set the CNI/pod MTU to the underlay's (minus any encapsulation), or enable net.ipv4.tcp_mtu_probing"
+    )
+}
+
 /// Whether the outcome shows a firewall rule at work (not a routing or resource problem).
 fn by_firewall(outcome: &Outcome) -> bool {
     match outcome {
@@ -127,20 +236,6 @@ fn by_firewall(outcome: &Outcome) -> bool {
             reason.starts_with("NETFILTER") || reason.contains("POLICY") || reason.contains("FILTER")
         }
         Outcome::Rejected { meaning } => *meaning != "fragmentation-needed" && *meaning != "packet-too-big",
-        _ => false,
-    }
-}
-
-fn contains(cidr: &crate::loader::filter::Cidr, ip: std::net::IpAddr) -> bool {
-    match (cidr.addr, ip) {
-        (std::net::IpAddr::V4(net), std::net::IpAddr::V4(a)) => {
-            let mask = if cidr.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(cidr.prefix)) };
-            u32::from(net) & mask == u32::from(a) & mask
-        }
-        (std::net::IpAddr::V6(net), std::net::IpAddr::V6(a)) => {
-            let mask = if cidr.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(cidr.prefix)) };
-            u128::from(net) & mask == u128::from(a) & mask
-        }
         _ => false,
     }
 }
@@ -182,7 +277,16 @@ fn remediation(
         (Mechanism::Silent, _) => format!("no drop on node {node}: look beyond it (cloud firewall, security group, underlay, the destination node)"),
         (Mechanism::NoRoute, _) => format!("no route: check the routes to {target} on node {node} and the CNI's routing"),
         (Mechanism::Established, _) => "the connection itself works".to_string(),
+        (Mechanism::Stalled, _) => format!(
+            "the handshake succeeded, then the same segment was retransmitted {} times without progress and nothing was dropped on node {node}: the path broke beyond it after the handshake (underlay, peer node, conntrack state)",
+            evidence.stall.as_ref().map_or(0, |s| s.retransmits)
+        ),
+        (Mechanism::PmtuBlackhole, _) => pmtu_advice(evidence.stall.as_ref(), node),
     };
+    if matches!(mechanism, Mechanism::Stalled | Mechanism::PmtuBlackhole) {
+        let what = dst.istio_port.map_or_else(|| "application traffic".to_string(), |p| format!("Istio's {p}"));
+        return format!("Connections to {target}:{port} ({what}) stall after the handshake: {where_}.");
+    }
     match kind {
         Kind::ControlPlaneBlocked => format!("Allow TCP {port} to istiod ({target}): {where_}. Proxies get no configuration while it is blocked."),
         Kind::ApiserverUnreachable => format!("Allow istiod to reach the API server ({target}:{port}): {where_}."),

@@ -2,10 +2,20 @@
 //! survive the sidecar REDIRECT and kube-proxy DNAT on the way), every observation adds
 //! evidence; the outcome is decided from all of it.
 
-use std::{collections::HashMap, net::IpAddr, time::SystemTime};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::SystemTime,
+};
+
+mod snat;
+mod stall;
+
+use stall::AFTER_HANDSHAKE;
+pub use stall::{Stall, STALL_RETRANSMITS};
 
 use crate::{
-    events::model::{Detail, Observation},
+    events::model::{Detail, Observation, Protocol, Segment},
     inventory::Endpoint,
     netfilter::Culprit,
 };
@@ -32,10 +42,29 @@ pub enum Outcome {
     },
     /// SYNs went out, nothing came back, nothing was dropped here.
     Silent,
+    /// Established, then the same segment was retransmitted again and again (RTOs without
+    /// progress) with no drop here.
+    Stalled(Stall),
     /// A reset whose origin this node cannot tell (not enough evidence to blame anyone).
     Reset,
     /// Nothing conclusive yet (a single SYN still in flight).
     Pending,
+}
+
+/// An address and port.
+type HostPort = (IpAddr, u16);
+
+/// A dropped ICMP/ICMPv6 error that quoted a connection's packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpDrop {
+    /// The kernel's drop reason (e.g. `QUEUE_PURGE`, `NETFILTER_DROP`).
+    pub reason: String,
+    /// Kernel symbol that freed it.
+    pub location: String,
+    /// Network namespace inode of the drop.
+    pub netns: u32,
+    /// ICMP or ICMPv6.
+    pub protocol: Protocol,
 }
 
 /// Everything seen about one connection.
@@ -57,6 +86,21 @@ pub struct Connection {
     pub syn_retransmits: u32,
     pub drops: Vec<(String, String, u32, Option<String>, &'static str)>,
     pub icmp: Option<&'static str>,
+    /// ICMP/ICMPv6 errors about this connection that the kernel dropped on this node (evidence
+    /// only: they never decide the outcome).
+    pub icmp_drops: Vec<IcmpDrop>,
+    /// Retransmissions in ESTABLISHED (by either end's socket on this node).
+    pub established_retransmits: u32,
+    /// Per retransmitted sequence number, how often (bounded: the few latest).
+    retransmitted_seqs: Vec<(u32, u32)>,
+    /// The largest segment retransmitted in ESTABLISHED.
+    pub largest_retransmit: Option<Segment>,
+    /// An ICMP fragmentation-needed / packet-too-big quoting this flow was seen.
+    pub pmtu_signal: bool,
+    /// MTUs of the interfaces of this node its packets crossed (name -> bytes).
+    pub path_mtus: BTreeMap<String, u32>,
+    /// The address its packets carried after source NAT (e.g. istio-cni's 169.254.7.127).
+    pub snat_source: Option<IpAddr>,
     /// The netfilter rule behind its drops, the most certain one seen.
     pub culprit: Option<std::sync::Arc<Culprit>>,
     pub first_seen: SystemTime,
@@ -79,6 +123,13 @@ impl Connection {
             syn_retransmits: 0,
             drops: Vec::new(),
             icmp: None,
+            icmp_drops: Vec::new(),
+            established_retransmits: 0,
+            retransmitted_seqs: Vec::new(),
+            largest_retransmit: None,
+            pmtu_signal: false,
+            path_mtus: BTreeMap::new(),
+            snat_source: None,
             culprit: None,
             first_seen: time,
             last_seen: time,
@@ -92,7 +143,7 @@ impl Connection {
 
     pub fn outcome(&self) -> Outcome {
         if self.established {
-            return Outcome::Established;
+            return self.stall().map_or(Outcome::Established, Outcome::Stalled);
         }
         if self.refused_by_application {
             return Outcome::RefusedByApplication;
@@ -133,9 +184,21 @@ impl Connection {
 pub struct Correlator {
     connections: HashMap<(IpAddr, u16), Connection>,
     last_touched: Option<(IpAddr, u16)>,
+    /// MTUs of the watched node's interfaces, by name (read via rtnetlink by the caller).
+    mtus: HashMap<String, u32>,
+    /// (server, client port) -> client and when, of connections opened by sockets that are no
+    /// pod's (a node's processes: their packets may be source-NATed), to follow them across SNAT.
+    by_server_and_port: HashMap<(HostPort, u16), (HostPort, SystemTime)>,
+    /// Source-NATed client -> the client its socket has.
+    aliases: HashMap<(IpAddr, u16), (IpAddr, u16)>,
 }
 
 impl Correlator {
+    /// Sets the MTUs of the node's interfaces (name -> bytes) recorded on connections crossing them.
+    pub fn set_interface_mtus(&mut self, mtus: HashMap<String, u32>) {
+        self.mtus = mtus;
+    }
+
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
         self.connections.values()
     }
@@ -153,7 +216,12 @@ impl Correlator {
         let mut by_age: Vec<((IpAddr, u16), SystemTime)> =
             self.connections.iter().map(|(k, c)| (*k, c.last_seen)).collect();
         by_age.sort_by_key(|(_, t)| *t);
-        by_age.into_iter().take(n).filter_map(|(k, _)| self.connections.remove(&k)).collect()
+        let retired: Vec<Connection> =
+            by_age.into_iter().take(n).filter_map(|(k, _)| self.connections.remove(&k)).collect();
+        let live = &self.connections;
+        self.by_server_and_port.retain(|_, (client, _)| live.contains_key(client));
+        self.aliases.retain(|_, client| live.contains_key(client));
+        retired
     }
 
     /// The connection of `client`, if seen.
@@ -170,16 +238,35 @@ impl Correlator {
 
     fn add_inner(&mut self, o: &Observation) {
         let Some(flow) = o.flow else { return };
+        let flow = if flow.protocol == Protocol::TCP { self.before_snat(flow, o) } else { flow };
         match &o.detail {
+            // A connection is TCP. ICMP/ICMPv6 (an error freed with QUEUE_PURGE after its socket
+            // closed, a neighbour solicitation dropped at multicast input, a ping) and other
+            // protocols' drops are evidence on the TCP flow they quote, or nothing.
+            Detail::Drop { drop_reason, location, netns, quoted, .. } if flow.protocol != Protocol::TCP => {
+                let Some(q) = quoted.filter(|q| q.protocol == Protocol::TCP) else { return };
+                let key = [(q.src, q.sport), (q.dst, q.dport)].into_iter().find(|k| self.connections.contains_key(k));
+                if let Some(c) = key.and_then(|k| self.existing(k, o)) {
+                    c.icmp_drops.push(IcmpDrop {
+                        reason: drop_reason.clone(),
+                        location: location.clone(),
+                        netns: *netns,
+                        protocol: flow.protocol,
+                    });
+                }
+            }
+            _ if flow.protocol != Protocol::TCP && !matches!(o.detail, Detail::IcmpError { .. }) => {}
+            Detail::IcmpError { quoted: Some(q), .. } if q.protocol != Protocol::TCP => {}
             Detail::Packet { tcp_flags, .. } => {
                 let syn = tcp_flags.contains("SYN");
                 let ack = tcp_flags.contains("ACK");
                 if syn && !ack {
                     let c = self.entry((flow.src, flow.sport), o);
                     c.syn_seen = true;
-                    c.server.get_or_insert((flow.dst, flow.dport));
+                    let server = *c.server.get_or_insert((flow.dst, flow.dport));
                     merge(&mut c.src, &o.src);
                     merge(&mut c.dst, &o.dst);
+                    self.note_node_socket(server, (flow.src, flow.sport), o);
                 } else if syn && ack {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
                         c.established = true;
@@ -190,7 +277,7 @@ impl Correlator {
                     }
                 }
             }
-            Detail::Drop { drop_reason, location, netns, culprit } => {
+            Detail::Drop { drop_reason, location, netns, culprit, .. } => {
                 let key = if self.connections.contains_key(&(flow.dst, flow.dport)) {
                     (flow.dst, flow.dport)
                 } else {
@@ -213,21 +300,34 @@ impl Correlator {
                     }
                 }
             }
-            Detail::IcmpError { meaning, quoted: Some(q), .. } => {
+            Detail::IcmpError { meaning, quoted: Some(q), icmp_type, .. } => {
+                let pmtu = matches!((flow.protocol, icmp_type), (Protocol::ICMP, 3) if *meaning == "fragmentation-needed")
+                    || (flow.protocol == Protocol::ICMPV6 && *icmp_type == 2);
+                // About the server's segment (server -> client) of a followed connection.
+                if !self.connections.contains_key(&(q.src, q.sport)) && self.connections.contains_key(&(q.dst, q.dport))
+                {
+                    if let Some(c) = self.existing((q.dst, q.dport), o) {
+                        c.pmtu_signal |= pmtu;
+                    }
+                    return;
+                }
                 let c = self.entry((q.src, q.sport), o);
                 c.server.get_or_insert((q.dst, q.dport));
                 c.icmp = Some(meaning);
+                c.pmtu_signal |= pmtu;
                 merge(&mut c.src, &o.src);
                 merge(&mut c.dst, &o.dst);
             }
             Detail::Socket { event, .. } => match *event {
+                // Before the SYN leaves (and before any SNAT): the socket's own addresses.
+                "connecting" => self.note_node_socket((flow.dst, flow.dport), (flow.src, flow.sport), o),
                 "established" => self.entry((flow.src, flow.sport), o).established = true,
                 "passive-established" => self.entry((flow.dst, flow.dport), o).established = true,
                 "rto" => self.entry((flow.src, flow.sport), o).rtos += 1,
                 "connect-failed" => self.entry((flow.src, flow.sport), o).failed = true,
                 _ => {}
             },
-            Detail::Tcp { event, socket, state, .. } => match (*event, *socket) {
+            Detail::Tcp { event, socket, state, segment, .. } => match (*event, *socket) {
                 ("send-reset", false) => {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
                         c.refused_by_application = true;
@@ -235,6 +335,16 @@ impl Correlator {
                 }
                 ("retransmit", true) if *state == "SYN_SENT" => {
                     self.entry((flow.src, flow.sport), o).syn_retransmits += 1
+                }
+                // After the handshake (data still unacknowledged, also once the sender closed its
+                // side). The socket's flow is local -> remote: the client's own, or the server's.
+                ("retransmit", true) if AFTER_HANDSHAKE.contains(state) => {
+                    let key = [(flow.src, flow.sport), (flow.dst, flow.dport)]
+                        .into_iter()
+                        .find(|k| self.connections.contains_key(k));
+                    if let Some(c) = key.and_then(|k| self.existing(k, o)) {
+                        c.note_retransmit(*segment);
+                    }
                 }
                 _ => {}
             },
@@ -247,6 +357,12 @@ impl Correlator {
         let c = self.connections.entry(client).or_insert_with(|| Connection::new(client, o.time));
         c.last_seen = c.last_seen.max(o.time);
         c.first_seen = c.first_seen.min(o.time);
+        // The node's interfaces its packets cross, with their MTUs (a few at most).
+        if let Some(mtu) = o.interface.as_ref().filter(|_| o.hook.is_tc()).and_then(|i| self.mtus.get(i)) {
+            if let Some(name) = o.interface.clone() {
+                c.path_mtus.insert(name, *mtu);
+            }
+        }
         c
     }
 

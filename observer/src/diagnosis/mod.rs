@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 pub use classify::classify;
-pub use correlate::{Connection, Correlator, Outcome};
+pub use correlate::{Connection, Correlator, IcmpDrop, Outcome, Stall, STALL_RETRANSMITS};
 
 /// Istio's requirements of the network beneath the mesh (../shared/ISTIO.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -57,6 +57,12 @@ pub enum Mechanism {
     Silent,
     /// No route (ICMP net/host unreachable, or a no-route drop).
     NoRoute,
+    /// Established, then the same segment retransmitted again and again (RTOs without
+    /// progress), no drop on this node: the path broke after the handshake.
+    Stalled,
+    /// A stall of large packets with no ICMP fragmentation-needed/packet-too-big back: a hop
+    /// with a smaller MTU drops them and its ICMP is filtered (`evidence.stall` has the MTUs).
+    PmtuBlackhole,
     /// The connection works (only for `discovery-gap`: the endpoint is unknown, not unreachable).
     Established,
 }
@@ -83,6 +89,10 @@ pub struct Party {
     pub service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub istio_port: Option<&'static str>,
+    /// (source) The address its packets carried after source NAT, when the connection was
+    /// followed across it (e.g. istio-cni's ambient probe address 169.254.7.127).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snat_ip: Option<IpAddr>,
 }
 
 /// What the events show.
@@ -100,12 +110,41 @@ pub struct Evidence {
     pub hook: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<&'static str>,
+    /// ICMP/ICMPv6 errors about this flow that the node dropped (`REASON at LOCATION netns N`):
+    /// e.g. an error freed with `QUEUE_PURGE` because the socket had already closed, or a
+    /// firewall dropping ICMP. Evidence only; distinct entries, at most a few.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub icmp_errors_dropped: Vec<String>,
+    /// For `stalled` / `pmtu-blackhole`: the retransmissions and the MTUs seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall: Option<StallEvidence>,
     /// Connection attempts (SYNs sent, retransmissions included) over all connections.
     pub attempts: u32,
     /// Distinct connections aggregated in this finding.
     pub connections: u32,
     pub first_seen: String,
     pub last_seen: String,
+}
+
+/// What a stalled connection showed (sizes in bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StallEvidence {
+    /// Retransmissions of the same segment without progress.
+    pub retransmits: u32,
+    /// Largest retransmitted packet on the wire (payload + IP + minimal TCP header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet_bytes: Option<u32>,
+    /// Its TCP payload, and the sender's MSS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mss: Option<u32>,
+    /// MTUs of this node's interfaces on the path (interface -> bytes).
+    pub path_mtus: std::collections::BTreeMap<String, u32>,
+    /// The packets are larger than one of those MTUs (else: full-size packets lost beyond the node).
+    pub exceeds_known_mtu: bool,
+    /// An ICMP fragmentation-needed / packet-too-big about the flow came back.
+    pub fragmentation_needed_seen: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

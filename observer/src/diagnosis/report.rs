@@ -25,6 +25,13 @@ pub fn aggregate(findings: Vec<Finding>) -> Vec<Finding> {
                 if f.evidence.last_seen > g.evidence.last_seen {
                     g.evidence.last_seen = f.evidence.last_seen.clone();
                 }
+                for line in f.evidence.icmp_errors_dropped {
+                    if !g.evidence.icmp_errors_dropped.contains(&line)
+                        && g.evidence.icmp_errors_dropped.len() < super::classify::MAX_ICMP_DROPS
+                    {
+                        g.evidence.icmp_errors_dropped.push(line);
+                    }
+                }
                 if f.culprit.as_ref().map(|c| c.confidence) > g.culprit.as_ref().map(|c| c.confidence) {
                     g.culprit = f.culprit;
                 }
@@ -125,6 +132,21 @@ pub fn text(report: &Report<'_>) -> String {
             }
             if let Some(i) = e.icmp {
                 facts.push(format!("ICMP {i}"));
+            }
+            if let Some(st) = &e.stall {
+                let mtus: Vec<String> = st.path_mtus.iter().map(|(i, m)| format!("{i} {m}")).collect();
+                facts.push(format!(
+                    "{} retransmissions of the same segment; largest packet {} bytes (payload {}, MSS {}); MTUs on this node's path: {}; fragmentation-needed seen: {}",
+                    st.retransmits,
+                    st.packet_bytes.map_or("?".into(), |b| b.to_string()),
+                    st.payload_bytes.map_or("?".into(), |b| b.to_string()),
+                    st.mss.map_or("?".into(), |b| b.to_string()),
+                    if mtus.is_empty() { "unknown".to_string() } else { mtus.join(", ") },
+                    if st.fragmentation_needed_seen { "yes" } else { "no" }
+                ));
+            }
+            for d in &e.icmp_errors_dropped {
+                facts.push(format!("ICMP error dropped on the node: {d}"));
             }
             out.push_str(&format!("      evidence: {}\n", facts.join("; ")));
             if let Some(c) = &f.culprit {

@@ -23,8 +23,12 @@ impl Scenario {
     }
 
     fn see(&mut self, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) {
+        self.see_proto(Protocol::TCP, hook, src, dst, detail);
+    }
+
+    fn see_proto(&mut self, protocol: Protocol, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) {
         self.t += 1;
-        let flow = Flow { protocol: Protocol(6), src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 };
+        let flow = Flow { protocol, src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 };
         let (s, d) = match &detail {
             Detail::IcmpError { quoted: Some(q), .. } => (q.src, (q.dst, q.dport)),
             _ => (flow.src, (flow.dst, flow.dport)),
@@ -57,7 +61,13 @@ fn packet(flags: &str) -> Detail {
 }
 
 fn dropped(reason: &str) -> Detail {
-    Detail::Drop { drop_reason: reason.into(), location: "nft_do_chain+0x3e8".into(), netns: 7, culprit: None }
+    Detail::Drop {
+        drop_reason: reason.into(),
+        location: "nft_do_chain+0x3e8".into(),
+        netns: 7,
+        culprit: None,
+        quoted: None,
+    }
 }
 
 fn socket(event: &'static str) -> Detail {
@@ -208,6 +218,7 @@ fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
             location: "nft_do_chain+0x3e8".into(),
             netns: 7,
             culprit: Some(std::sync::Arc::new(c)),
+            quoted: None,
         }
     };
     let mut s = Scenario::new();
@@ -226,4 +237,165 @@ fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
         ),
         "{text}"
     );
+}
+
+fn dropped_icmp(reason: &str, quoted: Option<Flow>) -> Detail {
+    Detail::Drop {
+        drop_reason: reason.into(),
+        location: "skb_queue_purge_reason+0x9c".into(),
+        netns: 7,
+        culprit: None,
+        quoted,
+    }
+}
+
+fn tcp(src: (&str, u16), dst: (&str, u16)) -> Flow {
+    Flow { protocol: Protocol::TCP, src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 }
+}
+
+#[test]
+fn icmp_drops_are_never_findings_of_their_own() {
+    let mut s = Scenario::new();
+    // A ping from the node to a pod, dropped by a firewall; a neighbour solicitation from the
+    // bridge dropped at multicast input; an ICMP error about a flow nobody followed.
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("10.244.1.1", 0), (PP, 0), dropped("NETFILTER_DROP"));
+    s.see_proto(
+        Protocol::ICMPV6,
+        Hook::KfreeSkb,
+        ("fd00:10:244:1::1", 0),
+        ("fd00:10:244:1::a", 0),
+        dropped("IPV6_NDISC_NS_OTHERHOST"),
+    );
+    let unknown = Some(tcp((PP, 41000), ("10.244.2.11", 9080)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (PP, 0), dropped_icmp("QUEUE_PURGE", unknown));
+    // UDP is no mesh connection either (DNS to a pod address).
+    s.see_proto(Protocol::UDP, Hook::KfreeSkb, (PP, 5353), ("10.244.2.11", 53), dropped("NETFILTER_DROP"));
+    assert!(s.correlator.is_empty(), "no connection made of them");
+    assert!(s.findings().is_empty(), "{:?}", s.findings());
+}
+
+#[test]
+fn a_dropped_icmp_error_is_evidence_on_the_connection_it_quotes() {
+    let mut s = Scenario::new();
+    let details = "10.244.2.11";
+    s.see(Hook::TcIngress, (PP, 40000), (details, 9080), packet("SYN"));
+    s.see(Hook::SockOps, (PP, 40000), (details, 9080), socket("rto"));
+    // The client's socket already closed: the late admin-prohibited error is freed unread.
+    let quoted = Some(tcp((PP, 40000), (details, 9080)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (PP, 0), dropped_icmp("QUEUE_PURGE", quoted));
+    // Also when it quotes the server's segment (server -> client).
+    let reverse = Some(tcp((details, 9080), (PP, 40000)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (details, 0), dropped_icmp("QUEUE_PURGE", reverse));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!((f.requirement, f.kind, f.mechanism), (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Silent));
+    assert_eq!((f.dst.port, f.culprit.as_ref()), (Some(9080), None), "the ICMP drop decides nothing");
+    assert_eq!(f.evidence.drop_reason, None);
+    assert_eq!(
+        f.evidence.icmp_errors_dropped,
+        vec!["ICMP QUEUE_PURGE at skb_queue_purge_reason+0x9c netns 7".to_string()]
+    );
+}
+
+fn retransmit(payload: u32, seq: u32, mss: u32) -> Detail {
+    Detail::Tcp {
+        event: "retransmit",
+        state: "ESTABLISHED",
+        socket: true,
+        netns: 7,
+        reason: 0,
+        segment: Some(crate::events::model::Segment { payload, seq, mss }),
+    }
+}
+
+/// productpage's proxy connects to istiod (handshake answered), then istiod's socket
+/// retransmits `payload`-byte segments of one sequence `times` times.
+fn stalled_xds(s: &mut Scenario, payload: u32, times: u32) {
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet("SYN"));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet("SYN|ACK"));
+    for _ in 0..times {
+        s.see(Hook::TcpRetransmit, (ISTIOD, 15012), (PP, 40000), retransmit(payload, 7_000, 1448));
+    }
+}
+
+#[test]
+fn full_size_segments_retransmitted_without_progress_are_a_pmtu_blackhole() {
+    let mut s = Scenario::new();
+    s.correlator.set_interface_mtus([("cni0".to_string(), 1500)].into());
+    stalled_xds(&mut s, 2896, STALL_RETRANSMITS);
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!(
+        (f.requirement, f.kind, f.mechanism),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::PmtuBlackhole)
+    );
+    assert_eq!((f.dst.port, f.dst.istio_port), (Some(15012), Some("xds-tls")));
+    let st = f.evidence.stall.as_ref().expect("stall evidence");
+    // A GSO skb of two segments: each packet carries one MSS.
+    assert_eq!((st.retransmits, st.payload_bytes, st.mss, st.packet_bytes), (3, Some(1448), Some(1448), Some(1488)));
+    assert_eq!(st.path_mtus, [("cni0".to_string(), 1500)].into());
+    assert!(!st.exceeds_known_mtu && !st.fragmentation_needed_seen);
+    assert!(f.remediation.contains("fragmentation-needed"), "{}", f.remediation);
+}
+
+#[test]
+fn packets_above_a_known_mtu_are_a_blackhole_even_when_not_full_size() {
+    let mut s = Scenario::new();
+    s.correlator.set_interface_mtus([("cni0".to_string(), 1000)].into());
+    stalled_xds(&mut s, 1200, STALL_RETRANSMITS + 1);
+    let f = s.findings();
+    assert_eq!(f[0].mechanism, Mechanism::PmtuBlackhole);
+    assert!(f[0].evidence.stall.as_ref().is_some_and(|st| st.exceeds_known_mtu && st.retransmits == 4));
+}
+
+#[test]
+fn small_segments_stalling_or_a_pmtu_signal_are_a_plain_stall_and_few_retransmits_nothing() {
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 120, STALL_RETRANSMITS);
+    assert_eq!(s.findings()[0].mechanism, Mechanism::Stalled);
+
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 1448, STALL_RETRANSMITS);
+    // The segment's fragmentation-needed came back (a PMTU signal): not a blackhole.
+    let quoted = Some(tcp((ISTIOD, 15012), (PP, 40000)));
+    s.see_proto(
+        Protocol::ICMP,
+        Hook::TcIngress,
+        ("172.31.2.1", 0),
+        (ISTIOD, 0),
+        Detail::IcmpError { icmp_type: 3, icmp_code: 4, meaning: "fragmentation-needed", quoted, mtu: 1400 },
+    );
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].mechanism, Mechanism::Stalled);
+    assert!(f[0].evidence.stall.as_ref().is_some_and(|st| st.fragmentation_needed_seen));
+
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 1448, STALL_RETRANSMITS - 1);
+    assert!(s.findings().is_empty(), "ordinary loss recovery is no finding");
+}
+
+#[test]
+fn a_node_socket_is_followed_across_the_ambient_probe_snat_and_the_block_is_r4() {
+    let mut s = Scenario::new();
+    let (node, details, snat) = ("172.31.1.2", "10.244.2.11", "169.254.7.127");
+    // kubelet's socket (node address), then its SYN after istio-cni's SNAT, dropped in the pod.
+    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket("connecting"));
+    s.see(Hook::TcEgress, (snat, 41000), (details, 9080), packet("SYN"));
+    s.see(Hook::KfreeSkb, (snat, 41000), (details, 9080), dropped("NETFILTER_DROP"));
+    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket("rto"));
+    // A pod that happens to use the same source port to the same server is its own connection.
+    s.see(Hook::TcEgress, (PP, 41000), (details, 9080), packet("SYN"));
+    s.see(Hook::TcIngress, (details, 9080), (PP, 41000), packet("SYN|ACK"));
+    assert_eq!(s.correlator.len(), 2, "kubelet's connection (one, across SNAT) and the pod's");
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!((f.requirement, f.kind, f.mechanism), (Requirement::R4, Kind::PolicyConflict, Mechanism::Dropped));
+    assert_eq!((f.src.ip, f.src.snat_ip), (Some(ip(node)), Some(ip(snat))));
+    assert_eq!((f.dst.pod.as_deref(), f.dst.port), (Some("bookinfo/details-v1-8d6f5c7b9-w4r8t"), Some(9080)));
+    assert_eq!(f.evidence.attempts, 2);
+    assert!(f.remediation.contains("169.254.7.127/32") && f.remediation.contains("port 9080"), "{}", f.remediation);
 }

@@ -8,4 +8,5 @@ pub mod flows;
 pub mod model;
 pub mod namer;
 pub mod names;
+pub mod quote;
 pub mod ringbuf;

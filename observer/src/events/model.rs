@@ -28,6 +28,16 @@ pub struct Flow {
 pub struct Protocol(pub u8);
 
 impl Protocol {
+    pub const TCP: Self = Self(PROTO_TCP);
+    pub const UDP: Self = Self(PROTO_UDP);
+    pub const ICMP: Self = Self(PROTO_ICMP);
+    pub const ICMPV6: Self = Self(PROTO_ICMPV6);
+
+    /// ICMP or ICMPv6: control messages, never a connection of their own.
+    pub fn is_icmp(self) -> bool {
+        self == Self::ICMP || self == Self::ICMPV6
+    }
+
     pub fn name(self) -> String {
         match self.0 {
             PROTO_TCP => "TCP".into(),
@@ -143,6 +153,9 @@ pub enum Detail {
         /// The netfilter rule that decided a `NETFILTER_DROP` (attached after the rulesets are read).
         #[serde(skip_serializing_if = "Option::is_none")]
         culprit: Option<std::sync::Arc<Culprit>>,
+        /// For a dropped ICMP/ICMPv6 error: the flow it is about (read from the captured packet).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quoted: Option<Flow>,
     },
     /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
     IcmpError { icmp_type: u8, icmp_code: u8, meaning: &'static str, quoted: Option<Flow>, mtu: u32 },
@@ -163,7 +176,37 @@ pub enum Detail {
     Socket { event: &'static str, retransmits: u32, socket_cookie: u64 },
     /// A segment retransmitted, or a RST sent by the local TCP stack (`socket` false: no socket
     /// matched, e.g. a closed port).
-    Tcp { event: &'static str, state: &'static str, socket: bool, netns: u32, reason: u32 },
+    Tcp {
+        event: &'static str,
+        state: &'static str,
+        socket: bool,
+        netns: u32,
+        reason: u32,
+        /// For a retransmission: what was sent again (when the kernel's BTF allowed reading it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        segment: Option<Segment>,
+    },
+}
+
+/// A retransmitted TCP skb: its payload, first sequence number, and the sender's MSS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// Payload bytes of the skb (may span several segments of `mss` bytes).
+    pub payload: u32,
+    pub seq: u32,
+    /// The sender's MSS at the time (0 if unknown).
+    pub mss: u32,
+}
+
+impl Segment {
+    /// Payload bytes of the largest packet the retransmission puts on the wire.
+    pub fn largest_packet_payload(self) -> u32 {
+        if self.mss == 0 {
+            self.payload
+        } else {
+            self.payload.min(self.mss)
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

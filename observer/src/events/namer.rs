@@ -22,7 +22,7 @@ use crate::{
 use super::{
     cgroups::{pod_of, CgroupNames},
     clock::MonotonicClock,
-    model::{Detail, Flow, Hook, Observation, Process},
+    model::{Detail, Flow, Hook, Observation, Process, Protocol, Segment},
     names::{icmp_meaning, tcp_flags, tcp_state_name},
 };
 
@@ -204,6 +204,11 @@ impl Namer<'_> {
                     socket: t.has_socket != 0,
                     netns: t.netns_ino,
                     reason: t.reason,
+                    segment: (t.kind != TCP_EVENT_SEND_RESET && t.seg_len > 0).then_some(Segment {
+                        payload: t.seg_len,
+                        seq: t.seq,
+                        mss: t.mss,
+                    }),
                 },
             },
             Event::Drop(d) => Observation {
@@ -222,6 +227,9 @@ impl Namer<'_> {
                     location: self.kallsyms.symbolize(d.location),
                     netns: d.netns_ino,
                     culprit: None,
+                    quoted: (d.flow_valid != 0 && Protocol(d.flow.protocol).is_icmp())
+                        .then(|| d.packet.get(..usize::from(d.packet_len)).and_then(super::quote::quoted_flow))
+                        .flatten(),
                 },
             },
         }
@@ -289,7 +297,8 @@ mod tests {
                 drop_reason: "NETFILTER_DROP".into(),
                 location: "nf_hook_slow+0x10".into(),
                 netns: 78,
-                culprit: None
+                culprit: None,
+                quoted: None
             }
         );
     }

@@ -43,6 +43,22 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetsError> {
         sk_v6_daddr: sized(btf, "sock", "__sk_common.skc_v6_daddr", 16)?,
         reason_consumed,
         valid: 1,
+        // Optional (segment sizes of retransmissions): a kernel without them still loads.
+        skb_len: optional(sized(btf, "sk_buff", "len", 4)),
+        skb_tcp_seq: optional(
+            btf.member("sk_buff", "cb")
+                .and_then(|cb| btf.member("tcp_skb_cb", "seq").map(|seq| cb.offset + seq.offset))
+                .map_err(OffsetsError::from),
+        ),
+        tcp_mss_cache: optional(sized(btf, "tcp_sock", "mss_cache", 4)),
+    })
+}
+
+/// The offset, or `u32::MAX` ("not available": the kernel side skips the read) with a warning.
+fn optional(found: Result<u32, OffsetsError>) -> u32 {
+    found.unwrap_or_else(|err| {
+        tracing::warn!("{err}: retransmitted segment sizes will be missing");
+        u32::MAX
     })
 }
 

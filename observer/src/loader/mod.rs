@@ -6,6 +6,7 @@ pub mod filter;
 pub mod netlink;
 pub mod netns;
 pub mod node_watch;
+pub mod pod_scope;
 pub mod preflight;
 pub mod programs;
 

@@ -27,6 +27,7 @@ const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
@@ -52,6 +53,8 @@ pub struct Link {
     pub peer_index: Option<u32>,
     /// For a link whose peer lives in another namespace: that namespace's id here.
     pub link_netnsid: Option<i32>,
+    /// The interface's MTU (IFLA_MTU), in bytes.
+    pub mtu: Option<u32>,
 }
 
 /// A change reported by the link monitor.
@@ -391,12 +394,14 @@ pub fn parse_link(payload: &[u8]) -> Option<Link> {
         kind: None,
         peer_index: None,
         link_netnsid: None,
+        mtu: None,
     };
     let u32_of = |v: &[u8]| v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
     for (kind, value) in attrs(payload.get(IFINFOMSG_LEN..)?) {
         match kind {
             IFLA_IFNAME => link.name = String::from_utf8_lossy(value).trim_end_matches('\0').to_string(),
             IFLA_LINK => link.peer_index = u32_of(value),
+            IFLA_MTU => link.mtu = u32_of(value),
             IFLA_LINK_NETNSID => link.link_netnsid = u32_of(value).map(|v| v as i32),
             IFLA_LINKINFO => {
                 link.kind = attrs(value)
@@ -435,7 +440,8 @@ mod tests {
                 name: "veth1a2b3c4d".into(),
                 kind: Some("veth".into()),
                 peer_index: Some(2),
-                link_netnsid: Some(3)
+                link_netnsid: Some(3),
+                mtu: None
             }
         );
     }

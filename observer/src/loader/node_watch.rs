@@ -1,9 +1,10 @@
 //! Following the watched node namespace: interfaces that appear (new pod veths get the
 //! classifiers without a restart) and the pod namespaces behind its veths (whose drops are in
-//! scope, like the node's own).
+//! scope, like the node's own). Which of those namespaces are pods' is decided by
+//! [`super::pod_scope`] from what they hold, not from the node's routes.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     fs::File,
     os::{fd::AsFd, unix::fs::MetadataExt},
     path::PathBuf,
@@ -16,6 +17,7 @@ use super::{
     attach::{attach_interface_here, AttachError},
     netlink::{Link, LinkChange, RouteSocket},
     netns::{NetnsError, NetnsTarget},
+    pod_scope::{is_pod_namespace, usable, PeerNamespace, PodAddresses},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub struct NodeWatch {
     /// Inodes of the watched namespace and of the pod namespaces behind its veths, with a path
     /// to enter each.
     scope: BTreeMap<u32, PathBuf>,
+    /// Pod addresses and CIDRs known from the inventory (empty: the fallback rules).
+    known: PodAddresses,
 }
 
 impl NodeWatch {
@@ -43,9 +47,30 @@ impl NodeWatch {
             netns.run_inside(|| Ok::<_, std::io::Error>((RouteSocket::open()?, RouteSocket::link_monitor()?)))?;
         let (requests, monitor) =
             sockets.map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
-        let mut watch = Self { requests, monitor, scope: BTreeMap::new() };
+        let mut watch = Self { requests, monitor, scope: BTreeMap::new(), known: PodAddresses::default() };
         watch.refresh_scope(netns);
         Ok(watch)
+    }
+
+    /// Decides pod namespaces by the inventory's pod addresses and CIDRs from now on, and
+    /// recomputes the scope.
+    pub fn use_pod_addresses(&mut self, known: PodAddresses, netns: &NetnsTarget) {
+        if known != self.known {
+            self.known = known;
+            self.refresh_scope(netns);
+        }
+    }
+
+    /// MTUs of the watched namespace's interfaces (name -> bytes), read via rtnetlink; empty
+    /// (with a warning) when they cannot be listed.
+    pub fn interface_mtus(&mut self) -> std::collections::HashMap<String, u32> {
+        match self.requests.links() {
+            Ok(links) => links.into_iter().filter_map(|l| l.mtu.map(|m| (l.name, m))).collect(),
+            Err(err) => {
+                warn!("listing links for their MTUs: {err}; PMTU findings will name no MTU");
+                Default::default()
+            }
+        }
     }
 
     /// Whether a drop in namespace `inode` belongs to this node.
@@ -67,7 +92,7 @@ impl NodeWatch {
 
     /// Recomputes the pod namespaces: every namespace on the machine (named ones and those of
     /// running processes) whose id, as the watched namespace sees it, is the peer namespace of
-    /// one of its veths, the uplink's excepted.
+    /// one of its veths, and that [`is_pod_namespace`] judges a pod's by what it holds.
     pub fn refresh_scope(&mut self, netns: &NetnsTarget) {
         let links = match self.requests.links() {
             Ok(links) => links,
@@ -76,11 +101,14 @@ impl NodeWatch {
                 Vec::new()
             }
         };
-        // The uplink (the interface of the default route) may be a veth too (a VM, a lab, a
-        // kind node): what lies behind it is the network, not this node's pods.
+        // Only a hint for the fallback (no inventory): what lies behind the default route's
+        // interface is the network. With an inventory, addresses decide.
         let uplinks = self.requests.default_route_interfaces().unwrap_or_default();
-        let peer_ids: BTreeSet<i32> =
-            links.iter().filter(|l| !uplinks.contains(&l.index)).filter_map(|l| l.link_netnsid).collect();
+        let peer_ids: BTreeMap<i32, bool> =
+            links.iter().filter_map(|l| l.link_netnsid.map(|id| (id, l))).fold(BTreeMap::new(), |mut ids, (id, l)| {
+                *ids.entry(id).or_insert(false) |= uplinks.contains(&l.index);
+                ids
+            });
         let mut scope = BTreeMap::from([(netns.inode as u32, netns.path().to_path_buf())]);
         if !peer_ids.is_empty() {
             for (inode, path) in candidate_namespaces() {
@@ -88,12 +116,23 @@ impl NodeWatch {
                     continue;
                 }
                 let Ok(file) = File::open(&path) else { continue };
-                match self.requests.nsid_of(file.as_fd()) {
-                    Ok(Some(id)) if peer_ids.contains(&id) => {
-                        scope.insert(inode as u32, path);
+                let behind_default_route = match self.requests.nsid_of(file.as_fd()) {
+                    Ok(Some(id)) => match peer_ids.get(&id) {
+                        Some(behind) => *behind,
+                        None => continue,
+                    },
+                    Ok(None) => continue,
+                    Err(err) => {
+                        debug!(path = %path.display(), "nsid: {err}");
+                        continue;
                     }
-                    Ok(_) => {}
-                    Err(err) => debug!(path = %path.display(), "nsid: {err}"),
+                };
+                let Some(mut peer) = read_peer(&path) else { continue };
+                peer.behind_default_route = behind_default_route;
+                if is_pod_namespace(&self.known, &peer) {
+                    scope.insert(inode as u32, path);
+                } else {
+                    debug!(path = %path.display(), addresses = ?peer.addresses, "behind a veth, not a pod namespace");
                 }
             }
         }
@@ -134,6 +173,33 @@ impl NodeWatch {
             self.refresh_scope(netns);
         }
         Ok(changed)
+    }
+}
+
+/// Addresses and forwarding of the namespace at `path` (entered on this thread), or None when
+/// it cannot be read.
+fn read_peer(path: &std::path::Path) -> Option<PeerNamespace> {
+    let target = NetnsTarget::resolve(path.to_str()).ok()?;
+    let read = target.run_inside(|| {
+        let addresses = RouteSocket::open().and_then(|mut r| r.addresses());
+        // Net sysctls are those of the reading thread's namespace.
+        let on = |key: &str| std::fs::read_to_string(key).is_ok_and(|v| v.trim() != "0");
+        (addresses, on("/proc/sys/net/ipv4/ip_forward") || on("/proc/sys/net/ipv6/conf/all/forwarding"))
+    });
+    match read {
+        Ok((Ok(addresses), forwards)) => Some(PeerNamespace {
+            addresses: addresses.into_iter().map(|(_, ip)| ip).filter(|ip| usable(*ip)).collect(),
+            forwards,
+            behind_default_route: false,
+        }),
+        Ok((Err(err), _)) => {
+            debug!(path = %path.display(), "addresses: {err}");
+            None
+        }
+        Err(err) => {
+            debug!(path = %path.display(), "{err}");
+            None
+        }
     }
 }
 

@@ -185,7 +185,7 @@ mod tests {
     }
 
     fn drop(reason: &str) -> Detail {
-        Detail::Drop { drop_reason: reason.into(), location: "x".into(), netns: 1, culprit: None }
+        Detail::Drop { drop_reason: reason.into(), location: "x".into(), netns: 1, culprit: None, quoted: None }
     }
 
     fn args<'a>(pods: &'a [String], namespaces: &'a [String], ips: &'a [IpAddr], ports: &'a [u16]) -> FilterArgs<'a> {

@@ -22,7 +22,7 @@ pub fn text_line(o: &Observation) -> String {
     let flow = o.flow.map_or_else(|| "(headers unreadable)".to_string(), |f| f.to_string());
     let what = match &o.detail {
         Detail::Packet { tcp_flags, .. } => tcp_flags.clone(),
-        Detail::Drop { drop_reason, location, netns, culprit } => match culprit {
+        Detail::Drop { drop_reason, location, netns, culprit, .. } => match culprit {
             Some(culprit) => format!("DROP {drop_reason} at {location} netns {netns} by {}", culprit.summary()),
             None => format!("DROP {drop_reason} at {location} netns {netns}"),
         },
@@ -209,8 +209,13 @@ mod tests {
         let mut summary = Summary::default();
         summary.add(&syn());
         let mut drop = syn();
-        drop.detail =
-            Detail::Drop { drop_reason: "NETFILTER_DROP".into(), location: "x".into(), netns: 1, culprit: None };
+        drop.detail = Detail::Drop {
+            drop_reason: "NETFILTER_DROP".into(),
+            location: "x".into(),
+            netns: 1,
+            culprit: None,
+            quoted: None,
+        };
         summary.add(&drop);
         assert_eq!(
             summary.line(2, 7, 0),

@@ -4,7 +4,10 @@
 //! and mesh workloads -> the endpoints of the mesh's services. Only flows with an end on this
 //! node are this node's business.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use serde::Serialize;
 
@@ -69,9 +72,24 @@ pub struct RequiredFlow {
 pub const AMBIENT_PROBE_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(169, 254, 7, 127));
 
 /// Every required flow with an end on `node`; `node_ips` are the node's own addresses, one
-/// per family, used as the source of node-originated flows.
+/// per family, used as the source of node-originated flows. Pods are on the node by their
+/// `spec.nodeName` only; see [`required_flows_on`] for pods found behind the node.
 pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<RequiredFlow> {
-    let on_node = |p: &Pod| p.node.as_deref() == Some(node) && !p.host_network;
+    required_flows_on(inv, node, node_ips, &BTreeSet::new())
+}
+
+/// [`required_flows`], where a pod is also on this node when one of its addresses is in
+/// `local_pod_ips`: the addresses found in the pod namespaces behind the node's veths, however
+/// they hang off it (a bridge, routed `cali*` veths with /32 routes, ...). The node's own view
+/// wins over an inventory whose `spec.nodeName` differs from the name given to the observer.
+pub fn required_flows_on(
+    inv: &Inventory,
+    node: &str,
+    node_ips: &[IpAddr],
+    local_pod_ips: &BTreeSet<IpAddr>,
+) -> Vec<RequiredFlow> {
+    let here = Here { node, local_pod_ips };
+    let on_node = |p: &Pod| here.node_of(p).as_deref() == Some(node) && !p.host_network;
     let pods: Vec<&Pod> = inv.pods.iter().filter(|p| !p.host_network && !p.ips.is_empty()).collect();
     let istiods: Vec<&Pod> = pods.iter().copied().filter(|p| p.role == Role::Istiod).collect();
     let istiod_service = |ip: IpAddr| inv.services_of_endpoint(ip).next().map(|s| s.key());
@@ -94,8 +112,8 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
                 add(
                     Requirement::R5,
                     "xDS and certificates (proxy -> istiod)",
-                    pod_source(client, s),
-                    pod_dest(istiod, d, 15012, istiod_service(d), Component::Istiod),
+                    here.pod_source(client, s),
+                    here.pod_dest(istiod, d, 15012, istiod_service(d), Component::Istiod),
                 );
             }
         }
@@ -107,7 +125,7 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
         let api_pod = inv.pod_by_ip(endpoint);
         let api_port = apiserver.and_then(|s| s.ports.first()).map_or(443, |p| p.target_port.unwrap_or(p.port));
         let api_source = match api_pod {
-            Some(p) => pod_source(p, endpoint),
+            Some(p) => here.pod_source(p, endpoint),
             None if node_ips.contains(&endpoint) => {
                 Source { ip: endpoint, kind: SourceKind::Node, pod: None, workload: None, node: Some(node.to_string()) }
             }
@@ -119,19 +137,19 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
                     Requirement::R5,
                     "admission webhook (API server -> istiod)",
                     api_source.clone(),
-                    pod_dest(istiod, ip, 15017, istiod_service(ip), Component::Istiod),
+                    here.pod_dest(istiod, ip, 15017, istiod_service(ip), Component::Istiod),
                 );
                 add(
                     Requirement::R2,
                     "istiod -> API server",
-                    pod_source(istiod, ip),
+                    here.pod_source(istiod, ip),
                     Destination {
                         ip: endpoint,
                         port: api_port,
                         pod: api_pod.map(Pod::key),
                         service: apiserver.map(|s| s.key()),
                         istio_port: None,
-                        node: api_pod.and_then(|p| p.node.clone()),
+                        node: api_pod.and_then(|p| here.node_of(p)),
                     },
                 );
             }
@@ -150,7 +168,7 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
                             Requirement::R5,
                             "kubelet health probe",
                             node_source(node, node_ip),
-                            pod_dest(pod, ip, 15021, None, Component::Sidecar),
+                            here.pod_dest(pod, ip, 15021, None, Component::Sidecar),
                         );
                     }
                     for port in [15020, 15090] {
@@ -160,7 +178,7 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
                                     Requirement::R5,
                                     "metrics scrape",
                                     node_source(node, node_ip),
-                                    pod_dest(pod, ip, port, None, Component::Sidecar),
+                                    here.pod_dest(pod, ip, port, None, Component::Sidecar),
                                 );
                             }
                         }
@@ -169,8 +187,8 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
                                 add(
                                     Requirement::R5,
                                     "metrics scrape",
-                                    pod_source(scraper, s),
-                                    pod_dest(pod, d, port, None, Component::Sidecar),
+                                    here.pod_source(scraper, s),
+                                    here.pod_dest(pod, d, port, None, Component::Sidecar),
                                 );
                             }
                         }
@@ -182,7 +200,7 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
                             Requirement::R5,
                             "kubelet probe of an ambient pod (from 169.254.7.127)",
                             node_source(node, AMBIENT_PROBE_SOURCE),
-                            pod_dest(pod, ip, port, None, Component::Ztunnel),
+                            here.pod_dest(pod, ip, port, None, Component::Ztunnel),
                         );
                     }
                 }
@@ -201,8 +219,8 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
                     add(
                         Requirement::R5,
                         "HBONE (ambient pod -> ambient pod)",
-                        pod_source(a, s),
-                        pod_dest(b, d, 15008, None, Component::Ztunnel),
+                        here.pod_source(a, s),
+                        here.pod_dest(b, d, 15008, None, Component::Ztunnel),
                     );
                 }
             }
@@ -222,9 +240,9 @@ pub fn required_flows(inv: &Inventory, node: &str, node_ips: &[IpAddr]) -> Vec<R
             for port in service.ports.iter().filter_map(|p| p.target_port) {
                 for src in workloads.iter().filter(|w| w.key() != dst_pod.key()) {
                     for &s in src.ips.iter().filter(|s| s.is_ipv4() == endpoint.is_ipv4()) {
-                        let mut dst = pod_dest(dst_pod, endpoint, port, Some(service.key()), Component::Sidecar);
+                        let mut dst = here.pod_dest(dst_pod, endpoint, port, Some(service.key()), Component::Sidecar);
                         dst.istio_port = None;
-                        add(Requirement::R3, "mesh workload -> service endpoint", pod_source(src, s), dst);
+                        add(Requirement::R3, "mesh workload -> service endpoint", here.pod_source(src, s), dst);
                     }
                 }
             }
@@ -248,29 +266,58 @@ fn pairs<'a>(a: &'a Pod, b: &'a Pod) -> impl Iterator<Item = (IpAddr, IpAddr)> +
     a.ips.iter().flat_map(move |s| b.ips.iter().filter(move |d| d.is_ipv4() == s.is_ipv4()).map(move |d| (*s, *d)))
 }
 
-fn pod_source(pod: &Pod, ip: IpAddr) -> Source {
-    Source {
-        ip,
-        kind: SourceKind::Pod,
-        pod: Some(pod.key()),
-        workload: Some(pod.workload.clone()),
-        node: pod.node.clone(),
+/// The node name the inventory gives the pods found behind this node (the most common
+/// `spec.nodeName` among them), for when the observer is not told its node's name.
+pub fn node_name_of(inv: &Inventory, local_pod_ips: &BTreeSet<IpAddr>) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for pod in inv.pods.iter().filter(|p| !p.host_network && p.ips.iter().any(|ip| local_pod_ips.contains(ip))) {
+        if let Some(node) = pod.node.as_deref() {
+            *counts.entry(node).or_default() += 1;
+        }
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(node, _)| node.to_string())
+}
+
+/// This node: its name and the pod addresses found behind it.
+struct Here<'a> {
+    node: &'a str,
+    local_pod_ips: &'a BTreeSet<IpAddr>,
+}
+
+impl Here<'_> {
+    /// The node `pod` runs on: this one when its address is behind this node, else its
+    /// `spec.nodeName`.
+    fn node_of(&self, pod: &Pod) -> Option<String> {
+        if !pod.host_network && pod.ips.iter().any(|ip| self.local_pod_ips.contains(ip)) {
+            return Some(self.node.to_string());
+        }
+        pod.node.clone()
+    }
+
+    fn pod_source(&self, pod: &Pod, ip: IpAddr) -> Source {
+        Source {
+            ip,
+            kind: SourceKind::Pod,
+            pod: Some(pod.key()),
+            workload: Some(pod.workload.clone()),
+            node: self.node_of(pod),
+        }
+    }
+
+    fn pod_dest(&self, pod: &Pod, ip: IpAddr, port: u16, service: Option<String>, component: Component) -> Destination {
+        Destination {
+            ip,
+            port,
+            pod: Some(pod.key()),
+            service,
+            istio_port: port_name(component, port),
+            node: self.node_of(pod),
+        }
     }
 }
 
 fn node_source(node: &str, ip: IpAddr) -> Source {
     Source { ip, kind: SourceKind::Node, pod: None, workload: None, node: Some(node.to_string()) }
-}
-
-fn pod_dest(pod: &Pod, ip: IpAddr, port: u16, service: Option<String>, component: Component) -> Destination {
-    Destination {
-        ip,
-        port,
-        pod: Some(pod.key()),
-        service,
-        istio_port: port_name(component, port),
-        node: pod.node.clone(),
-    }
 }
 
 /// Numeric target ports of the services `ip` backs (an ambient pod's probe ports, as far as
@@ -281,4 +328,31 @@ fn service_ports_of(inv: &Inventory, ip: IpAddr) -> Vec<u16> {
     ports.sort_unstable();
     ports.dedup();
     ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = include_str!("../../tests/fixtures/lab-inventory.json");
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn pods_found_behind_the_node_are_its_pods_whatever_name_the_observer_was_given() {
+        let inv = Inventory::from_json(LAB).expect("inventory");
+        let local: BTreeSet<IpAddr> = ["10.244.1.10", "10.244.1.11"].iter().map(|s| ip(s)).collect();
+        assert_eq!(node_name_of(&inv, &local).as_deref(), Some("node-a"));
+        // By name alone, "worker-7" has no pods; by what hangs off it, it runs productpage and
+        // reviews: their xDS flows to istiod are required.
+        assert!(required_flows(&inv, "worker-7", &[ip("172.31.1.2")]).is_empty());
+        let flows = required_flows_on(&inv, "worker-7", &[ip("172.31.1.2")], &local);
+        let xds: Vec<_> = flows.iter().filter(|f| f.dst.port == 15012 && f.src.ip.is_ipv4()).collect();
+        assert_eq!(xds.len(), 2, "{xds:#?}");
+        assert!(xds.iter().all(|f| f.src.node.as_deref() == Some("worker-7") && f.dst.ip == ip("10.244.2.10")));
+        assert!(flows.iter().any(|f| f.dst.port == 15021 && f.dst.ip == ip("10.244.1.10")), "kubelet probes too");
+        assert_eq!(node_name_of(&inv, &BTreeSet::new()), None);
+    }
 }

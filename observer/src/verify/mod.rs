@@ -20,7 +20,7 @@ use crate::{
     stop::StopToken,
     trace::load_inventory,
 };
-use matrix::{required_flows, SourceKind, AMBIENT_PROBE_SOURCE};
+use matrix::{node_name_of, required_flows_on, SourceKind, AMBIENT_PROBE_SOURCE};
 use paths::{NodePaths, Status};
 use probe::{handshake, ProbeResult};
 use report::{Check, VerifyReport};
@@ -31,12 +31,19 @@ use report::{Check, VerifyReport};
 pub fn run(args: &VerifyArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let inventory = load_inventory(&args.node.inventory)?;
     let netns = NetnsTarget::resolve(args.node.netns.as_deref())?;
-    let node = args.node.node_name.clone().unwrap_or_else(|| netns.name.clone());
-    if !inventory.pods.iter().any(|p| p.node.as_deref() == Some(node.as_str())) {
+    let netns_name = netns.name.clone();
+    let mut paths = NodePaths::discover(netns, &inventory)?;
+    let local_pods = paths.local_pod_ips();
+    // Without --node-name: the node the inventory places the pods found behind this node on.
+    let node = args.node.node_name.clone().or_else(|| node_name_of(&inventory, &local_pods)).unwrap_or(netns_name);
+    if !inventory
+        .pods
+        .iter()
+        .any(|p| p.node.as_deref() == Some(node.as_str()) || p.ips.iter().any(|ip| local_pods.contains(ip)))
+    {
         warn!("no pod of the inventory runs on node `{node}`: is --node-name right? Only flows from this node are checked");
     }
-    let mut paths = NodePaths::discover(netns)?;
-    let flows = required_flows(&inventory, &node, &paths.node_ips);
+    let flows = required_flows_on(&inventory, &node, &paths.node_ips, &local_pods);
     info!(flows = flows.len(), node = %node, "required flows");
     let mut checks = Vec::with_capacity(flows.len());
     for flow in flows {

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use super::matrix::{RequiredFlow, SourceKind};
 use crate::{
-    loader::{netlink::RouteSocket, node_watch::NodeWatch, NetnsTarget},
+    inventory::Inventory,
+    loader::{netlink::RouteSocket, node_watch::NodeWatch, pod_scope::PodAddresses, NetnsTarget},
     netfilter::{
         culprit::resolve,
         eval::{evaluate, Packet},
@@ -57,8 +58,11 @@ pub struct NodePaths {
 }
 
 impl NodePaths {
-    pub fn discover(node: NetnsTarget) -> anyhow::Result<Self> {
-        let watch = NodeWatch::new(&node)?;
+    /// Finds the node's pod namespaces (by the inventory's pod addresses, see
+    /// [`crate::loader::pod_scope`]) and the node's own addresses.
+    pub fn discover(node: NetnsTarget, inventory: &Inventory) -> anyhow::Result<Self> {
+        let mut watch = NodeWatch::new(&node)?;
+        watch.use_pod_addresses(PodAddresses::from_inventory(inventory), &node);
         let mut pods = BTreeMap::new();
         for (inode, path) in watch.scope() {
             if u64::from(*inode) == node.inode {
@@ -77,6 +81,11 @@ impl NodePaths {
             Ok(all.into_iter().map(|(_, ip)| ip).collect())
         })??;
         Ok(Self { node, pods, node_ips, namespaces: HashMap::new() })
+    }
+
+    /// The addresses of the pods behind this node (however they hang off it).
+    pub fn local_pod_ips(&self) -> std::collections::BTreeSet<IpAddr> {
+        self.pods.keys().copied().collect()
     }
 
     /// Whether `ip` is a pod of this node (its namespace is behind one of the node's veths).

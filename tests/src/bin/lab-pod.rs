@@ -30,8 +30,10 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("serve") if args.len() >= 3 => serve(&args[1], &args[2..]),
         Some("proxy") if args.len() == 2 => proxy(&args[1]),
-        Some("connect") if args.len() >= 2 => connect(&args[1], args.get(2).map(String::as_str)),
-        _ => Err("usage: lab-pod serve NAME PORT... | proxy NAME | connect IP:PORT [TIMEOUT_MS]".into()),
+        Some("connect") if args.len() >= 2 => {
+            connect(&args[1], args.get(2).map(String::as_str), args.get(3).map(String::as_str))
+        }
+        _ => Err("usage: lab-pod serve NAME PORT... | proxy NAME | connect IP:PORT [TIMEOUT_MS [bulk:BYTES]]".into()),
     };
     if let Err(err) = result {
         eprintln!("lab-pod: {err}");
@@ -80,10 +82,18 @@ fn accept_loop(listener: TcpListener, handle: impl Fn(TcpStream) + Send + Sync +
     }
 }
 
+/// Largest reply a `bulk N` request gets.
+const MAX_BULK: usize = 1 << 20;
+
 fn answer(mut stream: TcpStream, name: &str, port: u16) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 1024];
-    let _ = stream.read(&mut buf);
+    let n = stream.read(&mut buf).unwrap_or(0);
+    // `bulk N`: N bytes first (large segments, like a TLS certificate chain or an xDS push).
+    let request = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
+    if let Some(bytes) = request.trim().strip_prefix("bulk ").and_then(|b| b.parse::<usize>().ok()) {
+        let _ = stream.write_all(&vec![b'x'; bytes.min(MAX_BULK)]);
+    }
     let _ = writeln!(stream, "{name}:{port} ok");
     let _ = stream.shutdown(Shutdown::Write);
 }
@@ -147,7 +157,11 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddrV4> {
     (rc == 0).then(|| SocketAddrV4::new(u32::from_be(addr.sin_addr.s_addr).into(), u16::from_be(addr.sin_port)))
 }
 
-fn connect(target: &str, timeout_ms: Option<&str>) -> Result<(), String> {
+fn connect(target: &str, timeout_ms: Option<&str>, request: Option<&str>) -> Result<(), String> {
+    let message = match request.and_then(|r| r.strip_prefix("bulk:")) {
+        Some(bytes) => format!("bulk {}\n", bytes.parse::<usize>().map_err(|e| format!("bad bulk size: {e}"))?),
+        None => "hello from the lab\n".to_string(),
+    };
     let addr: SocketAddr = target.parse().map_err(|e| format!("bad target {target}: {e}"))?;
     let timeout =
         Duration::from_millis(timeout_ms.map_or(Ok(2000), str::parse).map_err(|e| format!("bad timeout: {e}"))?);
@@ -162,9 +176,13 @@ fn connect(target: &str, timeout_ms: Option<&str>) -> Result<(), String> {
             let mut stream = stream;
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(timeout));
-            let _ = stream.write_all(b"hello from the lab\n");
+            let _ = stream.write_all(message.as_bytes());
             let mut reply = String::new();
             let (result, reply) = match stream.read_to_string(&mut reply) {
+                // A bulk reply is summed up: its last line and its size.
+                Ok(_) if reply.len() > 256 => {
+                    ("ok", format!("{} ({} bytes)", reply.trim().rsplit('\n').next().unwrap_or_default(), reply.len()))
+                }
                 Ok(_) if !reply.is_empty() => ("ok", reply.trim().to_string()),
                 Ok(_) => ("closed", String::new()),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => ("reset", String::new()),

@@ -15,7 +15,7 @@ use super::{
     inventory::{container_ids, inventory},
     processes::{run_bounded, spawn_ready, Placement},
     sidecar::{istio_iptables_rules, kube_proxy_rules, PROXY_UID},
-    spec::{LabSpec, NodeSpec, PodSpec},
+    spec::{LabSpec, NodeSpec, PodAttachment, PodSpec},
     state::LabState,
     ConnectOutcome, LabError, Tools, LAB_PREFIX,
 };
@@ -31,6 +31,10 @@ pub struct Lab {
     cgroup: PathBuf,
     persisted: bool,
 }
+
+mod topology;
+
+use topology::lab_dir;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -54,7 +58,7 @@ impl Lab {
             });
         }
         let name = unique_name();
-        let dir = std::env::temp_dir().join(&name);
+        let dir = lab_dir(&name);
         let cgroup = cgroup2_root()?.join(format!("{name}.slice"));
         let mut lab = Lab {
             state: LabState { name: name.clone(), dir: dir.clone(), ..LabState::default() },
@@ -66,6 +70,7 @@ impl Lab {
             persisted: false,
         };
         std::fs::create_dir_all(&dir).map_err(LabError::io(format!("creating {}", dir.display())))?;
+        lab.install_helpers()?;
         lab.build()?;
         Ok(lab)
     }
@@ -79,6 +84,13 @@ impl Lab {
         }
         for pod in self.spec.pods.clone() {
             self.build_pod(&pod)?;
+        }
+        for node in self.spec.nodes.clone() {
+            let kubelet = self.kubelet_cgroup(&node.name);
+            self.mkdir_cgroup(&kubelet)?;
+            if node.ambient_probe_snat {
+                self.install_probe_snat(&node)?;
+            }
         }
         let inv = serde_json::to_string_pretty(&inventory(&self.name, &self.spec)).unwrap_or_default();
         let path = self.inventory_path();
@@ -95,11 +107,19 @@ impl Lab {
             "ip",
             &["-n", router, "link", "add", &router_if, "type", "veth", "peer", "name", "eth0", "netns", &ns],
         )?;
+        if let Some(mtu) = node.underlay_mtu {
+            let mtu = mtu.to_string();
+            cmd::run("ip", &["-n", router, "link", "set", &router_if, "mtu", &mtu])?;
+            cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "mtu", &mtu])?;
+        }
         cmd::run("ip", &["-n", router, "addr", "add", &format!("{}/24", node.router_ip), "dev", &router_if])?;
         cmd::run("ip", &["-n", router, "link", "set", &router_if, "up"])?;
         cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/24", node.uplink_ip), "dev", "eth0"])?;
         cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-        cmd::run("ip", &["-n", &ns, "route", "add", "default", "via", &node.router_ip.to_string()])?;
+        let (v4_routes, v6_routes) = self.uplink_destinations(node);
+        for dst in &v4_routes {
+            cmd::run("ip", &["-n", &ns, "route", "add", dst, "via", &node.router_ip.to_string()])?;
+        }
         cmd::run("ip", &["-n", router, "route", "add", &node.pod_cidr_string(), "via", &node.uplink_ip.to_string()])?;
         if let (Some(up6), Some(rt6), Some((net6, len6))) = (node.uplink_ip6, node.router_ip6, node.pod_cidr6) {
             sysctl(router, "net.ipv6.conf.all.forwarding", "1")?;
@@ -107,8 +127,19 @@ impl Lab {
             // nodad: addresses usable at once (no duplicate-address-detection delay).
             cmd::run("ip", &["-n", router, "addr", "add", &format!("{rt6}/64"), "dev", &router_if, "nodad"])?;
             cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{up6}/64"), "dev", "eth0", "nodad"])?;
-            cmd::run("ip", &["-n", &ns, "-6", "route", "add", "default", "via", &rt6.to_string()])?;
+            for dst in &v6_routes {
+                cmd::run("ip", &["-n", &ns, "-6", "route", "add", dst, "via", &rt6.to_string()])?;
+            }
             cmd::run("ip", &["-n", router, "-6", "route", "add", &format!("{net6}/{len6}"), "via", &up6.to_string()])?;
+        }
+        if node.pod_attachment == PodAttachment::Routed {
+            // Calico: no bridge; a /32 per pod (added with the pod) and a blackhole for the rest
+            // of the node's block.
+            cmd::run("ip", &["-n", &ns, "route", "add", "blackhole", &node.pod_cidr_string()])?;
+            if let Some((net6, len6)) = node.pod_cidr6 {
+                cmd::run("ip", &["-n", &ns, "-6", "route", "add", "blackhole", &format!("{net6}/{len6}")])?;
+            }
+            return self.install_kube_proxy(&ns);
         }
         // The CNI bridge, like cni0 of the bridge plugin.
         cmd::run("ip", &["-n", &ns, "link", "add", "cni0", "type", "bridge"])?;
@@ -123,6 +154,10 @@ impl Lab {
         // Bridged pod-to-pod traffic goes through iptables, as kubeadm requires (br_netfilter).
         let _ = sysctl(&ns, "net.bridge.bridge-nf-call-iptables", "1");
         let _ = sysctl(&ns, "net.bridge.bridge-nf-call-ip6tables", "1");
+        self.install_kube_proxy(&ns)
+    }
+
+    fn install_kube_proxy(&self, ns: &str) -> Result<(), LabError> {
         let services: Vec<_> = self
             .spec
             .services
@@ -142,7 +177,7 @@ impl Lab {
                 })
             })
             .collect();
-        in_netns_with_input(&ns, "iptables-restore", &["-w", "--noflush"], &kube_proxy_rules(&services))?;
+        in_netns_with_input(ns, "iptables-restore", &["-w", "--noflush"], &kube_proxy_rules(&services))?;
         Ok(())
     }
 
@@ -155,14 +190,20 @@ impl Lab {
             "ip",
             &["-n", &node_ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns],
         )?;
-        cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "master", "cni0"])?;
-        cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "up"])?;
-        cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{}/{}", pod.ip, node.pod_cidr.1), "dev", "eth0"])?;
-        cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-        cmd::run("ip", &["-n", &ns, "route", "add", "default", "via", &node.bridge_ip().to_string()])?;
-        if let (Some(ip6), Some(bridge6), Some((_, len6))) = (pod.ip6, node.bridge_ip6(), node.pod_cidr6) {
-            cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{ip6}/{len6}"), "dev", "eth0", "nodad"])?;
-            cmd::run("ip", &["-n", &ns, "-6", "route", "add", "default", "via", &bridge6.to_string()])?;
+        match node.pod_attachment {
+            PodAttachment::Bridge => {
+                cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "master", "cni0"])?;
+                cmd::run("ip", &["-n", &node_ns, "link", "set", &host_if, "up"])?;
+                let addr = format!("{}/{}", pod.ip, node.pod_cidr.1);
+                cmd::run("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+                cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+                cmd::run("ip", &["-n", &ns, "route", "add", "default", "via", &node.bridge_ip().to_string()])?;
+                if let (Some(ip6), Some(bridge6), Some((_, len6))) = (pod.ip6, node.bridge_ip6(), node.pod_cidr6) {
+                    cmd::run("ip", &["-n", &ns, "addr", "add", &format!("{ip6}/{len6}"), "dev", "eth0", "nodad"])?;
+                    cmd::run("ip", &["-n", &ns, "-6", "route", "add", "default", "via", &bridge6.to_string()])?;
+                }
+            }
+            PodAttachment::Routed => self.route_pod(&node_ns, &ns, &host_if, pod)?,
         }
         if pod.sidecar {
             in_netns_with_input(&ns, "iptables-restore", &["-w"], &istio_iptables_rules())?;
@@ -187,6 +228,11 @@ impl Lab {
             self.children.push(child);
         }
         Ok(())
+    }
+
+    /// The cgroup the node's kubelet stand-in runs in (under the lab's).
+    fn kubelet_cgroup(&self, node: &str) -> PathBuf {
+        self.cgroup.join(format!("kubelet-{node}.scope"))
     }
 
     fn add_netns(&mut self, short: &str) -> Result<String, LabError> {
@@ -219,9 +265,14 @@ impl Lab {
         self.build_pod(&pod)
     }
 
-    /// Name of the node-side veth of a pod (as the bridge CNI names them: `veth` + 8 hex).
+    /// Name of the node-side veth of a pod (as the bridge CNI names them: `veth` + 8 hex;
+    /// Calico: `cali` + 11 hex).
     pub fn host_veth(&self, pod: &PodSpec) -> String {
-        format!("veth{}", hex_id(&format!("{}/{}", self.name, pod.key()), 8))
+        let seed = format!("{}/{}", self.name, pod.key());
+        match self.spec.node(&pod.node).map(|n| n.pod_attachment) {
+            Some(PodAttachment::Routed) => format!("cali{}", hex_id(&seed, 11)),
+            _ => format!("veth{}", hex_id(&seed, 8)),
+        }
     }
 
     /// Network namespace name of a node (e.g. for `observer trace --netns`).
@@ -264,12 +315,35 @@ impl Lab {
         self.connect_from(app, target, timeout, true)
     }
 
+    /// [`Lab::connect_as_proxy`] asking for `bytes` bytes of reply (the lab's servers answer
+    /// `bulk N` with N bytes): large segments from the server, as TLS certificates or xDS are.
+    pub fn connect_as_proxy_bulk(
+        &self,
+        app: &str,
+        target: SocketAddr,
+        timeout: Duration,
+        bytes: usize,
+    ) -> Result<ConnectOutcome, LabError> {
+        self.connect_sending(app, target, timeout, true, Some(&format!("bulk:{bytes}")))
+    }
+
     fn connect_from(
         &self,
         app: &str,
         target: SocketAddr,
         timeout: Duration,
         proxy: bool,
+    ) -> Result<ConnectOutcome, LabError> {
+        self.connect_sending(app, target, timeout, proxy, None)
+    }
+
+    fn connect_sending(
+        &self,
+        app: &str,
+        target: SocketAddr,
+        timeout: Duration,
+        proxy: bool,
+        request: Option<&str>,
     ) -> Result<ConnectOutcome, LabError> {
         let pod = self.pod(app)?;
         let ns = self.pod_netns(app)?;
@@ -281,14 +355,36 @@ impl Lab {
         let cg = container_cgroup(&self.cgroup, &pod_uid(&self.name, pod), id);
         let placement = Placement { netns: &ns, cgroup: &cg, uid: proxy.then_some(PROXY_UID) };
         let ms = timeout.as_millis().to_string();
+        let target_text = target.to_string();
+        let mut args = vec!["connect", target_text.as_str(), ms.as_str()];
+        args.extend(request);
+        let out = run_bounded(&placement, &self.tools.lab_pod, &args, timeout * 2 + Duration::from_secs(2))?;
+        serde_json::from_str(out.trim())
+            .map_err(|e| LabError::NotReady { what: format!("connect from {app}"), detail: format!("{e}: {out}") })
+    }
+
+    /// A kubelet-style probe: one connection attempt from the node's own namespace (a process in
+    /// the node's kubelet cgroup), as root.
+    pub fn probe_from_node(
+        &self,
+        node: &str,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<ConnectOutcome, LabError> {
+        self.spec.node(node).ok_or_else(|| LabError::NoSuchNode(node.to_string()))?;
+        let ns = self.node_netns(node);
+        let cg = self.kubelet_cgroup(node);
+        let placement = Placement { netns: &ns, cgroup: &cg, uid: None };
+        let ms = timeout.as_millis().to_string();
+        let target_text = target.to_string();
         let out = run_bounded(
             &placement,
             &self.tools.lab_pod,
-            &["connect", &target.to_string(), &ms],
+            &["connect", &target_text, &ms],
             timeout * 2 + Duration::from_secs(2),
         )?;
         serde_json::from_str(out.trim())
-            .map_err(|e| LabError::NotReady { what: format!("connect from {app}"), detail: format!("{e}: {out}") })
+            .map_err(|e| LabError::NotReady { what: format!("probe from {node}"), detail: format!("{e}: {out}") })
     }
 
     /// Installs a firewall rule in a node's network namespace.
@@ -315,6 +411,11 @@ impl Lab {
     pub fn firewall(&self, node: &str, program: &str, args: &[&str]) -> Result<(), LabError> {
         self.spec.node(node).ok_or_else(|| LabError::NoSuchNode(node.to_string()))?;
         in_netns(&self.node_netns(node), program, args).map(drop)
+    }
+
+    /// Loads an `nft -f` script in any of the lab's namespaces (e.g. `<lab>-router`).
+    pub fn nft_in_netns(&self, ns: &str, script: &str) -> Result<(), LabError> {
+        in_netns_with_input(ns, "nft", &["-f", "-"], script).map(drop)
     }
 
     /// Loads an `nft -f` script in a node's namespace.

@@ -2,8 +2,31 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// A simulated Kubernetes node: a network namespace with a bridge for its pods and an uplink
-/// to the underlay router.
+/// Which routes a node's uplink carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UplinkRoutes {
+    /// A default route via the router (most clouds).
+    #[default]
+    Default,
+    /// No default route: only specific routes to the other nodes' pod CIDRs and uplink subnets
+    /// via the router (bare-metal and multi-homed nodes whose default route is elsewhere).
+    PeersOnly,
+}
+
+/// How a node's pods hang off it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodAttachment {
+    /// A bridge (`cni0`, the bridge plugin's): pods on the pod CIDR's subnet, gateway `.1`.
+    #[default]
+    Bridge,
+    /// Routed veths, as Calico does: `cali*` host veths without addresses, proxy ARP, a /32
+    /// (/128) route per pod, the pod's gateway a link-local address (169.254.1.1, fe80::1),
+    /// and a blackhole route for the rest of the node's pod CIDR. No bridge.
+    Routed,
+}
+
+/// A simulated Kubernetes node: a network namespace with its pods (bridged or routed) and an
+/// uplink to the underlay router.
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
     /// Kubernetes node name.
@@ -17,6 +40,16 @@ pub struct NodeSpec {
     pub pod_cidr6: Option<(Ipv6Addr, u8)>,
     pub uplink_ip6: Option<Ipv6Addr>,
     pub router_ip6: Option<Ipv6Addr>,
+    /// Routes of the uplink (a default route, or only the peers').
+    pub uplink_routes: UplinkRoutes,
+    /// Bridge or routed veths.
+    pub pod_attachment: PodAttachment,
+    /// MTU of the node's underlay link (the router's side and the node's eth0), when lower
+    /// than the default 1500. Pods keep 1500: the CNI's MTU was not lowered to the underlay's.
+    pub underlay_mtu: Option<u32>,
+    /// istio-cni's ambient host rules: node-originated TCP to the node's ambient pods (an ipset
+    /// of probe targets) is SNATed to 169.254.7.127 / fd16:9254:7127:1337:ffff:ffff:ffff:ffff.
+    pub ambient_probe_snat: bool,
 }
 
 impl NodeSpec {
@@ -125,6 +158,10 @@ impl LabSpec {
             pod_cidr6: Some((Ipv6Addr::new(0xfd00, 0x10, 0x244, n.into(), 0, 0, 0, 0), 64)),
             uplink_ip6: Some(Ipv6Addr::new(0xfd00, 0x172, 0x31, n.into(), 0, 0, 0, 2)),
             router_ip6: Some(Ipv6Addr::new(0xfd00, 0x172, 0x31, n.into(), 0, 0, 0, 1)),
+            uplink_routes: UplinkRoutes::Default,
+            pod_attachment: PodAttachment::Bridge,
+            underlay_mtu: None,
+            ambient_probe_snat: false,
         };
         let pod =
             |ns: &str, name: &str, app: &str, workload: &str, node: &str, ip: [u8; 4], role, ports: &[u16], sidecar| {
@@ -256,6 +293,39 @@ impl LabSpec {
                 svc("bookinfo", "details", [10, 96, 1, 12], "details", vec![port("http", 9080, 9080)]),
             ],
         }
+    }
+
+    /// The same lab with every node's uplink carrying only routes to its peers (no default
+    /// route).
+    pub fn with_uplink_routes(mut self, routes: UplinkRoutes) -> Self {
+        for node in &mut self.nodes {
+            node.uplink_routes = routes;
+        }
+        self
+    }
+
+    /// The same lab with the pods of `node` attached that way (e.g. Calico-style routed veths).
+    pub fn with_pod_attachment(mut self, node: &str, attachment: PodAttachment) -> Self {
+        for n in self.nodes.iter_mut().filter(|n| n.name == node) {
+            n.pod_attachment = attachment;
+        }
+        self
+    }
+
+    /// The same lab with istio-cni's ambient probe SNAT on every node.
+    pub fn with_ambient_probe_snat(mut self) -> Self {
+        for n in &mut self.nodes {
+            n.ambient_probe_snat = true;
+        }
+        self
+    }
+
+    /// The same lab with `node`'s underlay link at `mtu` (a lower-MTU underlay segment).
+    pub fn with_underlay_mtu(mut self, node: &str, mtu: u32) -> Self {
+        for n in self.nodes.iter_mut().filter(|n| n.name == node) {
+            n.underlay_mtu = Some(mtu);
+        }
+        self
     }
 
     pub fn pod(&self, app_or_key: &str) -> Option<&PodSpec> {

@@ -55,8 +55,13 @@ pub fn run_observer_as(uid: u32, args: &[&str]) -> (i32, String) {
 }
 
 pub fn lab() -> Lab {
+    lab_with(LabSpec::bookinfo())
+}
+
+/// A lab of another topology (a variant of [`LabSpec::bookinfo`]).
+pub fn lab_with(spec: LabSpec) -> Lab {
     let tools = Tools { lab_pod: PathBuf::from(env!("CARGO_BIN_EXE_lab-pod")) };
-    Lab::up(LabSpec::bookinfo(), tools).expect("lab up")
+    Lab::up(spec, tools).expect("lab up")
 }
 
 /// `observer` running in the background with its stdout lines collected.

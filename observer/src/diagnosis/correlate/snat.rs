@@ -1,0 +1,68 @@
+//! Following a connection across source NAT: a node process's socket (kubelet's probes, which
+//! istio-cni SNATs to 169.254.7.127 in ambient mode; a masquerade) has one address, its packets
+//! another. The connection stays keyed by the socket's client address and port.
+
+use std::net::IpAddr;
+
+use super::{Correlator, Observation};
+use crate::events::model::Flow;
+
+/// How soon after its socket's last event a source-NATed packet may join a connection.
+const SNAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most node-socket connections remembered for following SNAT.
+const MAX_SNAT_CANDIDATES: usize = 16_384;
+
+impl Correlator {
+    /// Remembers a connection opened by a socket that is no pod's, for [`Self::before_snat`].
+    pub(super) fn note_node_socket(&mut self, server: (IpAddr, u16), client: (IpAddr, u16), o: &Observation) {
+        if o.src.as_ref().is_some_and(|e| e.pod.is_some()) {
+            return;
+        }
+        if self.by_server_and_port.len() >= MAX_SNAT_CANDIDATES {
+            let now = o.time;
+            self.by_server_and_port.retain(|_, (_, t)| now.duration_since(*t).map_or(true, |d| d <= SNAT_WINDOW));
+        }
+        if self.by_server_and_port.len() < MAX_SNAT_CANDIDATES {
+            self.by_server_and_port.insert((server, client.1), (client, o.time));
+        }
+    }
+
+    /// `flow` with a source-NATed client put back to the address its socket has: one
+    /// connection followed across SNAT (as istio-cni's probe SNAT to 169.254.7.127, or a
+    /// masquerade), as the client key already follows it across DNAT.
+    ///
+    /// A packet from an address that is no pod and follows no connection, whose source port
+    /// and destination are those of a connection opened moments before by a non-pod socket (a
+    /// node process such as kubelet), is that connection after SNAT: netfilter's SNAT keeps
+    /// the source port unless it clashes. Two pods' connections are never joined this way.
+    pub(super) fn before_snat(&mut self, mut flow: Flow, o: &Observation) -> Flow {
+        if let Some(orig) = self.aliases.get(&(flow.src, flow.sport)) {
+            (flow.src, flow.sport) = *orig;
+            return flow;
+        }
+        if let Some(orig) = self.aliases.get(&(flow.dst, flow.dport)) {
+            (flow.dst, flow.dport) = *orig;
+            return flow;
+        }
+        let from_a_pod = o.src.as_ref().is_some_and(|e| e.pod.is_some());
+        if from_a_pod || self.connections.contains_key(&(flow.src, flow.sport)) {
+            return flow;
+        }
+        let Some(&(orig, seen)) = self.by_server_and_port.get(&((flow.dst, flow.dport), flow.sport)) else {
+            return flow;
+        };
+        let recent = o.time.duration_since(seen).map_or(true, |d| d <= SNAT_WINDOW);
+        if orig.0 == flow.src || !recent {
+            return flow;
+        }
+        let c = self.entry(orig, o);
+        if c.snat_source.is_some() {
+            return flow;
+        }
+        c.snat_source = Some(flow.src);
+        self.aliases.insert((flow.src, flow.sport), orig);
+        (flow.src, flow.sport) = orig;
+        flow
+    }
+}
