@@ -136,6 +136,22 @@ pub fn resolve(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>
     if let Some(c) = evaluation.candidates.iter().find(|c| rose(c.site) == Some(true)) {
         return Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Confirmed, None);
     }
+    if let [first, rest @ ..] = evaluation.tied.as_slice() {
+        let named: Vec<String> = std::iter::once(first)
+            .chain(rest)
+            .filter_map(|i| evaluation.candidates.get(*i))
+            .map(|c| Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Evaluated, None).summary())
+            .collect();
+        let hook = evaluation.candidates.get(*first).map(|c| c.hook.as_str());
+        return Culprit::not_identified(
+            hook,
+            format!(
+                "either {}: base chains at the same hook and priority each drop it, the kernel runs them in \
+                 registration order, which a ruleset read does not show, and no counter moved",
+                named.join(" or ")
+            ),
+        );
+    }
     if let Some(c) = evaluation.decided.and_then(|i| evaluation.candidates.get(i)) {
         if rose(c.site) == Some(false) {
             let found = Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Evaluated, None);

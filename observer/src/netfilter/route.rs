@@ -3,10 +3,11 @@
 
 use std::{collections::HashMap, io, net::IpAddr};
 
-use crate::loader::netlink::RouteSocket;
+use super::eval::BridgePorts;
+use crate::loader::netlink::{Link, RouteSocket};
 
 /// What the namespace's routes say about one packet.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Route {
     /// The source is (or the packet starts in) this namespace: OUTPUT, not PREROUTING.
     pub src_local: bool,
@@ -14,20 +15,34 @@ pub struct Route {
     pub dst_local: bool,
     pub iif: Option<String>,
     pub oif: Option<String>,
+    /// Both ends hang off one bridge and the bridge passes bridged packets to iptables
+    /// (`net.bridge.bridge-nf-call-ip(6)tables`): netfilter sees the bridge as `iif` and `oif`.
+    pub bridged: Option<BridgePorts>,
+    /// ARPHRD_* hardware types of `iif` and `oif`.
+    pub iif_type: Option<u16>,
+    pub oif_type: Option<u16>,
+    /// Whether the route back to the source leaves through `iif` (what `fib saddr . iif oif`
+    /// and rp_filter check).
+    pub rpf_ok: Option<bool>,
 }
 
-/// An rtnetlink socket in the calling thread's namespace and its interface names.
+/// An rtnetlink socket in the calling thread's namespace and its interfaces.
 pub struct NamespaceRoutes {
     rtnl: RouteSocket,
-    names: HashMap<u32, String>,
+    links: HashMap<u32, Link>,
+    /// bridge-nf-call-iptables / -ip6tables of this namespace (false when br_netfilter is absent).
+    bridge_nf: (bool, bool),
 }
 
 impl NamespaceRoutes {
-    /// Opens the socket in the calling thread's namespace.
+    /// Opens the socket in the calling thread's namespace (and reads its br_netfilter sysctls,
+    /// which /proc/sys/net shows for the calling thread's namespace).
     pub fn here() -> io::Result<Self> {
         let mut rtnl = RouteSocket::open()?;
-        let names = rtnl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
-        Ok(Self { rtnl, names })
+        let links = rtnl.links()?.into_iter().map(|l| (l.index, l)).collect();
+        let sysctl =
+            |name: &str| std::fs::read_to_string(format!("/proc/sys/net/bridge/{name}")).is_ok_and(|v| v.trim() == "1");
+        Ok(Self { rtnl, links, bridge_nf: (sysctl("bridge-nf-call-iptables"), sysctl("bridge-nf-call-ip6tables")) })
     }
 
     /// `input_ifindex`: the device the packet was seen on (`skb->dev` of a drop), when known;
@@ -38,9 +53,58 @@ impl NamespaceRoutes {
         let to_src = self.rtnl.route_get(src).ok().flatten();
         let src_local = from_here || to_src.is_some_and(|r| r.local);
         let dst_local = to_dst.is_some_and(|r| r.local);
-        let name = |index: Option<u32>| index.and_then(|i| self.names.get(&i).cloned());
-        let iif = if src_local { None } else { name(input_ifindex.filter(|i| *i != 0).or(to_src.and_then(|r| r.oif))) };
-        let oif = if dst_local { None } else { name(to_dst.and_then(|r| r.oif)) };
-        Route { src_local, dst_local, iif, oif }
+        let input = if src_local { None } else { input_ifindex.filter(|i| *i != 0).or(to_src.and_then(|r| r.oif)) };
+        let output = if dst_local { None } else { to_dst.and_then(|r| r.oif) };
+        let link = |index: Option<u32>| index.and_then(|i| self.links.get(&i));
+        let name = |index: Option<u32>| link(index).map(|l| l.name.clone());
+        let hw_type = |index: Option<u32>| link(index).map(|l| l.hw_type);
+        let rpf_ok = match (input, to_src.and_then(|r| r.oif)) {
+            (Some(input), Some(back)) => {
+                // A port of a bridge receives for the bridge: the route back names the bridge.
+                let master = link(Some(input)).and_then(|l| l.master);
+                Some(back == input || Some(back) == master)
+            }
+            (Some(_), None) => Some(false),
+            _ => None,
+        };
+        let nf_call = if dst.is_ipv6() { self.bridge_nf.1 } else { self.bridge_nf.0 };
+        // A packet between two hosts of one bridge is bridged, not routed: the input device
+        // is then a port of the bridge the route to the destination leaves through.
+        let bridged = match (input, output) {
+            (Some(input), Some(output)) if nf_call => {
+                let port = link(Some(input)).filter(|l| l.master == Some(output));
+                let via_bridge =
+                    input == output && link(Some(output)).is_some_and(|l| l.kind.as_deref() == Some("bridge"));
+                (port.is_some() || via_bridge).then(|| BridgePorts {
+                    bridge: name(Some(output)).unwrap_or_default(),
+                    in_port: port.map(|l| l.name.clone()),
+                    out_port: None,
+                })
+            }
+            _ => None,
+        };
+        match bridged {
+            Some(ports) => Route {
+                src_local,
+                dst_local,
+                iif: Some(ports.bridge.clone()),
+                oif: Some(ports.bridge.clone()),
+                iif_type: hw_type(output),
+                oif_type: hw_type(output),
+                rpf_ok,
+                bridged: Some(ports),
+            },
+            None => Route {
+                src_local,
+                dst_local,
+                // A routed packet from a bridge port is received by the bridge.
+                iif: name(link(input).and_then(|l| l.master).or(input)),
+                oif: name(output),
+                bridged: None,
+                iif_type: hw_type(input),
+                oif_type: hw_type(output),
+                rpf_ok,
+            },
+        }
     }
 }

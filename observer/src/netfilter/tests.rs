@@ -17,16 +17,9 @@ const NFT_TEXT: &str = include_str!("../../tests/fixtures/netfilter/nft-ruleset.
 
 fn syn(src: &str, dst: &str, dport: u16) -> Packet {
     Packet {
-        proto: 6,
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        sport: 40_000,
-        dport,
-        tcp_flags: Some(0x02),
         iif: Some("cni0".into()),
         oif: Some("eth0".into()),
-        src_local: false,
-        dst_local: false,
+        ..Packet::between(6, src.parse().unwrap(), dst.parse().unwrap(), 40_000, dport, Some(0x02))
     }
 }
 

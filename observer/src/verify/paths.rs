@@ -115,7 +115,8 @@ impl NodePaths {
             let packet = Packet::routed(6, flow.src.ip, flow.dst.ip, 40_000, flow.dst.port, Some(0x02), route);
             let evaluation = evaluate(&snapshot.tables, &packet);
             let hooks: Vec<&str> = packet.path().iter().map(|h| h.as_str()).collect();
-            if evaluation.decided.is_some() && doubt.is_none() {
+            // Blocked when the packet is dropped for certain, even if doubts leave open by which rule.
+            if evaluation.blocked && doubt.is_none() {
                 let culprit = resolve(&snapshot.tables, &evaluation, &|_| None, &hooks.join("/"));
                 return Ok(StaticVerdict {
                     status: Status::Blocked,
