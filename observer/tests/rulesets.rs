@@ -18,8 +18,12 @@ use std::{collections::BTreeSet, process::Command};
 use observer::{
     loader::NetnsTarget,
     netfilter::{
-        iptables::parse_save,
+        culprit::{resolve, Confidence, Culprit},
+        eval::{evaluate, BridgePorts, Evaluation, Packet},
+        ipset::IpSets,
+        iptables::{parse_save, parse_save_with},
         model::{Action, Backend, Family, Match, Table},
+        nft::parse_ruleset,
         read::read_here,
     },
 };
@@ -106,7 +110,7 @@ fn calico_aks_every_rule_is_read() {
 fn weave_kubeadm_every_rule_is_read() {
     // kube-proxy's random endpoint choice is random; the paste has no ipset members (a live
     // read has them, from `ipset save`).
-    let random = ["match -m statistic --mode random", "match -m statistic --probability 0.50000000000"];
+    let random = ["match -m statistic --mode random --probability 0.50000000000"];
     let mut paste: Vec<&str> = random.to_vec();
     let sets = [
         "match -m set --match-set weave-41s)5vQ^o/xWGz6a20N:~?#|E src: ipset weave-41s)5vQ^o/xWGz6a20N:~?#|E was not read (is `ipset` installed?)",
@@ -216,4 +220,171 @@ fn load_and_read(name: &str) -> (pasted::Pasted, observer::netfilter::read::Snap
     let target = NetnsTarget::resolve(Some(&ns.0)).expect("netns");
     let snapshot = target.run_inside(read_here).expect("enter");
     (converted, snapshot)
+}
+
+/// The tables of a paste's iptables parts, with `ipsets` (`ipset save` text) for `-m set`.
+fn iptables_tables(name: &str, ipsets: &str) -> Vec<Table> {
+    let sets = IpSets::parse(ipsets);
+    let mut tables = Vec::new();
+    for part in pasted::convert(&fixture(name)).iptables {
+        let backend = if part.legacy { Backend::IptablesLegacy } else { Backend::IptablesNft };
+        let family = if part.ipv6 { Family::Ip6 } else { Family::Ip };
+        tables.extend(parse_save_with(&part.restore, backend, family, &sets).expect("parse"));
+    }
+    tables
+}
+
+fn syn(src: &str, dst: &str, dport: u16, iif: &str, oif: &str) -> Packet {
+    Packet {
+        iif: Some(iif.into()),
+        oif: Some(oif.into()),
+        ..Packet::between(6, src.parse().unwrap(), dst.parse().unwrap(), 40_000, dport, Some(0x02))
+    }
+}
+
+fn culprit_of(tables: &[Table], packet: &Packet) -> (Culprit, Evaluation) {
+    let evaluation = evaluate(tables, packet);
+    (resolve(tables, &evaluation, &|_| None, "test"), evaluation)
+}
+
+#[test]
+fn calico_routed_pod_to_pod_passes_and_a_missing_profile_is_the_cali_tw_drop() {
+    // Routed, no bridge: from one cali veth to another (/32 routes, proxy ARP).
+    let packet = syn("10.244.0.11", "10.244.0.4", 8080, "cali112d888c0c2", "cali55f439ddb0e");
+    let tables = iptables_tables("calico-aks-kubenet.txt", "");
+    let (c, evaluation) = culprit_of(&tables, &packet);
+    assert!(evaluation.candidates.is_empty() && evaluation.doubts.is_empty(), "{evaluation:#?}");
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    // The same node once the destination's namespace profile no longer accepts: Calico's
+    // "Drop if no profiles matched" of the destination's cali-tw- chain, with no doubt.
+    let text = fixture("calico-aks-kubenet.txt")
+        .lines()
+        .filter(|l| !l.contains("Profile kns.calico-system ingress"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut tables = Vec::new();
+    for part in pasted::convert(&text).iptables {
+        tables.extend(parse_save(&part.restore, Backend::IptablesNft, Family::Ip).expect("parse"));
+    }
+    let (c, evaluation) = culprit_of(&tables, &packet);
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+    assert_eq!(c.confidence, Confidence::Evaluated, "{c:#?}");
+    assert_eq!((c.table.as_deref(), c.chain.as_deref()), (Some("filter"), Some("cali-tw-cali55f439ddb0e")));
+    assert_eq!((c.hook, c.position, c.owner), (Some("FORWARD"), Some(8), Some("calico")));
+    assert_eq!(c.comment.as_deref(), Some("Drop if no profiles matched"));
+    // A Calico-accepted flow still meets the node's own DROP after Calico's chains.
+    let to_blocked = syn("10.244.0.11", "198.51.100.16", 80, "cali112d888c0c2", "eth0");
+    let tables = iptables_tables("calico-aks-kubenet.txt", "");
+    let (c, evaluation) = culprit_of(&tables, &to_blocked);
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+    assert_eq!((c.confidence, c.chain.as_deref(), c.position), (Confidence::Evaluated, Some("FORWARD"), Some(6)));
+    // `-p ipencap` (/etc/protocols) is IP-in-IP, protocol 4.
+    let fw = tables[0].chain("cali-fw-cali112d888c0c2").unwrap();
+    assert!(fw.rules[4].matches.contains(&Match::Test {
+        field: observer::netfilter::model::Field::L4Proto,
+        values: vec![observer::netfilter::model::Value::Proto(4)],
+        negated: false
+    }));
+}
+
+#[test]
+fn docker_inter_container_drop_is_named_for_bridged_traffic() {
+    let sets = "create docker-ext-bridges-v4 hash:net family inet\nadd docker-ext-bridges-v4 192.0.2.0/24\n\
+                add docker-ext-bridges-v4 172.17.0.0/16\n";
+    let tables = iptables_tables("docker-usernet-noicc.txt", sets);
+    // Bridged between two ports of bridge1: netfilter sees in = out = bridge1.
+    let mut packet = syn("192.0.2.3", "192.0.2.2", 80, "bridge1", "bridge1");
+    packet.bridged =
+        Some(BridgePorts { bridge: "bridge1".into(), in_port: Some("veth3".into()), out_port: Some("veth2".into()) });
+    let (c, evaluation) = culprit_of(&tables, &packet);
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+    assert_eq!(c.confidence, Confidence::Evaluated);
+    assert_eq!((c.chain.as_deref(), c.position), (Some("FORWARD"), Some(8)));
+    assert_eq!(c.rule.as_deref(), Some("-A FORWARD -i bridge1 -o bridge1 -j DROP"));
+    // Leaving the bridge for the uplink is accepted (no finding).
+    let out = syn("192.0.2.3", "198.51.100.7", 443, "bridge1", "eth0");
+    let (_, evaluation) = culprit_of(&tables, &out);
+    assert!(evaluation.candidates.is_empty() && evaluation.doubts.is_empty(), "{evaluation:#?}");
+}
+
+#[test]
+fn weave_default_deny_is_named_for_bridged_traffic() {
+    // Weave's ipsets as `ipset save` shows them, with neither pod in an allowed namespace.
+    let text = fixture("weave-npc-kubeadm.txt");
+    let mut sets = String::new();
+    for name in pasted::convert(&text).ipsets {
+        sets.push_str(&format!("create {name} hash:ip family inet\n"));
+    }
+    let tables = iptables_tables("weave-npc-kubeadm.txt", &sets);
+    let mut packet = syn("10.32.0.5", "10.32.0.9", 8080, "weave", "weave");
+    packet.bridged = Some(BridgePorts {
+        bridge: "weave".into(),
+        in_port: Some("vethwepl5".into()),
+        out_port: Some("vethwepl9".into()),
+    });
+    // The source's namespace allows no egress: Weave's egress default deny.
+    let (c, evaluation) = culprit_of(&tables, &packet);
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+    assert_eq!(
+        (c.confidence, c.chain.as_deref(), c.position),
+        (Confidence::Evaluated, Some("WEAVE-NPC-EGRESS"), Some(7))
+    );
+    assert_eq!(c.owner, Some("weave"));
+    // With egress allowed for the source's namespace (marked 0x40000), the destination's
+    // ingress isolation is the node's `-o weave -j DROP`.
+    sets.push_str("add weave-s_+ChJId4Uy_$}G;WdH|~TK)I 10.32.0.5\n");
+    let tables = iptables_tables("weave-npc-kubeadm.txt", &sets);
+    let (c, evaluation) = culprit_of(&tables, &packet);
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+    assert_eq!((c.confidence, c.chain.as_deref(), c.position), (Confidence::Evaluated, Some("FORWARD"), Some(4)));
+    assert_eq!(c.rule.as_deref(), Some("-A FORWARD -o weave -j DROP"));
+    // To the weave router's own port, the policy chain accepts: no finding.
+    packet.bridged.as_mut().unwrap().out_port = Some("vethwe-bridge".into());
+    let (_, evaluation) = culprit_of(&tables, &packet);
+    assert!(evaluation.candidates.is_empty(), "{evaluation:#?}");
+}
+
+/// A recorded `nft -j list ruleset` / `nft -a list ruleset` pair of a paste's native tables
+/// (loaded with `nft -f` into a namespace by the tools of this repository's lab).
+fn nft_tables(stem: &str) -> Vec<Table> {
+    parse_ruleset(&fixture(&format!("{stem}.json")), &fixture(&format!("{stem}-a.txt")), &[]).expect("nft json")
+}
+
+#[test]
+fn firewalld_rejects_forwarded_traffic_and_its_raw_ipv6_rules_are_no_doubt() {
+    let tables = nft_tables("firewalld-rhel8-nft");
+    // Forwarded from one zone's interface to another: firewalld's final reject of filter_FORWARD.
+    let mut packet = syn("198.51.100.9", "192.0.2.7", 15012, "enp0s8", "enp0s3");
+    packet.rpf_ok = Some(true);
+    let (c, evaluation) = culprit_of(&tables, &packet);
+    println!("{c:#?} {evaluation:#?}");
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+    assert_eq!(c.confidence, Confidence::Evaluated, "{c:#?}");
+    assert_eq!(
+        (c.family, c.table.as_deref(), c.chain.as_deref()),
+        (Some("inet"), Some("firewalld"), Some("filter_FORWARD"))
+    );
+    assert_eq!(c.rule.as_deref(), Some("reject with icmpx admin-prohibited"));
+}
+
+#[test]
+fn k3s_vpn_forward_drop_beside_iptables_nft_forward_and_kube_proxy_states() {
+    let mut tables = iptables_tables("k3s-kube-router-flannel-netbird.txt", "");
+    tables.extend(nft_tables("k3s-netbird-nft"));
+    // A new connection from the VPN interface to a pod: the VPN's own forward chain drops it,
+    // whatever the iptables-nft FORWARD chain at the same hook does.
+    let packet = syn("100.90.149.44", "10.42.0.9", 8080, "wt0", "cni0");
+    let (c, evaluation) = culprit_of(&tables, &packet);
+    println!("{c:#?} {evaluation:#?}");
+    assert_eq!(c.confidence, Confidence::Evaluated, "{c:#?}");
+    assert_eq!(
+        (c.backend, c.table.as_deref(), c.chain.as_deref()),
+        (Some("nftables"), Some("netbird"), Some("netbird-acl-forward-filter"))
+    );
+    assert_eq!(c.rule.as_deref(), Some(r#"iifname "wt0" drop"#));
+    // Pod to pod over flannel: accepted by every chain, no doubt left.
+    let packet = syn("10.42.0.5", "10.42.1.7", 8080, "cni0", "flannel.1");
+    let (_, evaluation) = culprit_of(&tables, &packet);
+    assert!(evaluation.candidates.is_empty(), "{evaluation:#?}");
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
 }

@@ -187,7 +187,14 @@ fn parse_rule_args(args: &[String], chains: &[String], ipsets: &IpSets) -> Rule 
             Ok(Parsed::Tests(tests)) => {
                 rule.matches.extend(tests.into_iter().map(|(field, values)| Match::Test { field, values, negated }))
             }
-            Ok(Parsed::Module(m)) => module = m,
+            Ok(Parsed::Module(m)) => {
+                // A module this parser does not model is a doubt even when it has no options
+                // (`-m rpfilter`); its options are then added to that one doubt.
+                if !KNOWN_MODULES.contains(&m.as_str()) {
+                    rule.matches.push(Match::Unsupported(format!("-m {m}")));
+                }
+                module = m;
+            }
             Ok(Parsed::Target(t)) => target = Some(t),
             Ok(Parsed::Goto(chain)) => rule.action = Action::Goto(chain),
             Ok(Parsed::Comment(c)) => {
@@ -200,7 +207,15 @@ fn parse_rule_args(args: &[String], chains: &[String], ipsets: &IpSets) -> Rule 
             }
             Ok(Parsed::TargetArg(k, v)) => target_args.push((k, v)),
             Ok(Parsed::Nothing) => {}
-            Err(what) => rule.matches.push(Match::Unsupported(what)),
+            Err(what) => match rule.matches.last_mut() {
+                Some(Match::Unsupported(last)) if what.starts_with(last.as_str()) && what.contains(" --") => {
+                    *last = what
+                }
+                Some(Match::Unsupported(last)) if last.starts_with(&format!("-m {module}")) && !module.is_empty() => {
+                    last.push_str(what.strip_prefix(&format!("-m {module}")).unwrap_or(&what))
+                }
+                _ => rule.matches.push(Match::Unsupported(what)),
+            },
         }
         negated = false;
     }
@@ -209,6 +224,26 @@ fn parse_rule_args(args: &[String], chains: &[String], ipsets: &IpSets) -> Rule 
     }
     rule
 }
+
+/// Modules whose options this parser models (or which only name a protocol's options).
+const KNOWN_MODULES: [&str; 16] = [
+    "tcp",
+    "udp",
+    "sctp",
+    "udplite",
+    "icmp",
+    "icmp6",
+    "icmpv6",
+    "comment",
+    "conntrack",
+    "state",
+    "mark",
+    "connmark",
+    "addrtype",
+    "set",
+    "multiport",
+    "physdev",
+];
 
 enum Parsed {
     Tests(Vec<(Field, Vec<Value>)>),

@@ -228,3 +228,90 @@ fn unsupported_matches_make_doubts_and_malformed_lines_are_errors() {
     assert!(parse_ruleset("{not json", "", &[]).is_err());
     assert!(parse_ruleset("{}", "", &[]).is_err());
 }
+
+fn tables_of(save: &str) -> Vec<Table> {
+    parse_save(save, Backend::IptablesNft, Family::Ip).unwrap()
+}
+
+#[test]
+fn base_chains_at_one_hook_and_priority_that_both_drop_name_both_unless_counters_tell() {
+    let mut tables =
+        tables_of("*filter\n:FORWARD ACCEPT [0:0]\n[0:0] -A FORWARD -p tcp --dport 15012 -j DROP\nCOMMIT\n");
+    let mut vpn = tables_of("*filter\n:FORWARD ACCEPT [0:0]\n[0:0] -A FORWARD -i cni0 -j DROP\nCOMMIT\n");
+    (vpn[0].backend, vpn[0].name) = (Backend::Nftables, "vpn".into());
+    tables.extend(vpn);
+    let p = syn("10.244.1.5", "10.244.2.7", 15012);
+    let evaluation = evaluate(&tables, &p);
+    assert_eq!(evaluation.tied.len(), 2, "{evaluation:#?}");
+    assert!(evaluation.blocked);
+    let c = resolve(&tables, &evaluation, &|_| Some(false), "FORWARD");
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    let note = c.note.unwrap();
+    assert!(note.contains("filter/FORWARD #1") && note.contains("vpn/FORWARD #1"), "{note}");
+    assert!(note.contains("same hook and priority"), "{note}");
+    // The counters of the VPN's rule rose: that one dropped it.
+    let vpn_rule = Site { table: 1, chain: 0, rule: Some(0) };
+    let c = resolve(&tables, &evaluation, &|site| Some(site == vpn_rule), "FORWARD");
+    assert_eq!((c.confidence, c.table.as_deref()), (Confidence::Confirmed, Some("vpn")));
+    // Only one of them drops: that one, evaluated.
+    let other = syn("10.244.1.5", "10.244.2.7", 9080);
+    let c = culprit(&tables, &other);
+    assert_eq!((c.confidence, c.table.as_deref()), (Confidence::Evaluated, Some("vpn")));
+}
+
+#[test]
+fn an_undecided_accept_in_an_earlier_base_chain_does_not_weaken_a_later_reject() {
+    // raw PREROUTING accepts on an unread mark (undecidable), then filter FORWARD rejects.
+    let tables = tables_of(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m rpfilter -j ACCEPT\nCOMMIT\n\
+         *filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p tcp --dport 15012 -j REJECT\nCOMMIT\n",
+    );
+    let evaluation = evaluate(&tables, &syn("10.244.1.5", "10.244.2.7", 15012));
+    assert_eq!(evaluation.doubts.len(), 1, "the doubt is still reported: {evaluation:#?}");
+    let c = resolve(&tables, &evaluation, &|_| None, "FORWARD");
+    assert_eq!((c.confidence, c.chain.as_deref()), (Confidence::Evaluated, Some("FORWARD")));
+    // In the same chain, an undecided accept before the reject does weaken it.
+    let tables = tables_of(
+        "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m rpfilter -j ACCEPT\n\
+         -A FORWARD -p tcp --dport 15012 -j REJECT\nCOMMIT\n",
+    );
+    assert_eq!(culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15012)).confidence, Confidence::NotIdentified);
+}
+
+#[test]
+fn kube_proxy_dnat_state_and_unknown_options_stay_in_their_rule() {
+    // kube-proxy's `! --ctstate RELATED,ESTABLISHED,DNAT` with no DNAT rule to this address,
+    // and an option of an unknown match in an earlier rule that cannot match TCP.
+    let tables = tables_of(
+        "*filter\n:FORWARD ACCEPT [0:0]\n:KUBE-FORWARD - [0:0]\n\
+         -A FORWARD -p udp -m frobnicate --level 3 -j DROP\n\
+         -A FORWARD -j KUBE-FORWARD\n\
+         -A KUBE-FORWARD -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -p tcp --dport 15012 -j DROP\nCOMMIT\n\
+         *nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SEP-A - [0:0]\n\
+         -A KUBE-SEP-A -p tcp -j DNAT --to-destination 10.244.9.9:8080\nCOMMIT\n",
+    );
+    let c = culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15012));
+    assert_eq!((c.confidence, c.chain.as_deref()), (Confidence::Evaluated, Some("KUBE-FORWARD")), "{c:?}");
+    // To the DNAT target itself the connection may have been translated: undecided.
+    let c = culprit(&tables, &syn("10.244.1.5", "10.244.9.9", 15012));
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    assert!(c.note.unwrap().contains("conntrack state unknown"));
+}
+
+#[test]
+fn bridged_packets_see_the_bridge_as_both_interfaces_and_physdev_matches() {
+    let tables = tables_of(
+        "*filter\n:FORWARD ACCEPT [0:0]\n\
+         -A FORWARD -m physdev --physdev-in vethA --physdev-is-bridged -p tcp --dport 9080 -j ACCEPT\n\
+         -A FORWARD -i cni0 -o cni0 -j DROP\nCOMMIT\n",
+    );
+    let mut p = syn("10.244.1.5", "10.244.1.7", 9080);
+    p.oif = Some("cni0".into());
+    // Routed view (not bridged): the physdev rule cannot match, the DROP names the bridge.
+    assert_eq!(culprit(&tables, &p).position, Some(2));
+    p.bridged = Some(super::eval::BridgePorts { bridge: "cni0".into(), in_port: Some("vethA".into()), out_port: None });
+    assert_eq!(culprit(&tables, &p).confidence, Confidence::NotIdentified, "accepted by the physdev rule");
+    p.bridged = Some(super::eval::BridgePorts { bridge: "cni0".into(), in_port: Some("vethB".into()), out_port: None });
+    let c = culprit(&tables, &p);
+    assert_eq!((c.confidence, c.position), (Confidence::Evaluated, Some(2)));
+}
