@@ -30,6 +30,36 @@ fn culprit_of_blocked(lab: &Lab, port: u16, block: impl FnOnce(&Lab)) -> serde_j
     drop["culprit"].clone()
 }
 
+/// Traces node-a while `block` installs rules, connects `from` -> `to`:`port` as its proxy, and
+/// returns that connection's NETFILTER_DROP.
+fn drop_of_blocked(
+    lab: &Lab,
+    from: &str,
+    to: std::net::IpAddr,
+    port: u16,
+    block: impl FnOnce(&Lab),
+) -> serde_json::Value {
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--verdict", "dropped"]);
+    block(lab);
+    let out = lab.connect_as_proxy(from, SocketAddr::from((to, port)), Duration::from_millis(1200)).expect("connect");
+    assert_ne!(out.result, "ok", "the rules were meant to block it: {out:?}");
+    let sport = out.local_addr().expect("local").port();
+    let drop = observer.wait_for("the blocked SYN's drop", Duration::from_secs(5), |v| {
+        v["type"] == "drop" && v["flow"]["sport"] == sport && v["drop_reason"] == "NETFILTER_DROP"
+    });
+    observer.stop();
+    drop
+}
+
+/// A real ruleset from observer/tests/fixtures/netfilter/real, converted and adapted to node-a:
+/// `renames` map the paste's interfaces and addresses to the lab's.
+fn real_ruleset(name: &str, renames: &[(&str, &str)]) -> observer_lab::lab::rulesets::Pasted {
+    let path = format!("{}/../observer/tests/fixtures/netfilter/real/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    observer_lab::lab::rulesets::convert(&observer_lab::lab::rulesets::rename(&text, renames))
+}
+
 /// Runs each rule (the tool's arguments after `-w`) with `program` in node-a's namespace.
 fn install(lab: &Lab, program: &str, rules: &[&[&str]]) {
     for rule in rules {
@@ -270,4 +300,57 @@ fn an_ipv6_drop_inside_a_pod_namespace_is_named_in_that_namespace() {
         (Some("OUTPUT"), Some("OUTPUT"), Some(1))
     );
     assert_eq!(c["rule"], format!("-A OUTPUT -d {details6}/128 -p tcp -m tcp --dport 9080 -j DROP"));
+}
+
+#[test]
+fn dockers_inter_container_drop_is_named_for_bridged_pod_to_pod_traffic() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let node_a = lab.spec.node("node-a").expect("node").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let cidr = node_a.pod_cidr_string();
+    // dockerd's user bridge with inter-container traffic off, on the lab's pod bridge.
+    let reviews_ip = reviews.ip.to_string();
+    let ruleset = real_ruleset(
+        "docker-usernet-noicc.txt",
+        &[("bridge1", "cni0"), ("192.0.2.0/24", &cidr), ("192.0.2.2/32", &reviews_ip)],
+    );
+    let drop = drop_of_blocked(&lab, "productpage", reviews.ip.into(), 9080, |lab| {
+        let members = [cidr.clone()];
+        observer_lab::lab::faults::load_ruleset(
+            &lab.node_netns("node-a"),
+            &ruleset,
+            &[("docker-ext-bridges-v4", &members)],
+        )
+        .expect("load");
+    });
+    let c = &drop["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "{drop:#}");
+    assert_eq!((c["backend"].as_str(), c["table"].as_str()), (Some("iptables-nft"), Some("filter")));
+    assert_eq!(
+        (c["chain"].as_str(), c["hook"].as_str(), c["position"].as_u64()),
+        (Some("FORWARD"), Some("FORWARD"), Some(8))
+    );
+    assert_eq!(c["rule"], "-A FORWARD -i cni0 -o cni0 -j DROP");
+}
+
+#[test]
+fn a_calico_ruleset_loaded_with_iptables_restore_names_the_drop_after_calicos_chains() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    // AKS's Calico + kube-proxy filter table; its one node-level DROP adapted to istiod:15012.
+    let target = format!("{}/32", istiod.ip);
+    let ruleset = real_ruleset("calico-aks-kubenet.txt", &[("198.51.100.16/32", &target), ("80", "15012")]);
+    let drop = drop_of_blocked(&lab, "productpage", istiod.ip.into(), 15012, |lab| {
+        observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    });
+    let c = &drop["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "{drop:#}");
+    assert_eq!((c["chain"].as_str(), c["position"].as_u64()), (Some("FORWARD"), Some(6)), "{c:#}");
+    assert_eq!(c["rule"], format!("-A FORWARD -d {target} -p tcp -m tcp --dport 15012 -j DROP"));
 }

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{
     eval::{Evaluation, Site},
-    model::{Policy, Table},
+    model::{Action, Field, Match, Policy, Table},
     owner::owner_of,
 };
 
@@ -51,6 +51,15 @@ pub struct Culprit {
     /// Why the rule is not identified, or what weakens the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The rule answers (REJECT: an ICMP error or a TCP reset), rather than dropping silently.
+    #[serde(skip)]
+    pub rejects: bool,
+    /// The rule blocks everything that reaches it: it tests no protocol, port, address, mark
+    /// or set (only interfaces and conntrack state), or it is a chain's policy, and no network
+    /// policy engine wrote it. Such a rule cuts endpoints off (R3), it does not single out
+    /// the mesh's ports or peers (R4).
+    #[serde(skip)]
+    pub blanket: bool,
 }
 
 impl Culprit {
@@ -69,6 +78,8 @@ impl Culprit {
             owner: None,
             network_policy: None,
             note: Some(note.into()),
+            rejects: false,
+            blanket: false,
         }
     }
 
@@ -79,6 +90,9 @@ impl Culprit {
         let comment = rule.and_then(|r| r.comment.clone());
         let (owner, network_policy) = owner_of(&table.name, &chain.name, comment.as_deref());
         let policy = chain.base.as_ref().map(|b| b.policy);
+        let policy_engine = matches!(owner, Some("calico" | "kube-router" | "weave" | "cilium" | "antrea"));
+        let blanket = !policy_engine && rule.is_none_or(|r| r.matches.iter().all(is_blanket));
+        let rejects = rule.is_some_and(|r| matches!(r.action, Action::Reject(_)));
         Self {
             confidence,
             hook: Some(hook),
@@ -96,6 +110,8 @@ impl Culprit {
             owner,
             network_policy,
             note,
+            rejects,
+            blanket,
         }
     }
 
@@ -123,6 +139,29 @@ impl Culprit {
             ),
         }
     }
+}
+
+/// Whether a match selects nothing narrower than "traffic through these interfaces / in this
+/// conntrack state".
+fn is_blanket(m: &Match) -> bool {
+    matches!(
+        m,
+        Match::Test {
+            field: Field::IifName
+                | Field::OifName
+                | Field::CtState
+                | Field::CtStatus
+                | Field::Ipv6
+                | Field::Bridged
+                | Field::PhysdevIn
+                | Field::PhysdevOut
+                | Field::PhysdevIsIn
+                | Field::PhysdevIsOut
+                | Field::IifType
+                | Field::OifType,
+            ..
+        }
+    )
 }
 
 /// How a rule's counters moved across the drop: `Some(true)` rose, `Some(false)` did not,

@@ -52,7 +52,8 @@ impl NamespaceRoutes {
         let to_dst = self.rtnl.route_get(dst).ok().flatten();
         let to_src = self.rtnl.route_get(src).ok().flatten();
         let src_local = from_here || to_src.is_some_and(|r| r.local);
-        let dst_local = to_dst.is_some_and(|r| r.local);
+        // A multicast packet received here (neighbour solicitation, ...) is delivered locally.
+        let dst_local = to_dst.is_some_and(|r| r.local) || (!src_local && dst.is_multicast());
         let input = if src_local { None } else { input_ifindex.filter(|i| *i != 0).or(to_src.and_then(|r| r.oif)) };
         let output = if dst_local { None } else { to_dst.and_then(|r| r.oif) };
         let link = |index: Option<u32>| index.and_then(|i| self.links.get(&i));
