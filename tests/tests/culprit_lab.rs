@@ -354,3 +354,168 @@ fn a_calico_ruleset_loaded_with_iptables_restore_names_the_drop_after_calicos_ch
     assert_eq!((c["chain"].as_str(), c["position"].as_u64()), (Some("FORWARD"), Some(6)), "{c:#}");
     assert_eq!(c["rule"], format!("-A FORWARD -d {target} -p tcp -m tcp --dport 15012 -j DROP"));
 }
+
+/// `observer diagnose --output json` on node-a around `traffic`; returns the report's findings.
+fn diagnose_findings(lab: &Lab, traffic: impl FnOnce()) -> Vec<serde_json::Value> {
+    let inventory = lab.inventory_path().display().to_string();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let netns = lab.node_netns("node-a");
+    let running = Running::start(&[
+        "diagnose",
+        "--inventory",
+        &inventory,
+        "--netns",
+        &netns,
+        "--node-name",
+        "node-a",
+        "--cgroup-root",
+        &cgroup_root,
+        "--output",
+        "json",
+    ]);
+    traffic();
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = running.lines_handle();
+    let (_, stderr) = running.stop_with_stderr();
+    let text = lines.lock().expect("lock").join("\n");
+    let report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}\n{stderr:?}"));
+    report["findings"].as_array().cloned().unwrap_or_default()
+}
+
+/// firewalld's forward chain as its nftables backend writes it (RHEL 9), on node-a: its base
+/// rules, inbound traffic from the uplink to the pods allowed, and the final reject of the rest.
+const FIREWALLD_FORWARD: &str = r#"table inet firewalld {
+	chain filter_FORWARD {
+		type filter hook forward priority filter + 10; policy accept;
+		ct state established,related accept
+		ct status dnat accept
+		iifname "lo" accept
+		ip6 daddr { ::/96, ::ffff:0.0.0.0/96, 2002::/24, 2002:a00::/24, 2002:7f00::/24 } reject with icmpv6 type addr-unreachable
+		jump filter_FORWARD_ZONES
+		ct state invalid drop
+		reject with icmpx type admin-prohibited
+	}
+
+	chain filter_FORWARD_ZONES {
+		iifname "eth0" oifname "cni0" accept
+	}
+
+	chain raw_PREROUTING {
+		type filter hook prerouting priority raw + 10; policy accept;
+		icmpv6 type { nd-router-advert, nd-neighbor-solicit } accept
+		meta nfproto ipv6 fib saddr . mark . iif oif missing drop
+	}
+}
+"#;
+
+#[test]
+fn a_blanket_firewalld_reject_between_sidecars_is_r3_endpoint_unreachable_rejected() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let all = diagnose_findings(&lab, || {
+        lab.nft("node-a", FIREWALLD_FORWARD).expect("nft");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(1500))
+            .expect("connect");
+        assert_ne!(out.result, "ok", "{out:?}");
+    });
+    let f = all
+        .iter()
+        .find(|f| f["dst"]["pod"] == details.key().as_str() && f["dst"]["port"] == 9080)
+        .unwrap_or_else(|| panic!("no finding for details:9080: {all:#?}"));
+    assert_eq!((f["requirement"].as_str(), f["kind"].as_str()), (Some("R3"), Some("endpoint-unreachable")), "{f:#}");
+    assert_eq!(f["mechanism"], "rejected", "{f:#}");
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    let c = &f["culprit"];
+    assert_eq!(c["confidence"], "evaluated", "firewalld's rules carry no counters: {c:#}");
+    assert_eq!((c["backend"].as_str(), c["family"].as_str()), (Some("nftables"), Some("inet")));
+    assert_eq!(
+        (c["table"].as_str(), c["chain"].as_str(), c["position"].as_u64()),
+        (Some("firewalld"), Some("filter_FORWARD"), Some(7))
+    );
+    assert_eq!(c["rule"], "reject with icmpx admin-prohibited");
+    assert!(c["note"].as_str().is_some_and(|n| n.contains("conntrack status unknown")), "{c:#}");
+    // Nothing else blamed: every finding is this rule's doing. (The ICMP error freed at the
+    // client, QUEUE_PURGE, still makes a port-0 finding until issue 13 item 2 lands from the
+    // diagnosis branch; once merged, drop this filter.)
+    for other in all.iter().filter(|f| f["dst"]["port"] != 0) {
+        assert_eq!(other["culprit"]["rule"], "reject with icmpx admin-prohibited", "{other:#}");
+        assert_ne!(other["requirement"], "R4", "{other:#}");
+    }
+}
+
+/// A reset sent by a REJECT rule between two sidecar pods: `rejected`, culprit the rule.
+fn firewall_reset_is_a_rejection(install_rule: impl FnOnce(&Lab), rule: &str, backend: &str) {
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let all = diagnose_findings(&lab, || {
+        install_rule(&lab);
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(1500))
+            .expect("connect");
+        assert_eq!(out.result, "refused", "the firewall answers with a reset: {out:?}");
+    });
+    assert_eq!(all.len(), 1, "nothing else blamed: {all:#?}");
+    let f = &all[0];
+    // The rule singles out the app's port between two sidecar workloads: a policy conflict.
+    assert_eq!((f["requirement"].as_str(), f["kind"].as_str()), (Some("R4"), Some("policy-conflict")), "{f:#}");
+    assert_eq!(f["mechanism"], "rejected", "{f:#}");
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(details.key().as_str()), Some(9080)));
+    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    let c = &f["culprit"];
+    assert_eq!((c["confidence"].as_str(), c["backend"].as_str()), (Some("confirmed"), Some(backend)), "{c:#}");
+    assert!(c["rule"].as_str().is_some_and(|r| r.starts_with(rule)), "{c:#}");
+}
+
+#[test]
+fn an_nft_reject_with_tcp_reset_is_a_rejection_named_by_its_rule() {
+    if !require_root() {
+        return;
+    }
+    firewall_reset_is_a_rejection(
+        |lab| {
+            lab.nft(
+                "node-a",
+                "table inet guard {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    tcp dport 9080 counter reject with tcp reset\n  }\n}\n",
+            )
+            .expect("nft")
+        },
+        "tcp dport 9080 counter packets",
+        "nftables",
+    );
+}
+
+#[test]
+fn an_iptables_reject_with_tcp_reset_is_a_rejection_named_by_its_rule() {
+    if !require_root() {
+        return;
+    }
+    firewall_reset_is_a_rejection(
+        |lab| {
+            install(
+                lab,
+                "iptables",
+                &[&[
+                    "-I",
+                    "FORWARD",
+                    "1",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "9080",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ]],
+            )
+        },
+        "-A FORWARD -p tcp -m tcp --dport 9080 -j REJECT --reject-with tcp-reset",
+        "iptables-nft",
+    );
+}

@@ -16,7 +16,7 @@ use observer_common::decode::Event;
 use tracing::{debug, warn};
 
 use super::{
-    culprit::{resolve, Culprit},
+    culprit::{resolve_observed, Culprit},
     eval::{evaluate, Packet, Site},
     model::{Counters, Table},
     read::{read_here, Snapshot},
@@ -316,7 +316,7 @@ fn culprit_for(snapshots: &VecDeque<Snapshot>, time: std::time::SystemTime, pack
         Some(now.packets > then.packets)
     };
     let hooks: Vec<&str> = packet.path().iter().map(|h| h.as_str()).collect();
-    let mut culprit = resolve(&after.tables, &evaluation, &rose, &hooks.join("/"));
+    let mut culprit = resolve_observed(&after.tables, &evaluation, &rose, &hooks.join("/"));
     if after.tables.is_empty() && !after.problems.is_empty() {
         culprit.note = Some(after.problems.join("; "));
     }

@@ -168,6 +168,28 @@ fn is_blanket(m: &Match) -> bool {
 /// `None` cannot tell (no counters, or no snapshot from before the drop).
 pub type CounterDelta<'a> = &'a dyn Fn(Site) -> Option<bool>;
 
+/// Decides the culprit of a drop that was observed: as [`resolve`], and when doubts remain but
+/// only one rule on the packet's path can drop it at all ([`Evaluation::sole`]), that rule: the
+/// drop happened, so the undecided accepts before it did not match.
+pub fn resolve_observed(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>, hooks: &str) -> Culprit {
+    let culprit = resolve(tables, evaluation, rose, hooks);
+    match evaluation.candidates.first() {
+        Some(c)
+            if culprit.confidence == Confidence::NotIdentified && evaluation.sole && rose(c.site) != Some(false) =>
+        {
+            let why = c.doubt.clone().unwrap_or_default();
+            Culprit::at(
+                tables,
+                c.site,
+                c.hook.as_str(),
+                Confidence::Evaluated,
+                Some(format!("the only rule on the packet's path that drops it, so it did ({why}: not matched)")),
+            )
+        }
+        _ => culprit,
+    }
+}
+
 /// Decides the culprit from the evaluation and the counters.
 pub fn resolve(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>, hooks: &str) -> Culprit {
     // Counters are the strongest evidence: the first candidate (in the order the kernel walks

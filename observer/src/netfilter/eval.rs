@@ -150,6 +150,10 @@ pub struct Evaluation {
     pub blocked: bool,
     /// Undecidable matches met, in order.
     pub doubts: Vec<String>,
+    /// The packet meets exactly one drop/reject rule and nothing else on its path could drop
+    /// it (no unknown target, no missing chain): when a drop was observed, that rule made it,
+    /// whatever the doubts about the accepts before it.
+    pub sole: bool,
     /// When base chains at the same hook and priority both drop the packet certainly: indices
     /// into `candidates` of each, in the order read (the kernel's order, registration order, is
     /// not visible from a read).
@@ -174,6 +178,13 @@ enum Flow {
 const MAX_DEPTH: usize = 64;
 
 pub fn evaluate(tables: &[Table], packet: &Packet) -> Evaluation {
+    let (mut out, other_drops) = walk_all(tables, packet);
+    // A bridged packet may also meet bridge-family tables, which are not read.
+    out.sole = out.candidates.len() == 1 && !other_drops && packet.bridged.is_none();
+    out
+}
+
+fn walk_all(tables: &[Table], packet: &Packet) -> (Evaluation, bool) {
     let ct_new = packet.ct_state() == Some(CT_NEW);
     let mut walk = Walk {
         tables,
@@ -186,6 +197,7 @@ pub fn evaluate(tables: &[Table], packet: &Packet) -> Evaluation {
         drop_doubt: None,
         dnat: dnat_status(tables, packet),
         snat_rules: has_nat(tables, packet, |k| *k == NatKind::Source),
+        other_drops: false,
     };
     for &hook in packet.path() {
         walk.hook = hook;
@@ -204,7 +216,7 @@ pub fn evaluate(tables: &[Table], packet: &Packet) -> Evaluation {
         let mut dropped_at: Option<i32> = None;
         for (priority, ti, ci) in bases {
             if dropped_at.is_some_and(|p| p != priority) {
-                return walk.out;
+                return (walk.out, walk.other_drops);
             }
             // What an earlier base chain left undecided, other than a drop, does not matter here.
             walk.chain_doubt = walk.drop_doubt.clone();
@@ -229,10 +241,10 @@ pub fn evaluate(tables: &[Table], packet: &Packet) -> Evaluation {
             }
         }
         if dropped_at.is_some() {
-            return walk.out;
+            return (walk.out, walk.other_drops);
         }
     }
-    walk.out
+    (walk.out, walk.other_drops)
 }
 
 /// Whether conntrack marks the packet's connection as destination-NATed in this namespace:
@@ -273,6 +285,9 @@ struct Walk<'a> {
     drop_doubt: Option<String>,
     dnat: Option<bool>,
     snat_rules: bool,
+    /// Something that may drop the packet without being a candidate was met (an unknown
+    /// target, a jump to a missing chain, nesting too deep).
+    other_drops: bool,
 }
 
 impl Walk<'_> {
@@ -305,6 +320,7 @@ impl Walk<'_> {
             let doubt = format!("{}/{}: jumps nested deeper than {MAX_DEPTH}", table.name, chain.name);
             self.out.doubts.push(doubt.clone());
             self.chain_doubt.get_or_insert(doubt);
+            self.other_drops = true;
             return Flow::Return;
         }
         let mut local = local;
@@ -353,6 +369,7 @@ impl Walk<'_> {
             Action::Jump(target) | Action::Goto(target) => match self.tables[site.table].chain_index(target) {
                 Some(ci) => self.run_chain(site.table, ci, unsure, depth + 1),
                 None => {
+                    self.other_drops = true;
                     let doubt = format!("jump to missing chain {target}");
                     self.out.doubts.push(doubt.clone());
                     self.chain_doubt.get_or_insert(doubt);
@@ -402,6 +419,7 @@ impl Walk<'_> {
             }
             Action::Unsupported(what) => {
                 // It may drop the packet or end the chain: both are doubts.
+                self.other_drops = true;
                 let doubt = unsure.unwrap_or_else(|| format!("unsupported target {what}"));
                 self.out.doubts.push(doubt.clone());
                 self.chain_doubt.get_or_insert(doubt.clone());

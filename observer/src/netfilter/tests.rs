@@ -315,3 +315,27 @@ fn bridged_packets_see_the_bridge_as_both_interfaces_and_physdev_matches() {
     let c = culprit(&tables, &p);
     assert_eq!((c.confidence, c.position), (Confidence::Evaluated, Some(2)));
 }
+
+#[test]
+fn an_observed_drop_with_one_possible_rule_names_it_despite_doubts_on_accepts() {
+    // An accept on something undecidable, then the only reject on the path.
+    let tables =
+        tables_of("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m rpfilter -j ACCEPT\n-A FORWARD -j REJECT\nCOMMIT\n");
+    let p = syn("10.244.1.5", "10.244.2.7", 9080);
+    let evaluation = evaluate(&tables, &p);
+    assert!(evaluation.sole);
+    assert_eq!(resolve(&tables, &evaluation, &|_| None, "FORWARD").confidence, Confidence::NotIdentified);
+    let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| None, "FORWARD");
+    assert_eq!((c.confidence, c.position), (Confidence::Evaluated, Some(2)));
+    assert!(c.note.unwrap().contains("unsupported match `-m rpfilter`"));
+    // Counters that did not move overrule the inference.
+    let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| Some(false), "FORWARD");
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    // Two rules that may drop it: no inference.
+    let tables =
+        tables_of("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m rpfilter -j DROP\n-A FORWARD -j REJECT\nCOMMIT\n");
+    let evaluation = evaluate(&tables, &p);
+    assert!(!evaluation.sole);
+    let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| None, "FORWARD");
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+}
