@@ -206,3 +206,54 @@ fn a_drop_beyond_the_node_passes_statically_and_the_probe_says_they_disagree() {
         assert!(c["probe"]["note"].as_str().is_some_and(|n| n.contains("beyond")), "{c:#}");
     }
 }
+
+#[test]
+fn dockers_ruleset_blocks_flows_into_its_bridge_and_every_other_check_passes() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let node_a = lab.spec.node("node-a").expect("node").clone();
+    let cidr = node_a.pod_cidr_string();
+    let path =
+        format!("{}/../observer/tests/fixtures/netfilter/real/docker-usernet-noicc.txt", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let text = observer_lab::lab::rulesets::rename(&text, &[("bridge1", "cni0"), ("192.0.2.0/24", &cidr)]);
+    let ruleset = observer_lab::lab::rulesets::convert(&text);
+    let members = [cidr.clone()];
+    observer_lab::lab::faults::load_ruleset(
+        &lab.node_netns("node-a"),
+        &ruleset,
+        &[("docker-ext-bridges-v4", &members)],
+    )
+    .expect("load");
+    let (code, report) = verify(&lab, "node-a", true);
+    assert_eq!(code, 3, "{report:#}");
+    let all = checks(&report);
+    assert!(all.iter().all(|c| c["status"] != "unknown"), "every verdict decided: {report:#}");
+    let blocked = blocked(&report);
+    assert!(!blocked.is_empty(), "{report:#}");
+    let on_node_a = |ip: &str| lab.spec.pods_on("node-a").any(|p| p.ip.to_string() == ip);
+    let mut bridged = 0;
+    for c in &blocked {
+        // Only IPv4 flows into node-a's pods: between two of them (bridged) inter-container
+        // traffic is off; from elsewhere only published ports may enter.
+        let (src, dst) = (c["src"]["ip"].as_str().unwrap_or_default(), c["dst"]["ip"].as_str().unwrap_or_default());
+        assert!(on_node_a(dst), "{c:#}");
+        assert_eq!(c["at"], "node", "{c:#}");
+        assert_eq!(c["culprit"]["confidence"], "evaluated", "{c:#}");
+        let rule = if on_node_a(src) {
+            bridged += 1;
+            "-A FORWARD -i cni0 -o cni0 -j DROP"
+        } else {
+            "-A DOCKER ! -i cni0 -o cni0 -j DROP"
+        };
+        assert_eq!(c["culprit"]["rule"], rule, "{c:#}");
+    }
+    assert!(bridged >= 1, "{report:#}");
+    for c in all.iter().filter(|c| c["status"] == "pass") {
+        let dst = c["dst"]["ip"].as_str().unwrap_or_default();
+        assert!(!(on_node_a(dst) && c["src"]["kind"] == "pod"), "a flow into a pod passed: {c:#}");
+    }
+    assert_probes_agree(&report);
+}
