@@ -519,3 +519,26 @@ fn an_iptables_reject_with_tcp_reset_is_a_rejection_named_by_its_rule() {
         "iptables-nft",
     );
 }
+
+#[test]
+fn weaves_egress_default_deny_is_named_for_bridged_traffic_with_iptables_legacy() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    // kubeadm's Weave Net policies (iptables-legacy, physdev, ipsets, marks) on the lab's bridge;
+    // the ipsets of namespaces whose egress is allowed are empty: nothing may leave a pod.
+    let ruleset = real_ruleset("weave-npc-kubeadm.txt", &[("weave", "cni0"), ("10.32.0.0/12", "10.244.0.0/16")]);
+    let drop = drop_of_blocked(&lab, "productpage", reviews.ip.into(), 9080, |lab| {
+        observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    });
+    let c = &drop["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "{drop:#}");
+    assert_eq!((c["backend"].as_str(), c["table"].as_str()), (Some("iptables-legacy"), Some("filter")));
+    assert_eq!(
+        (c["chain"].as_str(), c["position"].as_u64(), c["owner"].as_str()),
+        (Some("WEAVE-NPC-EGRESS"), Some(7), Some("weave"))
+    );
+    assert_eq!(c["rule"], "-A WEAVE-NPC-EGRESS -m mark ! --mark 0x40000/0x40000 -j DROP");
+}

@@ -257,3 +257,27 @@ fn dockers_ruleset_blocks_flows_into_its_bridge_and_every_other_check_passes() {
     }
     assert_probes_agree(&report);
 }
+
+#[test]
+fn a_k3s_node_with_kube_router_flannel_and_a_vpns_own_tables_passes_every_mesh_flow() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    // k3s's real rulesets (kube-router policies, flannel, kube-proxy via iptables-nft, and the
+    // VPN's native nft tables at the same hooks) with the cluster CIDR adapted to the lab: they
+    // accept every mesh flow, and each verdict is decided.
+    let path = format!(
+        "{}/../observer/tests/fixtures/netfilter/real/k3s-kube-router-flannel-netbird.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let text = observer_lab::lab::rulesets::rename(&text, &[("10.42.0.0/16", "10.244.0.0/16")]);
+    let ruleset = observer_lab::lab::rulesets::convert(&text);
+    observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    let (code, report) = verify(&lab, "node-a", false);
+    let not_passing: Vec<&Value> =
+        report["checks"].as_array().into_iter().flatten().filter(|c| c["status"] != "pass").collect();
+    assert!(not_passing.is_empty(), "{not_passing:#?}");
+    assert_eq!(code, 0, "{report:#}");
+}
