@@ -542,3 +542,44 @@ fn weaves_egress_default_deny_is_named_for_bridged_traffic_with_iptables_legacy(
     );
     assert_eq!(c["rule"], "-A WEAVE-NPC-EGRESS -m mark ! --mark 0x40000/0x40000 -j DROP");
 }
+
+#[test]
+fn an_ipv6_reject_in_the_pods_own_input_chain_is_named_for_the_neighbour_solicitation_it_rejects() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let reviews6 = lab.pod("reviews").expect("pod").ip6.expect("dual-stack");
+    let reviews_ns = lab.pod_netns("reviews").expect("netns");
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--verdict", "dropped"]);
+    // What an old istio-init installed in pods without IPv6 support: everything inbound over
+    // IPv6 is rejected, neighbour discovery included.
+    for rule in [
+        ["-A", "INPUT", "-m", "state", "--state", "ESTABLISHED", "-j", "ACCEPT"].as_slice(),
+        &["-A", "INPUT", "-i", "lo", "-d", "::1", "-j", "ACCEPT"],
+        &["-A", "INPUT", "-j", "REJECT"],
+    ] {
+        let mut args = vec!["-w"];
+        args.extend_from_slice(rule);
+        observer_lab::lab::cmd::in_netns(&reviews_ns, "ip6tables", &args).expect("ip6tables");
+    }
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((reviews6, 9080)), Duration::from_millis(2500))
+        .expect("connect");
+    assert_ne!(out.result, "ok", "{out:?}");
+    let inode = std::fs::metadata(format!("/run/netns/{reviews_ns}")).expect("netns").ino();
+    // The neighbour solicitation for reviews' address, rejected by reviews' own INPUT chain.
+    let drop = observer.wait_for("the solicitation's drop in reviews' namespace", Duration::from_secs(5), |v| {
+        v["netns"] == inode && v["drop_reason"] == "NETFILTER_DROP" && v["culprit"]["confidence"] != "not-identified"
+    });
+    observer.stop();
+    let c = &drop["culprit"];
+    assert_eq!((c["backend"].as_str(), c["family"].as_str()), (Some("iptables-nft"), Some("ip6")), "{drop:#}");
+    assert_eq!(
+        (c["chain"].as_str(), c["hook"].as_str(), c["position"].as_u64()),
+        (Some("INPUT"), Some("INPUT"), Some(3))
+    );
+    assert_eq!(c["rule"], "-A INPUT -j REJECT --reject-with icmp6-port-unreachable");
+}
