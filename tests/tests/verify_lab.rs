@@ -281,3 +281,61 @@ fn a_k3s_node_with_kube_router_flannel_and_a_vpns_own_tables_passes_every_mesh_f
     assert!(not_passing.is_empty(), "{not_passing:#?}");
     assert_eq!(code, 0, "{report:#}");
 }
+
+/// firewalld's forward chain (nftables backend, RHEL 9): base rules, inbound to the pods
+/// allowed, everything else forwarded rejected.
+const FIREWALLD_FORWARD: &str = r#"table inet firewalld {
+	chain filter_FORWARD {
+		type filter hook forward priority filter + 10; policy accept;
+		ct state established,related accept
+		ct status dnat accept
+		iifname "lo" accept
+		ip6 daddr { ::/96, ::ffff:0.0.0.0/96, 2002::/24 } reject with icmpv6 type addr-unreachable
+		jump filter_FORWARD_ZONES
+		ct state invalid drop
+		reject with icmpx type admin-prohibited
+	}
+
+	chain filter_FORWARD_ZONES {
+		iifname "eth0" oifname "cni0" accept
+	}
+}
+"#;
+
+#[test]
+fn a_firewalld_forward_reject_blocks_what_node_a_pods_send_and_inbound_and_service_traffic_passes() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    lab.nft("node-a", FIREWALLD_FORWARD).expect("nft");
+    let (code, report) = verify(&lab, "node-a", true);
+    assert_eq!(code, 3, "{report:#}");
+    let all = checks(&report);
+    assert!(all.iter().all(|c| c["status"] != "unknown"), "every verdict decided: {report:#}");
+    let on_node_a = |ip: &str| {
+        lab.spec.pods_on("node-a").any(|p| p.ip.to_string() == ip || p.ip6.is_some_and(|a| a.to_string() == ip))
+    };
+    for c in &all {
+        let (src, dst) = (c["src"]["ip"].as_str().unwrap_or_default(), c["dst"]["ip"].as_str().unwrap_or_default());
+        // Forwarded from one of node-a's pods (routed out, or bridged to a neighbour, which
+        // br_netfilter passes through FORWARD too), not through a Service.
+        let _ = dst;
+        let leaves = c["src"]["kind"] == "pod" && on_node_a(src);
+        let through_service =
+            c["purpose"].as_str().is_some_and(|p| p.starts_with("xDS")) && c["dst"]["service"].is_string();
+        if leaves && !through_service {
+            assert_eq!(c["status"], "blocked", "{c:#}");
+            assert_eq!(c["culprit"]["rule"], "reject with icmpx admin-prohibited", "{c:#}");
+            assert_eq!(
+                (c["culprit"]["table"].as_str(), c["culprit"]["confidence"].as_str()),
+                (Some("firewalld"), Some("evaluated"))
+            );
+        } else {
+            // Inbound is allowed; a proxy's xDS goes through istiod's Service (DNAT here:
+            // `ct status dnat accept`).
+            assert_eq!(c["status"], "pass", "{c:#}");
+        }
+    }
+    assert_probes_agree(&report);
+}

@@ -45,6 +45,11 @@ pub struct Packet {
     pub oif_type: Option<u16>,
     /// Whether the reverse-path lookup of the source through `iif` finds a route.
     pub rpf_ok: Option<bool>,
+    /// What the caller knows of destination NAT in this namespace: `Some(false)` not translated
+    /// here (the client connected to the endpoint itself, or the connection came from another
+    /// node, whose conntrack translated it); `Some(true)` the client connected to a Service
+    /// address in this namespace (translated here if a rule here can); `None` unknown.
+    pub dnat: Option<bool>,
 }
 
 impl Packet {
@@ -73,6 +78,7 @@ impl Packet {
             iif_type: route.iif_type,
             oif_type: route.oif_type,
             rpf_ok: route.rpf_ok,
+            dnat: None,
         }
     }
 
@@ -93,6 +99,7 @@ impl Packet {
             iif_type: None,
             oif_type: None,
             rpf_ok: None,
+            dnat: None,
         }
     }
 
@@ -250,13 +257,19 @@ fn walk_all(tables: &[Table], packet: &Packet) -> (Evaluation, bool) {
 /// Whether conntrack marks the packet's connection as destination-NATed in this namespace:
 /// `Some(false)` when no rule here can have translated to the packet's (post-NAT) destination.
 fn dnat_status(tables: &[Table], packet: &Packet) -> Option<bool> {
-    let could = has_nat(tables, packet, |kind| match kind {
-        NatKind::Destination(Some(to)) => *to == packet.dst,
-        NatKind::Destination(None) => true,
-        NatKind::Local => packet.dst_local,
-        NatKind::Source => false,
-    });
-    (!could).then_some(false)
+    let could = || {
+        has_nat(tables, packet, |kind| match kind {
+            NatKind::Destination(Some(to)) => *to == packet.dst,
+            NatKind::Destination(None) => true,
+            NatKind::Local => packet.dst_local,
+            NatKind::Source => false,
+        })
+    };
+    match packet.dnat {
+        Some(false) => Some(false),
+        Some(true) => Some(could()),
+        None => (!could()).then_some(false),
+    }
 }
 
 fn has_nat(tables: &[Table], packet: &Packet, kind: impl Fn(&NatKind) -> bool) -> bool {
