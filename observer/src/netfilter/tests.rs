@@ -339,3 +339,44 @@ fn an_observed_drop_with_one_possible_rule_names_it_despite_doubts_on_accepts() 
     let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| None, "FORWARD");
     assert_eq!(c.confidence, Confidence::NotIdentified);
 }
+
+const NFT_EXPRESSIONS_JSON: &str = include_str!("../../tests/fixtures/netfilter/nft-expressions.json");
+const NFT_EXPRESSIONS_TEXT: &str = include_str!("../../tests/fixtures/netfilter/nft-expressions.txt");
+
+/// A SYN forwarded from cni0 to eth0 (an Ethernet interface, as both ends are here).
+fn ether_syn(src: &str, dst: &str, dport: u16) -> Packet {
+    Packet { iif_type: Some(1), oif_type: Some(1), ..syn(src, dst, dport) }
+}
+
+#[test]
+fn nft_expressions_real_firewalls_use_are_evaluated() {
+    let tables = parse_ruleset(NFT_EXPRESSIONS_JSON, NFT_EXPRESSIONS_TEXT, &[]).unwrap();
+    let named = |p: &Packet| {
+        let evaluation = evaluate(&tables, p);
+        assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+        resolve(&tables, &evaluation, &|_| None, "test").comment
+    };
+    // A concatenated set of (source, port) pairs.
+    assert_eq!(named(&ether_syn("10.244.1.5", "10.244.2.7", 15012)).as_deref(), Some("pair"));
+    // An interval set: a range and a prefix.
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.244.3.15", 80)).as_deref(), Some("range"));
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.250.1.1", 80)).as_deref(), Some("range"));
+    // The connection mark a new connection got in prerouting.
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.244.2.7", 9999)).as_deref(), Some("ctmark"));
+    // The output interface's type.
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.244.2.7", 7777)).as_deref(), Some("ether"));
+    // `ct status dnat`: no rule here translates destinations, so it is not DNATed.
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.244.2.7", 8888)).as_deref(), Some("after dnat"));
+    // Nothing matches: passes, and the ICMP type sets were no doubt for TCP.
+    assert_eq!(named(&ether_syn("10.244.1.5", "10.244.2.7", 15010)), None);
+    // An established packet's connection mark is history the read does not have.
+    let mut established = ether_syn("10.244.1.9", "10.244.2.7", 9999);
+    established.tcp_flags = Some(0x10);
+    let evaluation = evaluate(&tables, &established);
+    assert!(evaluation.doubts.iter().any(|d| d.contains("connection mark unknown")), "{evaluation:#?}");
+    // Without the interface type, `meta iiftype loopback accept` is a doubt that weakens the
+    // drops after it in its chain.
+    let c = culprit(&tables, &syn("10.244.1.9", "10.244.2.7", 7777));
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    assert!(c.note.unwrap().contains("interface type unknown"));
+}
