@@ -585,3 +585,37 @@ fn an_ipv6_reject_in_the_pods_own_input_chain_is_named_for_the_neighbour_solicit
     );
     assert_eq!(c["rule"], "-A INPUT -j REJECT --reject-with icmp6-port-unreachable");
 }
+
+/// A VPN's own forward chain (native nft, no counter) at iptables-nft's FORWARD hook and
+/// priority, both dropping xDS.
+const VPN_FORWARD: &str = "table inet vpn {\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n    tcp dport 15012 drop\n  }\n}\n";
+
+#[test]
+fn of_two_base_chains_at_one_hook_and_priority_the_counters_tell_which_dropped() {
+    if !require_root() {
+        return;
+    }
+    let iptables_rule: &[&str] = &["-I", "FORWARD", "1", "-p", "tcp", "--dport", "15012", "-j", "DROP"];
+    // At equal priority the hook registered last runs first (nf_hook_entries_grow). iptables'
+    // chain registered last drops it first: its counters confirm it.
+    let lab = lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        lab.nft("node-a", VPN_FORWARD).expect("nft");
+        install(lab, "iptables", &[iptables_rule]);
+    });
+    assert_eq!((c["confidence"].as_str(), c["backend"].as_str()), (Some("confirmed"), Some("iptables-nft")), "{c:#}");
+    drop(lab);
+    // The VPN's chain registered last drops it before iptables sees it: iptables' counters do
+    // not move, so the VPN's rule is named.
+    let lab = support::lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        install(lab, "iptables", &[iptables_rule]);
+        lab.nft("node-a", VPN_FORWARD).expect("nft");
+    });
+    assert_eq!((c["confidence"].as_str(), c["backend"].as_str()), (Some("evaluated"), Some("nftables")), "{c:#}");
+    assert_eq!(
+        (c["table"].as_str(), c["chain"].as_str(), c["rule"].as_str()),
+        (Some("vpn"), Some("forward"), Some("tcp dport 15012 drop"))
+    );
+    assert!(c["note"].as_str().is_some_and(|n| n.contains("same hook and priority")), "{c:#}");
+}

@@ -197,6 +197,24 @@ pub fn resolve(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>
     if let Some(c) = evaluation.candidates.iter().find(|c| rose(c.site) == Some(true)) {
         return Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Confirmed, None);
     }
+    // Of base chains at one hook and priority that both drop it, the one whose peers' counters
+    // did not move dropped it (the kernel ran it first).
+    let untouched: Vec<&usize> = evaluation
+        .tied
+        .iter()
+        .filter(|i| evaluation.candidates.get(**i).is_some_and(|c| rose(c.site) != Some(false)))
+        .collect();
+    if let ([only], true) = (untouched.as_slice(), evaluation.tied.len() > 1) {
+        if let Some(c) = evaluation.candidates.get(**only) {
+            return Culprit::at(
+                tables,
+                c.site,
+                c.hook.as_str(),
+                Confidence::Evaluated,
+                Some("a base chain at the same hook and priority drops it too, but its counters did not move".into()),
+            );
+        }
+    }
     if let [first, rest @ ..] = evaluation.tied.as_slice() {
         let named: Vec<String> = std::iter::once(first)
             .chain(rest)

@@ -253,6 +253,12 @@ fn base_chains_at_one_hook_and_priority_that_both_drop_name_both_unless_counters
     let vpn_rule = Site { table: 1, chain: 0, rule: Some(0) };
     let c = resolve(&tables, &evaluation, &|site| Some(site == vpn_rule), "FORWARD");
     assert_eq!((c.confidence, c.table.as_deref()), (Confidence::Confirmed, Some("vpn")));
+    // The iptables rule's counters did not move and the VPN's rule has none: the VPN's chain
+    // ran first.
+    let iptables_rule = Site { table: 0, chain: 0, rule: Some(0) };
+    let c = resolve(&tables, &evaluation, &|site| (site == iptables_rule).then_some(false), "FORWARD");
+    assert_eq!((c.confidence, c.table.as_deref()), (Confidence::Evaluated, Some("vpn")));
+    assert!(c.note.unwrap().contains("same hook and priority"));
     // Only one of them drops: that one, evaluated.
     let other = syn("10.244.1.5", "10.244.2.7", 9080);
     let c = culprit(&tables, &other);
