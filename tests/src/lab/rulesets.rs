@@ -284,8 +284,9 @@ fn nft_block(lines: &[&str], out: &mut Pasted) {
 }
 
 /// Replaces whole words (interface names, addresses) of a ruleset: `pairs` of (from, to). A
-/// word boundary is anything but a letter, digit, `-`, `_`, `.`, `:`, `+` or `*`, so `eth0`
-/// does not rename `eth01` and `10.0.0.1` does not rename `10.0.0.10`.
+/// word boundary is anything but a letter, digit, `-`, `_`, `.` or `:`, so `eth0` does not
+/// rename `eth01` and `10.0.0.1` does not rename `10.0.0.10`, but renames the `eth0` of a
+/// wildcard `eth0+`.
 pub fn rename(text: &str, pairs: &[(&str, &str)]) -> String {
     let word_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
     let mut out = String::with_capacity(text.len());
@@ -307,4 +308,46 @@ pub fn rename(text: &str, pairs: &[(&str, &str)]) -> String {
         rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_rules_become_restore_input_with_builtins_declared() {
+        let paste = "# header\n\n## nat\n    -P PREROUTING ACCEPT\n    -N DOCKER\n    -A DOCKER -i br0 -j RETURN\n\
+                     \n## filter\n-N X\n-A FORWARD -m set --match-set s1 dst -j X\n-A X -j DROP\n";
+        let out = convert(paste);
+        assert_eq!(out.iptables.len(), 2);
+        assert_eq!(
+            out.iptables[0].restore,
+            "*nat\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+             :PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A DOCKER -i br0 -j RETURN\nCOMMIT\n"
+        );
+        assert_eq!(out.iptables[1].rule_lines, vec![("filter".to_string(), 2)]);
+        assert_eq!(out.ipsets, vec!["s1".to_string()]);
+        assert_eq!(out.iptables_rules(), 3);
+    }
+
+    #[test]
+    fn nft_listings_skip_tables_iptables_nft_wrote_and_count_rule_lines() {
+        let paste = "user@host:~$ sudo nft list ruleset\n# Warning: table ip filter is managed by iptables-nft, do not touch!\n\
+                     table ip filter {\n\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy accept;\n\
+                     \t\tcounter packets 0 bytes 0 # Warning: XT target DNAT not found\nxt target \"DNAT\"\n\t}\n}\n\
+                     table inet vpn {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.1 }\n\t}\n\
+                     \tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\tip saddr @s accept\n\t\tdrop\n\t}\n}\n";
+        let out = convert(paste);
+        assert!(!out.nft.contains("table ip filter") && out.nft.contains("table inet vpn"), "{}", out.nft);
+        assert_eq!(out.nft_rule_lines, vec![(("inet".to_string(), "vpn".to_string()), 2)]);
+    }
+
+    #[test]
+    fn rename_replaces_whole_words_only() {
+        let text = "-A FORWARD -i eth0 -o eth01 -d 10.0.0.1/32 -s 10.0.0.10 -j DROP # eth0+";
+        assert_eq!(
+            rename(text, &[("eth0", "uplink"), ("10.0.0.1/32", "10.9.9.9/32")]),
+            "-A FORWARD -i uplink -o eth01 -d 10.9.9.9/32 -s 10.0.0.10 -j DROP # uplink+"
+        );
+    }
 }
