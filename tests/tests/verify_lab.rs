@@ -339,3 +339,51 @@ fn a_firewalld_forward_reject_blocks_what_node_a_pods_send_and_inbound_and_servi
     }
     assert_probes_agree(&report);
 }
+
+#[test]
+fn weaves_ingress_isolation_blocks_bridged_flows_with_the_bridge_ports_read_from_the_fdb() {
+    if !require_root() {
+        return;
+    }
+    let lab = lab();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let path =
+        format!("{}/../observer/tests/fixtures/netfilter/real/weave-npc-kubeadm.txt", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let text = observer_lab::lab::rulesets::rename(&text, &[("weave", "cni0"), ("10.32.0.0/12", "10.244.0.0/16")]);
+    let ruleset = observer_lab::lab::rulesets::convert(&text);
+    // Egress is allowed for the pods of node-a (they are in the namespace's egress set); no
+    // namespace allows ingress.
+    let egress_allowed = [productpage.ip.to_string(), reviews.ip.to_string()];
+    let node_ns = lab.node_netns("node-a");
+    observer_lab::lab::faults::load_ruleset(
+        &node_ns,
+        &ruleset,
+        &[("weave-s_+ChJId4Uy_$}G;WdH|~TK)I", &egress_allowed)],
+    )
+    .expect("load");
+    // Each pod talks to istiod through its gateway: the node learns their addresses from their
+    // ARP (neighbour table) and the bridge their ports (FDB).
+    let istiod = lab.pod("istiod").expect("pod").ip;
+    for app in ["productpage", "reviews"] {
+        let out = lab
+            .connect_as_proxy(app, std::net::SocketAddr::from((istiod, 15012)), std::time::Duration::from_secs(2))
+            .expect("connect");
+        assert_eq!(out.result, "ok", "{out:?}");
+    }
+    let (_, report) = verify(&lab, "node-a", false);
+    let check = checks(&report)
+        .into_iter()
+        .find(|c| c["src"]["ip"] == productpage.ip.to_string() && c["dst"]["ip"] == reviews.ip.to_string())
+        .unwrap_or_else(|| panic!("no productpage -> reviews check: {report:#}"));
+    assert_eq!(check["status"], "blocked", "{check:#}");
+    let c = &check["culprit"];
+    assert_eq!(
+        (c["backend"].as_str(), c["confidence"].as_str()),
+        (Some("iptables-legacy"), Some("evaluated")),
+        "{c:#}"
+    );
+    assert_eq!((c["chain"].as_str(), c["position"].as_u64()), (Some("FORWARD"), Some(4)), "{c:#}");
+    assert_eq!(c["rule"], "-A FORWARD -o cni0 -j DROP");
+}

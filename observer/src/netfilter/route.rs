@@ -32,6 +32,9 @@ pub struct NamespaceRoutes {
     links: HashMap<u32, Link>,
     /// bridge-nf-call-iptables / -ip6tables of this namespace (false when br_netfilter is absent).
     bridge_nf: (bool, bool),
+    /// Which bridge port each neighbour sits behind: (bridge, address) -> port, from the
+    /// neighbour table and the bridges' forwarding databases, read when opened.
+    ports: HashMap<(String, IpAddr), String>,
 }
 
 impl NamespaceRoutes {
@@ -39,10 +42,13 @@ impl NamespaceRoutes {
     /// which /proc/sys/net shows for the calling thread's namespace).
     pub fn here() -> io::Result<Self> {
         let mut rtnl = RouteSocket::open()?;
-        let links = rtnl.links()?.into_iter().map(|l| (l.index, l)).collect();
+        let links: HashMap<u32, Link> = rtnl.links()?.into_iter().map(|l| (l.index, l)).collect();
         let sysctl =
             |name: &str| std::fs::read_to_string(format!("/proc/sys/net/bridge/{name}")).is_ok_and(|v| v.trim() == "1");
-        Ok(Self { rtnl, links, bridge_nf: (sysctl("bridge-nf-call-iptables"), sysctl("bridge-nf-call-ip6tables")) })
+        let bridge_nf = (sysctl("bridge-nf-call-iptables"), sysctl("bridge-nf-call-ip6tables"));
+        let has_bridge = links.values().any(|l| l.kind.as_deref() == Some("bridge"));
+        let ports = if has_bridge && (bridge_nf.0 || bridge_nf.1) { bridge_ports() } else { HashMap::new() };
+        Ok(Self { rtnl, links, bridge_nf, ports })
     }
 
     /// `input_ifindex`: the device the packet was seen on (`skb->dev` of a drop), when known;
@@ -76,10 +82,13 @@ impl NamespaceRoutes {
                 let port = link(Some(input)).filter(|l| l.master == Some(output));
                 let via_bridge =
                     input == output && link(Some(output)).is_some_and(|l| l.kind.as_deref() == Some("bridge"));
-                (port.is_some() || via_bridge).then(|| BridgePorts {
-                    bridge: name(Some(output)).unwrap_or_default(),
-                    in_port: port.map(|l| l.name.clone()),
-                    out_port: None,
+                (port.is_some() || via_bridge).then(|| {
+                    let bridge = name(Some(output)).unwrap_or_default();
+                    let out_port = self.ports.get(&(bridge.clone(), dst)).cloned();
+                    // Without the device the packet came in on, the port the source sits behind.
+                    let in_port =
+                        port.map(|l| l.name.clone()).or_else(|| self.ports.get(&(bridge.clone(), src)).cloned());
+                    BridgePorts { in_port, out_port, bridge }
                 })
             }
             _ => None,
@@ -108,4 +117,39 @@ impl NamespaceRoutes {
             },
         }
     }
+}
+
+/// Which bridge port each neighbour of a bridge sits behind: its MAC (`ip neigh`) looked up in
+/// the bridge's forwarding database (`bridge fdb`), in the calling thread's namespace. Empty
+/// when the tools are missing; a neighbour whose MAC the bridge has not learnt is absent (the
+/// bridge would flood its packets).
+fn bridge_ports() -> HashMap<(String, IpAddr), String> {
+    let json = |program: &str, args: &[&str]| -> Option<serde_json::Value> {
+        let out = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output().ok()?;
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    };
+    let text = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_ascii_lowercase);
+    let mut out = HashMap::new();
+    let (Some(neigh), Some(fdb)) = (json("ip", &["-j", "neigh", "show"]), json("bridge", &["-j", "fdb", "show"]))
+    else {
+        return out;
+    };
+    let fdb = fdb.as_array().cloned().unwrap_or_default();
+    for n in neigh.as_array().into_iter().flatten() {
+        let (Some(dev), Some(mac), Some(Ok(ip))) = (
+            n.get("dev").and_then(|d| d.as_str()),
+            text(n, "lladdr"),
+            n.get("dst").and_then(|d| d.as_str()).map(str::parse::<IpAddr>),
+        ) else {
+            continue;
+        };
+        let port = fdb.iter().find_map(|e| {
+            let of_bridge = e.get("master").and_then(|m| m.as_str()) == Some(dev);
+            (of_bridge && text(e, "mac").as_deref() == Some(mac.as_str())).then(|| text(e, "ifname")).flatten()
+        });
+        if let Some(port) = port {
+            out.insert((dev.to_string(), ip), port);
+        }
+    }
+    out
 }
