@@ -225,8 +225,9 @@ fn walk_all(tables: &[Table], packet: &Packet) -> (Evaluation, bool) {
             if dropped_at.is_some_and(|p| p != priority) {
                 return (walk.out, walk.other_drops);
             }
-            // What an earlier base chain left undecided, other than a drop, does not matter here.
-            walk.chain_doubt = walk.drop_doubt.clone();
+            // What an earlier base chain left undecided, other than a drop, does not matter here
+            // (an undecided earlier drop still weakens every candidate: see `candidate`).
+            walk.chain_doubt = None;
             let first_new = walk.out.candidates.len();
             let mut flow = walk.run_chain(ti, ci, None, 0);
             if flow == Flow::Return && walk.tables[ti].chains[ci].base.as_ref().map(|b| b.policy) == Some(Policy::Drop)

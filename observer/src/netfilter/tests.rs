@@ -386,3 +386,15 @@ fn nft_expressions_real_firewalls_use_are_evaluated() {
     assert_eq!(c.confidence, Confidence::NotIdentified);
     assert!(c.note.unwrap().contains("interface type unknown"));
 }
+
+#[test]
+fn a_packet_dropped_either_by_an_undecided_rule_or_a_later_chain_is_blocked_by_no_named_rule() {
+    let tables = tables_of(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m rpfilter --invert -j DROP\nCOMMIT\n\
+         *filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p tcp --dport 15012 -j REJECT\nCOMMIT\n",
+    );
+    let evaluation = evaluate(&tables, &syn("10.244.1.5", "10.244.2.7", 15012));
+    assert!(evaluation.blocked, "{evaluation:#?}");
+    assert_eq!(evaluation.decided, None);
+    assert_eq!(culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15012)).confidence, Confidence::NotIdentified);
+}
