@@ -584,6 +584,8 @@ fn an_ipv6_reject_in_the_pods_own_input_chain_is_named_for_the_neighbour_solicit
         (Some("INPUT"), Some("INPUT"), Some(3))
     );
     assert_eq!(c["rule"], "-A INPUT -j REJECT --reject-with icmp6-port-unreachable");
+    // Decided outright: a solicitation is never tracked, so `--state ESTABLISHED` cannot match.
+    assert!(c.get("note").is_none(), "{c:#}");
 }
 
 /// A VPN's own forward chain (native nft, no counter) at iptables-nft's FORWARD hook and

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use super::model::{
     Action, Field, HookPoint, MarkChange, Match, NatKind, Policy, Rule, Table, Value, CTS_DNAT, CTS_SNAT, CT_DNAT,
-    CT_ESTABLISHED, CT_NEW, CT_SNAT,
+    CT_ESTABLISHED, CT_NEW, CT_SNAT, CT_UNTRACKED,
 };
 
 /// The bridge ports of a bridged packet (br_netfilter): netfilter sees the bridge as both input
@@ -45,6 +45,8 @@ pub struct Packet {
     pub oif_type: Option<u16>,
     /// Whether the reverse-path lookup of the source through `iif` finds a route.
     pub rpf_ok: Option<bool>,
+    /// ICMP/ICMPv6 type and code, when the packet's ICMP header was captured.
+    pub icmp: Option<(u8, u8)>,
     /// What the caller knows of destination NAT in this namespace: `Some(false)` not translated
     /// here (the client connected to the endpoint itself, or the connection came from another
     /// node, whose conntrack translated it); `Some(true)` the client connected to a Service
@@ -78,6 +80,7 @@ impl Packet {
             iif_type: route.iif_type,
             oif_type: route.oif_type,
             rpf_ok: route.rpf_ok,
+            icmp: None,
             dnat: None,
         }
     }
@@ -99,6 +102,7 @@ impl Packet {
             iif_type: None,
             oif_type: None,
             rpf_ok: None,
+            icmp: None,
             dnat: None,
         }
     }
@@ -122,8 +126,12 @@ impl Packet {
     }
 
     /// Conntrack state as a CT_* bit: a SYN opens a connection, anything else with ACK or RST
-    /// belongs to one; unknown without TCP flags.
+    /// belongs to one; unknown without TCP flags. ICMPv6 neighbour discovery and MLD are never
+    /// tracked (`noct_valid_new` of nf_conntrack_proto_icmpv6); other ICMP depends on history.
     fn ct_state(&self) -> Option<u8> {
+        if let (1 | 58, Some((kind, _))) = (self.proto, self.icmp) {
+            return (self.proto == 58 && matches!(kind, 130..=136 | 143)).then_some(CT_UNTRACKED);
+        }
         let flags = self.tcp_flags?;
         Some(if flags & 0x12 == 0x02 { CT_NEW } else { CT_ESTABLISHED })
     }
@@ -518,8 +526,10 @@ impl Walk<'_> {
             Field::IifType => number(p.iif_type.map(u32::from)),
             Field::OifType => number(p.oif_type.map(u32::from)),
             Field::RpfMissing => boolean(p.rpf_ok.map(|ok| !ok)),
-            Field::IcmpType if matches!(p.proto, 1 | 58) => Outcome::Unknown,
-            Field::IcmpType => Outcome::No,
+            Field::IcmpType { v6, code } if p.proto == if *v6 { 58 } else { 1 } => {
+                number(p.icmp.map(|(kind, c)| u32::from(if *code { c } else { kind })))
+            }
+            Field::IcmpType { .. } => Outcome::No,
             Field::Concat(fields) => {
                 let mut result = Outcome::No;
                 for value in values {
@@ -616,7 +626,7 @@ fn field_label(field: &Field) -> String {
         Field::PhysdevOut => "bridge output port".into(),
         Field::IifType | Field::OifType => "interface type".into(),
         Field::RpfMissing => "reverse path".into(),
-        Field::IcmpType => "ICMP type".into(),
+        Field::IcmpType { .. } => "ICMP type".into(),
         Field::Concat(fields) => fields.iter().map(field_label).collect::<Vec<_>>().join(" . "),
         other => format!("{other:?}"),
     }

@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use super::{
     ipset::IpSets,
     model::{
-        Action, Backend, BaseChain, Chain, Counters, Family, Field, HookPoint, MarkChange, Match, NatKind, Policy,
-        Rule, Table, Value, CT_DNAT, CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_SNAT, CT_UNTRACKED,
+        icmp_type_number, Action, Backend, BaseChain, Chain, Counters, Family, Field, HookPoint, MarkChange, Match,
+        NatKind, Policy, Rule, Table, Value, CT_DNAT, CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_SNAT,
+        CT_UNTRACKED,
     },
 };
 
@@ -322,8 +323,19 @@ fn parse_option(
             one(field, members)
         }
         "--icmp-type" | "--icmpv6-type" => {
-            value()?;
-            one(Field::IcmpType, vec![Value::Number(0)])
+            let v6 = option == "--icmpv6-type";
+            let text = value()?;
+            if text == "any" {
+                return Ok(Parsed::Nothing);
+            }
+            let (kind, code) = text.split_once('/').map_or((text.as_str(), None), |(t, c)| (t, Some(c)));
+            let number = |t: &str| icmp_type_number(t, v6).ok_or_else(|| format!("unknown ICMP type `{text}`"));
+            let mut tests = vec![(Field::IcmpType { v6, code: false }, vec![Value::Number(number(kind)?.into())])];
+            if let Some(code) = code {
+                let code: u8 = code.parse().map_err(|_| format!("bad ICMP code in `{text}`"))?;
+                tests.push((Field::IcmpType { v6, code: true }, vec![Value::Number(code.into())]));
+            }
+            Ok(Parsed::Tests(tests))
         }
         "--physdev-in" => one(Field::PhysdevIn, vec![Value::Iface(value()?)]),
         "--physdev-out" => one(Field::PhysdevOut, vec![Value::Iface(value()?)]),

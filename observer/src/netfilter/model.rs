@@ -187,8 +187,12 @@ pub enum Field {
     OifType,
     /// `fib saddr . iif oif missing`: the reverse path check fails (Bool).
     RpfMissing,
-    /// ICMP/ICMPv6 type (Number): decidable only as "not ICMP" for a TCP/UDP packet.
-    IcmpType,
+    /// ICMP (`v6: false`) or ICMPv6 type (Number), or its code (`code: true`), from the
+    /// packet's ICMP header when captured.
+    IcmpType {
+        v6: bool,
+        code: bool,
+    },
     /// A concatenation (`ip saddr . tcp dport`), compared with [`Value::Tuple`]s.
     Concat(Vec<Field>),
 }
@@ -303,4 +307,49 @@ impl Action {
     pub fn decides(&self) -> bool {
         !matches!(self, Action::Continue | Action::SetMark { .. } | Action::UnknownMark | Action::SetCtMark(_))
     }
+}
+
+/// The number of an ICMP (`v6 = false`) or ICMPv6 type by the names nft and iptables print
+/// (RFC 792/4443/4861 numbers), or a number.
+pub fn icmp_type_number(name: &str, v6: bool) -> Option<u8> {
+    if let Ok(n) = name.parse() {
+        return Some(n);
+    }
+    let name = name.to_ascii_lowercase().replace("neighbour", "neighbor");
+    Some(match (v6, name.as_str()) {
+        (false, "echo-reply" | "pong") => 0,
+        (false, "destination-unreachable") => 3,
+        (false, "source-quench") => 4,
+        (false, "redirect") => 5,
+        (false, "echo-request" | "ping") => 8,
+        (false, "router-advertisement") => 9,
+        (false, "router-solicitation") => 10,
+        (false, "time-exceeded" | "ttl-exceeded") => 11,
+        (false, "parameter-problem") => 12,
+        (false, "timestamp-request") => 13,
+        (false, "timestamp-reply") => 14,
+        (false, "info-request") => 15,
+        (false, "info-reply") => 16,
+        (false, "address-mask-request") => 17,
+        (false, "address-mask-reply") => 18,
+        (true, "destination-unreachable") => 1,
+        (true, "packet-too-big") => 2,
+        (true, "time-exceeded" | "ttl-exceeded") => 3,
+        (true, "parameter-problem") => 4,
+        (true, "echo-request") => 128,
+        (true, "echo-reply") => 129,
+        (true, "mld-listener-query") => 130,
+        (true, "mld-listener-report") => 131,
+        (true, "mld-listener-done" | "mld-listener-reduction") => 132,
+        (true, "nd-router-solicit" | "router-solicitation") => 133,
+        (true, "nd-router-advert" | "router-advertisement") => 134,
+        (true, "nd-neighbor-solicit" | "neighbor-solicitation") => 135,
+        (true, "nd-neighbor-advert" | "neighbor-advertisement") => 136,
+        (true, "nd-redirect" | "redirect") => 137,
+        (true, "router-renumbering") => 138,
+        (true, "ind-neighbor-solicit") => 141,
+        (true, "ind-neighbor-advert") => 142,
+        (true, "mld2-listener-report") => 143,
+        _ => return None,
+    })
 }

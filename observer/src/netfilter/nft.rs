@@ -8,9 +8,9 @@ use serde_json::Value as Json;
 use super::{
     iptables::{parse_net, protocol_number},
     model::{
-        Action, Backend, BaseChain, Chain, Counters, Family, Field, HookPoint, MarkChange, Match, NatKind, Policy,
-        Rule, Table, Value, CTS_DNAT, CTS_OTHER, CTS_SNAT, CT_DNAT, CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED,
-        CT_SNAT, CT_UNTRACKED,
+        icmp_type_number, Action, Backend, BaseChain, Chain, Counters, Family, Field, HookPoint, MarkChange, Match,
+        NatKind, Policy, Rule, Table, Value, CTS_DNAT, CTS_OTHER, CTS_SNAT, CT_DNAT, CT_ESTABLISHED, CT_INVALID,
+        CT_NEW, CT_RELATED, CT_SNAT, CT_UNTRACKED,
     },
 };
 
@@ -261,7 +261,7 @@ fn field_of(left: &Json) -> Option<(Field, Vec<(Field, Value)>)> {
             (_, "dport") => Field::Dport,
             ("tcp", "flags") => Field::TcpFlags { mask: 0xff },
             ("ip", "protocol") | ("ip6", "nexthdr") => Field::L4Proto,
-            ("icmp" | "icmpv6", "type" | "code") => Field::IcmpType,
+            ("icmp" | "icmpv6", "type" | "code") => Field::IcmpType { v6: protocol == "icmpv6", code: field == "code" },
             _ => return None,
         };
         return Some((f, implied));
@@ -366,7 +366,11 @@ fn value_of(field: &Field, v: &Json) -> Option<Value> {
             })))
         }
         Field::CtMark { .. } => Some(Value::Number(v.as_u64()? as u32)),
-        Field::IcmpType => Some(Value::Number(v.as_u64().unwrap_or(0) as u32)),
+        Field::IcmpType { v6, code } => match v {
+            Json::Number(n) => Some(Value::Number(n.as_u64()? as u32)),
+            Json::String(s) if !code => icmp_type_number(s, *v6).map(|n| Value::Number(n.into())),
+            _ => None,
+        },
         Field::IifType | Field::OifType => Some(Value::Number(match v {
             Json::Number(n) => n.as_u64()? as u32,
             Json::String(s) => match s.as_str() {

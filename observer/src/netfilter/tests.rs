@@ -398,3 +398,39 @@ fn a_packet_dropped_either_by_an_undecided_rule_or_a_later_chain_is_blocked_by_n
     assert_eq!(evaluation.decided, None);
     assert_eq!(culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15012)).confidence, Confidence::NotIdentified);
 }
+
+#[test]
+fn icmp_types_and_untracked_neighbour_discovery_are_decided() {
+    // What an old istio-init put in IPv6 pods: only established traffic and loopback come in.
+    let tables = parse_save(
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type echo-request -j ACCEPT\n\
+         -A INPUT -m state --state ESTABLISHED -j ACCEPT\n-A INPUT -i lo -d ::1/128 -j ACCEPT\n-A INPUT -j REJECT\nCOMMIT\n",
+        Backend::IptablesNft,
+        Family::Ip6,
+    )
+    .unwrap();
+    let ns = |kind: u8| Packet {
+        iif: Some("eth0".into()),
+        dst_local: true,
+        icmp: Some((kind, 0)),
+        ..Packet::between(58, "fd00::1".parse().unwrap(), "ff02::1:ff00:b".parse().unwrap(), 0, 0, None)
+    };
+    // A neighbour solicitation is untracked: not ESTABLISHED, so rejected, with no doubt.
+    let evaluation = evaluate(&tables, &ns(135));
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+    let c = resolve(&tables, &evaluation, &|_| None, "INPUT");
+    assert_eq!((c.confidence, c.position), (Confidence::Evaluated, Some(4)));
+    // An echo request is accepted by type.
+    assert!(evaluate(&tables, &ns(128)).candidates.is_empty());
+    // firewalld's raw rule for router adverts and solicitations, by nft's type names.
+    let nft = parse_ruleset(NFT_EXPRESSIONS_JSON, NFT_EXPRESSIONS_TEXT, &[]).unwrap();
+    let forward = nft[0].chain("forward").unwrap();
+    assert_eq!(
+        forward.rules[2].matches.last(),
+        Some(&super::model::Match::Test {
+            field: super::model::Field::IcmpType { v6: true, code: false },
+            values: vec![super::model::Value::Number(134), super::model::Value::Number(135)],
+            negated: false
+        })
+    );
+}
