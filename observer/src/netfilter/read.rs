@@ -39,16 +39,20 @@ pub fn read_here() -> Snapshot {
     let started = SystemTime::now();
     let mut tables = Vec::new();
     let mut problems = Vec::new();
-    // `-m set` rules are evaluated against the sets' members.
-    let ipsets = match run("ipset", &["save"]) {
-        Ok(out) => IpSets::parse(&out),
-        Err(err) => {
+    let outputs: Vec<_> =
+        IPTABLES.iter().map(|(tool, backend, family)| (*tool, *backend, *family, run(tool, &["-c"]))).collect();
+    // `-m set` rules are evaluated against the sets' members (read only when a rule names one).
+    let uses_sets = outputs.iter().any(|(.., out)| out.as_ref().is_ok_and(|o| o.contains("--match-set")));
+    let ipsets = match uses_sets.then(|| run("ipset", &["save"])) {
+        Some(Ok(out)) => IpSets::parse(&out),
+        Some(Err(err)) => {
             problems.push(err);
             IpSets::default()
         }
+        None => IpSets::default(),
     };
-    for (tool, backend, family) in IPTABLES {
-        match run(tool, &["-c"]) {
+    for (tool, backend, family, output) in outputs {
+        match output {
             Ok(out) => match parse_save_with(&out, backend, family, &ipsets) {
                 Ok(parsed) => tables.extend(parsed),
                 Err(err) => problems.push(format!("{tool}: {err}")),
