@@ -30,6 +30,36 @@ fn culprit_of_blocked(lab: &Lab, port: u16, block: impl FnOnce(&Lab)) -> serde_j
     drop["culprit"].clone()
 }
 
+/// Traces node-a while `block` installs rules, connects `from` -> `to`:`port` as its proxy, and
+/// returns that connection's NETFILTER_DROP.
+fn drop_of_blocked(
+    lab: &Lab,
+    from: &str,
+    to: std::net::IpAddr,
+    port: u16,
+    block: impl FnOnce(&Lab),
+) -> serde_json::Value {
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--verdict", "dropped"]);
+    block(lab);
+    let out = lab.connect_as_proxy(from, SocketAddr::from((to, port)), Duration::from_millis(1200)).expect("connect");
+    assert_ne!(out.result, "ok", "the rules were meant to block it: {out:?}");
+    let sport = out.local_addr().expect("local").port();
+    let drop = observer.wait_for("the blocked SYN's drop", Duration::from_secs(5), |v| {
+        v["type"] == "drop" && v["flow"]["sport"] == sport && v["drop_reason"] == "NETFILTER_DROP"
+    });
+    observer.stop();
+    drop
+}
+
+/// A real ruleset from observer/tests/fixtures/netfilter/real, converted and adapted to node-a:
+/// `renames` map the paste's interfaces and addresses to the lab's.
+fn real_ruleset(name: &str, renames: &[(&str, &str)]) -> observer_lab::lab::rulesets::Pasted {
+    let path = format!("{}/../observer/tests/fixtures/netfilter/real/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    observer_lab::lab::rulesets::convert(&observer_lab::lab::rulesets::rename(&text, renames))
+}
+
 /// Runs each rule (the tool's arguments after `-w`) with `program` in node-a's namespace.
 fn install(lab: &Lab, program: &str, rules: &[&[&str]]) {
     for rule in rules {
@@ -206,11 +236,13 @@ fn of_two_candidate_rules_only_the_earlier_matching_one_is_named() {
 fn a_drop_whose_rule_cannot_be_identified_says_so() {
     require_root();
     let lab = lab();
-    // A random-number match (not modelled) and no counter: no evaluation, no confirmation.
+    // Two drops behind random-number matches (not modelled) and no counters: either may have
+    // dropped it, so neither is named. (With one such rule alone, it is the only rule that can
+    // drop the packet, and is named `evaluated`.)
     let c = culprit_of_blocked(&lab, 15012, |lab| {
         lab.nft(
             "node-a",
-            "table ip opaque {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    tcp dport 15012 numgen random mod 2 <= 1 drop\n  }\n}\n",
+            "table ip opaque {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    tcp dport 15012 numgen random mod 2 == 0 drop\n    tcp dport 15012 numgen random mod 2 <= 1 drop\n  }\n}\n",
         )
         .expect("nft");
     });
@@ -262,4 +294,313 @@ fn an_ipv6_drop_inside_a_pod_namespace_is_named_in_that_namespace() {
         (Some("OUTPUT"), Some("OUTPUT"), Some(1))
     );
     assert_eq!(c["rule"], format!("-A OUTPUT -d {details6}/128 -p tcp -m tcp --dport 9080 -j DROP"));
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn dockers_inter_container_drop_is_named_for_bridged_pod_to_pod_traffic() {
+    require_root();
+    let lab = lab();
+    let node_a = lab.spec.node("node-a").expect("node").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let cidr = node_a.pod_cidr_string();
+    // dockerd's user bridge with inter-container traffic off, on the lab's pod bridge.
+    let reviews_ip = reviews.ip.to_string();
+    let ruleset = real_ruleset(
+        "docker-usernet-noicc.txt",
+        &[("bridge1", "cni0"), ("192.0.2.0/24", &cidr), ("192.0.2.2/32", &reviews_ip)],
+    );
+    let drop = drop_of_blocked(&lab, "productpage", reviews.ip.into(), 9080, |lab| {
+        let members = [cidr.clone()];
+        observer_lab::lab::faults::load_ruleset(
+            &lab.node_netns("node-a"),
+            &ruleset,
+            &[("docker-ext-bridges-v4", &members)],
+        )
+        .expect("load");
+    });
+    let c = &drop["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "{drop:#}");
+    assert_eq!((c["backend"].as_str(), c["table"].as_str()), (Some("iptables-nft"), Some("filter")));
+    assert_eq!(
+        (c["chain"].as_str(), c["hook"].as_str(), c["position"].as_u64()),
+        (Some("FORWARD"), Some("FORWARD"), Some(8))
+    );
+    assert_eq!(c["rule"], "-A FORWARD -i cni0 -o cni0 -j DROP");
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_calico_ruleset_loaded_with_iptables_restore_names_the_drop_after_calicos_chains() {
+    require_root();
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    // AKS's Calico + kube-proxy filter table; its one node-level DROP adapted to istiod:15012.
+    let target = format!("{}/32", istiod.ip);
+    let ruleset = real_ruleset("calico-aks-kubenet.txt", &[("198.51.100.16/32", &target), ("80", "15012")]);
+    let drop = drop_of_blocked(&lab, "productpage", istiod.ip.into(), 15012, |lab| {
+        observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    });
+    let c = &drop["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "{drop:#}");
+    assert_eq!((c["chain"].as_str(), c["position"].as_u64()), (Some("FORWARD"), Some(6)), "{c:#}");
+    assert_eq!(c["rule"], format!("-A FORWARD -d {target} -p tcp -m tcp --dport 15012 -j DROP"));
+}
+
+/// `observer diagnose --output json` on node-a around `traffic`; returns the report's findings.
+fn diagnose_findings(lab: &Lab, traffic: impl FnOnce()) -> Vec<serde_json::Value> {
+    let inventory = lab.inventory_path().display().to_string();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let netns = lab.node_netns("node-a");
+    let running = Running::start(&[
+        "diagnose",
+        "--inventory",
+        &inventory,
+        "--netns",
+        &netns,
+        "--node-name",
+        "node-a",
+        "--cgroup-root",
+        &cgroup_root,
+        "--output",
+        "json",
+    ]);
+    traffic();
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = running.lines_handle();
+    let (_, stderr) = running.stop_with_stderr();
+    let text = lines.lock().expect("lock").join("\n");
+    let report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}\n{stderr:?}"));
+    report["findings"].as_array().cloned().unwrap_or_default()
+}
+
+/// firewalld's forward chain as its nftables backend writes it (RHEL 9), on node-a: its base
+/// rules, inbound traffic from the uplink to the pods allowed, and the final reject of the rest.
+const FIREWALLD_FORWARD: &str = r#"table inet firewalld {
+	chain filter_FORWARD {
+		type filter hook forward priority filter + 10; policy accept;
+		ct state established,related accept
+		ct status dnat accept
+		iifname "lo" accept
+		ip6 daddr { ::/96, ::ffff:0.0.0.0/96, 2002::/24, 2002:a00::/24, 2002:7f00::/24 } reject with icmpv6 type addr-unreachable
+		jump filter_FORWARD_ZONES
+		ct state invalid drop
+		reject with icmpx type admin-prohibited
+	}
+
+	chain filter_FORWARD_ZONES {
+		iifname "eth0" oifname "cni0" accept
+	}
+
+	chain raw_PREROUTING {
+		type filter hook prerouting priority raw + 10; policy accept;
+		icmpv6 type { nd-router-advert, nd-neighbor-solicit } accept
+		meta nfproto ipv6 fib saddr . mark . iif oif missing drop
+	}
+}
+"#;
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_blanket_firewalld_reject_between_sidecars_is_r3_endpoint_unreachable_rejected() {
+    require_root();
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let all = diagnose_findings(&lab, || {
+        lab.nft("node-a", FIREWALLD_FORWARD).expect("nft");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(1500))
+            .expect("connect");
+        assert_ne!(out.result, "ok", "{out:?}");
+    });
+    let f = all
+        .iter()
+        .find(|f| f["dst"]["pod"] == details.key().as_str() && f["dst"]["port"] == 9080)
+        .unwrap_or_else(|| panic!("no finding for details:9080: {all:#?}"));
+    assert_eq!((f["requirement"].as_str(), f["kind"].as_str()), (Some("R3"), Some("endpoint-unreachable")), "{f:#}");
+    assert_eq!(f["mechanism"], "rejected", "{f:#}");
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    let c = &f["culprit"];
+    assert_eq!(c["confidence"], "evaluated", "firewalld's rules carry no counters: {c:#}");
+    assert_eq!((c["backend"].as_str(), c["family"].as_str()), (Some("nftables"), Some("inet")));
+    assert_eq!(
+        (c["table"].as_str(), c["chain"].as_str(), c["position"].as_u64()),
+        (Some("firewalld"), Some("filter_FORWARD"), Some(7))
+    );
+    assert_eq!(c["rule"], "reject with icmpx admin-prohibited");
+    assert!(c["note"].as_str().is_some_and(|n| n.contains("conntrack status unknown")), "{c:#}");
+    // Nothing else blamed: every finding is this rule's doing (no port-0 finding for the ICMP
+    // error freed at the client either).
+    for other in &all {
+        assert_eq!(other["culprit"]["rule"], "reject with icmpx admin-prohibited", "{other:#}");
+        assert_ne!(other["requirement"], "R4", "{other:#}");
+    }
+}
+
+/// A reset sent by a REJECT rule between two sidecar pods: `rejected`, culprit the rule.
+fn firewall_reset_is_a_rejection(install_rule: impl FnOnce(&Lab), rule: &str, backend: &str) {
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let all = diagnose_findings(&lab, || {
+        install_rule(&lab);
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(1500))
+            .expect("connect");
+        assert_eq!(out.result, "refused", "the firewall answers with a reset: {out:?}");
+    });
+    assert_eq!(all.len(), 1, "nothing else blamed: {all:#?}");
+    let f = &all[0];
+    // The rule singles out the app's port between two sidecar workloads: a policy conflict.
+    assert_eq!((f["requirement"].as_str(), f["kind"].as_str()), (Some("R4"), Some("policy-conflict")), "{f:#}");
+    assert_eq!(f["mechanism"], "rejected", "{f:#}");
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(details.key().as_str()), Some(9080)));
+    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    let c = &f["culprit"];
+    assert_eq!((c["confidence"].as_str(), c["backend"].as_str()), (Some("confirmed"), Some(backend)), "{c:#}");
+    assert!(c["rule"].as_str().is_some_and(|r| r.starts_with(rule)), "{c:#}");
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn an_nft_reject_with_tcp_reset_is_a_rejection_named_by_its_rule() {
+    require_root();
+    firewall_reset_is_a_rejection(
+        |lab| {
+            lab.nft(
+                "node-a",
+                "table inet guard {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    tcp dport 9080 counter reject with tcp reset\n  }\n}\n",
+            )
+            .expect("nft")
+        },
+        "tcp dport 9080 counter packets",
+        "nftables",
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn an_iptables_reject_with_tcp_reset_is_a_rejection_named_by_its_rule() {
+    require_root();
+    firewall_reset_is_a_rejection(
+        |lab| {
+            install(
+                lab,
+                "iptables",
+                &[&[
+                    "-I",
+                    "FORWARD",
+                    "1",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "9080",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ]],
+            )
+        },
+        "-A FORWARD -p tcp -m tcp --dport 9080 -j REJECT --reject-with tcp-reset",
+        "iptables-nft",
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn weaves_egress_default_deny_is_named_for_bridged_traffic_with_iptables_legacy() {
+    require_root();
+    let lab = lab();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    // kubeadm's Weave Net policies (iptables-legacy, physdev, ipsets, marks) on the lab's bridge;
+    // the ipsets of namespaces whose egress is allowed are empty: nothing may leave a pod.
+    let ruleset = real_ruleset("weave-npc-kubeadm.txt", &[("weave", "cni0"), ("10.32.0.0/12", "10.244.0.0/16")]);
+    let drop = drop_of_blocked(&lab, "productpage", reviews.ip.into(), 9080, |lab| {
+        observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    });
+    let c = &drop["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "{drop:#}");
+    assert_eq!((c["backend"].as_str(), c["table"].as_str()), (Some("iptables-legacy"), Some("filter")));
+    assert_eq!(
+        (c["chain"].as_str(), c["position"].as_u64(), c["owner"].as_str()),
+        (Some("WEAVE-NPC-EGRESS"), Some(7), Some("weave"))
+    );
+    assert_eq!(c["rule"], "-A WEAVE-NPC-EGRESS -m mark ! --mark 0x40000/0x40000 -j DROP");
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn an_ipv6_reject_in_the_pods_own_input_chain_is_named_for_the_neighbour_solicitation_it_rejects() {
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    let lab = lab();
+    let reviews6 = lab.pod("reviews").expect("pod").ip6.expect("dual-stack");
+    let reviews_ns = lab.pod_netns("reviews").expect("netns");
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--verdict", "dropped"]);
+    // What an old istio-init installed in pods without IPv6 support: everything inbound over
+    // IPv6 is rejected, neighbour discovery included.
+    for rule in [
+        ["-A", "INPUT", "-m", "state", "--state", "ESTABLISHED", "-j", "ACCEPT"].as_slice(),
+        &["-A", "INPUT", "-i", "lo", "-d", "::1", "-j", "ACCEPT"],
+        &["-A", "INPUT", "-j", "REJECT"],
+    ] {
+        let mut args = vec!["-w"];
+        args.extend_from_slice(rule);
+        observer_lab::lab::cmd::in_netns(&reviews_ns, "ip6tables", &args).expect("ip6tables");
+    }
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((reviews6, 9080)), Duration::from_millis(2500))
+        .expect("connect");
+    assert_ne!(out.result, "ok", "{out:?}");
+    let inode = std::fs::metadata(format!("/run/netns/{reviews_ns}")).expect("netns").ino();
+    // The neighbour solicitation for reviews' address, rejected by reviews' own INPUT chain.
+    let drop = observer.wait_for("the solicitation's drop in reviews' namespace", Duration::from_secs(5), |v| {
+        v["netns"] == inode && v["drop_reason"] == "NETFILTER_DROP" && v["culprit"]["confidence"] != "not-identified"
+    });
+    observer.stop();
+    let c = &drop["culprit"];
+    assert_eq!((c["backend"].as_str(), c["family"].as_str()), (Some("iptables-nft"), Some("ip6")), "{drop:#}");
+    assert_eq!(
+        (c["chain"].as_str(), c["hook"].as_str(), c["position"].as_u64()),
+        (Some("INPUT"), Some("INPUT"), Some(3))
+    );
+    assert_eq!(c["rule"], "-A INPUT -j REJECT --reject-with icmp6-port-unreachable");
+    // Decided outright: a solicitation is never tracked, so `--state ESTABLISHED` cannot match.
+    assert!(c.get("note").is_none(), "{c:#}");
+}
+
+/// A VPN's own forward chain (native nft, no counter) at iptables-nft's FORWARD hook and
+/// priority, both dropping xDS.
+const VPN_FORWARD: &str = "table inet vpn {\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n    tcp dport 15012 drop\n  }\n}\n";
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn of_two_base_chains_at_one_hook_and_priority_the_counters_tell_which_dropped() {
+    require_root();
+    let iptables_rule: &[&str] = &["-I", "FORWARD", "1", "-p", "tcp", "--dport", "15012", "-j", "DROP"];
+    // At equal priority the hook registered last runs first (nf_hook_entries_grow). iptables'
+    // chain registered last drops it first: its counters confirm it.
+    let lab = lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        lab.nft("node-a", VPN_FORWARD).expect("nft");
+        install(lab, "iptables", &[iptables_rule]);
+    });
+    assert_eq!((c["confidence"].as_str(), c["backend"].as_str()), (Some("confirmed"), Some("iptables-nft")), "{c:#}");
+    drop(lab);
+    // The VPN's chain registered last drops it before iptables sees it: iptables' counters do
+    // not move, so the VPN's rule is named.
+    let lab = support::lab();
+    let c = culprit_of_blocked(&lab, 15012, |lab| {
+        install(lab, "iptables", &[iptables_rule]);
+        lab.nft("node-a", VPN_FORWARD).expect("nft");
+    });
+    assert_eq!((c["confidence"].as_str(), c["backend"].as_str()), (Some("evaluated"), Some("nftables")), "{c:#}");
+    assert_eq!(
+        (c["table"].as_str(), c["chain"].as_str(), c["rule"].as_str()),
+        (Some("vpn"), Some("forward"), Some("tcp dport 15012 drop"))
+    );
+    assert!(c["note"].as_str().is_some_and(|n| n.contains("same hook and priority")), "{c:#}");
 }

@@ -14,7 +14,13 @@ use super::{Connection, Evidence, Finding, Kind, Mechanism, Outcome, Party, Requ
 /// The finding for one connection, or None when the infrastructure is not to blame.
 pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::Cidr]) -> Option<Finding> {
     let outcome = c.outcome();
+    let named = c.culprit.as_deref().filter(|k| k.confidence != Confidence::NotIdentified);
     let mechanism = match &outcome {
+        // A REJECT with a TCP reset frees the SYN (NETFILTER_DROP) and answers for the server:
+        // the rule named for the drop tells it from the server's own reset (which has no drop).
+        Outcome::Dropped { reason, .. } if reason.starts_with("NETFILTER") && named.is_some_and(|k| k.rejects) => {
+            Mechanism::Rejected
+        }
         Outcome::Dropped { .. } => Mechanism::Dropped,
         Outcome::Rejected { .. } => Mechanism::Rejected,
         Outcome::Silent => Mechanism::Silent,
@@ -61,9 +67,10 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         Mechanism::Silent | Mechanism::NoRoute | Mechanism::Stalled | Mechanism::PmtuBlackhole
     ) {
         (Requirement::R3, Kind::EndpointUnreachable)
-    } else if in_mesh(src.mesh) && in_mesh(dst.mesh) && by_firewall(&outcome) {
-        // A firewall rule (netfilter drop, ICMP prohibited) between mesh workloads; any other
-        // drop reason is a reachability problem, not a policy.
+    } else if in_mesh(src.mesh) && in_mesh(dst.mesh) && by_firewall(&outcome) && !named.is_some_and(|k| k.blanket) {
+        // A firewall rule (netfilter drop, ICMP prohibited) between mesh workloads that singles
+        // out ports or peers; any other drop reason, or a rule that blocks everything between
+        // the endpoints, is a reachability problem, not a policy.
         (Requirement::R4, Kind::PolicyConflict)
     } else {
         (Requirement::R3, Kind::EndpointUnreachable)

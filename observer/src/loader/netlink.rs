@@ -29,6 +29,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
@@ -55,6 +56,10 @@ pub struct Link {
     pub link_netnsid: Option<i32>,
     /// The interface's MTU (IFLA_MTU), in bytes.
     pub mtu: Option<u32>,
+    /// The bridge (or bond) this link is a port of (IFLA_MASTER).
+    pub master: Option<u32>,
+    /// Hardware type (`ifi_type`, ARPHRD_*: 1 ether, 772 loopback, 65534 none for tun/wireguard).
+    pub hw_type: u16,
 }
 
 /// A change reported by the link monitor.
@@ -395,6 +400,8 @@ pub fn parse_link(payload: &[u8]) -> Option<Link> {
         peer_index: None,
         link_netnsid: None,
         mtu: None,
+        master: None,
+        hw_type: u16::from_ne_bytes(payload.get(2..4)?.try_into().ok()?),
     };
     let u32_of = |v: &[u8]| v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
     for (kind, value) in attrs(payload.get(IFINFOMSG_LEN..)?) {
@@ -403,6 +410,7 @@ pub fn parse_link(payload: &[u8]) -> Option<Link> {
             IFLA_LINK => link.peer_index = u32_of(value),
             IFLA_MTU => link.mtu = u32_of(value),
             IFLA_LINK_NETNSID => link.link_netnsid = u32_of(value).map(|v| v as i32),
+            IFLA_MASTER => link.master = u32_of(value),
             IFLA_LINKINFO => {
                 link.kind = attrs(value)
                     .find(|(t, _)| *t == IFLA_INFO_KIND)
@@ -441,7 +449,9 @@ mod tests {
                 kind: Some("veth".into()),
                 peer_index: Some(2),
                 link_netnsid: Some(3),
-                mtu: None
+                mtu: None,
+                master: None,
+                hw_type: 0,
             }
         );
     }

@@ -16,7 +16,7 @@ use observer_common::decode::Event;
 use tracing::{debug, warn};
 
 use super::{
-    culprit::{resolve, Culprit},
+    culprit::{resolve_observed, Culprit},
     eval::{evaluate, Packet, Site},
     model::{Counters, Table},
     read::{read_here, Snapshot},
@@ -316,7 +316,7 @@ fn culprit_for(snapshots: &VecDeque<Snapshot>, time: std::time::SystemTime, pack
         Some(now.packets > then.packets)
     };
     let hooks: Vec<&str> = packet.path().iter().map(|h| h.as_str()).collect();
-    let mut culprit = resolve(&after.tables, &evaluation, &rose, &hooks.join("/"));
+    let mut culprit = resolve_observed(&after.tables, &evaluation, &rose, &hooks.join("/"));
     if after.tables.is_empty() && !after.problems.is_empty() {
         culprit.note = Some(after.problems.join("; "));
     }
@@ -360,7 +360,20 @@ fn packet_of(event: &Event, observation: &Observation, routes: &mut NamespaceRou
     // skb->dev at a drop is the input device, except on output where it is not set yet.
     let route = routes.route(flow.src, flow.dst, Some(drop.ifindex), false);
     let flags = tcp_flags(captured, flow.src);
-    Some(Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route))
+    let mut packet = Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route);
+    packet.icmp = icmp_header(captured, flow.src);
+    Some(packet)
+}
+
+/// ICMP/ICMPv6 type and code of a captured packet (IP header first; IPv6 without extension
+/// headers).
+fn icmp_header(packet: &[u8], src: IpAddr) -> Option<(u8, u8)> {
+    let offset = match src {
+        IpAddr::V4(_) if packet.get(9) == Some(&1) => usize::from(packet.first()? & 0x0f) * 4,
+        IpAddr::V6(_) if packet.get(6) == Some(&58) => 40,
+        _ => return None,
+    };
+    Some((*packet.get(offset)?, *packet.get(offset + 1)?))
 }
 
 /// TCP flags of a captured packet (IP header first): IPv4 with options, IPv6 without
@@ -385,7 +398,19 @@ fn tcp_flags(packet: &[u8], src: IpAddr) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::tcp_flags;
+    use super::{icmp_header, tcp_flags};
+
+    #[test]
+    fn reads_icmp_and_icmpv6_type_and_code() {
+        let mut v4 = vec![0u8; 28];
+        (v4[0], v4[9], v4[20], v4[21]) = (0x45, 1, 3, 13);
+        assert_eq!(icmp_header(&v4, "10.0.0.1".parse().unwrap()), Some((3, 13)));
+        let mut v6 = vec![0u8; 48];
+        (v6[6], v6[40]) = (58, 135);
+        assert_eq!(icmp_header(&v6, "fd00::1".parse().unwrap()), Some((135, 0)));
+        v6[6] = 6;
+        assert_eq!(icmp_header(&v6, "fd00::1".parse().unwrap()), None);
+    }
 
     #[test]
     fn reads_tcp_flags_past_ipv4_options() {

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{
     eval::{Evaluation, Site},
-    model::{Policy, Table},
+    model::{Action, Field, Match, Policy, Table},
     owner::owner_of,
 };
 
@@ -51,6 +51,15 @@ pub struct Culprit {
     /// Why the rule is not identified, or what weakens the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The rule answers (REJECT: an ICMP error or a TCP reset), rather than dropping silently.
+    #[serde(skip)]
+    pub rejects: bool,
+    /// The rule blocks everything that reaches it: it tests no protocol, port, address, mark
+    /// or set (only interfaces and conntrack state), or it is a chain's policy, and no network
+    /// policy engine wrote it. Such a rule cuts endpoints off (R3), it does not single out
+    /// the mesh's ports or peers (R4).
+    #[serde(skip)]
+    pub blanket: bool,
 }
 
 impl Culprit {
@@ -69,6 +78,8 @@ impl Culprit {
             owner: None,
             network_policy: None,
             note: Some(note.into()),
+            rejects: false,
+            blanket: false,
         }
     }
 
@@ -79,6 +90,9 @@ impl Culprit {
         let comment = rule.and_then(|r| r.comment.clone());
         let (owner, network_policy) = owner_of(&table.name, &chain.name, comment.as_deref());
         let policy = chain.base.as_ref().map(|b| b.policy);
+        let policy_engine = matches!(owner, Some("calico" | "kube-router" | "weave" | "cilium" | "antrea"));
+        let blanket = !policy_engine && rule.is_none_or(|r| r.matches.iter().all(is_blanket));
+        let rejects = rule.is_some_and(|r| matches!(r.action, Action::Reject(_)));
         Self {
             confidence,
             hook: Some(hook),
@@ -96,6 +110,8 @@ impl Culprit {
             owner,
             network_policy,
             note,
+            rejects,
+            blanket,
         }
     }
 
@@ -125,9 +141,54 @@ impl Culprit {
     }
 }
 
+/// Whether a match selects nothing narrower than "traffic through these interfaces / in this
+/// conntrack state".
+fn is_blanket(m: &Match) -> bool {
+    matches!(
+        m,
+        Match::Test {
+            field: Field::IifName
+                | Field::OifName
+                | Field::CtState
+                | Field::CtStatus
+                | Field::Ipv6
+                | Field::Bridged
+                | Field::PhysdevIn
+                | Field::PhysdevOut
+                | Field::PhysdevIsIn
+                | Field::PhysdevIsOut
+                | Field::IifType
+                | Field::OifType,
+            ..
+        }
+    )
+}
+
 /// How a rule's counters moved across the drop: `Some(true)` rose, `Some(false)` did not,
 /// `None` cannot tell (no counters, or no snapshot from before the drop).
 pub type CounterDelta<'a> = &'a dyn Fn(Site) -> Option<bool>;
+
+/// Decides the culprit of a drop that was observed: as [`resolve`], and when doubts remain but
+/// only one rule on the packet's path can drop it at all ([`Evaluation::sole`]), that rule: the
+/// drop happened, so the undecided accepts before it did not match.
+pub fn resolve_observed(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>, hooks: &str) -> Culprit {
+    let culprit = resolve(tables, evaluation, rose, hooks);
+    match evaluation.candidates.first() {
+        Some(c)
+            if culprit.confidence == Confidence::NotIdentified && evaluation.sole && rose(c.site) != Some(false) =>
+        {
+            let why = c.doubt.clone().unwrap_or_default();
+            Culprit::at(
+                tables,
+                c.site,
+                c.hook.as_str(),
+                Confidence::Evaluated,
+                Some(format!("the only rule on the packet's path that drops it, so it did ({why}: not matched)")),
+            )
+        }
+        _ => culprit,
+    }
+}
 
 /// Decides the culprit from the evaluation and the counters.
 pub fn resolve(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>, hooks: &str) -> Culprit {
@@ -135,6 +196,40 @@ pub fn resolve(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>
     // the rules) whose counters rose is the rule that dropped, doubts notwithstanding.
     if let Some(c) = evaluation.candidates.iter().find(|c| rose(c.site) == Some(true)) {
         return Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Confirmed, None);
+    }
+    // Of base chains at one hook and priority that both drop it, the one whose peers' counters
+    // did not move dropped it (the kernel ran it first).
+    let untouched: Vec<&usize> = evaluation
+        .tied
+        .iter()
+        .filter(|i| evaluation.candidates.get(**i).is_some_and(|c| rose(c.site) != Some(false)))
+        .collect();
+    if let ([only], true) = (untouched.as_slice(), evaluation.tied.len() > 1) {
+        if let Some(c) = evaluation.candidates.get(**only) {
+            return Culprit::at(
+                tables,
+                c.site,
+                c.hook.as_str(),
+                Confidence::Evaluated,
+                Some("a base chain at the same hook and priority drops it too, but its counters did not move".into()),
+            );
+        }
+    }
+    if let [first, rest @ ..] = evaluation.tied.as_slice() {
+        let named: Vec<String> = std::iter::once(first)
+            .chain(rest)
+            .filter_map(|i| evaluation.candidates.get(*i))
+            .map(|c| Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Evaluated, None).summary())
+            .collect();
+        let hook = evaluation.candidates.get(*first).map(|c| c.hook.as_str());
+        return Culprit::not_identified(
+            hook,
+            format!(
+                "either {}: base chains at the same hook and priority each drop it, the kernel runs them in \
+                 registration order, which a ruleset read does not show, and no counter moved",
+                named.join(" or ")
+            ),
+        );
     }
     if let Some(c) = evaluation.decided.and_then(|i| evaluation.candidates.get(i)) {
         if rose(c.site) == Some(false) {

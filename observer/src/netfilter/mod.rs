@@ -5,6 +5,7 @@
 pub mod attribute;
 pub mod culprit;
 pub mod eval;
+pub mod ipset;
 pub mod iptables;
 pub mod model;
 pub mod nft;

@@ -8,8 +8,9 @@ use serde_json::Value as Json;
 use super::{
     iptables::{parse_net, protocol_number},
     model::{
-        Action, Backend, BaseChain, Chain, Counters, Family, Field, HookPoint, Match, Policy, Rule, Table, Value,
-        CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_UNTRACKED,
+        icmp_type_number, Action, Backend, BaseChain, Chain, Counters, Family, Field, HookPoint, MarkChange, Match,
+        NatKind, Policy, Rule, Table, Value, CTS_DNAT, CTS_OTHER, CTS_SNAT, CT_DNAT, CT_ESTABLISHED, CT_INVALID,
+        CT_NEW, CT_RELATED, CT_SNAT, CT_UNTRACKED,
     },
 };
 
@@ -162,15 +163,13 @@ fn parse_rule(r: &Json, set: &Sets<'_>) -> Rule {
             "jump" => rule.action = Action::Jump(str_of(body, "target")),
             "goto" => rule.action = Action::Goto(str_of(body, "target")),
             "log" => {}
-            "dnat" | "snat" | "masquerade" | "redirect" | "tproxy" => rule.action = Action::Nat,
-            "mangle" => {
-                let is_mark = body.get("key").and_then(|k| k.get("meta")).is_some_and(|m| str_of(m, "key") == "mark");
-                rule.action = match body.get("value").and_then(Json::as_u64) {
-                    Some(v) if is_mark => Action::SetMark { value: v as u32, mask: u32::MAX },
-                    _ if is_mark => Action::UnknownMark,
-                    _ => rule.action.clone(),
-                };
+            "dnat" => {
+                let to = body.get("addr").and_then(Json::as_str).and_then(|a| a.parse().ok());
+                rule.action = Action::Nat(NatKind::Destination(to));
             }
+            "snat" | "masquerade" => rule.action = Action::Nat(NatKind::Source),
+            "redirect" | "tproxy" => rule.action = Action::Nat(NatKind::Local),
+            "mangle" => rule.action = mangle(body).unwrap_or(rule.action),
             "vmap" => rule.action = parse_vmap(body, set),
             "xt" => {
                 let xt_name = str_of(body, "name");
@@ -178,6 +177,8 @@ fn parse_rule(r: &Json, set: &Sets<'_>) -> Rule {
                     rule.action = match xt_name.as_str() {
                         "REJECT" => Action::Reject("REJECT".into()),
                         "LOG" | "NFLOG" => Action::Continue,
+                        "MARK" => Action::UnknownMark,
+                        "CONNMARK" => Action::SetCtMark(MarkChange::Unknown),
                         other => Action::Unsupported(format!("xt target {other}")),
                     };
                 } else if xt_name != "comment" {
@@ -192,6 +193,30 @@ fn parse_rule(r: &Json, set: &Sets<'_>) -> Rule {
         }
     }
     rule
+}
+
+/// `meta mark set 0x10`, `ct mark set meta mark`, `meta mark set ct mark`, `ct mark set 0x1`;
+/// `None` for a statement that changes no mark.
+fn mangle(body: &Json) -> Option<Action> {
+    let key = body.get("key")?;
+    let value = body.get("value");
+    let number = value.and_then(Json::as_u64).map(|v| v as u32);
+    let reads = |kind: &str| value.and_then(|v| v.get(kind)).is_some_and(|m| str_of(m, "key") == "mark");
+    if key.get("meta").is_some_and(|m| str_of(m, "key") == "mark") {
+        return Some(match number {
+            Some(value) => Action::SetMark { value, mask: u32::MAX },
+            None if reads("ct") => Action::SetCtMark(MarkChange::Restore { mask: u32::MAX }),
+            None => Action::UnknownMark,
+        });
+    }
+    if key.get("ct").is_some_and(|m| str_of(m, "key") == "mark") {
+        return Some(Action::SetCtMark(match number {
+            Some(value) => MarkChange::Set { value, mask: u32::MAX },
+            None if reads("meta") => MarkChange::Save { mask: u32::MAX },
+            None => MarkChange::Unknown,
+        }));
+    }
+    None
 }
 
 /// A `match` expression: one or two tests (an `ip saddr` in an inet table also tests the family).
@@ -223,18 +248,33 @@ fn field_of(left: &Json) -> Option<(Field, Vec<(Field, Value)>)> {
             "tcp" => implied.push((Field::L4Proto, Value::Proto(6))),
             "udp" => implied.push((Field::L4Proto, Value::Proto(17))),
             "sctp" => implied.push((Field::L4Proto, Value::Proto(132))),
+            "udplite" => implied.push((Field::L4Proto, Value::Proto(136))),
+            "icmp" => implied.extend([(Field::Ipv6, Value::Bool(false)), (Field::L4Proto, Value::Proto(1))]),
+            "icmpv6" => implied.extend([(Field::Ipv6, Value::Bool(true)), (Field::L4Proto, Value::Proto(58))]),
             "th" => {}
             _ => return None,
         }
-        let f = match field.as_str() {
-            "saddr" => Field::Saddr,
-            "daddr" => Field::Daddr,
-            "sport" => Field::Sport,
-            "dport" => Field::Dport,
-            "flags" if protocol == "tcp" => Field::TcpFlags { mask: 0xff },
+        let f = match (protocol.as_str(), field.as_str()) {
+            (_, "saddr") => Field::Saddr,
+            (_, "daddr") => Field::Daddr,
+            (_, "sport") => Field::Sport,
+            (_, "dport") => Field::Dport,
+            ("tcp", "flags") => Field::TcpFlags { mask: 0xff },
+            ("ip", "protocol") | ("ip6", "nexthdr") => Field::L4Proto,
+            ("icmp" | "icmpv6", "type" | "code") => Field::IcmpType { v6: protocol == "icmpv6", code: field == "code" },
             _ => return None,
         };
         return Some((f, implied));
+    }
+    if let Some(parts) = left.get("concat").and_then(Json::as_array) {
+        let mut fields = Vec::new();
+        let mut implied = Vec::new();
+        for part in parts {
+            let (f, i) = field_of(part)?;
+            fields.push(f);
+            implied.extend(i);
+        }
+        return Some((Field::Concat(fields), implied));
     }
     if let Some(m) = left.get("meta") {
         let f = match str_of(m, "key").as_str() {
@@ -243,21 +283,34 @@ fn field_of(left: &Json) -> Option<(Field, Vec<(Field, Value)>)> {
             "oifname" | "oif" => Field::OifName,
             "nfproto" => Field::Ipv6,
             "mark" => Field::Mark { mask: u32::MAX },
+            "iiftype" => Field::IifType,
+            "oiftype" => Field::OifType,
             _ => return None,
         };
         return Some((f, Vec::new()));
     }
     if let Some(ct) = left.get("ct") {
-        return (str_of(ct, "key") == "state").then_some((Field::CtState, Vec::new()));
+        if ct.get("dir").is_some() {
+            return None;
+        }
+        return match str_of(ct, "key").as_str() {
+            "state" => Some((Field::CtState, Vec::new())),
+            "status" => Some((Field::CtStatus, Vec::new())),
+            "mark" => Some((Field::CtMark { mask: u32::MAX }, Vec::new())),
+            _ => None,
+        };
     }
     if let Some(fib) = left.get("fib") {
         let flags: Vec<&str> = fib.get("flags").and_then(Json::as_array)?.iter().filter_map(Json::as_str).collect();
-        if str_of(fib, "result") != "type" {
-            return None;
-        }
-        return match flags.as_slice() {
-            ["daddr"] => Some((Field::DstLocal, Vec::new())),
-            ["saddr"] => Some((Field::SrcLocal, Vec::new())),
+        let result = str_of(fib, "result");
+        let has = |f: &str| flags.contains(&f);
+        return match result.as_str() {
+            // `fib daddr type local` (also `. iif`: local to the input interface, which a
+            // packet that is delivered locally is).
+            "type" if has("daddr") && !has("saddr") => Some((Field::DstLocal, Vec::new())),
+            "type" if has("saddr") && !has("daddr") => Some((Field::SrcLocal, Vec::new())),
+            // `fib saddr . iif oif missing`: the reverse path filter.
+            "oif" | "oifname" if has("saddr") && has("iif") => Some((Field::RpfMissing, Vec::new())),
             _ => None,
         };
     }
@@ -265,6 +318,7 @@ fn field_of(left: &Json) -> Option<(Field, Vec<(Field, Value)>)> {
         let (field, implied) = field_of(inner)?;
         return match field {
             Field::Mark { .. } => Some((Field::Mark { mask: mask.as_u64()? as u32 }, implied)),
+            Field::CtMark { .. } => Some((Field::CtMark { mask: mask.as_u64()? as u32 }, implied)),
             Field::TcpFlags { .. } => Some((Field::TcpFlags { mask: tcp_flags(mask)? }, implied)),
             _ => None,
         };
@@ -289,6 +343,52 @@ fn element(e: &Json) -> &Json {
 
 fn value_of(field: &Field, v: &Json) -> Option<Value> {
     match field {
+        Field::Concat(fields) => {
+            let parts = v.get("concat").and_then(Json::as_array)?;
+            if parts.len() != fields.len() {
+                return None;
+            }
+            let values: Option<Vec<Value>> = fields.iter().zip(parts).map(|(f, p)| value_of(f, p)).collect();
+            Some(Value::Tuple(values?))
+        }
+        Field::CtStatus => {
+            let names: Vec<&str> = match v {
+                Json::String(s) => vec![s.as_str()],
+                Json::Array(a) => a.iter().filter_map(Json::as_str).collect(),
+                _ => return None,
+            };
+            Some(Value::Number(names.iter().fold(0, |bits, n| {
+                bits | match *n {
+                    "dnat" => CTS_DNAT,
+                    "snat" => CTS_SNAT,
+                    _ => CTS_OTHER,
+                }
+            })))
+        }
+        Field::CtMark { .. } => Some(Value::Number(v.as_u64()? as u32)),
+        Field::IcmpType { v6, code } => match v {
+            Json::Number(n) => Some(Value::Number(n.as_u64()? as u32)),
+            Json::String(s) if !code => icmp_type_number(s, *v6).map(|n| Value::Number(n.into())),
+            _ => None,
+        },
+        Field::IifType | Field::OifType => Some(Value::Number(match v {
+            Json::Number(n) => n.as_u64()? as u32,
+            Json::String(s) => match s.as_str() {
+                "ether" => 1,
+                "ppp" => 512,
+                "ipip" => 768,
+                "ipip6" => 769,
+                "loopback" => 772,
+                "sit" => 776,
+                "ipgre" => 778,
+                "none" => 65534,
+                _ => return None,
+            },
+            _ => return None,
+        })),
+        // `oif missing` is `== false`.
+        Field::RpfMissing => Some(Value::Bool(!v.as_bool()?)),
+        Field::Bridged | Field::PhysdevIn | Field::PhysdevOut | Field::PhysdevIsIn | Field::PhysdevIsOut => None,
         Field::Saddr | Field::Daddr => {
             if let Some(p) = v.get("prefix") {
                 let addr = p.get("addr")?.as_str()?;
@@ -296,8 +396,8 @@ fn value_of(field: &Field, v: &Json) -> Option<Value> {
                 return parse_net(&format!("{addr}/{len}")).ok();
             }
             if let Some([a, b]) = v.get("range").and_then(Json::as_array).map(Vec::as_slice) {
-                // An address range is kept only when it is exactly one address.
-                return (a == b).then(|| parse_net(a.as_str()?).ok()).flatten();
+                let (from, to) = (a.as_str()?.parse().ok()?, b.as_str()?.parse().ok()?);
+                return Some(Value::AddrRange { from, to });
             }
             parse_net(v.as_str()?).ok()
         }
@@ -328,6 +428,8 @@ fn value_of(field: &Field, v: &Json) -> Option<Value> {
                     "related" => CT_RELATED,
                     "invalid" => CT_INVALID,
                     "untracked" => CT_UNTRACKED,
+                    "snat" => CT_SNAT,
+                    "dnat" => CT_DNAT,
                     _ => return None,
                 };
             }

@@ -1,6 +1,6 @@
 //! Reads every ruleset of the network namespace the calling thread is in, with counters and
 //! without changing anything: `iptables-*-save -c` (nft and legacy backends, IPv4 and IPv6)
-//! and `nft -j list ruleset`. A missing tool is a note, not an error: the others still count.
+//! and `nft -j list ruleset`, with the members of ipsets (`ipset save`). A missing tool is a note, not an error: the others still count.
 
 use std::{
     process::{Command, Stdio},
@@ -10,7 +10,8 @@ use std::{
 use tracing::debug;
 
 use super::{
-    iptables::parse_save,
+    ipset::IpSets,
+    iptables::parse_save_with,
     model::{Backend, Family, Table},
     nft::parse_ruleset,
 };
@@ -38,9 +39,21 @@ pub fn read_here() -> Snapshot {
     let started = SystemTime::now();
     let mut tables = Vec::new();
     let mut problems = Vec::new();
-    for (tool, backend, family) in IPTABLES {
-        match run(tool, &["-c"]) {
-            Ok(out) => match parse_save(&out, backend, family) {
+    let outputs: Vec<_> =
+        IPTABLES.iter().map(|(tool, backend, family)| (*tool, *backend, *family, run(tool, &["-c"]))).collect();
+    // `-m set` rules are evaluated against the sets' members (read only when a rule names one).
+    let uses_sets = outputs.iter().any(|(.., out)| out.as_ref().is_ok_and(|o| o.contains("--match-set")));
+    let ipsets = match uses_sets.then(|| run("ipset", &["save"])) {
+        Some(Ok(out)) => IpSets::parse(&out),
+        Some(Err(err)) => {
+            problems.push(err);
+            IpSets::default()
+        }
+        None => IpSets::default(),
+    };
+    for (tool, backend, family, output) in outputs {
+        match output {
+            Ok(out) => match parse_save_with(&out, backend, family, &ipsets) {
                 Ok(parsed) => tables.extend(parsed),
                 Err(err) => problems.push(format!("{tool}: {err}")),
             },

@@ -17,16 +17,9 @@ const NFT_TEXT: &str = include_str!("../../tests/fixtures/netfilter/nft-ruleset.
 
 fn syn(src: &str, dst: &str, dport: u16) -> Packet {
     Packet {
-        proto: 6,
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        sport: 40_000,
-        dport,
-        tcp_flags: Some(0x02),
         iif: Some("cni0".into()),
         oif: Some("eth0".into()),
-        src_local: false,
-        dst_local: false,
+        ..Packet::between(6, src.parse().unwrap(), dst.parse().unwrap(), 40_000, dport, Some(0x02))
     }
 }
 
@@ -234,4 +227,210 @@ fn unsupported_matches_make_doubts_and_malformed_lines_are_errors() {
     .is_err());
     assert!(parse_ruleset("{not json", "", &[]).is_err());
     assert!(parse_ruleset("{}", "", &[]).is_err());
+}
+
+fn tables_of(save: &str) -> Vec<Table> {
+    parse_save(save, Backend::IptablesNft, Family::Ip).unwrap()
+}
+
+#[test]
+fn base_chains_at_one_hook_and_priority_that_both_drop_name_both_unless_counters_tell() {
+    let mut tables =
+        tables_of("*filter\n:FORWARD ACCEPT [0:0]\n[0:0] -A FORWARD -p tcp --dport 15012 -j DROP\nCOMMIT\n");
+    let mut vpn = tables_of("*filter\n:FORWARD ACCEPT [0:0]\n[0:0] -A FORWARD -i cni0 -j DROP\nCOMMIT\n");
+    (vpn[0].backend, vpn[0].name) = (Backend::Nftables, "vpn".into());
+    tables.extend(vpn);
+    let p = syn("10.244.1.5", "10.244.2.7", 15012);
+    let evaluation = evaluate(&tables, &p);
+    assert_eq!(evaluation.tied.len(), 2, "{evaluation:#?}");
+    assert!(evaluation.blocked);
+    let c = resolve(&tables, &evaluation, &|_| Some(false), "FORWARD");
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    let note = c.note.unwrap();
+    assert!(note.contains("filter/FORWARD #1") && note.contains("vpn/FORWARD #1"), "{note}");
+    assert!(note.contains("same hook and priority"), "{note}");
+    // The counters of the VPN's rule rose: that one dropped it.
+    let vpn_rule = Site { table: 1, chain: 0, rule: Some(0) };
+    let c = resolve(&tables, &evaluation, &|site| Some(site == vpn_rule), "FORWARD");
+    assert_eq!((c.confidence, c.table.as_deref()), (Confidence::Confirmed, Some("vpn")));
+    // The iptables rule's counters did not move and the VPN's rule has none: the VPN's chain
+    // ran first.
+    let iptables_rule = Site { table: 0, chain: 0, rule: Some(0) };
+    let c = resolve(&tables, &evaluation, &|site| (site == iptables_rule).then_some(false), "FORWARD");
+    assert_eq!((c.confidence, c.table.as_deref()), (Confidence::Evaluated, Some("vpn")));
+    assert!(c.note.unwrap().contains("same hook and priority"));
+    // Only one of them drops: that one, evaluated.
+    let other = syn("10.244.1.5", "10.244.2.7", 9080);
+    let c = culprit(&tables, &other);
+    assert_eq!((c.confidence, c.table.as_deref()), (Confidence::Evaluated, Some("vpn")));
+}
+
+#[test]
+fn an_undecided_accept_in_an_earlier_base_chain_does_not_weaken_a_later_reject() {
+    // raw PREROUTING accepts on an unread mark (undecidable), then filter FORWARD rejects.
+    let tables = tables_of(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m rpfilter -j ACCEPT\nCOMMIT\n\
+         *filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p tcp --dport 15012 -j REJECT\nCOMMIT\n",
+    );
+    let evaluation = evaluate(&tables, &syn("10.244.1.5", "10.244.2.7", 15012));
+    assert_eq!(evaluation.doubts.len(), 1, "the doubt is still reported: {evaluation:#?}");
+    let c = resolve(&tables, &evaluation, &|_| None, "FORWARD");
+    assert_eq!((c.confidence, c.chain.as_deref()), (Confidence::Evaluated, Some("FORWARD")));
+    // In the same chain, an undecided accept before the reject does weaken it.
+    let tables = tables_of(
+        "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m rpfilter -j ACCEPT\n\
+         -A FORWARD -p tcp --dport 15012 -j REJECT\nCOMMIT\n",
+    );
+    assert_eq!(culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15012)).confidence, Confidence::NotIdentified);
+}
+
+#[test]
+fn kube_proxy_dnat_state_and_unknown_options_stay_in_their_rule() {
+    // kube-proxy's `! --ctstate RELATED,ESTABLISHED,DNAT` with no DNAT rule to this address,
+    // and an option of an unknown match in an earlier rule that cannot match TCP.
+    let tables = tables_of(
+        "*filter\n:FORWARD ACCEPT [0:0]\n:KUBE-FORWARD - [0:0]\n\
+         -A FORWARD -p udp -m frobnicate --level 3 -j DROP\n\
+         -A FORWARD -j KUBE-FORWARD\n\
+         -A KUBE-FORWARD -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -p tcp --dport 15012 -j DROP\nCOMMIT\n\
+         *nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SEP-A - [0:0]\n\
+         -A KUBE-SEP-A -p tcp -j DNAT --to-destination 10.244.9.9:8080\nCOMMIT\n",
+    );
+    let c = culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15012));
+    assert_eq!((c.confidence, c.chain.as_deref()), (Confidence::Evaluated, Some("KUBE-FORWARD")), "{c:?}");
+    // To the DNAT target itself the connection may have been translated: undecided.
+    let c = culprit(&tables, &syn("10.244.1.5", "10.244.9.9", 15012));
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    assert!(c.note.unwrap().contains("conntrack state unknown"));
+}
+
+#[test]
+fn bridged_packets_see_the_bridge_as_both_interfaces_and_physdev_matches() {
+    let tables = tables_of(
+        "*filter\n:FORWARD ACCEPT [0:0]\n\
+         -A FORWARD -m physdev --physdev-in vethA --physdev-is-bridged -p tcp --dport 9080 -j ACCEPT\n\
+         -A FORWARD -i cni0 -o cni0 -j DROP\nCOMMIT\n",
+    );
+    let mut p = syn("10.244.1.5", "10.244.1.7", 9080);
+    p.oif = Some("cni0".into());
+    // Routed view (not bridged): the physdev rule cannot match, the DROP names the bridge.
+    assert_eq!(culprit(&tables, &p).position, Some(2));
+    p.bridged = Some(super::eval::BridgePorts { bridge: "cni0".into(), in_port: Some("vethA".into()), out_port: None });
+    assert_eq!(culprit(&tables, &p).confidence, Confidence::NotIdentified, "accepted by the physdev rule");
+    p.bridged = Some(super::eval::BridgePorts { bridge: "cni0".into(), in_port: Some("vethB".into()), out_port: None });
+    let c = culprit(&tables, &p);
+    assert_eq!((c.confidence, c.position), (Confidence::Evaluated, Some(2)));
+}
+
+#[test]
+fn an_observed_drop_with_one_possible_rule_names_it_despite_doubts_on_accepts() {
+    // An accept on something undecidable, then the only reject on the path.
+    let tables =
+        tables_of("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m rpfilter -j ACCEPT\n-A FORWARD -j REJECT\nCOMMIT\n");
+    let p = syn("10.244.1.5", "10.244.2.7", 9080);
+    let evaluation = evaluate(&tables, &p);
+    assert!(evaluation.sole);
+    assert_eq!(resolve(&tables, &evaluation, &|_| None, "FORWARD").confidence, Confidence::NotIdentified);
+    let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| None, "FORWARD");
+    assert_eq!((c.confidence, c.position), (Confidence::Evaluated, Some(2)));
+    assert!(c.note.unwrap().contains("unsupported match `-m rpfilter`"));
+    // Counters that did not move overrule the inference.
+    let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| Some(false), "FORWARD");
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    // Two rules that may drop it: no inference.
+    let tables =
+        tables_of("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m rpfilter -j DROP\n-A FORWARD -j REJECT\nCOMMIT\n");
+    let evaluation = evaluate(&tables, &p);
+    assert!(!evaluation.sole);
+    let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| None, "FORWARD");
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+}
+
+const NFT_EXPRESSIONS_JSON: &str = include_str!("../../tests/fixtures/netfilter/nft-expressions.json");
+const NFT_EXPRESSIONS_TEXT: &str = include_str!("../../tests/fixtures/netfilter/nft-expressions.txt");
+
+/// A SYN forwarded from cni0 to eth0 (an Ethernet interface, as both ends are here).
+fn ether_syn(src: &str, dst: &str, dport: u16) -> Packet {
+    Packet { iif_type: Some(1), oif_type: Some(1), ..syn(src, dst, dport) }
+}
+
+#[test]
+fn nft_expressions_real_firewalls_use_are_evaluated() {
+    let tables = parse_ruleset(NFT_EXPRESSIONS_JSON, NFT_EXPRESSIONS_TEXT, &[]).unwrap();
+    let named = |p: &Packet| {
+        let evaluation = evaluate(&tables, p);
+        assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+        resolve(&tables, &evaluation, &|_| None, "test").comment
+    };
+    // A concatenated set of (source, port) pairs.
+    assert_eq!(named(&ether_syn("10.244.1.5", "10.244.2.7", 15012)).as_deref(), Some("pair"));
+    // An interval set: a range and a prefix.
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.244.3.15", 80)).as_deref(), Some("range"));
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.250.1.1", 80)).as_deref(), Some("range"));
+    // The connection mark a new connection got in prerouting.
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.244.2.7", 9999)).as_deref(), Some("ctmark"));
+    // The output interface's type.
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.244.2.7", 7777)).as_deref(), Some("ether"));
+    // `ct status dnat`: no rule here translates destinations, so it is not DNATed.
+    assert_eq!(named(&ether_syn("10.244.1.9", "10.244.2.7", 8888)).as_deref(), Some("after dnat"));
+    // Nothing matches: passes, and the ICMP type sets were no doubt for TCP.
+    assert_eq!(named(&ether_syn("10.244.1.5", "10.244.2.7", 15010)), None);
+    // An established packet's connection mark is history the read does not have.
+    let mut established = ether_syn("10.244.1.9", "10.244.2.7", 9999);
+    established.tcp_flags = Some(0x10);
+    let evaluation = evaluate(&tables, &established);
+    assert!(evaluation.doubts.iter().any(|d| d.contains("connection mark unknown")), "{evaluation:#?}");
+    // Without the interface type, `meta iiftype loopback accept` is a doubt that weakens the
+    // drops after it in its chain.
+    let c = culprit(&tables, &syn("10.244.1.9", "10.244.2.7", 7777));
+    assert_eq!(c.confidence, Confidence::NotIdentified);
+    assert!(c.note.unwrap().contains("interface type unknown"));
+}
+
+#[test]
+fn a_packet_dropped_either_by_an_undecided_rule_or_a_later_chain_is_blocked_by_no_named_rule() {
+    let tables = tables_of(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m rpfilter --invert -j DROP\nCOMMIT\n\
+         *filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p tcp --dport 15012 -j REJECT\nCOMMIT\n",
+    );
+    let evaluation = evaluate(&tables, &syn("10.244.1.5", "10.244.2.7", 15012));
+    assert!(evaluation.blocked, "{evaluation:#?}");
+    assert_eq!(evaluation.decided, None);
+    assert_eq!(culprit(&tables, &syn("10.244.1.5", "10.244.2.7", 15012)).confidence, Confidence::NotIdentified);
+}
+
+#[test]
+fn icmp_types_and_untracked_neighbour_discovery_are_decided() {
+    // What an old istio-init put in IPv6 pods: only established traffic and loopback come in.
+    let tables = parse_save(
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type echo-request -j ACCEPT\n\
+         -A INPUT -m state --state ESTABLISHED -j ACCEPT\n-A INPUT -i lo -d ::1/128 -j ACCEPT\n-A INPUT -j REJECT\nCOMMIT\n",
+        Backend::IptablesNft,
+        Family::Ip6,
+    )
+    .unwrap();
+    let ns = |kind: u8| Packet {
+        iif: Some("eth0".into()),
+        dst_local: true,
+        icmp: Some((kind, 0)),
+        ..Packet::between(58, "fd00::1".parse().unwrap(), "ff02::1:ff00:b".parse().unwrap(), 0, 0, None)
+    };
+    // A neighbour solicitation is untracked: not ESTABLISHED, so rejected, with no doubt.
+    let evaluation = evaluate(&tables, &ns(135));
+    assert!(evaluation.doubts.is_empty(), "{evaluation:#?}");
+    let c = resolve(&tables, &evaluation, &|_| None, "INPUT");
+    assert_eq!((c.confidence, c.position), (Confidence::Evaluated, Some(4)));
+    // An echo request is accepted by type.
+    assert!(evaluate(&tables, &ns(128)).candidates.is_empty());
+    // firewalld's raw rule for router adverts and solicitations, by nft's type names.
+    let nft = parse_ruleset(NFT_EXPRESSIONS_JSON, NFT_EXPRESSIONS_TEXT, &[]).unwrap();
+    let forward = nft[0].chain("forward").unwrap();
+    assert_eq!(
+        forward.rules[2].matches.last(),
+        Some(&super::model::Match::Test {
+            field: super::model::Field::IcmpType { v6: true, code: false },
+            values: vec![super::model::Value::Number(134), super::model::Value::Number(135)],
+            negated: false
+        })
+    );
 }

@@ -66,6 +66,12 @@ pub struct RequiredFlow {
     pub purpose: &'static str,
     pub src: Source,
     pub dst: Destination,
+    /// The client reaches the destination through its Service address (kube-proxy's DNAT on
+    /// the client's node), not the endpoint itself: the control plane's flows (a proxy's xDS,
+    /// the webhook, istiod's API server calls). Mesh proxies connect to endpoints directly;
+    /// probes and scrapes target pod addresses.
+    #[serde(skip)]
+    pub via_service: bool,
 }
 
 /// Where kubelet's probes of ambient pods come from (SNAT by istio-cni).
@@ -98,7 +104,9 @@ pub fn required_flows_on(
         let relevant =
             src.kind == SourceKind::Node || src.node.as_deref() == Some(node) || dst.node.as_deref() == Some(node);
         if relevant && src.ip.is_ipv4() == dst.ip.is_ipv4() && src.ip != dst.ip {
-            out.push(RequiredFlow { requirement, purpose, src, dst });
+            let control_plane = matches!(dst.port, 15012 | 15017) && dst.service.is_some();
+            let via_service = requirement == Requirement::R2 || (requirement == Requirement::R5 && control_plane);
+            out.push(RequiredFlow { requirement, purpose, src, dst, via_service });
         }
     };
 

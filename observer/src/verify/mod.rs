@@ -53,6 +53,7 @@ pub fn run(args: &VerifyArgs, stop: &StopToken) -> anyhow::Result<bool> {
             purpose: flow.purpose,
             src: flow.src,
             dst: flow.dst,
+            via_service: flow.via_service,
             verdict,
             probe: None,
         });
@@ -102,7 +103,7 @@ fn probe_all(
                 continue;
             }
         };
-        plan.push((i, netns, c.src.ip, std::net::SocketAddr::new(c.dst.ip, c.dst.port), as_proxy));
+        plan.push((i, netns, c.src.ip, probe_target(inventory, c), as_proxy));
     }
     let config = SessionConfig { netns: args.node.netns.clone(), ..SessionConfig::default() };
     let mut session = Session::load(config)?.start(&KernelFilter::default(), stop.clone())?;
@@ -135,6 +136,23 @@ fn probe_all(
         });
     }
     Ok(())
+}
+
+/// Where a probe connects: the Service address (and its port for the target port) when the
+/// flow's client goes through the Service, so the probe meets the same DNAT; else the endpoint.
+fn probe_target(inventory: &Inventory, check: &Check) -> std::net::SocketAddr {
+    let endpoint = std::net::SocketAddr::new(check.dst.ip, check.dst.port);
+    if !check.via_service {
+        return endpoint;
+    }
+    inventory
+        .services_of_endpoint(check.dst.ip)
+        .find_map(|svc| {
+            let port = svc.ports.iter().find(|p| p.target_port.unwrap_or(p.port) == check.dst.port)?;
+            let ip = svc.cluster_ips.iter().find(|ip| ip.is_ipv4() == check.dst.ip.is_ipv4())?;
+            Some(std::net::SocketAddr::new(*ip, port.port))
+        })
+        .unwrap_or(endpoint)
 }
 
 #[cfg(test)]

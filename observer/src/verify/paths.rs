@@ -121,10 +121,20 @@ impl NodePaths {
             let Some((snapshot, routes)) = self.namespaces.get_mut(&path) else { continue };
             let route = routes.route(flow.src.ip, flow.dst.ip, None, from_here);
             // The flow's SYN, from an ephemeral source port (rules rarely match on it).
-            let packet = Packet::routed(6, flow.src.ip, flow.dst.ip, 40_000, flow.dst.port, Some(0x02), route);
+            let mut packet = Packet::routed(6, flow.src.ip, flow.dst.ip, 40_000, flow.dst.port, Some(0x02), route);
+            // Conntrack is per namespace: a Service address is translated on the client's side
+            // (its node, or this node for the node itself), once; an endpoint reached directly
+            // is translated nowhere.
+            let client_side = match flow.src.kind {
+                SourceKind::Pod => self.pods.contains_key(&flow.src.ip) && name == "node",
+                SourceKind::Node => from_here,
+                SourceKind::External => false,
+            };
+            packet.dnat = Some(flow.via_service && client_side);
             let evaluation = evaluate(&snapshot.tables, &packet);
             let hooks: Vec<&str> = packet.path().iter().map(|h| h.as_str()).collect();
-            if evaluation.decided.is_some() && doubt.is_none() {
+            // Blocked when the packet is dropped for certain, even if doubts leave open by which rule.
+            if evaluation.blocked && doubt.is_none() {
                 let culprit = resolve(&snapshot.tables, &evaluation, &|_| None, &hooks.join("/"));
                 return Ok(StaticVerdict {
                     status: Status::Blocked,

@@ -18,6 +18,9 @@ pub struct Check {
     pub purpose: &'static str,
     pub src: Source,
     pub dst: Destination,
+    /// The client reaches `dst` through its Service address (see [`super::matrix::RequiredFlow`]).
+    #[serde(skip)]
+    pub via_service: bool,
     /// `status`, `at`, `culprit`, `why`.
     #[serde(flatten)]
     pub verdict: StaticVerdict,

@@ -153,6 +153,40 @@ impl FirewallRule {
     }
 }
 
+/// Loads a real ruleset, converted by [`super::rulesets::convert`] (and adapted to the lab with
+/// [`super::rulesets::rename`]), into a namespace with the tools that wrote it: `ipset` for the
+/// sets its rules name (members from `members`, else empty `hash:net` sets), then
+/// `iptables-restore` / `ip6tables-restore` (nft or legacy backend, `--noflush`: the lab's own
+/// rules stay) and `nft -f`.
+pub fn load_ruleset(
+    netns: &str,
+    ruleset: &super::rulesets::Pasted,
+    members: &[(&str, &[String])],
+) -> Result<(), super::LabError> {
+    use super::cmd::{in_netns, in_netns_with_input};
+    for set in &ruleset.ipsets {
+        in_netns(netns, "ipset", &["create", set, "hash:net", "-exist"])?;
+        for (_, addrs) in members.iter().filter(|(name, _)| name == set) {
+            for addr in addrs.iter() {
+                in_netns(netns, "ipset", &["add", set, addr, "-exist"])?;
+            }
+        }
+    }
+    for part in &ruleset.iptables {
+        let tool = match (part.ipv6, part.legacy) {
+            (false, false) => "iptables-nft-restore",
+            (true, false) => "ip6tables-nft-restore",
+            (false, true) => "iptables-legacy-restore",
+            (true, true) => "ip6tables-legacy-restore",
+        };
+        in_netns_with_input(netns, tool, &["-w", "--noflush"], &part.restore)?;
+    }
+    if !ruleset.nft.is_empty() {
+        in_netns_with_input(netns, "nft", &["-f", "-"], &ruleset.nft)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

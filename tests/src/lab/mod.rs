@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod faults;
 pub mod inventory;
 pub mod processes;
+pub mod rulesets;
 pub mod sidecar;
 pub mod spec;
 pub mod state;
