@@ -121,7 +121,7 @@ impl Session {
         };
         let mut done = false;
         while !done && !self.stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-            if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
+            if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached)? {
                 namer.interfaces = self.attached.interfaces.clone();
             }
             // Drops waiting for their culprit are checked on often; otherwise wake up every 100 ms.

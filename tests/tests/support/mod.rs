@@ -112,6 +112,16 @@ impl Running {
         running
     }
 
+    /// The observer process's PID (for /proc/PID inspection).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the observer process is still running (not exited).
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// The shared stdout lines (still filled after `stop_with_stderr`).
     pub fn lines_handle(&self) -> Arc<Mutex<Vec<String>>> {
         Arc::clone(&self.lines)

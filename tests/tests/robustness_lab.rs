@@ -1,0 +1,213 @@
+//! observer under interface churn: what it holds in the kernel follows the interfaces.
+//! Removed interfaces give their tcx links and fds back; a burst of new interfaces (more
+//! notifications than the monitor socket queues) is attached to in full, without exiting.
+//! The kernel's own account is read from /proc/PID/fdinfo (every bpf link fd names its type,
+//! id and ifindex there).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use support::{require_root, Running};
+
+/// A network namespace of this test process, deleted (with its interfaces) on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("obsrb{}{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+        let ns = Self(name);
+        ns.run(&["netns", "add", &ns.0]);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `ip -n NS ARGS`.
+    fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", self.0.as_str()];
+        full.extend_from_slice(args);
+        self.run(&full);
+    }
+
+    /// Runs many `ip` commands in this namespace at once (`ip -batch`): one burst of changes.
+    fn batch(&self, commands: &[String]) {
+        let mut child = Command::new("ip")
+            .args(["-n", &self.0, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip -batch");
+        child.stdin.take().expect("stdin").write_all(commands.join("\n").as_bytes()).expect("write batch");
+        let out = child.wait_with_output().expect("ip -batch");
+        assert!(out.status.success(), "ip -batch: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Adds veth pairs `{prefix}{i}a`/`{prefix}{i}b` (both ends here, up) in one burst.
+    fn add_veths(&self, prefix: &str, count: usize) {
+        let mut commands: Vec<String> =
+            (0..count).map(|i| format!("link add {prefix}{i}a type veth peer name {prefix}{i}b")).collect();
+        commands.extend(
+            (0..count).flat_map(|i| [format!("link set {prefix}{i}a up"), format!("link set {prefix}{i}b up")]),
+        );
+        self.batch(&commands);
+    }
+
+    fn delete_veths(&self, prefix: &str, count: usize) {
+        self.batch(&(0..count).map(|i| format!("link del {prefix}{i}a")).collect::<Vec<_>>());
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+    }
+}
+
+/// A tcx link held by a process, as its fdinfo shows it.
+#[derive(Debug)]
+struct TcxLink {
+    id: u64,
+    ifindex: i64,
+}
+
+/// The tcx links the process holds (`link_type: tcx` in /proc/PID/fdinfo).
+fn tcx_links(pid: u32) -> Vec<TcxLink> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["link_type:", "tcx"]))
+        .map(|info| {
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name).map(str::trim))
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(-1)
+            };
+            TcxLink { id: field("link_id:") as u64, ifindex: field("ifindex:") }
+        })
+        .collect()
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Polls until `done` holds; panics with `what` and the last state otherwise.
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match done() {
+            Ok(()) => return,
+            Err(state) if start.elapsed() > limit => panic!("{what} not reached within {limit:?}: {state}"),
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Starts observer on a namespace holding one veth pair (no dummy driver on every kernel);
+/// returns it with its fd count once steady (4 tcx links: 2 interfaces, 2 directions).
+fn observer_on(ns: &Netns) -> (Running, usize) {
+    ns.add_veths("base", 1);
+    let observer = Running::start(&["trace", "--netns", &ns.0, "--output", "json"]);
+    let pid = observer.pid();
+    wait_until("four tcx links on the base pair", Duration::from_secs(5), || {
+        let links = tcx_links(pid);
+        if links.len() == 4 {
+            Ok(())
+        } else {
+            Err(format!("{links:?}"))
+        }
+    });
+    thread::sleep(Duration::from_millis(300));
+    (observer, fd_count(pid))
+}
+
+#[test]
+fn removed_interfaces_give_back_their_tcx_links_and_fds() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("leak");
+    let (mut observer, fds_before) = observer_on(&ns);
+    let pid = observer.pid();
+    let base_links: Vec<u64> = tcx_links(pid).iter().map(|l| l.id).collect();
+    for round in 0..3 {
+        ns.add_veths("lk", 10);
+        wait_until(&format!("round {round}: 4 + 40 tcx links"), Duration::from_secs(15), || {
+            let n = tcx_links(pid).len();
+            if n == 44 {
+                Ok(())
+            } else {
+                Err(format!("{n} links"))
+            }
+        });
+        ns.delete_veths("lk", 10);
+        wait_until(&format!("round {round}: back to the baseline"), Duration::from_secs(15), || {
+            let (links, fds) = (tcx_links(pid), fd_count(pid));
+            let ids: Vec<u64> = links.iter().map(|l| l.id).collect();
+            if ids == base_links && fds == fds_before {
+                Ok(())
+            } else {
+                Err(format!("fds {fds} (baseline {fds_before}), links {links:?} (baseline ids {base_links:?})"))
+            }
+        });
+        assert!(observer.alive(), "observer exited: {:?}", observer.stderr());
+    }
+    assert!(tcx_links(pid).iter().all(|l| l.ifindex > 0), "no defunct link (ifindex 0) held");
+    let (status, stderr) = observer.stop_with_stderr();
+    assert!(status.success(), "observer exit {status}: {stderr:?}");
+    let detached = stderr.iter().filter(|l| l.contains("interface removed: classifiers detached")).count();
+    assert_eq!(detached, 3 * 20, "every removed interface detached once:\n{}", stderr.join("\n"));
+}
+
+#[test]
+fn a_burst_of_new_interfaces_is_attached_in_full() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("burst");
+    let (mut observer, fds_before) = observer_on(&ns);
+    let pid = observer.pid();
+    // 60 veth pairs at once: 120 interfaces, several hundred link notifications in one burst.
+    ns.add_veths("bu", 60);
+    wait_until("4 + 240 tcx links", Duration::from_secs(60), || {
+        assert!(observer.alive(), "observer exited during the burst: {:?}", observer.stderr());
+        let n = tcx_links(pid).len();
+        if n == 244 {
+            Ok(())
+        } else {
+            Err(format!("{n} links"))
+        }
+    });
+    assert!(observer.alive(), "observer exited: {:?}", observer.stderr());
+    let mut ifindexes: Vec<i64> = tcx_links(pid).iter().map(|l| l.ifindex).collect();
+    ifindexes.sort_unstable();
+    ifindexes.dedup();
+    assert_eq!(ifindexes.len(), 122, "every interface has its own two links");
+    // And the same burst the other way.
+    ns.delete_veths("bu", 60);
+    wait_until("back to the baseline", Duration::from_secs(60), || {
+        let (n, fds) = (tcx_links(pid).len(), fd_count(pid));
+        if n == 4 && fds == fds_before {
+            Ok(())
+        } else {
+            Err(format!("{n} links, {fds} fds (baseline {fds_before})"))
+        }
+    });
+    assert!(observer.alive(), "observer exited: {:?}", observer.stderr());
+    let (status, stderr) = observer.stop_with_stderr();
+    assert!(status.success(), "observer exit {status}: {stderr:?}");
+}
