@@ -16,7 +16,7 @@ use crate::{
     fastpath::ordinary_tcp_segment,
     filter::wanted,
     flow_state::record,
-    packet::{parse_ip, PacketSource, ETH_HLEN, ETH_P_IP, ETH_P_IPV6},
+    packet::{parse_ip, PacketSource, Within, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, L4},
 };
 
 struct SkbBytes<'a>(&'a SkBuff);
@@ -52,14 +52,16 @@ pub fn observe(skb: &SkBuff, hook: u8) {
         return;
     }
     if flow.protocol == PROTO_ICMP || flow.protocol == PROTO_ICMPV6 {
-        report_icmp_error(skb, &src, hook, &flow, l3, l4.offset, ethertype);
+        report_icmp_error(skb, &src, hook, &flow, l3, l4, ethertype);
         return;
     }
     if flow.protocol != PROTO_TCP {
         return;
     }
-    // Bytes 4..8: sequence number; byte 13: flags.
-    let (Some(seq), Some(flags)) = (src.read::<[u8; 4]>(l4.offset + 4), src.read::<u8>(l4.offset + 13)) else {
+    // Bytes 4..8: sequence number; byte 13: flags (within the IP packet's own length).
+    let l4_bytes = Within { src: &src, end: l4.end };
+    let (Some(seq), Some(flags)) = (l4_bytes.read::<[u8; 4]>(l4.offset + 4), l4_bytes.read::<u8>(l4.offset + 13))
+    else {
         bump(counters::TC_PARSE_ERRORS);
         return;
     };
@@ -86,15 +88,8 @@ pub fn observe(skb: &SkBuff, hook: u8) {
 /// Reports ICMP destination-unreachable / fragmentation-needed and ICMPv6 destination-unreachable
 /// / packet-too-big, with the quoted packet's flow (what was rejected). Other ICMP is ignored.
 #[inline(always)]
-fn report_icmp_error(
-    skb: &SkBuff,
-    src: &SkbBytes<'_>,
-    hook: u8,
-    flow: &FlowTuple,
-    l3: usize,
-    icmp: usize,
-    ethertype: u16,
-) {
+fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTuple, l3: usize, l4: L4, ethertype: u16) {
+    let (src, icmp) = (&Within { src, end: l4.end }, l4.offset);
     let Some(head) = src.read::<[u8; 8]>(icmp) else {
         bump(counters::TC_PARSE_ERRORS);
         return;

@@ -12,14 +12,21 @@ use crate::{
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// Packet bytes in kernel memory starting at the skb's network header.
+/// Packet bytes in kernel memory starting at the skb's network header, `len` of them: up to the
+/// end of the linear data (`head + tail`). What lies beyond is not this packet (a truncated
+/// frame's buffer still holds an earlier packet's bytes there), or sits in page fragments that
+/// a header parse never needs.
 struct KernelBytes {
     base: *const u8,
+    len: usize,
 }
 
 impl PacketSource for KernelBytes {
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Option<T> {
+        if offset + core::mem::size_of::<T>() > self.len {
+            return None;
+        }
         // SAFETY: bpf_probe_read_kernel validates the address and fails instead of faulting.
         unsafe { bpf_probe_read_kernel(self.base.wrapping_add(offset).cast::<T>()).ok() }
     }
@@ -36,16 +43,19 @@ pub fn read_ptr(base: *const u8, offset: u32) -> *const u8 {
     read_at(base, offset).unwrap_or(core::ptr::null())
 }
 
-/// The 5-tuple of the packet held by `skb`, parsed from its network header.
+/// The 5-tuple of the packet held by `skb`, parsed from its network header within the linear
+/// data (`network_header..tail`); `None` when the headers are not all there.
 #[inline(always)]
 pub fn skb_flow(skb: *const u8, flow: &mut FlowTuple) -> Option<()> {
     let head = read_ptr(skb, offset!(skb_head));
     let network_header: u16 = read_at(skb, offset!(skb_network_header))?;
+    let tail: u32 = read_at(skb, offset!(skb_tail))?;
     let ethertype = u16::from_be(read_at::<u16>(skb, offset!(skb_protocol))?);
-    if head.is_null() || network_header == u16::MAX {
+    if head.is_null() || network_header == u16::MAX || tail <= network_header as u32 {
         return None;
     }
-    let bytes = KernelBytes { base: head.wrapping_add(network_header as usize) };
+    let len = (tail - network_header as u32) as usize;
+    let bytes = KernelBytes { base: head.wrapping_add(network_header as usize), len };
     parse_ip(&bytes, 0, ethertype, flow).map(|_| ())
 }
 

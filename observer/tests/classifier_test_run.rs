@@ -238,6 +238,48 @@ fn truncated_and_garbage_packets_emit_nothing_and_are_counted() {
     assert!(h.counter("tc_parse_errors") >= 5, "parse errors counted: {}", h.counter("tc_parse_errors"));
 }
 
+/// Bytes after the IP packet's own end (Ethernet padding, a lying frame) are not its transport
+/// header: a SYN there is not reported, and each such frame counts one parse error exactly.
+#[test]
+fn bytes_beyond_the_ip_length_are_not_a_header() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::new();
+    let syn = tcp(40000, 15012, 1, TCP_SYN);
+    let errors = |h: &Harness| h.counter("tc_parse_errors");
+    // IPv4 total length 20 (no transport), followed by what looks like a SYN.
+    let mut padded = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &[]);
+    padded.extend_from_slice(&syn);
+    let before = errors(&h);
+    assert!(h.run(&eth(0x0800, &padded)).is_empty(), "SYN-looking padding reported");
+    assert_eq!(errors(&h) - before, 1);
+    // Total length 24: the ports are in, the flags are not.
+    let mut short = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &syn[..4]);
+    short.extend_from_slice(&syn[4..]);
+    let before = errors(&h);
+    assert!(h.run(&eth(0x0800, &short)).is_empty());
+    assert_eq!(errors(&h) - before, 1);
+    // Total length below the header length: malformed.
+    let mut tiny = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &syn);
+    tiny[2..4].copy_from_slice(&16u16.to_be_bytes());
+    let before = errors(&h);
+    assert!(h.run(&eth(0x0800, &tiny)).is_empty());
+    assert_eq!(errors(&h) - before, 1);
+    // IPv6 payload length 4: the ports only.
+    let (a, b): (Ipv6Addr, Ipv6Addr) = ("fd00:10:244:1::a".parse().unwrap(), "fd00:10:244:2::a".parse().unwrap());
+    let mut v6 = ipv6(a, b, PROTO_TCP, &syn);
+    v6[4..6].copy_from_slice(&4u16.to_be_bytes());
+    let before = errors(&h);
+    assert!(h.run(&eth(0x86DD, &v6)).is_empty());
+    assert_eq!(errors(&h) - before, 1);
+    // The same frames with honest lengths are reported (the bound is not too tight).
+    let p = only_packet(&h.run(&eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &syn))));
+    assert_eq!(p.flow, v4_flow([10, 244, 1, 10], 40000, [10, 244, 2, 10], 15012, PROTO_TCP));
+    let p = only_packet(&h.run(&eth(0x86DD, &ipv6(a, b, PROTO_TCP, &syn))));
+    assert_eq!(p.flow, v6_flow(a, 40000, b, 15012, PROTO_TCP));
+}
+
 #[test]
 fn icmp_errors_are_tied_to_the_flow_they_quote() {
     if !require_root() {

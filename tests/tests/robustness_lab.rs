@@ -8,73 +8,12 @@
 
 mod support;
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+use std::{thread, time::Duration};
+
+use support::{
+    netns::{wait_until, Netns},
+    require_root, Running,
 };
-
-use support::{require_root, Running};
-
-/// A network namespace of this test process, deleted (with its interfaces) on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("obsrb{}{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "delete", &name]).status();
-        let ns = Self(name);
-        ns.run(&["netns", "add", &ns.0]);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn run(&self, args: &[&str]) {
-        let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// `ip -n NS ARGS`.
-    fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", self.0.as_str()];
-        full.extend_from_slice(args);
-        self.run(&full);
-    }
-
-    /// Runs many `ip` commands in this namespace at once (`ip -batch`): one burst of changes.
-    fn batch(&self, commands: &[String]) {
-        let mut child = Command::new("ip")
-            .args(["-n", &self.0, "-batch", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ip -batch");
-        child.stdin.take().expect("stdin").write_all(commands.join("\n").as_bytes()).expect("write batch");
-        let out = child.wait_with_output().expect("ip -batch");
-        assert!(out.status.success(), "ip -batch: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Adds veth pairs `{prefix}{i}a`/`{prefix}{i}b` (both ends here, up) in one burst.
-    fn add_veths(&self, prefix: &str, count: usize) {
-        let mut commands: Vec<String> =
-            (0..count).map(|i| format!("link add {prefix}{i}a type veth peer name {prefix}{i}b")).collect();
-        commands.extend(
-            (0..count).flat_map(|i| [format!("link set {prefix}{i}a up"), format!("link set {prefix}{i}b up")]),
-        );
-        self.batch(&commands);
-    }
-
-    fn delete_veths(&self, prefix: &str, count: usize) {
-        self.batch(&(0..count).map(|i| format!("link del {prefix}{i}a")).collect::<Vec<_>>());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
-    }
-}
 
 /// A tcx link held by a process, as its fdinfo shows it.
 #[derive(Debug)]
@@ -103,18 +42,6 @@ fn tcx_links(pid: u32) -> Vec<TcxLink> {
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-/// Polls until `done` holds; panics with `what` and the last state otherwise.
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<(), String>) {
-    let start = Instant::now();
-    loop {
-        match done() {
-            Ok(()) => return,
-            Err(state) if start.elapsed() > limit => panic!("{what} not reached within {limit:?}: {state}"),
-            Err(_) => thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }
 
 /// Starts observer on a namespace holding one veth pair (no dummy driver on every kernel);

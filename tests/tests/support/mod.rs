@@ -3,6 +3,8 @@
 // Test support: failing loudly with context is the point (STYLE: tests panic with context).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod netns;
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
