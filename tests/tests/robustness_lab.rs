@@ -46,9 +46,9 @@ fn fd_count(pid: u32) -> usize {
 
 /// Starts observer on a namespace holding one veth pair (no dummy driver on every kernel);
 /// returns it with its fd count once steady (4 tcx links: 2 interfaces, 2 directions).
-fn observer_on(ns: &Netns) -> (Running, usize) {
+fn observer_on(ns: &Netns, env: &[(&str, &str)]) -> (Running, usize) {
     ns.add_veths("base", 1);
-    let observer = Running::start(&["trace", "--netns", &ns.0, "--output", "json"]);
+    let observer = Running::start_with_env(&["trace", "--netns", &ns.0, "--output", "json"], env);
     let pid = observer.pid();
     wait_until("four tcx links on the base pair", Duration::from_secs(5), || {
         let links = tcx_links(pid);
@@ -68,7 +68,7 @@ fn removed_interfaces_give_back_their_tcx_links_and_fds() {
         return;
     }
     let ns = Netns::new("leak");
-    let (mut observer, fds_before) = observer_on(&ns);
+    let (mut observer, fds_before) = observer_on(&ns, &[]);
     let pid = observer.pid();
     let base_links: Vec<u64> = tcx_links(pid).iter().map(|l| l.id).collect();
     for round in 0..3 {
@@ -105,8 +105,28 @@ fn a_burst_of_new_interfaces_is_attached_in_full() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("burst");
-    let (mut observer, fds_before) = observer_on(&ns);
+    let stderr = burst(&Netns::new("burst"), &[]);
+    assert!(!stderr.iter().any(|l| l.contains("link notifications lost")), "the 4 MiB buffer held the burst");
+}
+
+/// With a monitor buffer far too small for the burst, notifications are lost (ENOBUFS):
+/// observer relists the interfaces and ends up attached to all of them, as without the loss.
+#[test]
+fn lost_link_notifications_are_recovered_by_relisting() {
+    if !require_root() {
+        return;
+    }
+    let stderr = burst(&Netns::new("ovf"), &[("OBSERVER_LINK_MONITOR_RCVBUF", "4096")]);
+    assert!(
+        stderr.iter().any(|l| l.contains("link notifications lost")),
+        "the overflow was seen and reported: {stderr:?}"
+    );
+}
+
+/// 60 veth pairs added at once, then deleted at once: observer follows to the exact link and
+/// fd count, and keeps running. Returns its stderr.
+fn burst(ns: &Netns, env: &[(&str, &str)]) -> Vec<String> {
+    let (mut observer, fds_before) = observer_on(ns, env);
     let pid = observer.pid();
     // 60 veth pairs at once: 120 interfaces, several hundred link notifications in one burst.
     ns.add_veths("bu", 60);
@@ -137,4 +157,5 @@ fn a_burst_of_new_interfaces_is_attached_in_full() {
     assert!(observer.alive(), "observer exited: {:?}", observer.stderr());
     let (status, stderr) = observer.stop_with_stderr();
     assert!(status.success(), "observer exit {status}: {stderr:?}");
+    stderr
 }

@@ -74,6 +74,10 @@ pub struct LinkChanges {
 /// deployment scaling) queues ~1-2 KiB of notifications per link while attaches run.
 const MONITOR_RCVBUF: libc::c_int = 4 << 20;
 
+/// Environment variable overriding [`MONITOR_RCVBUF`] (bytes): a larger buffer for nodes with
+/// bigger bursts; a tiny one makes overflows (and the relisting that follows) easy to test.
+pub const MONITOR_RCVBUF_ENV: &str = "OBSERVER_LINK_MONITOR_RCVBUF";
+
 /// A NETLINK_ROUTE socket in the namespace of the thread that opened it.
 pub struct RouteSocket {
     fd: OwnedFd,
@@ -87,12 +91,13 @@ impl RouteSocket {
     }
 
     /// A non-blocking socket subscribed to link notifications (RTMGRP_LINK), with a receive
-    /// buffer of [`MONITOR_RCVBUF`] (SO_RCVBUFFORCE, as root; else whatever SO_RCVBUF allows).
+    /// buffer of [`MONITOR_RCVBUF`] or [`MONITOR_RCVBUF_ENV`] (SO_RCVBUFFORCE, as root; else
+    /// whatever SO_RCVBUF allows).
     /// Overflows still happen in larger bursts: [`Self::changes`] reports them.
     pub fn link_monitor() -> io::Result<Self> {
         let socket = Self::open_with_groups(RTMGRP_LINK)?;
         let fd = socket.fd.as_raw_fd();
-        let size = MONITOR_RCVBUF;
+        let size = std::env::var(MONITOR_RCVBUF_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(MONITOR_RCVBUF);
         let len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: fcntl and setsockopt on a socket we own, with a c_int option value.
         unsafe {

@@ -72,9 +72,15 @@ pub struct Running {
 impl Running {
     /// Starts `observer ARGS...` and waits for its `ready` log line.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Running::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(observer_bin())
             .args(args)
             .env("OBSERVER_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
