@@ -3,6 +3,7 @@
 // Test support: failing loudly with context is the point (STYLE: tests panic with context).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod bpf_query;
 pub mod netns;
 
 use std::{
@@ -165,6 +166,13 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGKILL (no chance to clean up), then wait; returns the exit status.
+    pub fn kill_hard(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the child we started, by its PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.child.wait().expect("wait observer")
     }
 
     /// SIGINT, then wait; returns the exit status.

@@ -26,42 +26,9 @@ impl Netns {
         std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/run/netns/{}", self.0)).expect("netns"))
     }
 
-    /// Sends raw Ethernet frames out of `iface` of this namespace (AF_PACKET, on a thread that
-    /// enters the namespace): frames the kernel's own stack would never build.
+    /// Sends raw Ethernet frames out of `iface` of this namespace: see [`send_frames`].
     pub fn send_frames(&self, iface: &str, frames: &[Vec<u8>]) {
-        let path = format!("/run/netns/{}", self.0);
-        let (iface, frames) = (iface.to_string(), frames.to_vec());
-        thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let index = nix::net::if_::if_nametoindex(iface.as_str()).expect("ifindex");
-            // SAFETY: plain socket(2); closed below.
-            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-            // SAFETY: all-zero is a valid sockaddr_ll; the fields we need are set.
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = index as i32;
-            addr.sll_halen = 6;
-            for frame in &frames {
-                // SAFETY: `frame` and `addr` are valid for the given lengths.
-                let n = unsafe {
-                    libc::sendto(
-                        fd,
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        0,
-                        (&addr as *const libc::sockaddr_ll).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                assert_eq!(n, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
-            }
-            // SAFETY: closing the socket opened above.
-            unsafe { libc::close(fd) };
-        })
-        .join()
-        .expect("sender thread");
+        send_frames(&self.0, iface, frames.to_vec());
     }
 
     pub fn run(&self, args: &[&str]) {
@@ -120,4 +87,42 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<
             Err(_) => thread::sleep(Duration::from_millis(100)),
         }
     }
+}
+
+/// Sends raw Ethernet frames out of `iface` of namespace `/run/netns/NETNS` (AF_PACKET, on a
+/// thread that enters the namespace): frames the kernel's own stack would never build.
+pub fn send_frames(netns: &str, iface: &str, frames: Vec<Vec<u8>>) {
+    let path = format!("/run/netns/{netns}");
+    let iface = iface.to_string();
+    thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let index = nix::net::if_::if_nametoindex(iface.as_str()).expect("ifindex");
+        // SAFETY: plain socket(2); closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        // SAFETY: all-zero is a valid sockaddr_ll; the fields we need are set.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        for frame in &frames {
+            // SAFETY: `frame` and `addr` are valid for the given lengths.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(n, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: closing the socket opened above.
+        unsafe { libc::close(fd) };
+    })
+    .join()
+    .expect("sender thread");
 }

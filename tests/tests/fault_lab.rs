@@ -1,0 +1,112 @@
+//! Faults: observer killed with SIGKILL in the middle of a packet flood leaves nothing attached
+//! in the kernel (tcx hooks and cgroup hooks, as the kernel itself lists them), pins nothing,
+//! and starts again cleanly on the same interfaces and cgroup.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::{collections::BTreeSet, path::PathBuf, thread, time::Duration};
+
+use support::{
+    bpf_query::{
+        cgroup_programs, tcx_programs, BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_INET_EGRESS,
+        BPF_CGROUP_INET_INGRESS, BPF_CGROUP_SOCK_OPS,
+    },
+    netns::{send_frames, wait_until, Netns},
+    require_root, Running,
+};
+
+const CGROUP_HOOKS: [u32; 5] = [
+    BPF_CGROUP_INET_INGRESS,
+    BPF_CGROUP_INET_EGRESS,
+    BPF_CGROUP_SOCK_OPS,
+    BPF_CGROUP_INET4_CONNECT,
+    BPF_CGROUP_INET6_CONNECT,
+];
+
+/// A cgroup v2 directory of this test, removed on drop.
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn new(tag: &str) -> Self {
+        let dir = PathBuf::from(format!("/sys/fs/cgroup/unified/obsrb{}{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create cgroup");
+        Self(dir)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A TCP SYN from 10.98.0.1:`sport` to 10.98.0.2:80, addressed to `dst_mac`.
+fn syn_frame(dst_mac: [u8; 6], sport: u16) -> Vec<u8> {
+    let mut f = dst_mac.to_vec();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 98, 0, 1, 10, 98, 0, 2];
+    let sum = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!(((sum & 0xffff) + (sum >> 16)) as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&80u16.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+
+fn bpffs_entries() -> BTreeSet<PathBuf> {
+    std::fs::read_dir("/sys/fs/bpf").into_iter().flatten().flatten().map(|e| e.path()).collect()
+}
+
+#[test]
+fn sigkill_mid_flood_leaves_nothing_attached_and_a_restart_is_clean() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("kill");
+    ns.ip(&["link", "add", "ka", "type", "veth", "peer", "name", "kb"]);
+    ns.ip(&["link", "set", "kb", "address", "02:00:00:00:00:02"]);
+    ns.ip(&["addr", "add", "10.98.0.2/24", "dev", "kb"]);
+    for iface in ["ka", "kb"] {
+        ns.ip(&["link", "set", iface, "up"]);
+    }
+    let cgroup = Cgroup::new("kill");
+    let attached = |iface| tcx_programs(&ns.0, iface);
+    let cgroup_hooks = || cgroup_programs(&cgroup.0, &CGROUP_HOOKS);
+    assert_eq!((attached("ka"), attached("kb")), ((0, 0), (0, 0)), "nothing attached before observer");
+    assert_eq!(cgroup_hooks(), vec![0; 5]);
+    let pins_before = bpffs_entries();
+    let args = ["trace", "--netns", &ns.0, "--cgroup-root", cgroup.0.to_str().unwrap(), "--output", "json"];
+
+    for round in 0..2 {
+        let observer = Running::start(&args);
+        assert_eq!((attached("ka"), attached("kb")), ((1, 1), (1, 1)), "round {round}: one program per hook");
+        assert_eq!(cgroup_hooks(), vec![1; 5], "round {round}: one program per cgroup hook");
+        // A bounded flood of SYNs (ka -> kb, all inside the test's namespace), killed in the middle.
+        let frames: Vec<Vec<u8>> =
+            (0..20_000u32).map(|i| syn_frame([2, 0, 0, 0, 0, 2], 1024 + (i % 60_000) as u16)).collect();
+        let ns_name = ns.0.clone();
+        let flood = thread::spawn(move || send_frames(&ns_name, "ka", frames));
+        wait_until("events flowing", Duration::from_secs(10), || {
+            if observer.json().iter().any(|v| v["type"] == "packet") {
+                Ok(())
+            } else {
+                Err("no packet event yet".into())
+            }
+        });
+        let status = observer.kill_hard();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        flood.join().expect("flood");
+        wait_until(&format!("round {round}: hooks empty after SIGKILL"), Duration::from_secs(5), || {
+            let state = (attached("ka"), attached("kb"), cgroup_hooks());
+            if state == ((0, 0), (0, 0), vec![0; 5]) {
+                Ok(())
+            } else {
+                Err(format!("{state:?}"))
+            }
+        });
+        assert_eq!(bpffs_entries(), pins_before, "round {round}: nothing pinned in /sys/fs/bpf");
+    }
+}
