@@ -110,3 +110,79 @@ fn sigkill_mid_flood_leaves_nothing_attached_and_a_restart_is_clean() {
         assert_eq!(bpffs_entries(), pins_before, "round {round}: nothing pinned in /sys/fs/bpf");
     }
 }
+
+/// The ring buffer overflows while observer is stalled (SIGSTOP) during a flood of 20,000 SYNs:
+/// the loss is counted and shown in the summary, and what was seen plus what was lost accounts
+/// for every SYN sent (each one produces at least one event: tcx egress at the sender's veth,
+/// ingress at the receiver's, or a drop).
+#[test]
+fn ring_buffer_overflow_is_counted_and_shown() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("ovfl");
+    ns.ip(&["link", "add", "oa", "type", "veth", "peer", "name", "ob"]);
+    ns.ip(&["link", "set", "ob", "address", "02:00:00:00:00:02"]);
+    ns.ip(&["addr", "add", "10.98.0.2/24", "dev", "ob"]);
+    for iface in ["oa", "ob"] {
+        ns.ip(&["link", "set", iface, "up"]);
+    }
+    let cgroup = Cgroup::new("ovfl");
+    let observer = Running::start(&[
+        "trace",
+        "--netns",
+        &ns.0,
+        "--cgroup-root",
+        cgroup.0.to_str().unwrap(),
+        "--port",
+        "80",
+        "--output",
+        "json",
+    ]);
+    const FRAMES: u16 = 20_000;
+    // SAFETY: kill(2) on the observer this test started, by its PID.
+    unsafe { libc::kill(observer.pid() as i32, libc::SIGSTOP) };
+    send_frames(&ns.0, "oa", (0..FRAMES).map(|i| syn_frame([2, 0, 0, 0, 0, 2], 1024 + i)).collect());
+    // SAFETY: as above.
+    unsafe { libc::kill(observer.pid() as i32, libc::SIGCONT) };
+    let mut last = usize::MAX;
+    wait_until("the output settles", Duration::from_secs(30), || {
+        let now = observer.lines().len();
+        let settled = now == last;
+        last = now;
+        thread::sleep(Duration::from_millis(400));
+        if settled {
+            Ok(())
+        } else {
+            Err(format!("{now} lines"))
+        }
+    });
+    let seen: BTreeSet<u64> = observer
+        .json()
+        .iter()
+        .filter(|v| v["flow"]["dport"] == 80 && v["flow"]["src"] == "10.98.0.1")
+        .filter_map(|v| v["flow"]["sport"].as_u64())
+        .collect();
+    let (status, stderr) = observer.stop_with_stderr();
+    assert!(status.success(), "observer exit {status}: {stderr:?}");
+    let summary = stderr.iter().find(|l| l.starts_with("summary:")).unwrap_or_else(|| panic!("no summary: {stderr:?}"));
+    let lost: u64 = summary
+        .split("; ")
+        .find_map(|part| part.strip_prefix("lost "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'lost N' in {summary}"));
+    let counter = stderr
+        .iter()
+        .find(|l| l.contains("trace finished"))
+        .and_then(|l| l.split_whitespace().find_map(|t| t.strip_prefix("ringbuf_full=")))
+        .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no ringbuf_full counter: {stderr:?}"));
+    assert_eq!(lost, counter, "the summary shows the kernel's count: {summary}");
+    assert!(lost > 0, "20,000 SYNs against a stalled reader must overflow the 1 MiB ring: {summary}");
+    assert!(
+        seen.len() as u64 + lost >= u64::from(FRAMES),
+        "{} SYNs seen + {lost} lost events < {FRAMES} sent: loss hidden",
+        seen.len()
+    );
+    assert!((seen.len() as u64) < u64::from(FRAMES), "some SYNs must be missing when events were lost");
+}
