@@ -14,8 +14,9 @@ use crate::{
     counters::bump,
     emit::{reserve, submit},
     fastpath::ordinary_tcp_segment,
-    filter::wanted,
+    filter::{capture_limit, wanted},
     flow_state::record,
+    kmem::opaque,
     packet::{parse_ip, PacketSource, Within, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, L4},
 };
 
@@ -111,7 +112,11 @@ fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTupl
     };
     // Filter on the quoted flow (the connection the error is about), parsed on the stack first.
     let mut quoted = FlowTuple::default();
-    let quoted_valid = parse_ip(src, icmp + 8, ethertype, &mut quoted).is_some();
+    let quoted_l4 = parse_ip(src, icmp + 8, ethertype, &mut quoted);
+    let quoted_valid = quoted_l4.is_some();
+    // Headers: the ICMP header, the quoted IP header and the 8 bytes after it; payload beyond
+    // that leaves the kernel only when asked.
+    let headers = opaque((quoted_l4.map_or(icmp + 8, |q| q.offset + 8) - l3) as u32) as usize;
     if !wanted(if quoted_valid { &quoted } else { flow }) {
         return;
     }
@@ -130,7 +135,7 @@ fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTupl
     event.mtu = mtu;
     // The quoted packet (IP header + at least 8 bytes of its transport) follows the 8-byte ICMP header.
     // The ICMP packet itself, from its IP header, for --pcap.
-    event.packet_len = capture(skb, l3, &mut event.packet);
+    event.packet_len = capture(skb, l3, &mut event.packet, capture_limit(headers));
     if quoted_valid {
         event.quoted = quoted;
         event.quoted_valid = 1;
@@ -140,15 +145,16 @@ fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTupl
     submit(entry, counters::TC_EVENTS);
 }
 
-/// Copies up to `CAPTURE_BYTES` of the packet from `offset` into `out`; returns the count.
+/// Copies up to `limit` (<= `CAPTURE_BYTES`) bytes of the packet from `offset` into `out`;
+/// returns the count.
 #[inline(always)]
-fn capture(skb: &SkBuff, offset: usize, out: &mut [u8; CAPTURE_BYTES]) -> u16 {
+fn capture(skb: &SkBuff, offset: usize, out: &mut [u8; CAPTURE_BYTES], limit: usize) -> u16 {
     let len = skb.len() as usize;
     if offset >= len {
         return 0;
     }
     let n = len - offset;
-    let n = if n > CAPTURE_BYTES { CAPTURE_BYTES } else { n };
+    let n = if n > limit { limit } else { n };
     // The verifier needs the size visibly within [1, CAPTURE_BYTES].
     if n == 0 || n > CAPTURE_BYTES {
         return 0;

@@ -5,7 +5,7 @@
 //! Ethernet padding or stale buffer bytes are never taken for a header. A TCP/UDP packet whose
 //! ports cannot be read this way has no flow: the parse fails (and the caller counts it).
 
-use observer_common::event::{FlowTuple, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP};
+use observer_common::event::{FlowTuple, FAMILY_IPV4, FAMILY_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
@@ -154,4 +154,34 @@ fn read_ports<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
         flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
     }
     Some(())
+}
+
+/// How many bytes from the IP header at `l3` are headers: the IP header (with options or
+/// extension headers), the transport header (TCP: its data offset; UDP and ICMP: 8 bytes) and,
+/// for ICMP/ICMPv6 errors, the quoted IP header and the 8 bytes after it. What follows is
+/// payload, copied out of the kernel only when asked (`trace --pcap`).
+#[inline(always)]
+pub fn headers_len<S: PacketSource>(src: &S, l3: usize, l4: &L4, protocol: u8) -> usize {
+    let ip = l4.offset - l3;
+    if l4.later_fragment {
+        return ip;
+    }
+    let transport = match protocol {
+        PROTO_TCP => match src.read::<u8>(l4.offset + 12) {
+            Some(doff) if doff >> 4 >= 5 => ((doff >> 4) as usize) * 4,
+            _ => 20,
+        },
+        PROTO_UDP => 8,
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let icmp_type: u8 = src.read(l4.offset).unwrap_or(0);
+            let error = if protocol == PROTO_ICMP { matches!(icmp_type, 3 | 4 | 5 | 11 | 12) } else { icmp_type < 128 };
+            match (error, src.read::<u8>(l4.offset + 8)) {
+                (true, Some(ver_ihl)) if ver_ihl >> 4 == 4 => 8 + ((ver_ihl & 0x0f) as usize) * 4 + 8,
+                (true, Some(ver)) if ver >> 4 == 6 => 8 + 40 + 8,
+                _ => 8,
+            }
+        }
+        _ => 0,
+    };
+    ip + transport
 }

@@ -48,12 +48,9 @@ fn ipv6_header(payload: u16, next: u8) -> Vec<u8> {
     h
 }
 
-#[test]
-fn truncated_drops_carry_no_flow() {
-    if !require_root() {
-        return;
-    }
-    let (node, peer) = (Netns::new("trn"), Netns::new("trp"));
+/// A watched namespace (`trb`, 10.99.0.2, MAC :02) and a peer namespace writing frames (`tra`).
+fn pair(tag: &str) -> (Netns, Netns) {
+    let (node, peer) = (Netns::new(&format!("{tag}n")), Netns::new(&format!("{tag}p")));
     node.ip(&["link", "add", "trb", "type", "veth", "peer", "name", "tra", "netns", &peer.0]);
     // No IPv6 link-local addresses: no router solicitations or MLD reports on the wire.
     node.ip(&["link", "set", "trb", "address", "02:00:00:00:00:02", "addrgenmode", "none"]);
@@ -61,6 +58,22 @@ fn truncated_drops_carry_no_flow() {
     node.ip(&["link", "set", "trb", "up"]);
     peer.ip(&["link", "set", "tra", "address", "02:00:00:00:00:01", "addrgenmode", "none"]);
     peer.ip(&["link", "set", "tra", "up"]);
+    (node, peer)
+}
+
+/// A UDP datagram from 10.99.0.1:5555 to the closed port 10.99.0.2:9 with `payload`.
+fn udp_to_closed_port(payload: &[u8]) -> Vec<u8> {
+    let len = 8 + payload.len() as u16;
+    let udp = [5555u16.to_be_bytes(), 9u16.to_be_bytes(), len.to_be_bytes(), [0, 0]].concat();
+    eth(0x0800, &[ipv4_header(20 + len, 17, 5), udp, payload.to_vec()].concat())
+}
+
+#[test]
+fn truncated_drops_carry_no_flow() {
+    if !require_root() {
+        return;
+    }
+    let (node, peer) = pair("tr");
     let observer = Running::start(&["trace", "--netns", &node.0, "--output", "json"]);
     let inode = node.inode();
 
@@ -76,8 +89,7 @@ fn truncated_drops_carry_no_flow() {
         eth(0x86DD, &ipv6_header(20, 6)),
     ];
     // A complete UDP datagram to a closed port (NO_SOCKET): its flow is readable and reported.
-    let udp = [5555u16.to_be_bytes(), 9u16.to_be_bytes(), 8u16.to_be_bytes(), [0, 0]].concat();
-    let control = eth(0x0800, &[ipv4_header(28, 17, 5), udp].concat());
+    let control = udp_to_closed_port(&[]);
     // Warm the buffers with complete packets first, so stale bytes lie after the cut ones.
     for _ in 0..3 {
         peer.send_frames("tra", std::slice::from_ref(&control));
@@ -120,4 +132,42 @@ fn truncated_drops_carry_no_flow() {
         .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no drop_parse_errors in the summary: {stderr:?}"));
     assert!(parse_errors >= 12, "drop_parse_errors={parse_errors}");
+}
+
+/// `--pcap` keeps its bound: a dropped 300-byte datagram is written with its first 128 bytes
+/// (`CAPTURE_BYTES`) and its length on the wire; a small one whole.
+#[test]
+fn pcap_records_keep_the_capture_bound() {
+    if !require_root() {
+        return;
+    }
+    let (node, peer) = pair("pc");
+    let pcap = std::env::temp_dir().join(format!("observer-rb-{}.pcap", std::process::id()));
+    let observer = Running::start(&["trace", "--netns", &node.0, "--output", "json", "--pcap", pcap.to_str().unwrap()]);
+    peer.send_frames("tra", &[udp_to_closed_port(&[0xAB; 272]), udp_to_closed_port(&[0xCD; 12])]);
+    wait_until("two drops", Duration::from_secs(10), || {
+        let n = observer.json().iter().filter(|v| v["type"] == "drop" && v["flow"]["dport"] == 9).count();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} drops"))
+        }
+    });
+    let (status, stderr) = observer.stop_with_stderr();
+    assert!(status.success(), "observer exit {status}: {stderr:?}");
+    let bytes = std::fs::read(&pcap).expect("pcap written");
+    let _ = std::fs::remove_file(&pcap);
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let word = |o: usize| u32::from_le_bytes(bytes[at + o..at + o + 4].try_into().unwrap()) as usize;
+        let (incl, orig) = (word(8), word(12));
+        let data = &bytes[at + 16..at + 16 + incl];
+        // Only this test's datagrams (10.99.0.1 -> 10.99.0.2 UDP): the node may drop others.
+        if data.get(9) == Some(&17) && data.get(12..20) == Some(&[10, 99, 0, 1, 10, 99, 0, 2][..]) {
+            records.push((incl, orig, data[incl - 1]));
+        }
+        at += 16 + incl;
+    }
+    assert_eq!(records, vec![(128, 300, 0xAB), (40, 40, 0xCD)], "(captured, on the wire, last byte)");
 }

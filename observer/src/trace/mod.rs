@@ -17,6 +17,7 @@ use crate::{
     cli::{Colour, OutputFormat, TraceArgs},
     events::flows::handshake_summary,
     inventory::Inventory,
+    loader::filter::KernelFilter,
     session::Session,
 };
 
@@ -41,6 +42,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         inventory.as_ref(),
         &kernel.drop_reasons,
     )?;
+    // Payload leaves the kernel only for the pcap file (headers only otherwise).
+    let kernel_filter = KernelFilter { capture_payload: args.pcap.is_some(), ..kernel_filter };
     let mut session = Session::start(ebpf, kernel, netns, &kernel_filter, args.cgroup_root.clone(), !args.no_culprit)?;
     let deadline = args.duration.map(|secs| Instant::now() + Duration::from_secs(secs));
     let mut out = std::io::stdout().lock();
