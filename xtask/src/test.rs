@@ -1,9 +1,10 @@
-//! `cargo xtask test`: setup, build, clippy, every test, then a check that no lab is left.
+//! `cargo xtask test`: setup, build, clippy, every test, a short run of every fuzz target, then
+//! a check that no lab is left.
 
 use anyhow::bail;
 use observer_lab::lab::state;
 
-use crate::{setup, shell};
+use crate::{fuzz, setup, shell};
 
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
     setup::run()?;
@@ -17,7 +18,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     if !extra.is_empty() {
         test.arg("--").args(extra);
     }
-    let result = shell::run(&mut test);
+    let result = shell::run(&mut test).and_then(|()| fuzz::run(fuzz::SMOKE_SECS, &[]));
     // Every lab tears itself down, even when a test fails; anything left is a bug.
     let left = if shell::is_root() { state::leftovers() } else { Vec::new() };
     for name in &left {
