@@ -186,3 +186,54 @@ fn ring_buffer_overflow_is_counted_and_shown() {
     );
     assert!((seen.len() as u64) < u64::from(FRAMES), "some SYNs must be missing when events were lost");
 }
+
+/// A pod namespace deleted right after its netfilter drop, while observer reads its rulesets to
+/// name the culprit: the drop is still reported (with the rule, or a note saying why not), and
+/// observer keeps running and stops cleanly.
+#[test]
+fn a_pod_namespace_deleted_while_its_drop_is_attributed() {
+    if !require_root() {
+        return;
+    }
+    let node = Netns::new("delnode");
+    let pod = Netns::new("delpod");
+    node.ip(&["link", "add", "dv0", "type", "veth", "peer", "name", "eth0", "netns", &pod.0]);
+    node.ip(&["addr", "add", "10.97.0.1/24", "dev", "dv0"]);
+    node.ip(&["link", "set", "dv0", "up"]);
+    pod.ip(&["addr", "add", "10.97.0.2/24", "dev", "eth0"]);
+    pod.ip(&["link", "set", "eth0", "up"]);
+    let in_pod = |cmd: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.0])
+            .args(cmd)
+            .env("PATH", "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin")
+            .output()
+            .expect("ip netns exec");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    in_pod(&["iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "7777", "-j", "DROP"]);
+    let observer = Running::start(&["trace", "--netns", &node.0, "--output", "json", "--port", "7777"]);
+    // One SYN from the pod, dropped by its own OUTPUT chain; the namespace goes right after.
+    in_pod(&[
+        "python3",
+        "-c",
+        "import socket; s = socket.socket(); s.setblocking(False); s.connect_ex(('10.97.0.1', 7777))",
+    ]);
+    let pod_inode = pod.inode();
+    drop(pod);
+    let drop_event = observer.wait_for("the pod's netfilter drop", Duration::from_secs(10), |v| {
+        v["type"] == "drop" && v["flow"]["dport"] == 7777 && v["netns"] == pod_inode
+    });
+    assert_eq!(drop_event["drop_reason"], "NETFILTER_DROP", "{drop_event}");
+    assert_eq!(drop_event["flow"]["src"], "10.97.0.2", "{drop_event}");
+    eprintln!("drop of the deleted pod namespace: {drop_event}");
+    let culprit = &drop_event["culprit"];
+    assert!(
+        culprit["rule"].as_str().is_some_and(|r| r.contains("--dport 7777")) || culprit["note"].is_string(),
+        "the rule, or why it could not be named: {drop_event}"
+    );
+    let mut observer = observer;
+    assert!(observer.alive(), "observer exited: {:?}", observer.stderr());
+    let (status, stderr) = observer.stop_with_stderr();
+    assert!(status.success(), "observer exit {status}: {stderr:?}");
+}
