@@ -237,3 +237,47 @@ fn a_pod_namespace_deleted_while_its_drop_is_attributed() {
     let (status, stderr) = observer.stop_with_stderr();
     assert!(status.success(), "observer exit {status}: {stderr:?}");
 }
+
+/// The same overflow under `observer diagnose`: its report warns with the number of lost events.
+#[test]
+fn diagnose_reports_ring_buffer_loss() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("ovfd");
+    ns.ip(&["link", "add", "oa", "type", "veth", "peer", "name", "ob"]);
+    ns.ip(&["link", "set", "ob", "address", "02:00:00:00:00:02"]);
+    ns.ip(&["addr", "add", "10.98.0.2/24", "dev", "ob"]);
+    for iface in ["oa", "ob"] {
+        ns.ip(&["link", "set", iface, "up"]);
+    }
+    let cgroup = Cgroup::new("ovfd");
+    let inventory = std::env::temp_dir().join(format!("observer-rb-{}-inventory.json", std::process::id()));
+    std::fs::write(&inventory, r#"{"apiVersion":"v1","kind":"List","items":[]}"#).expect("inventory");
+    let observer = Running::start(&[
+        "diagnose",
+        "--inventory",
+        inventory.to_str().unwrap(),
+        "--netns",
+        &ns.0,
+        "--cgroup-root",
+        cgroup.0.to_str().unwrap(),
+    ]);
+    // SAFETY: kill(2) on the observer this test started, by its PID.
+    unsafe { libc::kill(observer.pid() as i32, libc::SIGSTOP) };
+    send_frames(&ns.0, "oa", (0..20_000u16).map(|i| syn_frame([2, 0, 0, 0, 0, 2], 1024 + i)).collect());
+    // SAFETY: as above.
+    unsafe { libc::kill(observer.pid() as i32, libc::SIGCONT) };
+    thread::sleep(Duration::from_secs(3));
+    let lines = observer.lines_handle();
+    let (status, stderr) = observer.stop_with_stderr();
+    let _ = std::fs::remove_file(&inventory);
+    assert!(matches!(status.code(), Some(0 | 3)), "diagnose exit {status}: {stderr:?}");
+    let report = lines.lock().unwrap().clone();
+    let lost: u64 = report
+        .iter()
+        .find_map(|l| l.strip_prefix("WARNING: ").and_then(|w| w.split_whitespace().next()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no loss warning in the report:\n{}", report.join("\n")));
+    assert!(lost > 0);
+}
