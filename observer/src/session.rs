@@ -210,7 +210,7 @@ impl Session {
         let (all_netns, deadline) = (self.config.all_netns, self.deadline);
         let mut consumer = Consumer::new(each);
         while !consumer.done && !self.stop.is_stopped() && deadline.is_none_or(|d| Instant::now() < d) {
-            if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
+            if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached)? {
                 namer.interfaces = self.attached.interfaces.clone();
             }
             // Drops waiting for their culprit are checked on often; otherwise wake up every 100 ms.

@@ -17,6 +17,7 @@ use crate::{
     cli::{Colour, OutputFormat, TraceArgs},
     events::flows::handshake_summary,
     inventory::Inventory,
+    loader::filter::KernelFilter,
     session::{Session, SessionConfig},
     stop::StopToken,
 };
@@ -51,6 +52,8 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
         inventory.as_ref(),
         &kernel.drop_reasons,
     )?;
+    // Payload leaves the kernel only for the pcap file (headers only otherwise).
+    let kernel_filter = KernelFilter { capture_payload: args.pcap.is_some(), ..kernel_filter };
     let mut session = loaded.start(&kernel_filter, stop.clone())?;
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
