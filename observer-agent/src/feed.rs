@@ -148,9 +148,9 @@ struct Stores {
 
 impl Stores {
     fn objects(&self) -> Objects {
-        fn owned<K: Clone>(store: &Store<K>) -> Vec<K>
+        fn owned<K>(store: &Store<K>) -> Vec<K>
         where
-            K: kube::Resource + 'static,
+            K: kube::Resource + Clone + 'static,
             K::DynamicType: std::hash::Hash + Eq + Clone,
         {
             store.state().iter().map(|k| K::clone(k)).collect()

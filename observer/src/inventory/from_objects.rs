@@ -115,7 +115,7 @@ mod tests {
         let istiod = inv.describe(ip("10.96.0.10"), Some(15012));
         assert_eq!(istiod.service.as_deref(), Some("istio-system/istiod"));
         assert_eq!(istiod.role, Some(Role::Istiod));
-        assert_eq!(istiod.workload.as_deref(), Some("istio-system/istiod"));
+        assert_eq!(istiod.workload.as_deref(), Some("istiod"), "the ReplicaSet minus its hash");
         assert_eq!(istiod.istio_port, Some("xds-tls"));
         assert_eq!(inv.pod_cidrs.len(), 1);
     }
