@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod lab;
+mod manifests;
 mod setup;
 mod shell;
 mod test;
@@ -28,6 +29,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Validate deploy/ offline: `kubectl kustomize deploy | kubernetes-validate --strict` (also
+    /// part of `test`).
+    Manifests,
     /// Setup, build, then show observer catching a blocked xDS connection in the lab.
     Demo,
     /// Measure observer's costs in the lab next to tcpdump and bpftrace (about 10 minutes):
@@ -53,6 +57,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
+        Command::Manifests => manifests::validate(),
         Command::Build => {
             setup::run()?;
             shell::build()

@@ -56,6 +56,7 @@ pub fn run_with(extra: &[&str]) -> anyhow::Result<()> {
         shell::run(&mut cmd).context("installing bpf-linker")?;
         did.push(format!("installed bpf-linker {BPF_LINKER_VERSION}"));
     }
+    crate::manifests::setup(&mut did)?;
     if did.is_empty() {
         println!("setup: everything present (packages, nightly rust-src, bpf-linker {BPF_LINKER_VERSION})");
     } else {
