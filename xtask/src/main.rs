@@ -46,6 +46,9 @@ enum Command {
         /// Detection-latency trials per case.
         #[arg(long, default_value_t = 20)]
         trials: usize,
+        /// Only the agent's benchmark (idle CPU/RSS, Events under a drop flood): bench/agent.json.
+        #[arg(long)]
+        agent_only: bool,
     },
     /// Create, remove or clean up labs to explore by hand.
     Lab {
@@ -64,7 +67,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test { args } => test::run(&args),
         Command::Demo => demo::run(),
-        Command::Bench { reps, secs, trials } => bench::run(&bench::Options { reps, secs, latency_trials: trials }),
+        Command::Bench { reps, secs, trials, agent_only } => {
+            bench::run(&bench::Options { reps, secs, latency_trials: trials, agent_only })
+        }
         Command::Lab { action } => lab::run(action),
     }
 }
