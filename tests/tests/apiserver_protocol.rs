@@ -84,9 +84,7 @@ fn lists_page_watches_resume_or_are_gone_and_events_are_validated() {
     let s = start(&inventory);
     let token = std::fs::read_to_string(s.dir.join("token")).expect("token");
     let token = Some(token.trim());
-    let get = |path: &str| -> Value {
-        serde_json::from_str(&curl(&s.dir, s.port, token, &[], path)).expect("json")
-    };
+    let get = |path: &str| -> Value { serde_json::from_str(&curl(&s.dir, s.port, token, &[], path)).expect("json") };
 
     // No token: 401 Status.
     let denied: Value = serde_json::from_str(&curl(&s.dir, s.port, None, &[], "/api/v1/pods")).expect("json");
@@ -111,7 +109,13 @@ fn lists_page_watches_resume_or_are_gone_and_events_are_validated() {
 
     // More changes push 101 out of the 3-change history: 410 Gone as a watch ERROR event.
     for name in ["d", "e"] {
-        let created = curl(&s.dir, s.port, token, &["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", &pod(name).to_string()], "/api/v1/namespaces/shop/pods");
+        let created = curl(
+            &s.dir,
+            s.port,
+            token,
+            &["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", &pod(name).to_string()],
+            "/api/v1/namespaces/shop/pods",
+        );
         assert!(created.contains(&format!("\"name\":\"{name}\"")), "{created}");
     }
     let gone = curl(&s.dir, s.port, token, &[], "/api/v1/pods?watch=true&resourceVersion=101&timeoutSeconds=1");
@@ -138,9 +142,16 @@ fn lists_page_watches_resume_or_are_gone_and_events_are_validated() {
     assert_eq!(post(&event)["metadata"]["name"], "a.observer-1");
     assert_eq!(post(&event)["reason"], "AlreadyExists");
     let patch = |body: &Value| -> Value {
-        let args = ["-X", "PATCH", "-H", "Content-Type: application/merge-patch+json", "--data-binary", &body.to_string()];
-        serde_json::from_str(&curl(&s.dir, s.port, token, &args, "/apis/events.k8s.io/v1/namespaces/shop/events/a.observer-1"))
-            .expect("json")
+        let args =
+            ["-X", "PATCH", "-H", "Content-Type: application/merge-patch+json", "--data-binary", &body.to_string()];
+        serde_json::from_str(&curl(
+            &s.dir,
+            s.port,
+            token,
+            &args,
+            "/apis/events.k8s.io/v1/namespaces/shop/events/a.observer-1",
+        ))
+        .expect("json")
     };
     assert_eq!(patch(&json!({"note": "changed"}))["code"], 422, "only the series may change");
     let patched = patch(&json!({"series": {"count": 7, "lastObservedTime": "2026-11-30T00:01:00.000000Z"}}));
