@@ -77,3 +77,63 @@ impl Shared {
         report::json(&Report { node: &self.node, findings: &findings, stats })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::xds_drop;
+
+    fn shared() -> Shared {
+        let (_, inventory) = watch::channel(Arc::new(Inventory::default()));
+        Shared {
+            node: "node-a".into(),
+            findings: Default::default(),
+            session: Arc::default(),
+            feed: Arc::new(FeedHealth::static_file()),
+            inventory,
+            metrics: Metrics::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn sample(text: &str, prefix: &str) -> Option<f64> {
+        text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
+    }
+
+    #[test]
+    fn updates_drive_findings_metrics_and_the_findings_json() {
+        let s = shared();
+        s.apply(&FindingUpdate::New(xds_drop(1)));
+        let mut grown = xds_drop(2);
+        grown.evidence.connections = 5;
+        s.apply(&FindingUpdate::Updated(grown));
+        let text = s.metrics.render(&s);
+        let series = "observer_findings{requirement=\"R5\",kind=\"control-plane-blocked\",mechanism=\"dropped\",src_workload=\"shop/cart\",dst_service=\"istio-system/istiod\",istio_port=\"xds-tls\"}";
+        assert_eq!(sample(&text, series), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "observer_finding_updates_total{update=\"updated\"}"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "observer_inventory_synced"), Some(1.0));
+        let json: serde_json::Value = serde_json::from_str(&s.findings_json()).expect("json");
+        assert_eq!(json["node"], "node-a");
+        assert_eq!(json["findings"][0]["evidence"]["connections"], 5);
+        s.apply(&FindingUpdate::Cleared(FindingKey::of(&xds_drop(3))));
+        let text = s.metrics.render(&s);
+        assert_eq!(sample(&text, series), Some(0.0), "{text}");
+        assert!(serde_json::from_str::<serde_json::Value>(&s.findings_json()).expect("json")["findings"]
+            .as_array()
+            .is_some_and(Vec::is_empty));
+    }
+
+    #[test]
+    fn finding_label_sets_are_bounded() {
+        let s = shared();
+        for i in 0..(crate::metrics::MAX_FINDING_SERIES + 10) {
+            let mut f = xds_drop(1);
+            f.src.workload = Some(format!("shop/w{i}"));
+            s.apply(&FindingUpdate::New(f));
+        }
+        let text = s.metrics.render(&s);
+        let series = text.lines().filter(|l| l.starts_with("observer_findings{")).count();
+        assert_eq!(series, crate::metrics::MAX_FINDING_SERIES + 1, "the bound plus the `other` series");
+        assert_eq!(sample(&text, "observer_findings{requirement=\"other\""), Some(10.0));
+    }
+}
