@@ -6,9 +6,20 @@ use anyhow::{bail, Context as _};
 use crate::shell::{self, command, output};
 
 /// Debian packages: LLVM 22 for bpf-linker, the firewall tools and iproute2 for the lab,
-/// procps for sysctl, tshark for reading the pcaps observer writes, tmux for the terminal test.
-const PACKAGES: [&str; 9] =
-    ["llvm-22-dev", "libzstd-dev", "zlib1g-dev", "iptables", "nftables", "iproute2", "procps", "tshark", "tmux"];
+/// procps for sysctl, tshark for reading the pcaps observer writes, tmux for the terminal test,
+/// curl for the agent's tests (its HTTP endpoint, the test API server).
+const PACKAGES: [&str; 10] = [
+    "llvm-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iptables",
+    "nftables",
+    "iproute2",
+    "procps",
+    "tshark",
+    "tmux",
+    "curl",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// The peers `cargo xtask bench` compares observer with (and bpftool for BPF run-time stats).
