@@ -95,7 +95,8 @@ fn node_cidrs(node: &super::spec::NodeSpec) -> Vec<String> {
     cidrs
 }
 
-fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
+/// One pod as the API serves it (e.g. to create it through the test API server).
+pub fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
     let node = spec.node(&pod.node);
     let host_ip = node.map(|n| n.uplink_ip.to_string()).unwrap_or_default();
     let ids = container_ids(lab, pod);
