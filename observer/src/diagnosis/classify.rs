@@ -82,6 +82,12 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
     };
     let mut evidence = Evidence {
         icmp_errors_dropped: icmp_errors_dropped(&c.icmp_drops),
+        neighbour_solicitation: c.neighbour.as_ref().map(|d| super::NeighbourEvidence {
+            target: d.target,
+            drop_reason: d.reason.clone(),
+            location: d.location.clone(),
+            netns: d.netns,
+        }),
         attempts: c.attempts(),
         connections: 1,
         first_seen: crate::events::clock::rfc3339(c.first_seen),
@@ -236,6 +242,32 @@ fn pmtu_advice(stall: Option<&super::StallEvidence>, node: &str) -> String {
     )
 }
 
+/// Where a flow lost to failed neighbour resolution went wrong: the destination never answered
+/// neighbour discovery (ARP / NDP). Not a rule of the watched node's path: the packet was
+/// routed, then nobody answered for its next hop. When a solicitation for the address was
+/// dropped, that namespace's rule (if named) is what to change.
+fn neighbour_advice(dst: &Party, evidence: &Evidence, culprit: Option<&Culprit>) -> String {
+    let addr = dst.ip.map(|i| i.to_string()).unwrap_or_default();
+    match (&evidence.neighbour_solicitation, culprit) {
+        (Some(ns), Some(c)) => format!(
+            "{addr} never answered neighbour discovery: the neighbour solicitations for {} were refused in network namespace {} (the one that received them at its {} hook) by {}; that namespace's own rules must admit ICMPv6 neighbour discovery (types 135/136) before any REJECT/DROP",
+            ns.target,
+            ns.netns,
+            c.hook.unwrap_or("netfilter"),
+            c.summary()
+        ),
+        (Some(ns), None) => format!(
+            "{addr} never answered neighbour discovery: the neighbour solicitations for {} were dropped in network namespace {} ({} at {}); check that namespace's ip6tables/nft rules admit ICMPv6 neighbour discovery (types 135/136)",
+            ns.target, ns.netns, ns.drop_reason, ns.location
+        ),
+        (None, _) => format!(
+            "neighbour resolution of {addr} failed ({} at {}): nothing answered ARP/neighbour discovery for it on its link; check that the destination is up with that address and that ARP/ICMPv6 neighbour discovery is not filtered",
+            evidence.drop_reason.as_deref().unwrap_or("?"),
+            evidence.location.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
 /// Whether the outcome shows a firewall rule at work (not a routing or resource problem).
 fn by_firewall(outcome: &Outcome) -> bool {
     match outcome {
@@ -262,7 +294,13 @@ fn remediation(
         .or_else(|| dst.pod.clone())
         .unwrap_or_else(|| dst.ip.map(|i| i.to_string()).unwrap_or_default());
     let identified = culprit.filter(|c| c.confidence != Confidence::NotIdentified);
+    let neighbour_failure = mechanism == Mechanism::Dropped
+        && super::correlate::is_neighbour_failure(
+            evidence.drop_reason.as_deref().unwrap_or_default(),
+            evidence.location.as_deref().unwrap_or_default(),
+        );
     let where_ = match (mechanism, identified) {
+        _ if neighbour_failure => neighbour_advice(dst, evidence, identified),
         (Mechanism::Dropped | Mechanism::Rejected, Some(c)) => {
             let source = match (c.network_policy.as_deref(), c.owner) {
                 (Some(policy), Some(owner)) => format!(" (written by {owner} for NetworkPolicy {policy}: change the policy)"),
