@@ -947,3 +947,70 @@ fn the_real_calico_ruleset_on_a_routed_node_names_its_cali_tw_drop_confirmed() {
     assert!(c["rule"].as_str().is_some_and(|r| r.contains(drop_rule) && r.ends_with("-j DROP")), "{c:#}");
     assert!(c.get("note").is_none(), "decided outright: {c:#}");
 }
+
+/// Issue 13 item 7 with a port-changing SNAT (`--to-source 169.254.7.127:20000-20999
+/// --random`, ahead of istio-cni's own rule): the packet side's source port is not the
+/// socket's, so only the node's conntrack entry (read through ctnetlink) ties them. Still one
+/// connection and one finding, on the socket's address, naming the probe port.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_port_changing_probe_snat_is_followed_by_its_conntrack_entry() {
+    require_root();
+    let lab = probe_snat_lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let node_a = lab.spec.node("node-a").expect("node").clone();
+    let snat = [
+        "-w",
+        "-t",
+        "nat",
+        "-I",
+        "ISTIO_POSTRT",
+        "1",
+        "-m",
+        "owner",
+        "--socket-exists",
+        "-p",
+        "tcp",
+        "-m",
+        "set",
+        "--match-set",
+        "istio-inpod-probes-v4",
+        "dst",
+        "-j",
+        "SNAT",
+        "--to-source",
+        "169.254.7.127:20000-20999",
+        "--random",
+    ];
+    lab.firewall("node-a", "iptables", &snat).expect("snat");
+    let mut probe_ports = Vec::new();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let policy = "table inet lab_policy {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    ct state established,related accept\n    iifname \"lo\" accept\n    ip saddr 10.244.0.0/16 accept\n    counter drop comment \"default-deny ingress\"\n  }\n}\n";
+        lab.nft_in_netns(&lab.pod_netns("cart").expect("ns"), policy).expect("policy");
+        for _ in 0..2 {
+            let out = lab
+                .probe_from_node("node-a", SocketAddr::from((cart.ip, 8080)), Duration::from_millis(2500))
+                .expect("probe");
+            assert_eq!(out.result, "timeout", "{out:?}");
+            probe_ports.push(out.local_addr().expect("local").port());
+        }
+    });
+    assert!(
+        probe_ports.iter().all(|p| !(20000..=20999).contains(p)),
+        "the sockets' ports are not the SNAT's: {probe_ports:?}"
+    );
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "the probes, one finding: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("dropped")),
+        "{f:#}"
+    );
+    assert_eq!(f["evidence"]["connections"], 2, "each probe one connection across its SNAT: {f:#}");
+    assert_eq!(f["src"]["ip"], node_a.bridge_ip().to_string(), "{f:#}");
+    assert_eq!(f["src"]["snat_ip"], "169.254.7.127", "{f:#}");
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(cart.key().as_str()), Some(8080)));
+    assert_eq!((f["culprit"]["table"].as_str(), f["culprit"]["chain"].as_str()), (Some("lab_policy"), Some("input")));
+}

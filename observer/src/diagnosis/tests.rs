@@ -493,3 +493,33 @@ fn a_syn_lost_to_neighbour_resolution_without_a_dropped_solicitation_blames_no_r
     assert!(f[0].remediation.contains("neighbour resolution of 10.244.1.11 failed"), "{}", f[0].remediation);
     assert!(!f[0].remediation.contains("netfilter rule"), "{}", f[0].remediation);
 }
+
+#[test]
+fn a_connection_is_followed_across_a_port_changing_snat_by_what_conntrack_says() {
+    let mut s = Scenario::new();
+    let (node, cart) = ("10.244.1.1", "10.244.1.12");
+    // Kubelet's socket (node address, port 41000); its SYN leaves SNATed to another port.
+    s.see(Hook::SockOps, (node, 41000), (cart, 8080), socket("connecting"));
+    let flow = tcp(("169.254.7.127", 20417), (cart, 8080));
+    let syn = Observation {
+        time: UNIX_EPOCH + Duration::from_secs(10),
+        hook: Hook::TcEgress,
+        ifindex: 3,
+        interface: Some("veth-cart".into()),
+        flow: Some(flow),
+        detail: packet("SYN"),
+        src: Some(s.inv.describe(flow.src, None)),
+        dst: Some(s.inv.describe(flow.dst, Some(8080))),
+        process: None,
+    };
+    let (packet_side, server) = s.correlator.snat_candidate(&syn).expect("a candidate");
+    assert_eq!((packet_side, server), ((ip("169.254.7.127"), 20417), (ip(cart), 8080)));
+    // The node's conntrack entry: original direction node:41000 -> cart:8080.
+    s.correlator.follow_snat(packet_side, (ip(node), 41000), &syn);
+    s.correlator.add(&syn);
+    assert_eq!(s.correlator.snat_candidate(&syn), None, "already followed");
+    s.see(Hook::KfreeSkb, ("169.254.7.127", 20417), (cart, 8080), dropped("NETFILTER_DROP"));
+    assert_eq!(s.correlator.len(), 1, "one connection");
+    let c = s.correlator.get((ip(node), 41000)).expect("the socket's connection");
+    assert_eq!((c.snat_source, c.server, c.drops.len()), (Some(ip("169.254.7.127")), Some((ip(cart), 8080)), 1));
+}
