@@ -705,6 +705,9 @@ fn a_policy_dropping_istio_cnis_probe_snat_is_r4_on_one_connection_across_the_sn
     let fix = f["remediation"].as_str().expect("remediation");
     assert!(fix.contains("169.254.7.127/32") && fix.contains("fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"), "{fix}");
     assert!(fix.contains("port 8080"), "{fix}");
+    // The pod spec's readiness probe (httpGet on the named port `http`, resolved to 8080).
+    assert_eq!(f["dst"]["probe"], "readiness", "{f:#}");
+    assert!(fix.contains("readiness probe port 8080 (from the pod spec)"), "{fix}");
 }
 
 /// Zero findings on healthy traffic with the probe SNAT: kubelet probes and mesh traffic.

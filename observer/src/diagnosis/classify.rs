@@ -134,6 +134,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         workload: dst.workload.clone(),
         service: dst.service.clone(),
         istio_port,
+        probe: dst.probe,
         snat_ip: None,
     };
     let src_party = Party {
@@ -143,6 +144,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         workload: src.workload.clone(),
         service: src.service.clone(),
         istio_port: None,
+        probe: None,
         snat_ip: c.snat_source,
     };
     let culprit =
@@ -205,8 +207,14 @@ fn probe_remediation(
             _ => format!("no drop on node {node}: a policy beyond it"),
         },
     };
+    // The pod spec names the probe on that port (readiness, liveness...), else it is the port
+    // kubelet was seen probing.
+    let (probes, probe_port) = match dst.probe {
+        Some(kind) => (format!("{kind} probes"), format!("{kind} probe port {port} (from the pod spec)")),
+        None => ("health probes".to_string(), format!("probe port {port}")),
+    };
     format!(
-        "Kubelet's health probes of {target} on port {port} arrive from istio-cni's probe SNAT address {v4} (ambient mode) and are blocked: {where_}. Admit {v4}/32 (and its IPv6 twin {v6}/128) to the pod's probe port {port} in the NetworkPolicy or host firewall; without it the pod is never ready."
+        "Kubelet's {probes} of {target} on port {port} arrive from istio-cni's probe SNAT address {v4} (ambient mode) and are blocked: {where_}. Admit {v4}/32 (and its IPv6 twin {v6}/128) to the pod's {probe_port} in the NetworkPolicy or host firewall; without it the pod is never ready."
     )
 }
 

@@ -429,4 +429,5 @@ fn merge(into: &mut Endpoint, from: &Option<Endpoint>) {
     into.role = into.role.or(from.role);
     into.mesh = into.mesh.or(from.mesh);
     into.istio_port = into.istio_port.or(from.istio_port);
+    into.probe = into.probe.or(from.probe);
 }

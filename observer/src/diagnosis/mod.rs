@@ -89,6 +89,10 @@ pub struct Party {
     pub service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub istio_port: Option<&'static str>,
+    /// (destination) The pod spec's probe on this port (`readiness`, `liveness`, `startup`),
+    /// when the inventory's pod has one there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<&'static str>,
     /// (source) The address its packets carried after source NAT, when the connection was
     /// followed across it (e.g. istio-cni's ambient probe address 169.254.7.127).
     #[serde(skip_serializing_if = "Option::is_none")]
