@@ -663,3 +663,36 @@ fn an_ipv6_syn_lost_to_unanswered_neighbour_discovery_names_the_pods_own_input_r
     let remediation = f["remediation"].as_str().expect("text");
     assert!(remediation.contains(reviews.key().as_str()) && !remediation.contains("on node"), "{remediation}");
 }
+
+/// The firewalld-style node's healthy traffic: what firewalld lets through (inbound from the
+/// uplink to node-a's pods, xDS through istiod's Service: `ct status dnat accept`) gives zero
+/// findings, all established.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn traffic_a_firewalld_node_admits_gives_zero_findings() {
+    require_root();
+    let lab = lab();
+    lab.nft("node-a", FIREWALLD_FORWARD).expect("nft");
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let all = diagnose_findings(&lab, || {
+        for _ in 0..3 {
+            for (app, target, proxy) in [
+                ("details", SocketAddr::from((productpage.ip, 9080)), false),
+                ("details", SocketAddr::from((reviews.ip, 9080)), true),
+                ("reviews", SocketAddr::from((svc, 15012)), true),
+                ("productpage", SocketAddr::from((svc, 15012)), true),
+            ] {
+                let out = if proxy {
+                    lab.connect_as_proxy(app, target, Duration::from_secs(2))
+                } else {
+                    lab.connect(app, target, Duration::from_secs(2))
+                }
+                .expect("connect");
+                assert_eq!(out.result, "ok", "{app} -> {target}: {out:?}");
+            }
+        }
+    });
+    assert!(all.is_empty(), "{all:#?}");
+}

@@ -774,22 +774,7 @@ fn the_real_calico_ruleset_on_a_routed_node_names_its_cali_tw_drop_confirmed() {
     use observer_lab::{LabSpec, PodAttachment};
     require_root();
     let lab = support::lab_with(LabSpec::bookinfo().with_pod_attachment("node-a", PodAttachment::Routed));
-    let path =
-        format!("{}/../observer/tests/fixtures/netfilter/real/calico-aks-kubenet.txt", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    // The paste's workload interfaces, in its order, become node-a's pods' veths.
-    let pasted = ["calif6abb148530", "cali55f439ddb0e", "cali9d7310e16e7", "cali26cecacb712", "calic5a1f1aa0ed"];
-    let veths: Vec<String> = lab.spec.pods_on("node-a").map(|p| lab.host_veth(p)).collect();
-    assert!(veths.len() >= 2 && veths.len() <= pasted.len(), "{veths:?}");
-    let mut words: Vec<(String, String)> = Vec::new();
-    for (from, to) in pasted.iter().zip(&veths) {
-        words.push((from.to_string(), to.clone()));
-        for prefix in ["cali-fw-", "cali-tw-"] {
-            words.push((format!("{prefix}{from}"), format!("{prefix}{to}")));
-        }
-    }
-    let pairs: Vec<(&str, &str)> = words.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let ruleset = observer_lab::lab::rulesets::convert(&observer_lab::lab::rulesets::rename(&text, &pairs));
+    let ruleset = support::real_calico_for(&lab, "node-a");
     observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
     // Calico admits everything between workloads here (namespace profiles): nothing to report.
     healthy_rounds(&lab, "node-a", 5);
@@ -797,133 +782,9 @@ fn the_real_calico_ruleset_on_a_routed_node_names_its_cali_tw_drop_confirmed() {
     let reviews = lab.pod("reviews").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
     let tw = format!("cali-tw-{}", lab.host_veth(&reviews));
-    let policy_chain = "cali-pi-_Lq4rVw9sKx2bN7dPfTg";
     let drop_rule = "Drop if no policies passed packet";
     let (code, report) = diagnose(&lab, "node-a", || {
-        // Felix's rendering of an ingress NetworkPolicy selecting reviews that admits only
-        // the members of an (empty here) ipset of ratings' pods on 9080.
-        let set = "cali40s:Yx3hU0oQ0Yy1rCqbZQ2nX8w";
-        lab.firewall("node-a", "ipset", &["create", set, "hash:net", "-exist"]).expect("ipset");
-        let policy = "Policy bookinfo/knp.default.reviews-from-ratings ingress";
-        let rules: Vec<Vec<&str>> = vec![
-            vec!["-N", policy_chain],
-            vec![
-                "-A",
-                policy_chain,
-                "-p",
-                "tcp",
-                "-m",
-                "comment",
-                "--comment",
-                "cali:f0YXQk2GbGkeQb1x",
-                "-m",
-                "comment",
-                "--comment",
-                policy,
-                "-m",
-                "set",
-                "--match-set",
-                set,
-                "src",
-                "-m",
-                "multiport",
-                "--dports",
-                "9080",
-                "-j",
-                "MARK",
-                "--set-xmark",
-                "0x10000/0x10000",
-            ],
-            vec![
-                "-A",
-                policy_chain,
-                "-m",
-                "comment",
-                "--comment",
-                "cali:h8EQhKRrpNUFkGmC",
-                "-m",
-                "mark",
-                "--mark",
-                "0x10000/0x10000",
-                "-j",
-                "RETURN",
-            ],
-            vec![
-                "-I",
-                &tw,
-                "4",
-                "-m",
-                "comment",
-                "--comment",
-                "cali:Ux9dpTNqxjCVtMGM",
-                "-m",
-                "comment",
-                "--comment",
-                "Start of policies",
-                "-j",
-                "MARK",
-                "--set-xmark",
-                "0x0/0x20000",
-            ],
-            vec![
-                "-I",
-                &tw,
-                "5",
-                "-m",
-                "comment",
-                "--comment",
-                "cali:T5hhBmbUZbM6JrHu",
-                "-m",
-                "mark",
-                "--mark",
-                "0x0/0x20000",
-                "-j",
-                policy_chain,
-            ],
-            vec![
-                "-I",
-                &tw,
-                "6",
-                "-m",
-                "comment",
-                "--comment",
-                "cali:ufE5q5dhjoGzQkCw",
-                "-m",
-                "comment",
-                "--comment",
-                "Return if policy accepted",
-                "-m",
-                "mark",
-                "--mark",
-                "0x10000/0x10000",
-                "-j",
-                "RETURN",
-            ],
-            vec![
-                "-I",
-                &tw,
-                "7",
-                "-m",
-                "comment",
-                "--comment",
-                "cali:Yc0dl2pHkBFgtyQT",
-                "-m",
-                "comment",
-                "--comment",
-                drop_rule,
-                "-m",
-                "mark",
-                "--mark",
-                "0x0/0x20000",
-                "-j",
-                "DROP",
-            ],
-        ];
-        for rule in &rules {
-            let mut args = vec!["-w"];
-            args.extend(rule.iter().copied());
-            lab.firewall("node-a", "iptables", &args).unwrap_or_else(|e| panic!("iptables {rule:?}: {e}"));
-        }
+        support::calico_ingress_policy(&lab, "node-a", &tw);
         let out = lab
             .connect_as_proxy("productpage", SocketAddr::from((reviews.ip, 9080)), Duration::from_millis(2500))
             .expect("connect");
