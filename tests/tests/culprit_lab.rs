@@ -612,15 +612,32 @@ fn of_two_base_chains_at_one_hook_and_priority_the_counters_tell_which_dropped()
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn an_ipv6_syn_lost_to_unanswered_neighbour_discovery_names_the_pods_own_input_reject() {
-    use std::os::unix::fs::MetadataExt as _;
     require_root();
-    let lab = lab();
+    // On a bridge the client pod solicits reviews' address itself (its SYN is freed in its
+    // own namespace).
+    syn_lost_to_unanswered_neighbour_discovery(&lab());
+}
+
+/// The same on a routed Calico-style node: the node solicits reviews' address on its cali*
+/// veth, and the SYN is freed in the node's namespace. Still reviews' own rule, not the node's.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn on_a_routed_node_a_syn_lost_to_unanswered_neighbour_discovery_names_the_pods_own_input_reject() {
+    use observer_lab::{LabSpec, PodAttachment};
+    require_root();
+    syn_lost_to_unanswered_neighbour_discovery(&support::lab_with(
+        LabSpec::bookinfo().with_pod_attachment("node-a", PodAttachment::Routed),
+    ));
+}
+
+fn syn_lost_to_unanswered_neighbour_discovery(lab: &Lab) {
+    use std::os::unix::fs::MetadataExt as _;
     let reviews = lab.pod("reviews").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
     let reviews6 = reviews.ip6.expect("dual-stack");
     let reviews_ns = lab.pod_netns("reviews").expect("netns");
     let inode = std::fs::metadata(format!("/run/netns/{reviews_ns}")).expect("netns").ino();
-    let all = diagnose_findings(&lab, || {
+    let all = diagnose_findings(lab, || {
         for rule in [
             ["-A", "INPUT", "-m", "state", "--state", "ESTABLISHED", "-j", "ACCEPT"].as_slice(),
             &["-A", "INPUT", "-i", "lo", "-d", "::1", "-j", "ACCEPT"],

@@ -169,6 +169,21 @@ impl Connection {
         if self.refused_by_application {
             return Outcome::RefusedByApplication;
         }
+        // Neighbour resolution failed and a solicitation for the address was seen dropped: the
+        // ICMP address/host-unreachable a router sends for it echoes that failure (it is no
+        // routing problem); the freed packet and the solicitation's rule decide.
+        if self.neighbour.is_some() {
+            if let Some((reason, location, netns, interface, _)) =
+                self.drops.iter().find(|d| neighbour::is_neighbour_failure(&d.0, &d.1))
+            {
+                return Outcome::Dropped {
+                    reason: reason.clone(),
+                    location: location.clone(),
+                    netns: *netns,
+                    interface: interface.clone(),
+                };
+            }
+        }
         // A REJECT answers with an ICMP error *and* frees the packet (NETFILTER_DROP): the
         // answer decides the mechanism, the drop stays as evidence.
         if let Some(meaning) = self.icmp {

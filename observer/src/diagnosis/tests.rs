@@ -523,3 +523,21 @@ fn a_connection_is_followed_across_a_port_changing_snat_by_what_conntrack_says()
     let c = s.correlator.get((ip(node), 41000)).expect("the socket's connection");
     assert_eq!((c.snat_source, c.server, c.drops.len()), (Some(ip("169.254.7.127")), Some((ip(cart), 8080)), 1));
 }
+
+#[test]
+fn a_routers_address_unreachable_for_a_refused_solicitation_is_no_routing_problem() {
+    let mut s = Scenario::new();
+    let (pp6, reviews6) = ("fd00:10:244:1::a", "fd00:10:244:1::b");
+    s.see(Hook::TcIngress, (pp6, 40000), (reviews6, 9080), packet("SYN"));
+    let refused = dropped_solicitation("NETFILTER_DROP", 9, reviews6, Some(input_reject()));
+    s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:b", 0), refused);
+    s.see(Hook::KfreeSkb, (pp6, 40000), (reviews6, 9080), neighbour_failed());
+    // The node (a router here) reports the failed resolution to the client.
+    let quoted = Some(tcp((pp6, 40000), (reviews6, 9080)));
+    let unreachable = Detail::IcmpError { icmp_type: 1, icmp_code: 3, meaning: "address-unreachable", quoted, mtu: 0 };
+    s.see_proto(Protocol::ICMPV6, Hook::TcEgress, ("fd00:10:244:1::1", 0), (pp6, 0), unreachable);
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].mechanism, f[0].kind), (Mechanism::Dropped, Kind::EndpointUnreachable));
+    assert_eq!(f[0].culprit.as_ref().and_then(|c| c.chain.as_deref()), Some("INPUT"));
+}
