@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::{
     cli::{DiagnoseArgs, OutputFormat},
@@ -75,6 +75,20 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let mut correlator = Correlator::default();
     // Interface MTUs on the node's path, for PMTU findings.
     correlator.set_interface_mtus(session.interface_mtus());
+    // The node's conntrack, to follow connections across source NAT (istio-cni's probe SNAT,
+    // masquerades) by their entries rather than by matching ports.
+    let mut conntrack = match session.netns.run_inside(crate::netfilter::conntrack::Conntrack::open) {
+        Ok(Ok(ct)) => Some(ct),
+        Ok(Err(e)) => {
+            warn!(error = %e, "no conntrack access (ctnetlink): connections are followed across SNAT by port only");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot enter the node's namespace for conntrack");
+            None
+        }
+    };
+    let mut looked_up: std::collections::HashSet<(std::net::IpAddr, u16)> = std::collections::HashSet::new();
     let mut events = 0u64;
     let mut announced = std::collections::HashSet::new();
     let mut tally = Tally::default();
@@ -91,6 +105,25 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
         }
         // A drop or rejection is conclusive at once: announce it live (stderr) so an operator
         // watching sees it within moments of the first blocked attempt; the report follows.
+        if let (Some(ct), Some((packet_side, server))) = (conntrack.as_mut(), correlator.snat_candidate(&observation)) {
+            if looked_up.len() >= MAX_CONNECTIONS {
+                looked_up.clear();
+            }
+            if looked_up.insert(packet_side) {
+                let reply = crate::netfilter::conntrack::Tuple {
+                    protocol: observer_common::event::PROTO_TCP,
+                    src: server.0,
+                    sport: server.1,
+                    dst: packet_side.0,
+                    dport: packet_side.1,
+                };
+                match ct.original_of_reply(reply) {
+                    Ok(Some(orig)) => correlator.follow_snat(packet_side, (orig.src, orig.sport), &observation),
+                    Ok(None) => {}
+                    Err(e) => debug!(error = %e, "conntrack lookup failed"),
+                }
+            }
+        }
         if let Some(client) = correlator.add(&observation) {
             if let Some(c) = correlator.get(client) {
                 // Silence is conclusive once the SYN had to be retransmitted (or the attempt died).

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 pub use classify::classify;
-pub use correlate::{Connection, Correlator, IcmpDrop, Outcome, Stall, STALL_RETRANSMITS};
+pub use correlate::{Connection, Correlator, IcmpDrop, Outcome, SolicitationDrop, Stall, STALL_RETRANSMITS};
 
 /// Istio's requirements of the network beneath the mesh (../shared/ISTIO.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -89,6 +89,10 @@ pub struct Party {
     pub service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub istio_port: Option<&'static str>,
+    /// (destination) The pod spec's probe on this port (`readiness`, `liveness`, `startup`),
+    /// when the inventory's pod has one there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<&'static str>,
     /// (source) The address its packets carried after source NAT, when the connection was
     /// followed across it (e.g. istio-cni's ambient probe address 169.254.7.127).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +119,10 @@ pub struct Evidence {
     /// firewall dropping ICMP. Evidence only; distinct entries, at most a few.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub icmp_errors_dropped: Vec<String>,
+    /// The flow's packets were freed by failed neighbour resolution (`location`
+    /// `neigh_invalidate`) and a solicitation for their destination was dropped: where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neighbour_solicitation: Option<NeighbourEvidence>,
     /// For `stalled` / `pmtu-blackhole`: the retransmissions and the MTUs seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall: Option<StallEvidence>,
@@ -124,6 +132,20 @@ pub struct Evidence {
     pub connections: u32,
     pub first_seen: String,
     pub last_seen: String,
+}
+
+/// A dropped IPv6 neighbour solicitation for the address a flow's packets waited for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NeighbourEvidence {
+    /// The solicited address (the packets' destination).
+    pub target: IpAddr,
+    /// The kernel's drop reason of the solicitation (`NETFILTER_DROP` when a rule refused it).
+    pub drop_reason: String,
+    /// Kernel symbol that freed it.
+    pub location: String,
+    /// Network namespace inode where it was dropped (the namespace that received it: for a
+    /// rule at its INPUT hook, the one holding the solicited address).
+    pub netns: u32,
 }
 
 /// What a stalled connection showed (sizes in bytes).

@@ -156,6 +156,10 @@ pub enum Detail {
         /// For a dropped ICMP/ICMPv6 error: the flow it is about (read from the captured packet).
         #[serde(skip_serializing_if = "Option::is_none")]
         quoted: Option<Flow>,
+        /// For a dropped IPv6 neighbour solicitation: the address it asked for (its target), so
+        /// the drop can be tied to the connections that waited for that neighbour.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        solicited: Option<std::net::IpAddr>,
     },
     /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
     IcmpError { icmp_type: u8, icmp_code: u8, meaning: &'static str, quoted: Option<Flow>, mtu: u32 },

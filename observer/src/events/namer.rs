@@ -230,6 +230,9 @@ impl Namer<'_> {
                     quoted: (d.flow_valid != 0 && Protocol(d.flow.protocol).is_icmp())
                         .then(|| d.packet.get(..usize::from(d.packet_len)).and_then(super::quote::quoted_flow))
                         .flatten(),
+                    solicited: (d.flow_valid != 0 && Protocol(d.flow.protocol) == Protocol::ICMPV6)
+                        .then(|| d.packet.get(..usize::from(d.packet_len)).and_then(super::quote::solicited_target))
+                        .flatten(),
                 },
             },
         }
@@ -298,7 +301,8 @@ mod tests {
                 location: "nf_hook_slow+0x10".into(),
                 netns: 78,
                 culprit: None,
-                quoted: None
+                quoted: None,
+                solicited: None
             }
         );
     }

@@ -3,6 +3,7 @@
 //! evaluated against the packet, and confirmed by the rules' counters where they exist.
 
 pub mod attribute;
+pub mod conntrack;
 pub mod culprit;
 pub mod eval;
 pub mod ipset;

@@ -185,7 +185,14 @@ mod tests {
     }
 
     fn drop(reason: &str) -> Detail {
-        Detail::Drop { drop_reason: reason.into(), location: "x".into(), netns: 1, culprit: None, quoted: None }
+        Detail::Drop {
+            drop_reason: reason.into(),
+            location: "x".into(),
+            netns: 1,
+            culprit: None,
+            quoted: None,
+            solicited: None,
+        }
     }
 
     fn args<'a>(pods: &'a [String], namespaces: &'a [String], ips: &'a [IpAddr], ports: &'a [u16]) -> FilterArgs<'a> {

@@ -215,6 +215,7 @@ mod tests {
             netns: 1,
             culprit: None,
             quoted: None,
+            solicited: None,
         };
         summary.add(&drop);
         assert_eq!(
