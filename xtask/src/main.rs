@@ -52,6 +52,10 @@ enum Command {
         /// Pod namespaces per churn cycle.
         #[arg(long, default_value_t = 200)]
         churn_pods: usize,
+        /// Run only these lab sections (overhead, pipeline, latency, scale; comma-separated),
+        /// print their results as JSON and write no file: for iterating, not for BENCHMARKS.md.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Fuzz observer's parsers of untrusted input (cargo-fuzz, nightly): every target, or the
     /// ones named, for `--secs` each. Crashes stop the run and are left in fuzz/artifacts.
@@ -78,8 +82,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test { args } => test::run(&args),
         Command::Demo => demo::run(),
-        Command::Bench { reps, secs, trials, churn_only, churn_secs, churn_pods } => {
-            bench::run(&bench::Options { reps, secs, latency_trials: trials, churn_only, churn_secs, churn_pods })
+        Command::Bench { reps, secs, trials, churn_only, churn_secs, churn_pods, only } => {
+            bench::run(&bench::Options { reps, secs, latency_trials: trials, churn_only, churn_secs, churn_pods, only })
         }
         Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
         Command::Lab { action } => lab::run(action),

@@ -189,6 +189,7 @@ pub fn markdown(r: &Results) -> String {
             p.handshake_runs
         ));
     }
+    push_floor(&mut s, o);
     s.push_str("\n## 2. Event pipeline\n\nSYN floods (raw socket, successive source ports) from `cart` to a port node-a's FORWARD chain\ndrops, 2 s each, one fresh `observer trace --port 9999 --output json` (to /dev/null) per rate.\nEach SYN yields several events (the SYN at the pod's veth and at the bridge, its NETFILTER_DROP).\n\n");
     s.push_str("| target SYN/s | SYNs sent | events | events/s | ring buffer full | observer CPU s | µs CPU/event |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for f in &r.pipeline {
@@ -203,7 +204,7 @@ pub fn markdown(r: &Results) -> String {
             f.cpu_us_per_event
         ));
     }
-    s.push_str("\n## 3. Detection latency\n\nFrom just before the client starts its connection to the `finding:` line of `observer diagnose`\n(includes starting the client process). A netfilter drop is announced once its culprit rule\nis known (a drop waits 50 ms to be batched, and a namespace's rules are read at most every\n250 ms, on a worker thread); a silent drop needs the first SYN\nretransmission (1 s) to be told from a slow answer.\n\n");
+    s.push_str("\n## 3. Detection latency\n\nFrom just before the client starts its connection to the `finding:` line of `observer diagnose`\n(includes starting the client process). A netfilter drop is announced once its culprit rule\nis known (a drop waits 5 ms to be batched, and a namespace's rules are read at most every\n250 ms, on a worker thread); a silent drop needs the first SYN\nretransmission (1 s) to be told from a slow answer.\n\n");
     s.push_str("| case | trials | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |\n");
     for l in &r.latency {
         s.push_str(&format!("| {} | {} | {:.1} | {:.1} | {:.1} |\n", l.case, l.trials, l.p50_ms, l.p99_ms, l.max_ms));
@@ -238,5 +239,44 @@ fn label(config: &str) -> &str {
         "tcpdump" => "`tcpdump` (SYN/RST filter, all node interfaces)",
         "bpftrace" => "`bpftrace` (count skb:kfree_skb)",
         other => other,
+    }
+}
+
+/// The statistics' own cost (an empty classifier under them) and observer's packet programs on
+/// a synthetic ordinary segment.
+fn push_floor(s: &mut String, o: &Overhead) {
+    let ns = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}"));
+    if let (Some(floor), Some(net)) = (o.stats_floor_ns, o.observer_ns_per_round_trip_net) {
+        let runs = o.observer_runs_per_round_trip;
+        s.push_str(&format!(
+            "\nThe statistics cost something themselves (two clock reads and two additions per run): an empty\n\
+             classifier run under them reports **{floor:.1} ns per run**. observer's programs ran {runs:.1} times\n\
+             per round trip, so **{net:.0} ns per round trip** of the {:.0} above is observer's own.\n",
+            o.observer_ns_per_round_trip
+        ));
+    }
+    if let (Some(empty), Some(per_rt), Some(net)) =
+        (o.empty_in_traffic_ns, o.empty_in_traffic_runs_per_round_trip, o.observer_ns_per_round_trip_net_of_empty)
+    {
+        s.push_str(&format!(
+            "\nAn empty classifier attached alone (tcx, both directions) to the same interfaces, in a\n\
+             request/response run of its own, costs **{empty:.1} ns per run** by the same statistics ({per_rt:.1} runs\n\
+             per round trip): what any program at these hooks costs on this machine, cold caches included.\n\
+             Less that for each of observer's runs (its cgroup_skb runs counted at the classifier's\n\
+             figure), observer's own work is **{net:.0} ns per round trip**.\n"
+        ));
+    }
+    if o.synthetic.is_empty() {
+        return;
+    }
+    s.push_str(&format!(
+        "\nThe same programs on a synthetic ordinary TCP segment (ACK|PSH, one byte) with\n\
+         `BPF_PROG_TEST_RUN` ({} runs each): ns per run by the statistics, and by the test run's own clock\n\
+         with the statistics off (the loop's overhead included, as the empty classifier shows):\n\n\
+         | program | ns/run (statistics) | ns/run (test run, statistics off) |\n| --- | ---: | ---: |\n",
+        o.synthetic_repeat
+    ));
+    for c in &o.synthetic {
+        s.push_str(&format!("| {} | {} | {} |\n", c.program, ns(c.stats_ns_per_run), ns(c.test_run_ns)));
     }
 }
