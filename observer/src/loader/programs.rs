@@ -4,7 +4,10 @@ use aya::{
     programs::{BtfTracePoint, CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, SockOps},
     Btf as AyaBtf, Ebpf, EbpfError, EbpfLoader,
 };
-use observer_common::{maps::KERNEL_OFFSETS_GLOBAL, KernelOffsets};
+use observer_common::{
+    maps::{events_ringbuf_bytes, EVENTS_MAP, KERNEL_OFFSETS_GLOBAL},
+    KernelOffsets,
+};
 use tracing::{debug, warn};
 
 use crate::kernel::{
@@ -146,8 +149,11 @@ pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
     let drop_reasons = DropReasons::from_btf(&btf);
     drop(btf);
 
+    let ring_bytes = ring_buffer_bytes();
+    debug!(ring_bytes, "event ring buffer size");
     let mut ebpf = EbpfLoader::new()
         .override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true)
+        .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(object)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     for name in [TC_INGRESS, TC_EGRESS] {
@@ -216,6 +222,17 @@ where
 {
     let program = ebpf.program_mut(name).ok_or(LoadError::MissingProgram { name })?;
     program.try_into().map_err(|source| LoadError::Program { name, source: Box::new(source) })
+}
+
+/// The event ring buffer's size for this machine's possible CPUs
+/// (`observer_common::maps::events_ringbuf_bytes`); when the CPU count cannot be read, the size
+/// for one CPU, with a warning.
+fn ring_buffer_bytes() -> u32 {
+    let cpus = aya::util::nr_cpus().unwrap_or_else(|(path, err)| {
+        warn!("reading {path}: {err}; sizing the event ring buffer for one CPU");
+        1
+    });
+    events_ringbuf_bytes(u32::try_from(cpus).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
