@@ -158,8 +158,16 @@ fn read_ports<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
 
 /// How many bytes from the IP header at `l3` are headers: the IP header (with options or
 /// extension headers), the transport header (TCP: its data offset; UDP and ICMP: 8 bytes) and,
-/// for ICMP/ICMPv6 errors, the quoted IP header and the 8 bytes after it. What follows is
-/// payload, copied out of the kernel only when asked (`trace --pcap`).
+/// for ICMP/ICMPv6 errors, the quoted IP header and the 8 bytes after it; for neighbour
+/// discovery, the addresses in its fixed part (RFC 4861 4.3-4.5: a solicitation's or an
+/// advertisement's target, 24 bytes; a redirect's target and destination, 40 bytes), which name
+/// the neighbour the message is about. What follows is payload, copied out of the kernel only
+/// when asked (`trace --pcap`).
+/// ICMPv6 neighbour discovery message types (RFC 4861 section 4).
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+const ND_REDIRECT: u8 = 137;
+
 #[inline(always)]
 pub fn headers_len<S: PacketSource>(src: &S, l3: usize, l4: &L4, protocol: u8) -> usize {
     let ip = l4.offset - l3;
@@ -178,6 +186,8 @@ pub fn headers_len<S: PacketSource>(src: &S, l3: usize, l4: &L4, protocol: u8) -
             match (error, src.read::<u8>(l4.offset + 8)) {
                 (true, Some(ver_ihl)) if ver_ihl >> 4 == 4 => 8 + ((ver_ihl & 0x0f) as usize) * 4 + 8,
                 (true, Some(ver)) if ver >> 4 == 6 => 8 + 40 + 8,
+                _ if protocol == PROTO_ICMPV6 && matches!(icmp_type, ND_NEIGHBOR_SOLICIT | ND_NEIGHBOR_ADVERT) => 24,
+                _ if protocol == PROTO_ICMPV6 && icmp_type == ND_REDIRECT => 40,
                 _ => 8,
             }
         }
