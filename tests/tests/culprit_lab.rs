@@ -713,3 +713,96 @@ fn traffic_a_firewalld_node_admits_gives_zero_findings() {
     });
     assert!(all.is_empty(), "{all:#?}");
 }
+
+/// Issue 14: the REAL RHEL 8 firewalld + libvirt ruleset (`nft list ruleset`, loaded whole with
+/// `nft -f`) with node-a's uplink and pod bridge both in the `public` zone: a sidecar's flow to
+/// another node is forwarded public -> public, through empty zone chains, to firewalld's final
+/// `reject with icmpx type admin-prohibited`. That rule has no counters: `evaluated`, named at
+/// its position, R3 `rejected`, and nothing else blamed (libvirt's counted rules in `ip filter`
+/// name an interface the node does not have).
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_real_firewalld_ruleset_rejects_forwarded_public_zone_traffic_evaluated_at_its_final_reject() {
+    require_root();
+    let lab = lab();
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let ruleset = support::real_firewalld_for(&lab, "node-a", support::FirewalldPods::Public);
+    assert!(ruleset.iptables.is_empty() && ruleset.nft.contains("table inet firewalld"), "{ruleset:?}");
+    let all = diagnose_findings(&lab, || {
+        observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(1500))
+            .expect("connect");
+        assert_ne!(out.result, "ok", "{out:?}");
+    });
+    let f = all
+        .iter()
+        .find(|f| f["dst"]["pod"] == details.key().as_str() && f["dst"]["port"] == 9080)
+        .unwrap_or_else(|| panic!("no finding for details:9080: {all:#?}"));
+    assert_eq!((f["requirement"].as_str(), f["kind"].as_str()), (Some("R3"), Some("endpoint-unreachable")), "{f:#}");
+    assert_eq!(f["mechanism"], "rejected", "{f:#}");
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    let c = &f["culprit"];
+    assert_eq!(c["confidence"], "evaluated", "firewalld's own rules carry no counters: {c:#}");
+    assert_eq!((c["backend"].as_str(), c["family"].as_str()), (Some("nftables"), Some("inet")), "{c:#}");
+    assert_eq!(
+        (c["table"].as_str(), c["chain"].as_str(), c["position"].as_u64()),
+        (Some("firewalld"), Some("filter_FORWARD"), Some(9)),
+        "{c:#}"
+    );
+    assert_eq!(c["rule"], "reject with icmpx admin-prohibited");
+    for other in &all {
+        assert_eq!(other["culprit"]["rule"], "reject with icmpx admin-prohibited", "{other:#}");
+        assert_ne!(other["requirement"], "R4", "{other:#}");
+    }
+}
+
+/// Issue 14: the same real ruleset with node-a's pod bridge as libvirt's NAT network (`virbr0`
+/// and its subnet): what it accepts (pod to pod on the bridge, pods to istiod's Service on the
+/// other node, masqueraded) gives zero findings; a new connection from the other node into a
+/// pod meets libvirt's counted `oifname ... reject` in `ip filter` FORWARD first: `confirmed`.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_real_firewalld_ruleset_with_pods_in_the_libvirt_zone_admits_their_flows_and_names_its_counted_reject() {
+    require_root();
+    let lab = lab();
+    let ruleset = support::real_firewalld_for(&lab, "node-a", support::FirewalldPods::Libvirt);
+    observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let admitted = diagnose_findings(&lab, || {
+        for _ in 0..3 {
+            for (app, target) in [
+                ("productpage", SocketAddr::from((reviews.ip, 9080))),
+                ("reviews", SocketAddr::from((svc, 15012))),
+                ("productpage", SocketAddr::from((svc, 15012))),
+            ] {
+                let out = lab.connect_as_proxy(app, target, Duration::from_secs(2)).expect("connect");
+                assert_eq!(out.result, "ok", "{app} -> {target}: {out:?}");
+            }
+        }
+    });
+    assert!(admitted.is_empty(), "{admitted:#?}");
+
+    let all = diagnose_findings(&lab, || {
+        let out = lab
+            .connect_as_proxy("details", SocketAddr::from((productpage.ip, 9080)), Duration::from_millis(1500))
+            .expect("connect");
+        assert_ne!(out.result, "ok", "{out:?}");
+    });
+    let f = all
+        .iter()
+        .find(|f| f["dst"]["pod"] == productpage.key().as_str() && f["dst"]["port"] == 9080)
+        .unwrap_or_else(|| panic!("no finding for productpage:9080: {all:#?}"));
+    assert_eq!(f["mechanism"], "rejected", "{f:#}");
+    let c = &f["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "libvirt's rules count: {c:#}");
+    assert_eq!(
+        (c["family"].as_str(), c["table"].as_str(), c["chain"].as_str(), c["position"].as_u64()),
+        (Some("ip"), Some("filter"), Some("FORWARD"), Some(4)),
+        "{c:#}"
+    );
+    assert!(c["rule"].as_str().is_some_and(|r| r.starts_with("oifname \"cni0\"") && r.ends_with("reject")), "{c:#}");
+}
