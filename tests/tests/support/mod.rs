@@ -346,12 +346,9 @@ pub fn real_firewalld_for(lab: &Lab, node: &str, pods: FirewalldPods) -> observe
     let gateway = spec.bridge_ip().to_string();
     let pairs: Vec<(&str, &str)> = match pods {
         FirewalldPods::Public => vec![("enp0s3", &uplink), ("enp0s8", &bridge)],
-        FirewalldPods::Libvirt => vec![
-            ("enp0s3", &uplink),
-            ("virbr0", &bridge),
-            ("192.168.122.0/24", &cidr),
-            ("192.168.122.1", &gateway),
-        ],
+        FirewalldPods::Libvirt => {
+            vec![("enp0s3", &uplink), ("virbr0", &bridge), ("192.168.122.0/24", &cidr), ("192.168.122.1", &gateway)]
+        }
     };
     observer_lab::lab::rulesets::convert(&observer_lab::lab::rulesets::rename(&text, &pairs))
 }
