@@ -806,3 +806,64 @@ fn the_real_firewalld_ruleset_with_pods_in_the_libvirt_zone_admits_their_flows_a
     );
     assert!(c["rule"].as_str().is_some_and(|r| r.starts_with("oifname \"cni0\"") && r.ends_with("reject")), "{c:#}");
 }
+
+/// Issue 14: the REAL istio-iptables restore input of a sidecar pod (`--inbound-ports '*'`,
+/// observer/tests/fixtures/netfilter/real/istio-iptables-sidecar.txt) replaces reviews' nat
+/// table (the tool's own `iptables-restore`, as istio-init runs it). It only redirects and
+/// returns, never drops: inbound mesh traffic redirected to 15006 from a pod on the same node
+/// and from one on the other node, the proxy's own xDS (uid 1337, RETURN) and the app's direct
+/// outbound all connect, and diagnose gives zero findings; verify decides every check `pass`.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_real_istio_iptables_sidecar_ruleset_gives_no_finding_for_the_mesh_flows_it_redirects() {
+    require_root();
+    let lab = lab();
+    let reviews_ns = lab.pod_netns("reviews").expect("netns");
+    let ruleset = real_ruleset("istio-iptables-sidecar.txt", &[]);
+    assert_eq!(ruleset.iptables_rules(), 14, "{ruleset:?}");
+    assert!(ruleset.ipsets.is_empty() && ruleset.nft.is_empty(), "{ruleset:?}");
+    // istio-init runs on a fresh namespace: empty the lab's own sidecar rules first.
+    for part in &ruleset.iptables {
+        let tool = if part.ipv6 { "ip6tables-nft-restore" } else { "iptables-nft-restore" };
+        observer_lab::lab::cmd::in_netns_with_input(&reviews_ns, tool, &["-w"], "*nat\nCOMMIT\n").expect("flush");
+    }
+    observer_lab::lab::faults::load_ruleset(&reviews_ns, &ruleset, &[]).expect("load");
+    let nat = observer_lab::lab::cmd::in_netns(&reviews_ns, "iptables-nft-save", &["-t", "nat"]).expect("save");
+    assert!(nat.contains("-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006"), "{nat}");
+    assert!(!nat.contains("-j ISTIO_REDIRECT"), "the paste has no jump to ISTIO_REDIRECT: {nat}");
+
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let details = lab.pod("details").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    let all = diagnose_findings(&lab, || {
+        for _ in 0..3 {
+            for (app, target, proxy) in [
+                ("productpage", SocketAddr::from((reviews.ip, 9080)), true),
+                ("details", SocketAddr::from((reviews.ip, 9080)), true),
+                ("reviews", SocketAddr::from((svc, 15012)), true),
+                ("reviews", SocketAddr::from((details.ip, 9080)), false),
+            ] {
+                let out = if proxy {
+                    lab.connect_as_proxy(app, target, Duration::from_secs(2))
+                } else {
+                    lab.connect(app, target, Duration::from_secs(2))
+                }
+                .expect("connect");
+                assert_eq!(out.result, "ok", "{app} -> {target}: {out:?}");
+            }
+        }
+    });
+    assert!(all.is_empty(), "{all:#?}");
+
+    let inventory = lab.inventory_path().display().to_string();
+    let netns = lab.node_netns("node-a");
+    let out = std::process::Command::new(support::observer_bin())
+        .args(["verify", "--inventory", &inventory, "--netns", &netns, "--node-name", "node-a", "--output", "json"])
+        .output()
+        .expect("verify");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let checks = report["checks"].as_array().cloned().unwrap_or_default();
+    assert!(checks.iter().any(|c| c["dst"]["ip"] == reviews.ip.to_string()), "{report:#}");
+    assert!(checks.iter().all(|c| c["status"] == "pass"), "{report:#}");
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+}
