@@ -486,3 +486,69 @@ fn the_real_calico_ruleset_on_a_routed_node_passes_mesh_flows_and_blocks_what_it
         assert!(k["rule"].as_str().is_some_and(|r| r.contains("Drop if no policies passed packet")), "{c:#}");
     }
 }
+
+/// Issue 14: the REAL RHEL 8 firewalld + libvirt ruleset (loaded whole with `nft -f`) with
+/// node-a's pod bridge as libvirt's NAT network: every flow the pods start (on the bridge, to
+/// other nodes, to istiod's Service) is decided `pass`; every flow into the pods from off the
+/// node is `blocked` by libvirt's counted `oifname ... reject` in `ip filter` FORWARD. With the
+/// bridge in the `public` zone instead, the pods' flows off the node are `blocked` by
+/// firewalld's final `reject with icmpx type admin-prohibited` (`evaluated`). Nothing `unknown`.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_real_firewalld_ruleset_passes_what_it_admits_and_blocks_what_it_rejects() {
+    require_root();
+    let lab = lab();
+    let ns = lab.node_netns("node-a");
+    let local: Vec<String> = lab.spec.pods_on("node-a").map(|p| p.ip.to_string()).collect();
+    let on_node = |c: &Value, side: &str| c[side]["ip"].as_str().is_some_and(|ip| local.iter().any(|l| l == ip));
+
+    let ruleset = support::real_firewalld_for(&lab, "node-a", support::FirewalldPods::Libvirt);
+    observer_lab::lab::faults::load_ruleset(&ns, &ruleset, &[]).expect("load");
+    let (_, report) = verify(&lab, "node-a", false);
+    let all = checks(&report);
+    assert!(all.iter().all(|c| c["status"] != "unknown"), "every verdict decided: {report:#}");
+    // What node-a's pods start, and the node's own probes of them (OUTPUT, not forwarded).
+    let admitted: Vec<&Value> = all.iter().filter(|c| on_node(c, "src") || c["src"]["node"] == "node-a").collect();
+    assert!(admitted.len() >= 4, "{report:#}");
+    for c in &admitted {
+        assert_eq!(c["status"], "pass", "{c:#}");
+    }
+    let inbound: Vec<&Value> =
+        all.iter().filter(|c| !on_node(c, "src") && c["src"]["node"] != "node-a" && on_node(c, "dst")).collect();
+    assert!(!inbound.is_empty(), "{report:#}");
+    for c in &inbound {
+        assert_eq!(c["status"], "blocked", "{c:#}");
+        let k = &c["culprit"];
+        assert_eq!(
+            (k["family"].as_str(), k["table"].as_str(), k["chain"].as_str(), k["position"].as_u64()),
+            (Some("ip"), Some("filter"), Some("FORWARD"), Some(4)),
+            "{c:#}"
+        );
+    }
+
+    // The same ruleset, the pods' bridge in the public zone.
+    drop(lab);
+    let lab = support::lab();
+    let ruleset = support::real_firewalld_for(&lab, "node-a", support::FirewalldPods::Public);
+    observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    let (code, report) = verify(&lab, "node-a", false);
+    assert_eq!(code, 3, "{report:#}");
+    let all = checks(&report);
+    assert!(all.iter().all(|c| c["status"] != "unknown"), "every verdict decided: {report:#}");
+    // Forwarded: between node-a's pods and anything but node-a itself.
+    let crossing: Vec<&Value> = all
+        .iter()
+        .filter(|c| (on_node(c, "src") || on_node(c, "dst")) && c["src"]["node"] != "node-a" || on_node(c, "src"))
+        .collect();
+    assert!(!crossing.is_empty(), "{report:#}");
+    for c in &crossing {
+        assert_eq!(c["status"], "blocked", "{c:#}");
+        let k = &c["culprit"];
+        assert_eq!(k["confidence"], "evaluated", "{c:#}");
+        assert_eq!(
+            (k["table"].as_str(), k["chain"].as_str(), k["position"].as_u64()),
+            (Some("firewalld"), Some("filter_FORWARD"), Some(9)),
+            "{c:#}"
+        );
+    }
+}

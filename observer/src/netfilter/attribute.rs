@@ -311,9 +311,12 @@ fn culprit_for(snapshots: &VecDeque<Snapshot>, time: std::time::SystemTime, pack
     let evaluation = evaluate(&after.tables, packet);
     let rose = |site: Site| -> Option<bool> {
         let now = counters_at(&after.tables, site)?;
+        // With no read from before the drop, a counter still at zero in a read started after it
+        // tells enough: that rule has dropped nothing (e.g. it replaced the one that did).
+        let Some(before) = before else { return (now.packets == 0 && after.started >= time).then_some(false) };
         // A rule added since the read before the drop started from zero.
-        let then = match locate(&after.tables, site, &before?.tables) {
-            Some(old) => counters_at(&before?.tables, old)?,
+        let then = match locate(&after.tables, site, &before.tables) {
+            Some(old) => counters_at(&before.tables, old)?,
             None => Counters::default(),
         };
         Some(now.packets > then.packets)
@@ -401,7 +404,48 @@ fn tcp_flags(packet: &[u8], src: IpAddr) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{icmp_header, tcp_flags};
+    use std::{
+        collections::VecDeque,
+        time::{Duration, SystemTime},
+    };
+
+    use super::{culprit_for, icmp_header, tcp_flags};
+    use crate::netfilter::{
+        culprit::Confidence,
+        eval::Packet,
+        iptables::parse_save,
+        model::{Backend, Family},
+        read::Snapshot,
+    };
+
+    fn read_at(save: &str, started: SystemTime) -> Snapshot {
+        let tables = parse_save(save, Backend::IptablesNft, Family::Ip).unwrap();
+        Snapshot { tables, started, finished: started + Duration::from_millis(5), problems: Vec::new() }
+    }
+
+    /// A namespace first read after its drop (no read from before it): a matching rule whose
+    /// counter is still zero replaced the one that dropped, and is not named; one whose counter
+    /// moved is (evaluated: when it counted cannot be told).
+    #[test]
+    fn with_no_read_before_the_drop_a_zero_counter_rule_is_not_blamed() {
+        let drop = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let packet = Packet::between(6, "10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap(), 40_000, 80, Some(2));
+        let save = |n: u64| {
+            format!(
+                "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                     [{n}:60] -A FORWARD -p tcp -m tcp --dport 80 -j DROP\nCOMMIT\n"
+            )
+        };
+        let after = |n| VecDeque::from([read_at(&save(n), drop + Duration::from_millis(60))]);
+        let replaced = culprit_for(&after(0), drop, &packet);
+        assert_eq!(replaced.confidence, Confidence::NotIdentified, "{replaced:?}");
+        assert!(replaced.note.as_deref().is_some_and(|n| n.contains("did not move")), "{replaced:?}");
+        let counted = culprit_for(&after(1), drop, &packet);
+        assert_eq!(counted.confidence, Confidence::Evaluated, "{counted:?}");
+        // A read that started before the drop (and ended after it) says nothing about it.
+        let stale = VecDeque::from([read_at(&save(0), drop - Duration::from_millis(2))]);
+        assert_eq!(culprit_for(&stale, drop, &packet).confidence, Confidence::Evaluated);
+    }
 
     #[test]
     fn reads_icmp_and_icmpv6_type_and_code() {

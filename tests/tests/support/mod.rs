@@ -317,3 +317,53 @@ pub fn calico_ingress_policy(lab: &Lab, node: &str, tw: &str) {
         lab.firewall(node, "iptables", &args).unwrap_or_else(|e| panic!("iptables {rule:?}: {e}"));
     }
 }
+
+/// Which firewalld zone the node's pod-facing interface is bound to in [`real_firewalld_for`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirewalldPods {
+    /// The `public` zone, like the paste's second NIC: forwarded traffic in or out of the pods
+    /// meets firewalld's final `reject with icmpx type admin-prohibited`.
+    Public,
+    /// libvirt's `libvirt` zone and NAT network (the paste's `virbr0`, 192.168.122.0/24): pods
+    /// may send anywhere (masqueraded off their subnet), nothing new may come in.
+    Libvirt,
+}
+
+/// The real RHEL 8 firewalld + libvirt ruleset (`nft list ruleset`,
+/// observer/tests/fixtures/netfilter/real/firewalld-rhel8-nft.txt) adapted to bridged `node` of
+/// a lab: the paste's uplink (`enp0s3`, public zone) becomes the interface holding the node's
+/// uplink address; its pod bridge (the interface holding the pod gateway address) takes the
+/// paste's `enp0s8` (public zone) or `virbr0` and its subnet (libvirt zone), per `pods`. Load
+/// it with `observer_lab::lab::faults::load_ruleset`.
+pub fn real_firewalld_for(lab: &Lab, node: &str, pods: FirewalldPods) -> observer_lab::lab::rulesets::Pasted {
+    let spec = lab.spec.node(node).expect("node").clone();
+    let path =
+        format!("{}/../observer/tests/fixtures/netfilter/real/firewalld-rhel8-nft.txt", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let uplink = interface_with(lab, node, spec.uplink_ip);
+    let bridge = interface_with(lab, node, spec.bridge_ip());
+    let cidr = spec.pod_cidr_string();
+    let gateway = spec.bridge_ip().to_string();
+    let pairs: Vec<(&str, &str)> = match pods {
+        FirewalldPods::Public => vec![("enp0s3", &uplink), ("enp0s8", &bridge)],
+        FirewalldPods::Libvirt => {
+            vec![("enp0s3", &uplink), ("virbr0", &bridge), ("192.168.122.0/24", &cidr), ("192.168.122.1", &gateway)]
+        }
+    };
+    observer_lab::lab::rulesets::convert(&observer_lab::lab::rulesets::rename(&text, &pairs))
+}
+
+/// Name of the interface of `node`'s namespace that holds `addr`.
+fn interface_with(lab: &Lab, node: &str, addr: std::net::Ipv4Addr) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &lab.node_netns(node), "-o", "-4", "addr", "show"])
+        .output()
+        .expect("ip addr");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let wanted = format!("{addr}/");
+    text.lines()
+        .find(|l| l.split_whitespace().nth(3).is_some_and(|a| a.starts_with(&wanted)))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .unwrap_or_else(|| panic!("no interface with {addr} on {node}:\n{text}"))
+}
