@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use crate::{
+    events::model::DropClass,
     inventory::{istio_ports, MeshMode, Role},
     netfilter::{Confidence, Culprit},
 };
@@ -18,13 +19,13 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
     let mechanism = match &outcome {
         // A REJECT with a TCP reset frees the SYN (NETFILTER_DROP) and answers for the server:
         // the rule named for the drop tells it from the server's own reset (which has no drop).
-        Outcome::Dropped { reason, .. } if reason.starts_with("NETFILTER") && named.is_some_and(|k| k.rejects) => {
+        Outcome::Dropped { reason, .. } if reason.class == DropClass::Netfilter && named.is_some_and(|k| k.rejects) => {
             Mechanism::Rejected
         }
         Outcome::Dropped { .. } => Mechanism::Dropped,
         Outcome::Rejected { .. } => Mechanism::Rejected,
         Outcome::Silent => Mechanism::Silent,
-        Outcome::NoRoute { .. } => Mechanism::NoRoute,
+        Outcome::NoRoute(_) => Mechanism::NoRoute,
         Outcome::Stalled(stall) if stall.pmtu_blackhole => Mechanism::PmtuBlackhole,
         Outcome::Stalled(_) => Mechanism::Stalled,
         // Working traffic is only a finding when its endpoint is a pod address nobody names (R1).
@@ -90,24 +91,24 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
     };
     match &outcome {
         Outcome::Dropped { reason, location, netns, interface } => {
-            evidence.drop_reason = Some(reason.clone());
+            evidence.drop_reason = Some(reason.name.to_string());
             evidence.location = Some(location.clone());
             evidence.netns = Some(*netns);
             evidence.interface = interface.clone();
-            evidence.hook = c.drops.first().map(|d| d.4);
+            evidence.hook = c.drops.first().map(|d| d.hook.as_str());
         }
         Outcome::Rejected { meaning } => {
-            evidence.icmp = Some(meaning);
+            evidence.icmp = Some(meaning.as_str());
             // The REJECT rule also freed the packet: where it happened.
-            if let Some((reason, location, netns, interface, hook)) = c.drops.first() {
-                evidence.drop_reason = Some(reason.clone());
-                evidence.location = Some(location.clone());
-                evidence.netns = Some(*netns);
-                evidence.interface = interface.clone();
-                evidence.hook = Some(hook);
+            if let Some(d) = c.drops.first() {
+                evidence.drop_reason = Some(d.reason.name.to_string());
+                evidence.location = Some(d.location.clone());
+                evidence.netns = Some(d.netns);
+                evidence.interface = d.interface.clone();
+                evidence.hook = Some(d.hook.as_str());
             }
         }
-        Outcome::NoRoute { how } => evidence.drop_reason = Some(how.clone()),
+        Outcome::NoRoute(how) => evidence.drop_reason = Some(how.to_string()),
         Outcome::Stalled(stall) => {
             evidence.stall = Some(super::StallEvidence {
                 retransmits: stall.retransmits,
@@ -239,10 +240,8 @@ fn pmtu_advice(stall: Option<&super::StallEvidence>, node: &str) -> String {
 /// Whether the outcome shows a firewall rule at work (not a routing or resource problem).
 fn by_firewall(outcome: &Outcome) -> bool {
     match outcome {
-        Outcome::Dropped { reason, .. } => {
-            reason.starts_with("NETFILTER") || reason.contains("POLICY") || reason.contains("FILTER")
-        }
-        Outcome::Rejected { meaning } => *meaning != "fragmentation-needed" && *meaning != "packet-too-big",
+        Outcome::Dropped { reason, .. } => reason.class.is_firewall(),
+        Outcome::Rejected { meaning } => !meaning.is_pmtu(),
         _ => false,
     }
 }

@@ -11,11 +11,13 @@ use std::{
 mod snat;
 mod stall;
 
-use stall::AFTER_HANDSHAKE;
 pub use stall::{Stall, STALL_RETRANSMITS};
 
 use crate::{
-    events::model::{Detail, Observation, Protocol, Segment},
+    events::model::{
+        Detail, DropClass, DropReason, Hook, IcmpKind, Observation, Protocol, Segment, SocketMilestone, TcpStackEvent,
+        TcpState,
+    },
     inventory::Endpoint,
     netfilter::Culprit,
 };
@@ -28,18 +30,17 @@ pub enum Outcome {
     RefusedByApplication,
     /// Dropped by the kernel on this node (reason, location, namespace, interface, hook).
     Dropped {
-        reason: String,
+        reason: DropReason,
         location: String,
         netns: u32,
         interface: Option<String>,
     },
     /// An ICMP error came back.
     Rejected {
-        meaning: &'static str,
+        meaning: IcmpKind,
     },
-    NoRoute {
-        how: String,
-    },
+    /// No route: an ICMP error saying so, or a no-route drop.
+    NoRoute(NoRouteBy),
     /// SYNs went out, nothing came back, nothing was dropped here.
     Silent,
     /// Established, then the same segment was retransmitted again and again (RTOs without
@@ -51,6 +52,36 @@ pub enum Outcome {
     Pending,
 }
 
+/// What showed that there is no route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoRouteBy {
+    Icmp(IcmpKind),
+    Drop(DropReason),
+}
+
+impl std::fmt::Display for NoRouteBy {
+    /// `ICMP host-unreachable`, or the drop reason's name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoRouteBy::Icmp(kind) => write!(f, "ICMP {kind}"),
+            NoRouteBy::Drop(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// A drop of one of a connection's packets on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionDrop {
+    pub reason: DropReason,
+    /// Kernel symbol that freed it.
+    pub location: String,
+    /// Network namespace inode of the drop.
+    pub netns: u32,
+    /// The interface, when in the watched namespace.
+    pub interface: Option<String>,
+    pub hook: Hook,
+}
+
 /// An address and port.
 type HostPort = (IpAddr, u16);
 
@@ -58,7 +89,7 @@ type HostPort = (IpAddr, u16);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IcmpDrop {
     /// The kernel's drop reason (e.g. `QUEUE_PURGE`, `NETFILTER_DROP`).
-    pub reason: String,
+    pub reason: DropReason,
     /// Kernel symbol that freed it.
     pub location: String,
     /// Network namespace inode of the drop.
@@ -84,8 +115,8 @@ pub struct Connection {
     /// one; the larger count is used).
     pub rtos: u32,
     pub syn_retransmits: u32,
-    pub drops: Vec<(String, String, u32, Option<String>, &'static str)>,
-    pub icmp: Option<&'static str>,
+    pub drops: Vec<ConnectionDrop>,
+    pub icmp: Option<IcmpKind>,
     /// ICMP/ICMPv6 errors about this connection that the kernel dropped on this node (evidence
     /// only: they never decide the outcome).
     pub icmp_drops: Vec<IcmpDrop>,
@@ -151,22 +182,21 @@ impl Connection {
         // A REJECT answers with an ICMP error *and* frees the packet (NETFILTER_DROP): the
         // answer decides the mechanism, the drop stays as evidence.
         if let Some(meaning) = self.icmp {
-            return match meaning {
-                "net-unreachable" | "host-unreachable" | "no-route" | "address-unreachable" | "reject-route" => {
-                    Outcome::NoRoute { how: format!("ICMP {meaning}") }
-                }
-                _ => Outcome::Rejected { meaning },
+            return if meaning.is_no_route() {
+                Outcome::NoRoute(NoRouteBy::Icmp(meaning))
+            } else {
+                Outcome::Rejected { meaning }
             };
         }
-        if let Some((reason, location, netns, interface, _)) = self.drops.first() {
-            if reason.contains("NOROUTE") {
-                return Outcome::NoRoute { how: reason.clone() };
+        if let Some(d) = self.drops.first() {
+            if d.reason.class == DropClass::NoRoute {
+                return Outcome::NoRoute(NoRouteBy::Drop(d.reason.clone()));
             }
             return Outcome::Dropped {
-                reason: reason.clone(),
-                location: location.clone(),
-                netns: *netns,
-                interface: interface.clone(),
+                reason: d.reason.clone(),
+                location: d.location.clone(),
+                netns: d.netns,
+                interface: d.interface.clone(),
             };
         }
         if self.server_reset {
@@ -258,20 +288,18 @@ impl Correlator {
             _ if flow.protocol != Protocol::TCP && !matches!(o.detail, Detail::IcmpError { .. }) => {}
             Detail::IcmpError { quoted: Some(q), .. } if q.protocol != Protocol::TCP => {}
             Detail::Packet { tcp_flags, .. } => {
-                let syn = tcp_flags.contains("SYN");
-                let ack = tcp_flags.contains("ACK");
-                if syn && !ack {
+                if tcp_flags.is_syn() {
                     let c = self.entry((flow.src, flow.sport), o);
                     c.syn_seen = true;
                     let server = *c.server.get_or_insert((flow.dst, flow.dport));
                     merge(&mut c.src, &o.src);
                     merge(&mut c.dst, &o.dst);
                     self.note_node_socket(server, (flow.src, flow.sport), o);
-                } else if syn && ack {
+                } else if tcp_flags.is_syn_ack() {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
                         c.established = true;
                     }
-                } else if tcp_flags.contains("RST") {
+                } else if tcp_flags.is_rst() {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
                         c.server_reset = true;
                     }
@@ -289,10 +317,16 @@ impl Correlator {
                     merge(&mut c.src, &o.src);
                     merge(&mut c.dst, &o.dst);
                 }
-                if drop_reason == "NO_SOCKET" {
+                if drop_reason.class == DropClass::NoSocket {
                     c.refused_by_application = true;
                 } else {
-                    c.drops.push((drop_reason.clone(), location.clone(), *netns, o.interface.clone(), o.hook.as_str()));
+                    c.drops.push(ConnectionDrop {
+                        reason: drop_reason.clone(),
+                        location: location.clone(),
+                        netns: *netns,
+                        interface: o.interface.clone(),
+                        hook: o.hook,
+                    });
                     if let Some(new) = culprit {
                         if c.culprit.as_ref().is_none_or(|old| new.confidence > old.confidence) {
                             c.culprit = Some(std::sync::Arc::clone(new));
@@ -300,9 +334,8 @@ impl Correlator {
                     }
                 }
             }
-            Detail::IcmpError { meaning, quoted: Some(q), icmp_type, .. } => {
-                let pmtu = matches!((flow.protocol, icmp_type), (Protocol::ICMP, 3) if *meaning == "fragmentation-needed")
-                    || (flow.protocol == Protocol::ICMPV6 && *icmp_type == 2);
+            Detail::IcmpError { meaning, quoted: Some(q), .. } => {
+                let pmtu = meaning.is_pmtu();
                 // About the server's segment (server -> client) of a followed connection.
                 if !self.connections.contains_key(&(q.src, q.sport)) && self.connections.contains_key(&(q.dst, q.dport))
                 {
@@ -313,32 +346,32 @@ impl Correlator {
                 }
                 let c = self.entry((q.src, q.sport), o);
                 c.server.get_or_insert((q.dst, q.dport));
-                c.icmp = Some(meaning);
+                c.icmp = Some(*meaning);
                 c.pmtu_signal |= pmtu;
                 merge(&mut c.src, &o.src);
                 merge(&mut c.dst, &o.dst);
             }
             Detail::Socket { event, .. } => match *event {
                 // Before the SYN leaves (and before any SNAT): the socket's own addresses.
-                "connecting" => self.note_node_socket((flow.dst, flow.dport), (flow.src, flow.sport), o),
-                "established" => self.entry((flow.src, flow.sport), o).established = true,
-                "passive-established" => self.entry((flow.dst, flow.dport), o).established = true,
-                "rto" => self.entry((flow.src, flow.sport), o).rtos += 1,
-                "connect-failed" => self.entry((flow.src, flow.sport), o).failed = true,
-                _ => {}
+                SocketMilestone::Connecting => self.note_node_socket((flow.dst, flow.dport), (flow.src, flow.sport), o),
+                SocketMilestone::Established => self.entry((flow.src, flow.sport), o).established = true,
+                SocketMilestone::PassiveEstablished => self.entry((flow.dst, flow.dport), o).established = true,
+                SocketMilestone::Rto => self.entry((flow.src, flow.sport), o).rtos += 1,
+                SocketMilestone::ConnectFailed => self.entry((flow.src, flow.sport), o).failed = true,
+                SocketMilestone::Unknown => {}
             },
             Detail::Tcp { event, socket, state, segment, .. } => match (*event, *socket) {
-                ("send-reset", false) => {
+                (TcpStackEvent::SendReset, false) => {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
                         c.refused_by_application = true;
                     }
                 }
-                ("retransmit", true) if *state == "SYN_SENT" => {
+                (TcpStackEvent::Retransmit, true) if *state == TcpState::SynSent => {
                     self.entry((flow.src, flow.sport), o).syn_retransmits += 1
                 }
                 // After the handshake (data still unacknowledged, also once the sender closed its
                 // side). The socket's flow is local -> remote: the client's own, or the server's.
-                ("retransmit", true) if AFTER_HANDSHAKE.contains(state) => {
+                (TcpStackEvent::Retransmit, true) if state.after_handshake() => {
                     let key = [(flow.src, flow.sport), (flow.dst, flow.dport)]
                         .into_iter()
                         .find(|k| self.connections.contains_key(k));

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 pub use classify::classify;
-pub use correlate::{Connection, Correlator, IcmpDrop, Outcome, Stall, STALL_RETRANSMITS};
+pub use correlate::{Connection, ConnectionDrop, Correlator, IcmpDrop, NoRouteBy, Outcome, Stall, STALL_RETRANSMITS};
 
 /// Istio's requirements of the network beneath the mesh (../shared/ISTIO.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

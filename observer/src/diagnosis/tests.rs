@@ -5,7 +5,10 @@ use std::{
 
 use super::*;
 use crate::{
-    events::model::{Detail, Flow, Hook, Observation, Protocol},
+    events::model::{
+        Captured, Detail, DropReason, Flow, Hook, IcmpKind, Observation, Protocol, SocketMilestone, TcpFlags,
+        TcpStackEvent, TcpState,
+    },
     inventory::Inventory,
 };
 
@@ -56,21 +59,22 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
-fn packet(flags: &str) -> Detail {
-    Detail::Packet { tcp_flags: flags.into(), tcp_seq: 1 }
+fn packet(flags: TcpFlags) -> Detail {
+    Detail::Packet { tcp_flags: flags, tcp_seq: 1 }
 }
 
 fn dropped(reason: &str) -> Detail {
     Detail::Drop {
-        drop_reason: reason.into(),
+        drop_reason: DropReason::new(0, reason),
         location: "nft_do_chain+0x3e8".into(),
         netns: 7,
         culprit: None,
         quoted: None,
+        packet: Captured::default(),
     }
 }
 
-fn socket(event: &'static str) -> Detail {
+fn socket(event: SocketMilestone) -> Detail {
     Detail::Socket { event, retransmits: 0, socket_cookie: 1 }
 }
 
@@ -80,11 +84,11 @@ const ISTIOD: &str = "10.244.2.10";
 #[test]
 fn a_netfilter_drop_of_xds_is_r5_and_an_answered_handshake_is_nothing() {
     let mut s = Scenario::new();
-    s.see(Hook::TcIngress, (PP, 40000), ("10.96.0.10", 15012), packet("SYN"));
+    s.see(Hook::TcIngress, (PP, 40000), ("10.96.0.10", 15012), packet(TcpFlags::SYN));
     s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
-    s.see(Hook::SockOps, (PP, 40000), ("10.96.0.10", 15012), socket("rto"));
-    s.see(Hook::TcIngress, (PP, 40001), (ISTIOD, 15012), packet("SYN"));
-    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), packet("SYN|ACK"));
+    s.see(Hook::SockOps, (PP, 40000), ("10.96.0.10", 15012), socket(SocketMilestone::Rto));
+    s.see(Hook::TcIngress, (PP, 40001), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), packet(TcpFlags::SYN | TcpFlags::ACK));
     let f = s.findings();
     assert_eq!(f.len(), 1);
     let f = &f[0];
@@ -102,11 +106,11 @@ fn a_netfilter_drop_of_xds_is_r5_and_an_answered_handshake_is_nothing() {
 #[test]
 fn closed_ports_and_ambiguous_resets_are_not_blamed_on_the_network() {
     let mut s = Scenario::new();
-    s.see(Hook::TcIngress, (PP, 40000), ("10.244.2.11", 9999), packet("SYN"));
+    s.see(Hook::TcIngress, (PP, 40000), ("10.244.2.11", 9999), packet(TcpFlags::SYN));
     s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.2.11", 9999), dropped("NO_SOCKET"));
-    s.see(Hook::TcIngress, (PP, 40002), ("10.244.2.11", 9998), packet("SYN"));
-    s.see(Hook::TcIngress, ("10.244.2.11", 9998), (PP, 40002), packet("RST|ACK"));
-    s.see(Hook::TcIngress, (PP, 40003), ("10.244.2.11", 9080), packet("SYN"));
+    s.see(Hook::TcIngress, (PP, 40002), ("10.244.2.11", 9998), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, ("10.244.2.11", 9998), (PP, 40002), packet(TcpFlags::RST | TcpFlags::ACK));
+    s.see(Hook::TcIngress, (PP, 40003), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
     assert!(s.findings().is_empty(), "{:?}", s.findings());
     let outcomes: Vec<Outcome> = {
         let mut cs: Vec<&Connection> = s.correlator.connections().collect();
@@ -119,15 +123,15 @@ fn closed_ports_and_ambiguous_resets_are_not_blamed_on_the_network() {
 #[test]
 fn silence_is_r3_between_known_endpoints_and_unknown_pod_addresses_are_r1() {
     let mut s = Scenario::new();
-    s.see(Hook::TcEgress, (PP, 41000), ("10.244.2.11", 9080), packet("SYN"));
-    s.see(Hook::SockOps, (PP, 41000), ("10.244.2.11", 9080), socket("rto"));
-    s.see(Hook::SockOps, (PP, 41000), ("10.244.2.11", 9080), socket("connect-failed"));
+    s.see(Hook::TcEgress, (PP, 41000), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 41000), ("10.244.2.11", 9080), socket(SocketMilestone::Rto));
+    s.see(Hook::SockOps, (PP, 41000), ("10.244.2.11", 9080), socket(SocketMilestone::ConnectFailed));
     // An address in node-b's pod CIDR that no pod has.
-    s.see(Hook::TcEgress, (PP, 41001), ("10.244.2.99", 9080), packet("SYN"));
-    s.see(Hook::SockOps, (PP, 41001), ("10.244.2.99", 9080), socket("connect-failed"));
+    s.see(Hook::TcEgress, (PP, 41001), ("10.244.2.99", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 41001), ("10.244.2.99", 9080), socket(SocketMilestone::ConnectFailed));
     // Somewhere outside the cluster: none of the mesh's business.
-    s.see(Hook::TcEgress, (PP, 41002), ("192.0.2.7", 443), packet("SYN"));
-    s.see(Hook::SockOps, (PP, 41002), ("192.0.2.7", 443), socket("connect-failed"));
+    s.see(Hook::TcEgress, (PP, 41002), ("192.0.2.7", 443), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 41002), ("192.0.2.7", 443), socket(SocketMilestone::ConnectFailed));
     let mut f = s.findings();
     f.sort_by_key(|f| f.requirement);
     let kinds: Vec<(Requirement, Kind, Mechanism)> = f.iter().map(|f| (f.requirement, f.kind, f.mechanism)).collect();
@@ -144,14 +148,21 @@ fn silence_is_r3_between_known_endpoints_and_unknown_pod_addresses_are_r1() {
 fn icmp_rejections_and_policy_conflicts() {
     let mut s = Scenario::new();
     let quoted = Flow { protocol: Protocol(6), src: ip(PP), sport: 42000, dst: ip("10.244.2.11"), dport: 9080 };
-    s.see(Hook::TcEgress, (PP, 42000), ("10.244.2.11", 9080), packet("SYN"));
+    s.see(Hook::TcEgress, (PP, 42000), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
     s.see(
         Hook::TcIngress,
         ("10.244.1.1", 0),
         (PP, 0),
-        Detail::IcmpError { icmp_type: 3, icmp_code: 13, meaning: "admin-prohibited", quoted: Some(quoted), mtu: 0 },
+        Detail::IcmpError {
+            icmp_type: 3,
+            icmp_code: 13,
+            meaning: IcmpKind::AdminProhibited,
+            quoted: Some(quoted),
+            mtu: 0,
+            packet: Captured::default(),
+        },
     );
-    s.see(Hook::TcEgress, (PP, 42001), ("10.244.1.11", 9080), packet("SYN"));
+    s.see(Hook::TcEgress, (PP, 42001), ("10.244.1.11", 9080), packet(TcpFlags::SYN));
     s.see(Hook::KfreeSkb, (PP, 42001), ("10.244.1.11", 9080), dropped("NETFILTER_DROP"));
     let mut f = s.findings();
     f.sort_by_key(|f| f.mechanism);
@@ -169,13 +180,20 @@ fn icmp_rejections_and_policy_conflicts() {
 fn a_reject_is_rejected_with_the_drop_kept_as_evidence() {
     let mut s = Scenario::new();
     let quoted = Flow { protocol: Protocol(6), src: ip("10.244.2.20"), sport: 43000, dst: ip(ISTIOD), dport: 15017 };
-    s.see(Hook::TcIngress, ("10.244.2.20", 43000), (ISTIOD, 15017), packet("SYN"));
+    s.see(Hook::TcIngress, ("10.244.2.20", 43000), (ISTIOD, 15017), packet(TcpFlags::SYN));
     s.see(Hook::KfreeSkb, ("10.244.2.20", 43000), (ISTIOD, 15017), dropped("NETFILTER_DROP"));
     s.see(
         Hook::TcEgress,
         ("10.244.2.1", 0),
         ("10.244.2.20", 0),
-        Detail::IcmpError { icmp_type: 3, icmp_code: 13, meaning: "admin-prohibited", quoted: Some(quoted), mtu: 0 },
+        Detail::IcmpError {
+            icmp_type: 3,
+            icmp_code: 13,
+            meaning: IcmpKind::AdminProhibited,
+            quoted: Some(quoted),
+            mtu: 0,
+            packet: Captured::default(),
+        },
     );
     let f = s.findings();
     assert_eq!(f.len(), 1);
@@ -191,10 +209,10 @@ fn a_reject_is_rejected_with_the_drop_kept_as_evidence() {
 #[test]
 fn working_traffic_to_an_unnamed_pod_address_is_a_discovery_gap() {
     let mut s = Scenario::new();
-    s.see(Hook::TcEgress, (PP, 44000), ("10.244.2.30", 9080), packet("SYN"));
-    s.see(Hook::TcIngress, ("10.244.2.30", 9080), (PP, 44000), packet("SYN|ACK"));
-    s.see(Hook::TcEgress, (PP, 44001), ("10.244.2.11", 9080), packet("SYN"));
-    s.see(Hook::TcIngress, ("10.244.2.11", 9080), (PP, 44001), packet("SYN|ACK"));
+    s.see(Hook::TcEgress, (PP, 44000), ("10.244.2.30", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, ("10.244.2.30", 9080), (PP, 44000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    s.see(Hook::TcEgress, (PP, 44001), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, ("10.244.2.11", 9080), (PP, 44001), packet(TcpFlags::SYN | TcpFlags::ACK));
     let f = s.findings();
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(
@@ -214,15 +232,16 @@ fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
         c.rule = Some(format!("-A {chain} -p tcp -m tcp --dport 15012 -j DROP"));
         c.note = None;
         Detail::Drop {
-            drop_reason: "NETFILTER_DROP".into(),
+            drop_reason: DropReason::new(12, "NETFILTER_DROP"),
             location: "nft_do_chain+0x3e8".into(),
             netns: 7,
             culprit: Some(std::sync::Arc::new(c)),
             quoted: None,
+            packet: Captured::default(),
         }
     };
     let mut s = Scenario::new();
-    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet("SYN"));
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
     s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Evaluated, "FORWARD"));
     s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Confirmed, "MESH"));
     s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Evaluated, "OTHER"));
@@ -241,11 +260,12 @@ fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
 
 fn dropped_icmp(reason: &str, quoted: Option<Flow>) -> Detail {
     Detail::Drop {
-        drop_reason: reason.into(),
+        drop_reason: DropReason::new(0, reason),
         location: "skb_queue_purge_reason+0x9c".into(),
         netns: 7,
         culprit: None,
         quoted,
+        packet: Captured::default(),
     }
 }
 
@@ -278,8 +298,8 @@ fn icmp_drops_are_never_findings_of_their_own() {
 fn a_dropped_icmp_error_is_evidence_on_the_connection_it_quotes() {
     let mut s = Scenario::new();
     let details = "10.244.2.11";
-    s.see(Hook::TcIngress, (PP, 40000), (details, 9080), packet("SYN"));
-    s.see(Hook::SockOps, (PP, 40000), (details, 9080), socket("rto"));
+    s.see(Hook::TcIngress, (PP, 40000), (details, 9080), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 40000), (details, 9080), socket(SocketMilestone::Rto));
     // The client's socket already closed: the late admin-prohibited error is freed unread.
     let quoted = Some(tcp((PP, 40000), (details, 9080)));
     s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (PP, 0), dropped_icmp("QUEUE_PURGE", quoted));
@@ -300,8 +320,8 @@ fn a_dropped_icmp_error_is_evidence_on_the_connection_it_quotes() {
 
 fn retransmit(payload: u32, seq: u32, mss: u32) -> Detail {
     Detail::Tcp {
-        event: "retransmit",
-        state: "ESTABLISHED",
+        event: TcpStackEvent::Retransmit,
+        state: TcpState::Established,
         socket: true,
         netns: 7,
         reason: 0,
@@ -312,8 +332,8 @@ fn retransmit(payload: u32, seq: u32, mss: u32) -> Detail {
 /// productpage's proxy connects to istiod (handshake answered), then istiod's socket
 /// retransmits `payload`-byte segments of one sequence `times` times.
 fn stalled_xds(s: &mut Scenario, payload: u32, times: u32) {
-    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet("SYN"));
-    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet("SYN|ACK"));
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
     for _ in 0..times {
         s.see(Hook::TcpRetransmit, (ISTIOD, 15012), (PP, 40000), retransmit(payload, 7_000, 1448));
     }
@@ -365,7 +385,14 @@ fn small_segments_stalling_or_a_pmtu_signal_are_a_plain_stall_and_few_retransmit
         Hook::TcIngress,
         ("172.31.2.1", 0),
         (ISTIOD, 0),
-        Detail::IcmpError { icmp_type: 3, icmp_code: 4, meaning: "fragmentation-needed", quoted, mtu: 1400 },
+        Detail::IcmpError {
+            icmp_type: 3,
+            icmp_code: 4,
+            meaning: IcmpKind::FragmentationNeeded,
+            quoted,
+            mtu: 1400,
+            packet: Captured::default(),
+        },
     );
     let f = s.findings();
     assert_eq!(f.len(), 1, "{f:?}");
@@ -382,13 +409,13 @@ fn a_node_socket_is_followed_across_the_ambient_probe_snat_and_the_block_is_r4()
     let mut s = Scenario::new();
     let (node, details, snat) = ("172.31.1.2", "10.244.2.11", "169.254.7.127");
     // kubelet's socket (node address), then its SYN after istio-cni's SNAT, dropped in the pod.
-    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket("connecting"));
-    s.see(Hook::TcEgress, (snat, 41000), (details, 9080), packet("SYN"));
+    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket(SocketMilestone::Connecting));
+    s.see(Hook::TcEgress, (snat, 41000), (details, 9080), packet(TcpFlags::SYN));
     s.see(Hook::KfreeSkb, (snat, 41000), (details, 9080), dropped("NETFILTER_DROP"));
-    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket("rto"));
+    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket(SocketMilestone::Rto));
     // A pod that happens to use the same source port to the same server is its own connection.
-    s.see(Hook::TcEgress, (PP, 41000), (details, 9080), packet("SYN"));
-    s.see(Hook::TcIngress, (details, 9080), (PP, 41000), packet("SYN|ACK"));
+    s.see(Hook::TcEgress, (PP, 41000), (details, 9080), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (details, 9080), (PP, 41000), packet(TcpFlags::SYN | TcpFlags::ACK));
     assert_eq!(s.correlator.len(), 2, "kubelet's connection (one, across SNAT) and the pod's");
     let f = s.findings();
     assert_eq!(f.len(), 1, "{f:?}");

@@ -144,10 +144,10 @@ impl Serialize for Hook {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Detail {
     /// A TCP handshake or reset packet.
-    Packet { tcp_flags: String, tcp_seq: u32 },
+    Packet { tcp_flags: TcpFlags, tcp_seq: u32 },
     /// A packet the kernel dropped.
     Drop {
-        drop_reason: String,
+        drop_reason: DropReason,
         location: String,
         netns: u32,
         /// The netfilter rule that decided a `NETFILTER_DROP` (attached after the rulesets are read).
@@ -156,9 +156,21 @@ pub enum Detail {
         /// For a dropped ICMP/ICMPv6 error: the flow it is about (read from the captured packet).
         #[serde(skip_serializing_if = "Option::is_none")]
         quoted: Option<Flow>,
+        /// The dropped packet's first bytes (IP header onwards).
+        #[serde(skip)]
+        packet: Captured,
     },
     /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
-    IcmpError { icmp_type: u8, icmp_code: u8, meaning: &'static str, quoted: Option<Flow>, mtu: u32 },
+    IcmpError {
+        icmp_type: u8,
+        icmp_code: u8,
+        meaning: IcmpKind,
+        quoted: Option<Flow>,
+        mtu: u32,
+        /// The error's first bytes (IP header onwards).
+        #[serde(skip)]
+        packet: Captured,
+    },
     /// An application's connect() (destination before any redirect/DNAT).
     Connect {
         pid: u32,
@@ -172,13 +184,13 @@ pub enum Detail {
         container_id: Option<String>,
         socket_cookie: u64,
     },
-    /// A TCP socket milestone: `established`, `passive-established`, `rto`, `connect-failed`.
-    Socket { event: &'static str, retransmits: u32, socket_cookie: u64 },
+    /// A TCP socket milestone.
+    Socket { event: SocketMilestone, retransmits: u32, socket_cookie: u64 },
     /// A segment retransmitted, or a RST sent by the local TCP stack (`socket` false: no socket
     /// matched, e.g. a closed port).
     Tcp {
-        event: &'static str,
-        state: &'static str,
+        event: TcpStackEvent,
+        state: TcpState,
         socket: bool,
         netns: u32,
         reason: u32,
@@ -186,6 +198,18 @@ pub enum Detail {
         #[serde(skip_serializing_if = "Option::is_none")]
         segment: Option<Segment>,
     },
+}
+
+impl Detail {
+    /// The captured packet bytes (drops and ICMP errors), if any.
+    pub fn captured(&self) -> Option<&[u8]> {
+        match self {
+            Detail::Drop { packet, .. } | Detail::IcmpError { packet, .. } if !packet.is_empty() => {
+                Some(packet.bytes())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A retransmitted TCP skb: its payload, first sequence number, and the sender's MSS.
@@ -243,6 +267,6 @@ pub struct Process {
 }
 
 pub use super::{
+    kinds::{Captured, DropClass, DropReason, IcmpKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState},
     namer::{Namer, Processes},
-    names::{icmp_meaning, tcp_flags, tcp_state_name},
 };

@@ -23,7 +23,7 @@ use super::{
     route::NamespaceRoutes,
 };
 use crate::{
-    events::model::{Detail, Observation},
+    events::model::{Detail, DropClass, Observation},
     loader::NetnsTarget,
 };
 
@@ -100,7 +100,7 @@ impl Attributor {
 
     /// Whether this observation is a netfilter drop that gets a culprit.
     pub fn wants(observation: &Observation) -> bool {
-        matches!(&observation.detail, Detail::Drop { drop_reason, .. } if drop_reason == "NETFILTER_DROP")
+        matches!(&observation.detail, Detail::Drop { drop_reason, .. } if drop_reason.class == DropClass::Netfilter)
             && observation.flow.is_some()
     }
 
@@ -269,7 +269,7 @@ impl Worker {
         let inside = target.run_inside(|| {
             let snapshot = read_here();
             let packets: Vec<Option<Packet>> = match NamespaceRoutes::here() {
-                Ok(mut routes) => drops.iter().map(|p| packet_of(&p.event, &p.observation, &mut routes)).collect(),
+                Ok(mut routes) => drops.iter().map(|p| packet_of(&p.observation, &mut routes)).collect(),
                 Err(_) => drops.iter().map(|_| None).collect(),
             };
             (snapshot, packets)
@@ -353,12 +353,12 @@ fn locate(tables: &[Table], site: Site, older: &[Table]) -> Option<Site> {
 
 /// What the evaluator needs: the 5-tuple, TCP flags from the captured header, which ends are
 /// local, and the interfaces (skb->dev at the drop is the input device except on output).
-fn packet_of(event: &Event, observation: &Observation, routes: &mut NamespaceRoutes) -> Option<Packet> {
+fn packet_of(observation: &Observation, routes: &mut NamespaceRoutes) -> Option<Packet> {
     let flow = observation.flow?;
-    let Event::Drop(drop) = event else { return None };
-    let captured = drop.packet.get(..usize::from(drop.packet_len)).unwrap_or_default();
+    let Detail::Drop { packet, .. } = &observation.detail else { return None };
+    let captured = packet.bytes();
     // skb->dev at a drop is the input device, except on output where it is not set yet.
-    let route = routes.route(flow.src, flow.dst, Some(drop.ifindex), false);
+    let route = routes.route(flow.src, flow.dst, Some(observation.ifindex), false);
     let flags = tcp_flags(captured, flow.src);
     let mut packet = Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route);
     packet.icmp = icmp_header(captured, flow.src);

@@ -77,7 +77,7 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
         writeln!(out, "{}", format::TEXT_HEADER)?;
     }
     if args.count != Some(0) {
-        session.run(inventory.as_ref(), |event, observation| {
+        session.run(inventory.as_ref(), |_, observation| {
             if args.count.is_some_and(|n| printed >= n) {
                 return ControlFlow::Break(());
             }
@@ -90,7 +90,7 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
                 OutputFormat::Json => format::json_line(&observation),
             };
             let line = if colour { format::colourize(&observation, line) } else { line };
-            if let (Some(writer), Some(bytes)) = (pcap_out.as_mut(), pcap::captured(event)) {
+            if let (Some(writer), Some(bytes)) = (pcap_out.as_mut(), observation.detail.captured()) {
                 if let Err(err) = writer.write(observation.time, bytes, pcap::ip_length(bytes)) {
                     failure = Some(anyhow::anyhow!("writing the pcap file: {err}"));
                     return ControlFlow::Break(());

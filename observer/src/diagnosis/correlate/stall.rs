@@ -11,9 +11,6 @@ use crate::events::model::Segment;
 /// RTO and two backoffs: about 1.4 s on a LAN).
 pub const STALL_RETRANSMITS: u32 = 3;
 
-/// TCP states (as the namer names them) in which a retransmission is of data after the handshake.
-pub(super) const AFTER_HANDSHAKE: [&str; 5] = ["ESTABLISHED", "FIN_WAIT1", "CLOSE_WAIT", "CLOSING", "LAST_ACK"];
-
 /// IPv4 packets of this size or more are "full-size" candidates for a PMTU blackhole (RFC 791's
 /// minimum datagram every host must accept); IPv6: the minimum link MTU (RFC 8200).
 const MIN_MTU_V4: u32 = 576;
