@@ -124,8 +124,8 @@ pub struct TraceArgs {
     #[arg(long = "ip", value_name = "IP")]
     pub ips: Vec<std::net::IpAddr>,
     /// Only drops, only rejections (ICMP errors, resets), or everything.
-    #[arg(long, value_enum, default_value_t = crate::trace::filter::Verdict::All)]
-    pub verdict: crate::trace::filter::Verdict,
+    #[arg(long, value_enum, default_value_t = Verdict::All)]
+    pub verdict: Verdict,
     /// Only flows on Istio's ports (sidecar, ztunnel, istiod, gateways).
     #[arg(long)]
     pub istio: bool,
@@ -146,4 +146,16 @@ pub struct TraceArgs {
     /// the namespace of each drop are read with iptables-*-save and nft, never changed).
     #[arg(long)]
     pub no_culprit: bool,
+}
+
+/// Which events `trace --verdict` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Verdict {
+    /// Packets the kernel dropped (kfree_skb).
+    Dropped,
+    /// ICMP/ICMPv6 errors and TCP resets (who sent them is for the diagnosis to say).
+    Rejected,
+    /// Everything.
+    #[default]
+    All,
 }

@@ -2,10 +2,7 @@
 
 pub mod cli;
 pub mod diagnose;
-pub mod diagnosis;
 pub mod events;
-pub mod inventory;
-pub mod json;
 pub mod kernel;
 pub mod loader;
 pub mod netfilter;
@@ -13,3 +10,5 @@ pub mod session;
 pub mod stop;
 pub mod trace;
 pub mod verify;
+
+pub use observer_core::{diagnosis, inventory, json};

@@ -22,8 +22,11 @@ use crate::{
 use super::{
     cgroups::{pod_of, CgroupNames},
     clock::MonotonicClock,
-    kinds::{Captured, IcmpKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState},
-    model::{Detail, Flow, Hook, Observation, Process, Protocol, Segment},
+    model::{
+        Captured, Detail, Hook, IcmpKind, Observation, Process, Protocol, Segment, SocketMilestone, TcpFlags,
+        TcpStackEvent, TcpState,
+    },
+    wire,
 };
 
 /// The captured bytes of a drop or ICMP error event (`len` valid bytes of `buf`).
@@ -124,10 +127,10 @@ impl Namer<'_> {
                 dst: None,
                 process: None,
                 time: self.clock.to_wall(p.header.timestamp_ns),
-                hook: Hook::from_wire(p.hook),
+                hook: wire::hook(p.hook),
                 ifindex: p.ifindex,
-                interface: self.interface(Hook::from_wire(p.hook), p.ifindex),
-                flow: Flow::from_wire(&p.flow),
+                interface: self.interface(wire::hook(p.hook), p.ifindex),
+                flow: wire::flow(&p.flow),
                 detail: Detail::Packet { tcp_flags: TcpFlags::from_bits_truncate(p.tcp_flags), tcp_seq: p.tcp_seq },
             },
             Event::IcmpError(e) => Observation {
@@ -135,15 +138,15 @@ impl Namer<'_> {
                 dst: None,
                 process: None,
                 time: self.clock.to_wall(e.header.timestamp_ns),
-                hook: Hook::from_wire(e.hook),
+                hook: wire::hook(e.hook),
                 ifindex: e.ifindex,
-                interface: self.interface(Hook::from_wire(e.hook), e.ifindex),
-                flow: Flow::from_wire(&e.flow),
+                interface: self.interface(wire::hook(e.hook), e.ifindex),
+                flow: wire::flow(&e.flow),
                 detail: Detail::IcmpError {
                     icmp_type: e.icmp_type,
                     icmp_code: e.icmp_code,
                     meaning: IcmpKind::from_wire(e.flow.protocol, e.icmp_type, e.icmp_code),
-                    quoted: (e.quoted_valid != 0).then(|| Flow::from_wire(&e.quoted)).flatten(),
+                    quoted: (e.quoted_valid != 0).then(|| wire::flow(&e.quoted)).flatten(),
                     mtu: e.mtu,
                     packet: captured(&e.packet, e.packet_len),
                 },
@@ -160,7 +163,7 @@ impl Namer<'_> {
                     hook: Hook::CgroupConnect,
                     ifindex: 0,
                     interface: None,
-                    flow: Flow::from_wire(&c.flow),
+                    flow: wire::flow(&c.flow),
                     detail: Detail::Connect {
                         pid: c.pid,
                         tid: c.tid,
@@ -181,7 +184,7 @@ impl Namer<'_> {
                 hook: Hook::SockOps,
                 ifindex: 0,
                 interface: None,
-                flow: Flow::from_wire(&s.flow),
+                flow: wire::flow(&s.flow),
                 detail: Detail::Socket {
                     event: match s.op {
                         SOCKOPS_ACTIVE_ESTABLISHED => SocketMilestone::Established,
@@ -203,7 +206,7 @@ impl Namer<'_> {
                 hook: if t.kind == TCP_EVENT_SEND_RESET { Hook::TcpSendReset } else { Hook::TcpRetransmit },
                 ifindex: 0,
                 interface: None,
-                flow: Flow::from_wire(&t.flow),
+                flow: wire::flow(&t.flow),
                 detail: Detail::Tcp {
                     event: if t.kind == TCP_EVENT_SEND_RESET {
                         TcpStackEvent::SendReset
@@ -231,7 +234,7 @@ impl Namer<'_> {
                 interface: (d.netns_ino == self.watched_netns)
                     .then(|| self.interfaces.get(&d.ifindex).cloned())
                     .flatten(),
-                flow: (d.flow_valid != 0).then(|| Flow::from_wire(&d.flow)).flatten(),
+                flow: (d.flow_valid != 0).then(|| wire::flow(&d.flow)).flatten(),
                 detail: Detail::Drop {
                     drop_reason: self.drop_reasons.reason(d.reason),
                     location: self.kallsyms.symbolize(d.location),
@@ -305,7 +308,7 @@ mod tests {
         assert_eq!(
             obs.detail,
             Detail::Drop {
-                drop_reason: crate::events::kinds::DropReason::new(12, "NETFILTER_DROP"),
+                drop_reason: crate::events::model::DropReason::new(12, "NETFILTER_DROP"),
                 location: "nf_hook_slow+0x10".into(),
                 netns: 78,
                 culprit: None,
@@ -321,13 +324,13 @@ mod tests {
         t.family = FAMILY_IPV6;
         t.saddr = "fd00::1".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
         t.daddr = "fd00::2".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
-        let flow = Flow::from_wire(&t).expect("v6");
+        let flow = wire::flow(&t).expect("v6");
         assert_eq!(flow.to_string(), "TCP [fd00::1]:43512 -> [fd00::2]:15012");
         assert_eq!(TcpFlags::from_bits_truncate(TCP_SYN | TCP_ACK).to_string(), "SYN|ACK");
         assert_eq!(TcpFlags::from_bits_truncate(TCP_RST | TCP_ACK).to_string(), "RST|ACK");
         t.saddr = "::ffff:10.244.2.10".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
-        assert_eq!(Flow::from_wire(&t).expect("v6").src.to_string(), "10.244.2.10", "v4-mapped shown as IPv4");
+        assert_eq!(wire::flow(&t).expect("v6").src.to_string(), "10.244.2.10", "v4-mapped shown as IPv4");
         t.family = 99;
-        assert_eq!(Flow::from_wire(&t), None);
+        assert_eq!(wire::flow(&t), None);
     }
 }

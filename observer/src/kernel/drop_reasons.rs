@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::btf::Btf;
-use crate::events::kinds::DropReason;
+use observer_core::model::DropReason;
 
 const PREFIX: &str = "SKB_DROP_REASON_";
 

@@ -22,10 +22,9 @@ use super::{
     read::{read_here, Snapshot},
     route::NamespaceRoutes,
 };
-use crate::{
-    events::model::{Detail, DropClass, Observation},
-    loader::NetnsTarget,
-};
+use observer_core::model::{Detail, DropClass, Observation};
+
+use crate::loader::NetnsTarget;
 
 /// How long a drop waits before it is attributed.
 pub const SETTLE: Duration = Duration::from_millis(50);

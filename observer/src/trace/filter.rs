@@ -4,8 +4,6 @@
 
 use std::net::IpAddr;
 
-use clap::ValueEnum;
-
 use crate::{
     events::model::{Detail, Flow, Observation, TcpStackEvent},
     inventory::{istio_ports, Endpoint, Inventory},
@@ -13,16 +11,7 @@ use crate::{
     loader::filter::{Cidr, KernelFilter},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Verdict {
-    /// Packets the kernel dropped (kfree_skb).
-    Dropped,
-    /// ICMP/ICMPv6 errors and TCP resets (who sent them is for the diagnosis to say).
-    Rejected,
-    /// Everything.
-    #[default]
-    All,
-}
+pub use crate::cli::Verdict;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -67,7 +56,7 @@ pub fn build(
     reasons: &DropReasons,
 ) -> Result<(TraceFilter, KernelFilter), FilterError> {
     let mut cidrs: Vec<Cidr> = args.cidrs.to_vec();
-    let host = |ip: IpAddr| Cidr { addr: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } };
+    let host = Cidr::host;
     cidrs.extend(args.ips.iter().copied().map(host));
     for pod in args.pods {
         let inv = inventory.ok_or(FilterError::NeedsInventory { flag: "pod" })?;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Connection;
-use crate::events::model::Segment;
+use crate::model::Segment;
 
 /// Retransmissions of the same segment before the connection is called stalled (the initial
 /// RTO and two backoffs: about 1.4 s on a LAN).

@@ -1,17 +1,12 @@
-//! Observations: decoded kernel events with names attached (interface, drop reason, symbol).
+//! Observations: kernel events with names attached (interface, drop reason, symbol), as the
+//! engine and every sink consume them. Built by `observer`'s namer from wire events (live or
+//! replayed); nothing here knows the wire format.
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::SystemTime,
-};
+use std::{fmt, net::IpAddr, time::SystemTime};
 
-use observer_common::event::{
-    FlowTuple, FAMILY_IPV4, FAMILY_IPV6, HOOK_CGROUP_EGRESS, HOOK_CGROUP_INGRESS, HOOK_TC_EGRESS, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-};
 use serde::Serialize;
 
+use super::kinds::{Captured, DropReason, IcmpKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState};
 use crate::{inventory::Endpoint, netfilter::Culprit};
 
 /// A packet's 5-tuple with real address types.
@@ -28,10 +23,10 @@ pub struct Flow {
 pub struct Protocol(pub u8);
 
 impl Protocol {
-    pub const TCP: Self = Self(PROTO_TCP);
-    pub const UDP: Self = Self(PROTO_UDP);
-    pub const ICMP: Self = Self(PROTO_ICMP);
-    pub const ICMPV6: Self = Self(PROTO_ICMPV6);
+    pub const TCP: Self = Self(6);
+    pub const UDP: Self = Self(17);
+    pub const ICMP: Self = Self(1);
+    pub const ICMPV6: Self = Self(58);
 
     /// ICMP or ICMPv6: control messages, never a connection of their own.
     pub fn is_icmp(self) -> bool {
@@ -39,12 +34,12 @@ impl Protocol {
     }
 
     pub fn name(self) -> String {
-        match self.0 {
-            PROTO_TCP => "TCP".into(),
-            PROTO_UDP => "UDP".into(),
-            PROTO_ICMP => "ICMP".into(),
-            PROTO_ICMPV6 => "ICMPv6".into(),
-            n => format!("proto#{n}"),
+        match self {
+            Self::TCP => "TCP".into(),
+            Self::UDP => "UDP".into(),
+            Self::ICMP => "ICMP".into(),
+            Self::ICMPV6 => "ICMPv6".into(),
+            Self(n) => format!("proto#{n}"),
         }
     }
 }
@@ -53,26 +48,6 @@ impl Serialize for Protocol {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.name())
     }
-}
-
-impl Flow {
-    /// `None` for an unknown address family.
-    pub fn from_wire(t: &FlowTuple) -> Option<Self> {
-        let (src, dst) = match t.family {
-            FAMILY_IPV4 => {
-                let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
-                (v4(&t.saddr), v4(&t.daddr))
-            }
-            // A dual-stack socket talking IPv4 reports v4-mapped addresses: show them as IPv4.
-            FAMILY_IPV6 => (unmap(Ipv6Addr::from(t.saddr)), unmap(Ipv6Addr::from(t.daddr))),
-            _ => return None,
-        };
-        Some(Self { protocol: Protocol(t.protocol), src, sport: t.sport, dst, dport: t.dport })
-    }
-}
-
-fn unmap(a: Ipv6Addr) -> IpAddr {
-    a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)
 }
 
 impl fmt::Display for Flow {
@@ -116,16 +91,6 @@ impl Hook {
 }
 
 impl Hook {
-    /// The hook of a packet or ICMP event (`HOOK_*` wire values).
-    pub fn from_wire(hook: u8) -> Self {
-        match hook {
-            HOOK_TC_EGRESS => Hook::TcEgress,
-            HOOK_CGROUP_INGRESS => Hook::CgroupIngress,
-            HOOK_CGROUP_EGRESS => Hook::CgroupEgress,
-            _ => Hook::TcIngress,
-        }
-    }
-
     /// Whether `ifindex` of the event is an interface of the watched namespace (TC hooks) rather
     /// than of the socket's namespace (cgroup hooks).
     pub fn is_tc(self) -> bool {
@@ -233,9 +198,10 @@ impl Segment {
     }
 }
 
+/// One kernel event, named: when, where (hook, interface), which flow, what, by whom.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Observation {
-    #[serde(serialize_with = "serialize_time")]
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub time: SystemTime,
     pub hook: Hook,
     pub ifindex: u32,
@@ -255,18 +221,9 @@ pub struct Observation {
     pub dst: Option<Endpoint>,
 }
 
-fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&super::clock::rfc3339(*t))
-}
-
 /// A process, as the connect hook saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Process {
     pub pid: u32,
     pub comm: String,
 }
-
-pub use super::{
-    kinds::{Captured, DropClass, DropReason, IcmpKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState},
-    namer::{Namer, Processes},
-};

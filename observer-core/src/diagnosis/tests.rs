@@ -5,14 +5,14 @@ use std::{
 
 use super::*;
 use crate::{
-    events::model::{
+    inventory::Inventory,
+    model::{
         Captured, Detail, DropReason, Flow, Hook, IcmpKind, Observation, Protocol, SocketMilestone, TcpFlags,
         TcpStackEvent, TcpState,
     },
-    inventory::Inventory,
 };
 
-const LAB: &str = include_str!("../../tests/fixtures/lab-inventory.json");
+const LAB: &str = include_str!("../../../observer/tests/fixtures/lab-inventory.json");
 
 struct Scenario {
     inv: Inventory,
@@ -325,7 +325,7 @@ fn retransmit(payload: u32, seq: u32, mss: u32) -> Detail {
         socket: true,
         netns: 7,
         reason: 0,
-        segment: Some(crate::events::model::Segment { payload, seq, mss }),
+        segment: Some(crate::model::Segment { payload, seq, mss }),
     }
 }
 

@@ -6,7 +6,7 @@ mod classify;
 mod correlate;
 pub mod report;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::SystemTime};
 
 use serde::Serialize;
 
@@ -96,7 +96,7 @@ pub struct Party {
 }
 
 /// What the events show.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Evidence {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drop_reason: Option<String>,
@@ -122,8 +122,11 @@ pub struct Evidence {
     pub attempts: u32,
     /// Distinct connections aggregated in this finding.
     pub connections: u32,
-    pub first_seen: String,
-    pub last_seen: String,
+    /// When the first and last evidence was seen (RFC 3339 in JSON).
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
+    pub first_seen: SystemTime,
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
+    pub last_seen: SystemTime,
 }
 
 /// What a stalled connection showed (sizes in bytes).

@@ -2,7 +2,7 @@ use std::net::IpAddr;
 
 use super::*;
 
-const LAB: &str = include_str!("../../tests/fixtures/lab-inventory.json");
+const LAB: &str = include_str!("../../../observer/tests/fixtures/lab-inventory.json");
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")

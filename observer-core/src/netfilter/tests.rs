@@ -9,11 +9,11 @@ use super::{
     nft::parse_ruleset,
 };
 
-const IPTABLES_NFT: &str = include_str!("../../tests/fixtures/netfilter/iptables-nft-save.txt");
-const IP6TABLES_NFT: &str = include_str!("../../tests/fixtures/netfilter/ip6tables-nft-save.txt");
-const IPTABLES_LEGACY: &str = include_str!("../../tests/fixtures/netfilter/iptables-legacy-save.txt");
-const NFT_JSON: &str = include_str!("../../tests/fixtures/netfilter/nft-ruleset.json");
-const NFT_TEXT: &str = include_str!("../../tests/fixtures/netfilter/nft-ruleset.txt");
+const IPTABLES_NFT: &str = include_str!("../../../observer/tests/fixtures/netfilter/iptables-nft-save.txt");
+const IP6TABLES_NFT: &str = include_str!("../../../observer/tests/fixtures/netfilter/ip6tables-nft-save.txt");
+const IPTABLES_LEGACY: &str = include_str!("../../../observer/tests/fixtures/netfilter/iptables-legacy-save.txt");
+const NFT_JSON: &str = include_str!("../../../observer/tests/fixtures/netfilter/nft-ruleset.json");
+const NFT_TEXT: &str = include_str!("../../../observer/tests/fixtures/netfilter/nft-ruleset.txt");
 
 fn syn(src: &str, dst: &str, dport: u16) -> Packet {
     Packet {
@@ -346,8 +346,8 @@ fn an_observed_drop_with_one_possible_rule_names_it_despite_doubts_on_accepts() 
     assert_eq!(c.confidence, Confidence::NotIdentified);
 }
 
-const NFT_EXPRESSIONS_JSON: &str = include_str!("../../tests/fixtures/netfilter/nft-expressions.json");
-const NFT_EXPRESSIONS_TEXT: &str = include_str!("../../tests/fixtures/netfilter/nft-expressions.txt");
+const NFT_EXPRESSIONS_JSON: &str = include_str!("../../../observer/tests/fixtures/netfilter/nft-expressions.json");
+const NFT_EXPRESSIONS_TEXT: &str = include_str!("../../../observer/tests/fixtures/netfilter/nft-expressions.txt");
 
 /// A SYN forwarded from cni0 to eth0 (an Ethernet interface, as both ends are here).
 fn ether_syn(src: &str, dst: &str, dport: u16) -> Packet {

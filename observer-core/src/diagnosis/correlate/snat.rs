@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use super::{Correlator, Observation};
-use crate::events::model::Flow;
+use super::Correlator;
+use crate::model::{Flow, Observation};
 
 /// How soon after its socket's last event a source-NATed packet may join a connection.
 const SNAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);

@@ -108,7 +108,7 @@ pub struct Inventory {
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
     /// Pod CIDRs of the nodes (`spec.podCIDRs`): addresses that should belong to pods.
-    pub pod_cidrs: Vec<crate::loader::filter::Cidr>,
+    pub pod_cidrs: Vec<ipnet::IpNet>,
     /// Items of kinds the observer does not use, by kind (reported, not an error).
     pub skipped: BTreeMap<String, usize>,
     pod_by_ip: HashMap<IpAddr, usize>,

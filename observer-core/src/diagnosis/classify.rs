@@ -5,15 +5,15 @@
 use std::net::IpAddr;
 
 use crate::{
-    events::model::DropClass,
     inventory::{istio_ports, MeshMode, Role},
+    model::DropClass,
     netfilter::{Confidence, Culprit},
 };
 
 use super::{Connection, Evidence, Finding, Kind, Mechanism, Outcome, Party, Requirement, Severity};
 
 /// The finding for one connection, or None when the infrastructure is not to blame.
-pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::Cidr]) -> Option<Finding> {
+pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Option<Finding> {
     let outcome = c.outcome();
     let named = c.culprit.as_deref().filter(|k| k.confidence != Confidence::NotIdentified);
     let mechanism = match &outcome {
@@ -39,8 +39,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         (dst.role == Some(Role::Istiod)).then(|| istio_ports::port_name(istio_ports::Component::Istiod, port)).flatten()
     });
     let in_mesh = |m: Option<MeshMode>| matches!(m, Some(MeshMode::Sidecar | MeshMode::Ambient));
-    let unnamed_pod_address =
-        !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| crate::loader::pod_scope::contains(c, server_ip));
+    let unnamed_pod_address = !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| c.contains(&server_ip));
     if mechanism == Mechanism::Established && !unnamed_pod_address {
         return None;
     }
@@ -85,9 +84,15 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[crate::loader::filter::
         icmp_errors_dropped: icmp_errors_dropped(&c.icmp_drops),
         attempts: c.attempts(),
         connections: 1,
-        first_seen: crate::events::clock::rfc3339(c.first_seen),
-        last_seen: crate::events::clock::rfc3339(c.last_seen),
-        ..Evidence::default()
+        first_seen: c.first_seen,
+        last_seen: c.last_seen,
+        drop_reason: None,
+        location: None,
+        netns: None,
+        interface: None,
+        hook: None,
+        icmp: None,
+        stall: None,
     };
     match &outcome {
         Outcome::Dropped { reason, location, netns, interface } => {

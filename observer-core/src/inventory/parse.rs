@@ -77,7 +77,7 @@ fn collect(items: Vec<&Value>, default_kind: Option<&str>) -> Result<Inventory, 
                 for (j, c) in item.pointer("/spec/podCIDRs").and_then(Value::as_array).into_iter().flatten().enumerate()
                 {
                     let text = c.as_str().unwrap_or("");
-                    let cidr = text.parse().map_err(|_| {
+                    let cidr = text.parse::<ipnet::IpNet>().map_err(|_| {
                         field_error(at.field(&format!("spec.podCIDRs[{j}]")), format!("`{text}` is not a CIDR"))
                     })?;
                     inv.pod_cidrs.push(cidr);

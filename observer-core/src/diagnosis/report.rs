@@ -20,10 +20,10 @@ pub fn aggregate(findings: Vec<Finding>) -> Vec<Finding> {
                 g.evidence.attempts += f.evidence.attempts;
                 g.evidence.connections += f.evidence.connections;
                 if f.evidence.first_seen < g.evidence.first_seen {
-                    g.evidence.first_seen = f.evidence.first_seen.clone();
+                    g.evidence.first_seen = f.evidence.first_seen;
                 }
                 if f.evidence.last_seen > g.evidence.last_seen {
-                    g.evidence.last_seen = f.evidence.last_seen.clone();
+                    g.evidence.last_seen = f.evidence.last_seen;
                 }
                 for line in f.evidence.icmp_errors_dropped {
                     if !g.evidence.icmp_errors_dropped.contains(&line)
@@ -119,7 +119,10 @@ pub fn text(report: &Report<'_>) -> String {
             let e = &f.evidence;
             let mut facts = vec![format!(
                 "{} attempts over {} connections, {} .. {}",
-                e.attempts, e.connections, e.first_seen, e.last_seen
+                e.attempts,
+                e.connections,
+                crate::time::rfc3339(e.first_seen),
+                crate::time::rfc3339(e.last_seen)
             )];
             if let Some(r) = &e.drop_reason {
                 facts.push(format!(

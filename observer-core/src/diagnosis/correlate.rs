@@ -14,11 +14,11 @@ mod stall;
 pub use stall::{Stall, STALL_RETRANSMITS};
 
 use crate::{
-    events::model::{
+    inventory::Endpoint,
+    model::{
         Detail, DropClass, DropReason, Hook, IcmpKind, Observation, Protocol, Segment, SocketMilestone, TcpStackEvent,
         TcpState,
     },
-    inventory::Endpoint,
     netfilter::Culprit,
 };
 
