@@ -10,7 +10,7 @@ use crate::{
     netfilter::{Confidence, Culprit},
 };
 
-use super::{Connection, Evidence, Finding, Kind, Mechanism, Outcome, Party, Requirement, Severity};
+use super::{Connection, Endpoint, Evidence, Finding, Kind, Mechanism, Outcome, Requirement, Severity};
 
 /// The finding for one connection, or None when the infrastructure is not to blame.
 pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Option<Finding> {
@@ -127,23 +127,24 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
         }
         _ => {}
     }
-    let dst_party = Party {
+    // A finding's ends: who (as the inventory names them), the addresses, the port. Roles and
+    // mesh modes decided the finding's kind and are not repeated.
+    let dst_party = Endpoint {
         ip: Some(server_ip),
         port: Some(port),
         pod: dst.pod.clone(),
         workload: dst.workload.clone(),
         service: dst.service.clone(),
         istio_port,
-        snat_ip: None,
+        ..Endpoint::default()
     };
-    let src_party = Party {
+    let src_party = Endpoint {
         ip: Some(c.client.0),
-        port: None,
         pod: src.pod.clone(),
         workload: src.workload.clone(),
         service: src.service.clone(),
-        istio_port: None,
         snat_ip: c.snat_source,
+        ..Endpoint::default()
     };
     let culprit =
         matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected).then(|| c.culprit.as_deref().cloned()).flatten();
@@ -185,7 +186,7 @@ fn is_ambient_probe_source(ip: IpAddr) -> bool {
 /// The fix for kubelet's probes blocked after istio-cni's SNAT.
 fn probe_remediation(
     mechanism: Mechanism,
-    dst: &Party,
+    dst: &Endpoint,
     evidence: &Evidence,
     culprit: Option<&Culprit>,
     node: &str,
@@ -254,7 +255,7 @@ fn by_firewall(outcome: &Outcome) -> bool {
 fn remediation(
     kind: Kind,
     mechanism: Mechanism,
-    dst: &Party,
+    dst: &Endpoint,
     evidence: &Evidence,
     culprit: Option<&Culprit>,
     node: &str,

@@ -406,11 +406,7 @@ impl Correlator {
 
 /// Fills the fields `into` lacks from `from` (the pod is known after DNAT, the service before).
 fn merge(into: &mut Endpoint, from: &Option<Endpoint>) {
-    let Some(from) = from else { return };
-    into.pod = into.pod.take().or_else(|| from.pod.clone());
-    into.workload = into.workload.take().or_else(|| from.workload.clone());
-    into.service = into.service.take().or_else(|| from.service.clone());
-    into.role = into.role.or(from.role);
-    into.mesh = into.mesh.or(from.mesh);
-    into.istio_port = into.istio_port.or(from.istio_port);
+    if let Some(from) = from {
+        into.merge(from);
+    }
 }

@@ -6,9 +6,11 @@ mod classify;
 mod correlate;
 pub mod report;
 
-use std::{net::IpAddr, time::SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
+
+pub use crate::model::Endpoint;
 
 pub use classify::classify;
 pub use correlate::{Connection, ConnectionDrop, Correlator, IcmpDrop, NoRouteBy, Outcome, Stall, STALL_RETRANSMITS};
@@ -75,26 +77,6 @@ pub enum Severity {
     Medium,
 }
 
-/// One end of a finding's flow.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Party {
-    pub ip: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workload: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub istio_port: Option<&'static str>,
-    /// (source) The address its packets carried after source NAT, when the connection was
-    /// followed across it (e.g. istio-cni's ambient probe address 169.254.7.127).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snat_ip: Option<IpAddr>,
-}
-
 /// What the events show.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Evidence {
@@ -156,8 +138,8 @@ pub struct Finding {
     pub kind: Kind,
     pub mechanism: Mechanism,
     pub severity: Severity,
-    pub src: Party,
-    pub dst: Party,
+    pub src: Endpoint,
+    pub dst: Endpoint,
     pub node: String,
     pub evidence: Evidence,
     /// The netfilter rule that dropped or rejected the traffic (`dropped`/`rejected` only).

@@ -82,25 +82,7 @@ impl Service {
     }
 }
 
-/// Everything known about one end of a flow.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Endpoint {
-    /// `namespace/name` of the pod owning the IP.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workload: Option<String>,
-    /// `namespace/name` of the Service: the IP is its cluster IP, or the pod is one of its endpoints.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<Role>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mesh: Option<MeshMode>,
-    /// Istio's name for the port (for destinations), e.g. `xds-tls`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub istio_port: Option<&'static str>,
-}
+pub use crate::model::endpoint::Endpoint;
 
 /// The parsed inventory with its lookup indexes.
 #[derive(Debug, Default)]
@@ -164,7 +146,7 @@ impl Inventory {
             service: pod.ips.iter().find_map(|ip| self.services_of_endpoint(*ip).next()).map(Service::key),
             role: Some(pod.role),
             mesh: Some(pod.mesh),
-            istio_port: None,
+            ..Endpoint::default()
         }
     }
 
@@ -197,6 +179,7 @@ impl Inventory {
                 role,
                 mesh: backing.map(|p| p.mesh),
                 istio_port,
+                ..Endpoint::default()
             };
         }
         let service = self.services_of_endpoint(ip).next();
@@ -208,6 +191,7 @@ impl Inventory {
                 role: Some(pod.role),
                 mesh: Some(pod.mesh),
                 istio_port: port.and_then(|p| component_port(pod.role, Some(pod.mesh), p)),
+                ..Endpoint::default()
             },
             None => Endpoint {
                 service: service.map(Service::key),

@@ -8,7 +8,7 @@ use observer_core::model::DropReason;
 const PREFIX: &str = "SKB_DROP_REASON_";
 
 /// Maps drop-reason numbers to names such as `NETFILTER_DROP`, each classified once
-/// ([`crate::events::kinds::DropClass`]) when read.
+/// ([`observer_core::model::DropClass`]) when read.
 #[derive(Clone, Debug, Default)]
 pub struct DropReasons {
     names: HashMap<u32, DropReason>,
