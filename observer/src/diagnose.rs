@@ -3,6 +3,7 @@
 
 use std::{
     ops::ControlFlow,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -11,9 +12,8 @@ use tracing::info;
 use crate::{
     cli::{DiagnoseArgs, OutputFormat},
     diagnosis::{
-        classify,
-        report::{self, Report, Stats},
-        Correlator, Outcome,
+        report::{self, Report},
+        Engine, EngineConfig, FindingUpdate,
     },
     loader::filter::KernelFilter,
     session::{Session, SessionConfig},
@@ -21,45 +21,37 @@ use crate::{
     trace::load_inventory,
 };
 
-/// Connections followed at once; beyond, the oldest are concluded in batches.
-const MAX_CONNECTIONS: usize = 131_072;
-const RETIRE_BATCH: usize = 16_384;
-
-/// Concluded connections: counts and findings.
-#[derive(Default)]
-struct Tally {
-    stats: Stats,
-    findings: Vec<crate::diagnosis::Finding>,
+/// Logs a finding update (stderr): an operator watching sees a blocked attempt within moments,
+/// and the report follows at the end.
+pub fn log_update(update: &FindingUpdate) {
+    let f = update.finding();
+    let what = match update {
+        FindingUpdate::New(_) => "finding",
+        FindingUpdate::Updated(_) => "finding updated",
+        FindingUpdate::Cleared(_) => "finding cleared",
+    };
+    let src = f.src.pod.clone().or_else(|| f.src.ip.map(|i| i.to_string())).unwrap_or_default();
+    let dst = f.dst.service.clone().or(f.dst.pod.clone()).unwrap_or_default();
+    info!(
+        requirement = ?f.requirement,
+        attempts = f.evidence.attempts,
+        connections = f.evidence.connections,
+        "{what}: {} {} {src} -> {dst}:{}",
+        kebab(&f.kind),
+        kebab(&f.mechanism),
+        f.dst.port.unwrap_or(0),
+    );
 }
 
-impl Tally {
-    fn fold(&mut self, c: &crate::diagnosis::Connection, node: &str, inventory: &crate::inventory::Inventory) {
-        self.stats.connections += 1;
-        let outcome = c.outcome();
-        match &outcome {
-            Outcome::Established => self.stats.established += 1,
-            Outcome::RefusedByApplication => self.stats.refused_by_application += 1,
-            _ => {}
-        }
-        match classify(c, node, &inventory.pod_cidrs) {
-            Some(f) => self.findings.push(f),
-            None if !matches!(outcome, Outcome::Established | Outcome::RefusedByApplication) => {
-                self.stats.unresolved += 1
-            }
-            None => {}
-        }
-    }
-
-    /// Merges findings of the same kind so that retired connections cost no memory.
-    fn compact(&mut self) {
-        self.findings = report::aggregate(std::mem::take(&mut self.findings));
-    }
+/// The kebab-case name of one of the finding's enums, as in the JSON report.
+fn kebab<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 /// Runs the diagnosis until `stop` is set (the CLI sets it on Ctrl-C/SIGTERM) or `--duration`;
 /// returns whether findings were reported (exit status 3).
 pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
-    let inventory = load_inventory(&args.node.inventory)?;
+    let inventory = Arc::new(load_inventory(&args.node.inventory)?);
     let config = SessionConfig {
         netns: args.node.netns.clone(),
         cgroup_root: args.cgroup_root.clone(),
@@ -72,70 +64,36 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     // Every handshake matters to the diagnosis: no kernel-side narrowing.
     let mut session = loaded.start(&KernelFilter::default(), stop.clone())?;
     let started = Instant::now();
-    let mut correlator = Correlator::default();
+    let mut engine = Engine::new(EngineConfig::new(node.clone()), Arc::clone(&inventory));
     // Interface MTUs on the node's path, for PMTU findings.
-    correlator.set_interface_mtus(session.interface_mtus());
-    let mut events = 0u64;
-    let mut announced = std::collections::HashSet::new();
-    let mut tally = Tally::default();
-    session.run(Some(&inventory), |_, observation| {
-        events += 1;
-        // Bounded memory under a flood of distinct connections: the oldest are concluded and
-        // folded into the (aggregated) findings.
-        if correlator.len() >= MAX_CONNECTIONS {
-            for c in correlator.retire_oldest(RETIRE_BATCH) {
-                announced.remove(&c.client);
-                tally.fold(&c, &node, &inventory);
-            }
-            tally.compact();
-        }
-        // A drop or rejection is conclusive at once: announce it live (stderr) so an operator
-        // watching sees it within moments of the first blocked attempt; the report follows.
-        if let Some(client) = correlator.add(&observation) {
-            if let Some(c) = correlator.get(client) {
-                // Silence is conclusive once the SYN had to be retransmitted (or the attempt died).
-                let conclusive = matches!(
-                    c.outcome(),
-                    Outcome::Dropped { .. }
-                        | Outcome::Rejected { .. }
-                        | Outcome::NoRoute { .. }
-                        | Outcome::Silent
-                        | Outcome::Stalled(_)
-                );
-                if conclusive && announced.insert(client) {
-                    if let Some(f) = classify(c, &node, &inventory.pod_cidrs) {
-                        info!(
-                            requirement = ?f.requirement,
-                            client = %format!("{}:{}", client.0, client.1),
-                            "finding: {} {} {} -> {}:{}",
-                            serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                            serde_json::to_value(f.mechanism).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                            f.src.pod.clone().unwrap_or_else(|| client.0.to_string()),
-                            f.dst.service.clone().or(f.dst.pod.clone()).unwrap_or_default(),
-                            f.dst.port.unwrap_or(0),
-                        );
-                    }
-                }
-            }
-        }
-        ControlFlow::Continue(())
-    })?;
+    engine.set_interface_mtus(session.interface_mtus());
+    let engine = std::cell::RefCell::new(engine);
+    session.run_ticking(
+        Some(&inventory),
+        |_, observation| {
+            engine.borrow_mut().observe(&observation).iter().for_each(log_update);
+            ControlFlow::Continue(())
+        },
+        |now| engine.borrow_mut().tick(now).iter().for_each(log_update),
+    )?;
+    let mut engine = engine.into_inner();
+    engine.finish().iter().filter(|u| matches!(u, FindingUpdate::Cleared(_))).for_each(log_update);
     let counters = session.counters()?;
-    for c in correlator.connections() {
-        tally.fold(c, &node, &inventory);
-    }
-    let Tally { mut stats, findings } = tally;
-    (stats.events, stats.lost_events, stats.duration_secs) =
-        (events, counters.kernel.ringbuf_full, started.elapsed().as_secs_f64());
+    let mut stats = engine.stats();
+    (stats.lost_events, stats.duration_secs) = (counters.kernel.ringbuf_full, started.elapsed().as_secs_f64());
     stats.drops_not_attributed = counters.drops_not_attributed;
-    let findings = report::aggregate(findings);
-    let report = Report { node: &node, findings: &findings, stats };
-    match args.output {
-        OutputFormat::Text => print!("{}", report::text(&report)),
-        OutputFormat::Json => println!("{}", report::json(&report)),
-    }
+    let findings = engine.findings();
+    print_report(&Report { node: &node, findings: &findings, stats }, args.output);
     info!(findings = findings.len(), "diagnosis finished");
     Ok(!findings.is_empty())
+}
+
+/// Prints the report on stdout, as text or one JSON object.
+pub fn print_report(report: &Report<'_>, output: OutputFormat) {
+    match output {
+        OutputFormat::Text => print!("{}", report::text(report)),
+        OutputFormat::Json => println!("{}", report::json(report)),
+    }
 }
 
 #[cfg(test)]
@@ -144,13 +102,13 @@ mod tests {
 
     #[test]
     fn drops_reported_without_their_culprit_are_in_the_text_and_json_report() {
-        let stats = Stats { drops_not_attributed: 3, ..Stats::default() };
+        let stats = report::Stats { drops_not_attributed: 3, ..report::Stats::default() };
         let report = Report { node: "node-a", findings: &[], stats };
         let text = report::text(&report);
         assert!(text.contains("WARNING: 3 netfilter drops were reported without their culprit rule"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&report::json(&report)).expect("json");
         assert_eq!(json["stats"]["drops_not_attributed"], 3);
-        let quiet = Report { node: "node-a", findings: &[], stats: Stats::default() };
+        let quiet = Report { node: "node-a", findings: &[], stats: report::Stats::default() };
         assert!(!report::text(&quiet).contains("culprit rule"), "no warning when every drop was attributed");
     }
 }

@@ -8,7 +8,7 @@
 use std::{
     ops::ControlFlow,
     path::PathBuf,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::Ebpf;
@@ -193,6 +193,17 @@ impl Session {
         inventory: Option<&Inventory>,
         each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
     ) -> anyhow::Result<()> {
+        self.run_ticking(inventory, each, |_| {})
+    }
+
+    /// [`Session::run`], calling `tick` with the wall-clock time at least every 100 ms (also
+    /// when no event comes): an engine concludes idle connections then.
+    pub fn run_ticking(
+        &mut self,
+        inventory: Option<&Inventory>,
+        each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
+        mut tick: impl FnMut(SystemTime),
+    ) -> anyhow::Result<()> {
         // Pod namespaces are those holding the inventory's pod addresses (not whatever lies
         // behind a veth that is not the default route's).
         if let Some(inventory) = inventory {
@@ -238,6 +249,9 @@ impl Session {
                 }
             })?;
             pass_attributed(&mut self.culprits, &self.watch, false, &mut consumer);
+            if !consumer.done {
+                tick(SystemTime::now());
+            }
         }
         // Drops still waiting for their culprit are attributed now, not lost (unless the
         // consumer has had enough).

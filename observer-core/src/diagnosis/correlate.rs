@@ -8,8 +8,11 @@ use std::{
     time::SystemTime,
 };
 
+mod held;
 mod snat;
 mod stall;
+
+pub use held::DEFAULT_CAPACITY;
 
 pub use stall::{Stall, STALL_RETRANSMITS};
 
@@ -212,7 +215,7 @@ impl Connection {
 /// Folds observations into connections.
 #[derive(Debug, Default)]
 pub struct Correlator {
-    connections: HashMap<(IpAddr, u16), Connection>,
+    connections: held::Held,
     last_touched: Option<(IpAddr, u16)>,
     /// MTUs of the watched node's interfaces, by name (read via rtnetlink by the caller).
     mtus: HashMap<String, u32>,
@@ -229,8 +232,15 @@ impl Correlator {
         self.mtus = mtus;
     }
 
+    /// A correlator holding at most `capacity` connections being decided (and as many quiet
+    /// established ones); beyond, the least recently seen are pushed out to be concluded.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { connections: held::Held::with_capacity(capacity), ..Self::default() }
+    }
+
+    /// Every connection held.
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
-        self.connections.values()
+        self.connections.iter()
     }
 
     pub fn len(&self) -> usize {
@@ -238,25 +248,45 @@ impl Correlator {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.connections.is_empty()
+        self.connections.len() == 0
     }
 
-    /// Removes and returns the `n` connections seen last longest ago (bounding memory).
-    pub fn retire_oldest(&mut self, n: usize) -> Vec<Connection> {
-        let mut by_age: Vec<((IpAddr, u16), SystemTime)> =
-            self.connections.iter().map(|(k, c)| (*k, c.last_seen)).collect();
-        by_age.sort_by_key(|(_, t)| *t);
-        let retired: Vec<Connection> =
-            by_age.into_iter().take(n).filter_map(|(k, _)| self.connections.remove(&k)).collect();
+    /// Connections pushed out by newer ones (the capacity was reached), to be concluded.
+    pub fn take_evicted(&mut self) -> Vec<Connection> {
+        let out = self.connections.take_evicted();
+        if !out.is_empty() {
+            self.forget_aliases();
+        }
+        out
+    }
+
+    /// Connections nothing was seen of for `idle` at `now` (healthy established ones are kept
+    /// aside, quiet, in case they stall later), to be concluded.
+    pub fn take_idle(&mut self, now: SystemTime, idle: std::time::Duration) -> Vec<Connection> {
+        let out = self.connections.take_idle(now, idle);
+        if !out.is_empty() {
+            self.forget_aliases();
+        }
+        out
+    }
+
+    /// Every connection, emptying the correlator.
+    pub fn drain(&mut self) -> Vec<Connection> {
+        self.by_server_and_port.clear();
+        self.aliases.clear();
+        self.connections.drain()
+    }
+
+    /// SNAT aliases of connections no longer held (node sockets' only: a small map).
+    fn forget_aliases(&mut self) {
         let live = &self.connections;
-        self.by_server_and_port.retain(|_, (client, _)| live.contains_key(client));
-        self.aliases.retain(|_, client| live.contains_key(client));
-        retired
+        self.by_server_and_port.retain(|_, (client, _)| live.contains(client));
+        self.aliases.retain(|_, client| live.contains(client));
     }
 
-    /// The connection of `client`, if seen.
+    /// The connection of `client`, if held.
     pub fn get(&self, client: (IpAddr, u16)) -> Option<&Connection> {
-        self.connections.get(&client)
+        self.connections.peek(&client)
     }
 
     /// Folds `o` in; returns the client key of the connection it touched.
@@ -275,7 +305,7 @@ impl Correlator {
             // protocols' drops are evidence on the TCP flow they quote, or nothing.
             Detail::Drop { drop_reason, location, netns, quoted, .. } if flow.protocol != Protocol::TCP => {
                 let Some(q) = quoted.filter(|q| q.protocol == Protocol::TCP) else { return };
-                let key = [(q.src, q.sport), (q.dst, q.dport)].into_iter().find(|k| self.connections.contains_key(k));
+                let key = [(q.src, q.sport), (q.dst, q.dport)].into_iter().find(|k| self.connections.contains(k));
                 if let Some(c) = key.and_then(|k| self.existing(k, o)) {
                     c.icmp_drops.push(IcmpDrop {
                         reason: drop_reason.clone(),
@@ -306,7 +336,7 @@ impl Correlator {
                 }
             }
             Detail::Drop { drop_reason, location, netns, culprit, .. } => {
-                let key = if self.connections.contains_key(&(flow.dst, flow.dport)) {
+                let key = if self.connections.contains(&(flow.dst, flow.dport)) {
                     (flow.dst, flow.dport)
                 } else {
                     (flow.src, flow.sport)
@@ -337,8 +367,7 @@ impl Correlator {
             Detail::IcmpError { meaning, quoted: Some(q), .. } => {
                 let pmtu = meaning.is_pmtu();
                 // About the server's segment (server -> client) of a followed connection.
-                if !self.connections.contains_key(&(q.src, q.sport)) && self.connections.contains_key(&(q.dst, q.dport))
-                {
+                if !self.connections.contains(&(q.src, q.sport)) && self.connections.contains(&(q.dst, q.dport)) {
                     if let Some(c) = self.existing((q.dst, q.dport), o) {
                         c.pmtu_signal |= pmtu;
                     }
@@ -374,7 +403,7 @@ impl Correlator {
                 (TcpStackEvent::Retransmit, true) if state.after_handshake() => {
                     let key = [(flow.src, flow.sport), (flow.dst, flow.dport)]
                         .into_iter()
-                        .find(|k| self.connections.contains_key(k));
+                        .find(|k| self.connections.contains(k));
                     if let Some(c) = key.and_then(|k| self.existing(k, o)) {
                         c.note_retransmit(*segment);
                     }
@@ -387,7 +416,7 @@ impl Correlator {
 
     fn entry(&mut self, client: (IpAddr, u16), o: &Observation) -> &mut Connection {
         self.last_touched = Some(client);
-        let c = self.connections.entry(client).or_insert_with(|| Connection::new(client, o.time));
+        let c = self.connections.get_or_insert(client, || Connection::new(client, o.time));
         c.last_seen = c.last_seen.max(o.time);
         c.first_seen = c.first_seen.min(o.time);
         // The node's interfaces its packets cross, with their MTUs (a few at most).
@@ -400,7 +429,7 @@ impl Correlator {
     }
 
     fn existing(&mut self, client: (IpAddr, u16), o: &Observation) -> Option<&mut Connection> {
-        self.connections.contains_key(&client).then(|| self.entry(client, o))
+        self.connections.contains(&client).then(|| self.entry(client, o))
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod classify;
 mod correlate;
+pub mod engine;
 pub mod report;
 
 use std::time::SystemTime;
@@ -13,7 +14,10 @@ use serde::Serialize;
 pub use crate::model::Endpoint;
 
 pub use classify::classify;
-pub use correlate::{Connection, ConnectionDrop, Correlator, IcmpDrop, NoRouteBy, Outcome, Stall, STALL_RETRANSMITS};
+pub use correlate::{
+    Connection, ConnectionDrop, Correlator, IcmpDrop, NoRouteBy, Outcome, Stall, DEFAULT_CAPACITY, STALL_RETRANSMITS,
+};
+pub use engine::{Engine, EngineConfig, FindingUpdate};
 
 /// Istio's requirements of the network beneath the mesh (../shared/ISTIO.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -7,41 +7,56 @@ use serde::Serialize;
 
 use super::{Finding, Kind, Mechanism, Requirement};
 
-/// Merges findings of the same (source workload, destination, port, mechanism): attempts and
-/// connections add up, first/last seen widen. Most severe first.
+/// What findings are aggregated by: (source workload or pod or address, destination service
+/// or pod or address, port, mechanism, kind).
+pub type FindingKey = (String, String, u16, Mechanism, Kind);
+
+/// The aggregation key of a finding.
+pub fn key(f: &Finding) -> FindingKey {
+    let src = f.src.workload.clone().or_else(|| f.src.pod.clone()).unwrap_or_else(|| ip(&f.src.ip));
+    let dst = f.dst.service.clone().or_else(|| f.dst.pod.clone()).unwrap_or_else(|| ip(&f.dst.ip));
+    (src, dst, f.dst.port.unwrap_or(0), f.mechanism, f.kind)
+}
+
+/// Folds `f` (same key) into `g`: attempts and connections add up, first/last seen widen, the
+/// most certain culprit stays.
+pub fn absorb(g: &mut Finding, f: Finding) {
+    g.evidence.attempts += f.evidence.attempts;
+    g.evidence.connections += f.evidence.connections;
+    if f.evidence.first_seen < g.evidence.first_seen {
+        g.evidence.first_seen = f.evidence.first_seen;
+    }
+    if f.evidence.last_seen > g.evidence.last_seen {
+        g.evidence.last_seen = f.evidence.last_seen;
+    }
+    for line in f.evidence.icmp_errors_dropped {
+        if !g.evidence.icmp_errors_dropped.contains(&line)
+            && g.evidence.icmp_errors_dropped.len() < super::classify::MAX_ICMP_DROPS
+        {
+            g.evidence.icmp_errors_dropped.push(line);
+        }
+    }
+    if f.culprit.as_ref().map(|c| c.confidence) > g.culprit.as_ref().map(|c| c.confidence) {
+        g.culprit = f.culprit;
+    }
+}
+
+/// Merges findings of the same [`FindingKey`] ([`absorb`]). Most severe first.
 pub fn aggregate(findings: Vec<Finding>) -> Vec<Finding> {
-    let mut groups: BTreeMap<(String, String, u16, Mechanism, Kind), Finding> = BTreeMap::new();
+    let mut groups: BTreeMap<FindingKey, Finding> = BTreeMap::new();
     for f in findings {
-        let src = f.src.workload.clone().or_else(|| f.src.pod.clone()).unwrap_or_else(|| ip(&f.src.ip));
-        let dst = f.dst.service.clone().or_else(|| f.dst.pod.clone()).unwrap_or_else(|| ip(&f.dst.ip));
-        let key = (src, dst, f.dst.port.unwrap_or(0), f.mechanism, f.kind);
-        match groups.get_mut(&key) {
-            Some(g) => {
-                g.evidence.attempts += f.evidence.attempts;
-                g.evidence.connections += f.evidence.connections;
-                if f.evidence.first_seen < g.evidence.first_seen {
-                    g.evidence.first_seen = f.evidence.first_seen;
-                }
-                if f.evidence.last_seen > g.evidence.last_seen {
-                    g.evidence.last_seen = f.evidence.last_seen;
-                }
-                for line in f.evidence.icmp_errors_dropped {
-                    if !g.evidence.icmp_errors_dropped.contains(&line)
-                        && g.evidence.icmp_errors_dropped.len() < super::classify::MAX_ICMP_DROPS
-                    {
-                        g.evidence.icmp_errors_dropped.push(line);
-                    }
-                }
-                if f.culprit.as_ref().map(|c| c.confidence) > g.culprit.as_ref().map(|c| c.confidence) {
-                    g.culprit = f.culprit;
-                }
-            }
-            None => {
-                groups.insert(key, f);
+        match groups.entry(key(&f)) {
+            std::collections::btree_map::Entry::Occupied(mut g) => absorb(g.get_mut(), f),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(f);
             }
         }
     }
-    let mut out: Vec<Finding> = groups.into_values().collect();
+    sorted(groups.into_values().collect())
+}
+
+/// Most severe first, then by requirement, then oldest first.
+pub fn sorted(mut out: Vec<Finding>) -> Vec<Finding> {
     out.sort_by(|a, b| {
         (a.severity, a.requirement, &a.evidence.first_seen).cmp(&(b.severity, b.requirement, &b.evidence.first_seen))
     });
@@ -59,7 +74,7 @@ pub struct Report<'a> {
     pub stats: Stats,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Stats {
     pub connections: usize,
     pub established: usize,

@@ -46,7 +46,7 @@ impl Correlator {
             return flow;
         }
         let from_a_pod = o.src.as_ref().is_some_and(|e| e.pod.is_some());
-        if from_a_pod || self.connections.contains_key(&(flow.src, flow.sport)) {
+        if from_a_pod || self.connections.contains(&(flow.src, flow.sport)) {
             return flow;
         }
         let Some(&(orig, seen)) = self.by_server_and_port.get(&((flow.dst, flow.dport), flow.sport)) else {
