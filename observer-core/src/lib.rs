@@ -8,4 +8,5 @@ pub mod inventory;
 pub mod json;
 pub mod model;
 pub mod netfilter;
+pub mod recording;
 pub mod time;

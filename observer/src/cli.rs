@@ -68,6 +68,14 @@ pub struct DiagnoseArgs {
     /// the namespace of each drop are read with iptables-*-save and nft, never changed).
     #[arg(long)]
     pub no_culprit: bool,
+    /// Also record every event, with the kernel facts to name it, to FILE (docs/recording.md).
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<std::path::PathBuf>,
+    /// Diagnose a recording (`trace --record`/`diagnose --record`) instead of the live kernel:
+    /// no root, no eBPF. `--netns`, `--cgroup-root`, `--duration` and `--no-culprit` do not
+    /// apply (the recording holds what they decided).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,6 +154,14 @@ pub struct TraceArgs {
     /// the namespace of each drop are read with iptables-*-save and nft, never changed).
     #[arg(long)]
     pub no_culprit: bool,
+    /// Record every event handed on (before the userspace filters), with the kernel facts to
+    /// name it, to FILE (docs/recording.md); `diagnose --replay FILE` diagnoses it later.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<std::path::PathBuf>,
+    /// Print a recording instead of the live kernel: no root, no eBPF (`--netns`,
+    /// `--cgroup-root`, `--all-netns` and `--no-culprit` do not apply).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<std::path::PathBuf>,
 }
 
 /// Which events `trace --verdict` shows.

@@ -15,7 +15,9 @@ use crate::{
         report::{self, Report},
         Engine, EngineConfig, FindingUpdate,
     },
+    inventory::Inventory,
     loader::filter::KernelFilter,
+    record::{self, RecordTo},
     session::{Session, SessionConfig},
     stop::StopToken,
     trace::load_inventory,
@@ -52,15 +54,21 @@ fn kebab<T: serde::Serialize>(v: &T) -> String {
 /// returns whether findings were reported (exit status 3).
 pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let inventory = Arc::new(load_inventory(&args.node.inventory)?);
-    let config = SessionConfig {
+    if let Some(path) = &args.replay {
+        return replay(path, args, &inventory);
+    }
+    let mut config = SessionConfig {
         netns: args.node.netns.clone(),
         cgroup_root: args.cgroup_root.clone(),
         culprits: !args.no_culprit,
         all_netns: false,
         duration: args.duration.map(Duration::from_secs),
+        record: None,
     };
+    let netns = crate::loader::NetnsTarget::resolve(config.netns.as_deref())?;
+    let node = args.node.node_name.clone().unwrap_or_else(|| netns.name.clone());
+    config.record = args.record.clone().map(|path| RecordTo { path, node: node.clone() });
     let loaded = Session::load(config)?;
-    let node = args.node.node_name.clone().unwrap_or_else(|| loaded.netns.name.clone());
     // Every handshake matters to the diagnosis: no kernel-side narrowing.
     let mut session = loaded.start(&KernelFilter::default(), stop.clone())?;
     let started = Instant::now();
@@ -86,6 +94,46 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     print_report(&Report { node: &node, findings: &findings, stats }, args.output);
     info!(findings = findings.len(), "diagnosis finished");
     Ok(!findings.is_empty())
+}
+
+/// Diagnoses a recording: the same engine, fed the recorded observations, ticked by their
+/// times (as the live session ticks by the clock). No root, no eBPF.
+fn replay(path: &std::path::Path, args: &DiagnoseArgs, inventory: &Arc<Inventory>) -> anyhow::Result<bool> {
+    let replayed = diagnose_recording(path, inventory, args.node.node_name.as_deref())?;
+    let findings = &replayed.findings;
+    print_report(&Report { node: &replayed.node, findings, stats: replayed.stats }, args.output);
+    info!(findings = findings.len(), "diagnosis of the recording finished");
+    Ok(!findings.is_empty())
+}
+
+/// What diagnosing a recording found.
+pub struct Replayed {
+    /// `node` as given, else the recording's.
+    pub node: String,
+    pub findings: Vec<crate::diagnosis::Finding>,
+    pub stats: report::Stats,
+}
+
+/// Runs the engine over a recording (finding updates are logged as live); `node` overrides the
+/// node named in the recording.
+pub fn diagnose_recording(
+    path: &std::path::Path,
+    inventory: &Arc<Inventory>,
+    node: Option<&str>,
+) -> anyhow::Result<Replayed> {
+    let replay = record::replay(path, Some(inventory))?;
+    let node = node.map_or_else(|| replay.header.node.clone(), String::from);
+    let mut engine = Engine::new(EngineConfig::new(node.clone()), Arc::clone(inventory));
+    engine.set_interface_mtus(replay.header.interface_mtus.clone().into_iter().collect());
+    let (first, last) = (replay.observations.first().map(|o| o.time), replay.observations.last().map(|o| o.time));
+    for o in &replay.observations {
+        engine.observe(o).iter().for_each(log_update);
+        engine.tick(o.time).iter().for_each(log_update);
+    }
+    engine.finish().iter().filter(|u| matches!(u, FindingUpdate::Cleared(_))).for_each(log_update);
+    let mut stats = engine.stats();
+    stats.duration_secs = first.zip(last).and_then(|(a, b)| b.duration_since(a).ok()).map_or(0.0, |d| d.as_secs_f64());
+    Ok(Replayed { node, findings: engine.findings(), stats })
 }
 
 /// Prints the report on stdout, as text or one JSON object.

@@ -6,6 +6,7 @@ pub mod events;
 pub mod kernel;
 pub mod loader;
 pub mod netfilter;
+pub mod record;
 pub mod session;
 pub mod stop;
 pub mod trace;

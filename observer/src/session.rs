@@ -6,6 +6,7 @@
 //! the caller owns the [`StopToken`] that ends the run (the library installs no signal handler).
 
 use std::{
+    cell::RefCell,
     ops::ControlFlow,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
@@ -37,6 +38,7 @@ use crate::{
         NetnsTarget,
     },
     netfilter::Attributor,
+    record::{self, RecordTo, Recorder},
     stop::StopToken,
 };
 
@@ -60,11 +62,14 @@ pub struct SessionConfig {
     /// Stop this long after everything is attached (the `ready` line). Default None: only the
     /// stop token or the consumer end the run.
     pub duration: Option<Duration>,
+    /// Record every event handed on, with the facts to name it, to this file (docs/recording.md).
+    /// Default None.
+    pub record: Option<RecordTo>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, duration: None }
+        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, duration: None, record: None }
     }
 }
 
@@ -106,6 +111,10 @@ pub struct Session {
     out_of_scope: u64,
     /// Names the netfilter rule of each NETFILTER_DROP (None: `culprits` off).
     culprits: Option<Attributor>,
+    /// Monotonic -> wall clock, measured at the start.
+    clock: MonotonicClock,
+    /// Writes the recording (`config.record`).
+    recorder: Option<Recorder>,
 }
 
 impl Session {
@@ -125,7 +134,7 @@ impl Loaded {
         let events = EventSource::new(&mut ebpf)?;
         filter.apply(&mut ebpf)?;
         let attached = attach_all(&mut ebpf, &netns, &kernel)?;
-        let watch = NodeWatch::new(&netns)?;
+        let mut watch = NodeWatch::new(&netns)?;
         let cgroup_root = match &config.cgroup_root {
             Some(path) => path.clone(),
             None => cgroup::default_root()?,
@@ -133,6 +142,22 @@ impl Loaded {
         let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, &kernel)?;
         // A first read of the node's rulesets: the counters' "before" for the first drop.
         let culprits = config.culprits.then(|| Attributor::new(Some((netns.inode as u32, netns.path()))));
+        let clock = MonotonicClock::now();
+
+        let recorder = match &config.record {
+            Some(RecordTo { path, node }) => {
+                let header = record::header(
+                    clock,
+                    (netns.inode as u32, &netns.name),
+                    node,
+                    &attached.interfaces,
+                    &watch.interface_mtus(),
+                    &kernel.drop_reasons,
+                );
+                Some(Recorder::create(path, &header)?)
+            }
+            None => None,
+        };
         info!(
             netns = %netns.name,
             interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
@@ -159,6 +184,8 @@ impl Loaded {
             stop,
             out_of_scope: 0,
             culprits,
+            clock,
+            recorder,
         })
     }
 }
@@ -210,7 +237,7 @@ impl Session {
             self.watch.use_pod_addresses(PodAddresses::from_inventory(inventory), &self.netns);
         }
         let mut namer = Namer {
-            clock: MonotonicClock::now(),
+            clock: self.clock,
             interfaces: self.attached.interfaces.clone(),
             watched_netns: self.netns.inode as u32,
             drop_reasons: &self.kernel.drop_reasons,
@@ -220,10 +247,21 @@ impl Session {
             processes: Default::default(),
         };
         let (all_netns, deadline) = (self.config.all_netns, self.deadline);
-        let mut consumer = Consumer::new(each);
+        // What is handed on is recorded first (with the culprit, once attributed).
+        let recorder = RefCell::new(self.recorder.take());
+        let mut each = each;
+        let mut consumer = Consumer::new(|event: &Event, observation: Observation| {
+            if let Some(r) = recorder.borrow_mut().as_mut() {
+                r.event(event, &observation);
+            }
+            each(event, observation)
+        });
         while !consumer.done && !self.stop.is_stopped() && deadline.is_none_or(|d| Instant::now() < d) {
             if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
                 namer.interfaces = self.attached.interfaces.clone();
+                if let Some(r) = recorder.borrow_mut().as_mut() {
+                    r.interfaces(&namer.interfaces);
+                }
             }
             // Drops waiting for their culprit are checked on often; otherwise wake up every 100 ms.
             let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 10 } else { 100 };
@@ -256,6 +294,11 @@ impl Session {
         // Drops still waiting for their culprit are attributed now, not lost (unless the
         // consumer has had enough).
         pass_attributed(&mut self.culprits, &self.watch, true, &mut consumer);
+        self.recorder = recorder.into_inner();
+        if let Some(r) = self.recorder.as_mut() {
+            r.finish();
+            info!(events = r.events, "recording written");
+        }
         Ok(())
     }
 

@@ -23,6 +23,11 @@ impl MonotonicClock {
         Self { offset_ns }
     }
 
+    /// Wall-clock minus monotonic nanoseconds.
+    pub fn offset_ns(self) -> i128 {
+        self.offset_ns
+    }
+
     pub fn to_wall(self, monotonic_ns: u64) -> SystemTime {
         let wall = (monotonic_ns as i128 + self.offset_ns).max(0) as u128;
         UNIX_EPOCH + Duration::from_nanos(wall.min(u64::MAX as u128) as u64)

@@ -77,6 +77,20 @@ pub struct KernelFilter {
 }
 
 impl KernelFilter {
+    /// What the kernel side would decide for this observation's flow (observer-ebpf's
+    /// `filter::wanted`), for a replay: events without a flow pass.
+    pub fn passes(&self, o: &observer_core::model::Observation) -> bool {
+        let Some(flow) = o.flow else { return true };
+        let (by_port, by_cidr) = (!self.ports.is_empty(), !self.cidrs.is_empty());
+        let port_ok = || [flow.sport, flow.dport].iter().any(|p| *p != 0 && self.ports.contains(p));
+        let cidr_ok = || self.cidrs.iter().any(|c| c.0.contains(&flow.src) || c.0.contains(&flow.dst));
+        if by_port && by_cidr && self.either {
+            port_ok() || cidr_ok()
+        } else {
+            (!by_port || port_ok()) && (!by_cidr || cidr_ok())
+        }
+    }
+
     pub fn flags(&self) -> u32 {
         let mut flags = 0;
         if !self.ports.is_empty() {

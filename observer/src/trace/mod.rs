@@ -7,6 +7,7 @@ pub mod pcap;
 use std::{
     io::{IsTerminal as _, Write},
     ops::ControlFlow,
+    sync::Arc,
     time::Duration,
 };
 
@@ -16,122 +17,48 @@ use tracing::{info, warn};
 use crate::{
     cli::{Colour, OutputFormat, TraceArgs},
     events::flows::handshake_summary,
+    events::model::Observation,
     inventory::Inventory,
+    record::RecordTo,
     session::{Session, SessionConfig},
     stop::StopToken,
 };
 
 /// Runs the trace until `stop` is set (the CLI sets it on Ctrl-C/SIGTERM), `--duration` or
-/// `--count`.
+/// `--count`; with `--replay`, prints a recording instead.
 pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
     let inventory = match &args.inventory {
-        Some(path) => Some(load_inventory(path)?),
+        Some(path) => Some(Arc::new(load_inventory(path)?)),
         None => None,
     };
+    if let Some(path) = &args.replay {
+        return replay(path, args, inventory.as_ref());
+    }
+    let netns = crate::loader::NetnsTarget::resolve(args.netns.as_deref())?;
     let config = SessionConfig {
         netns: args.netns.clone(),
         cgroup_root: args.cgroup_root.clone(),
         culprits: !args.no_culprit,
         all_netns: args.all_netns,
         duration: args.duration.map(Duration::from_secs),
+        record: args.record.clone().map(|path| RecordTo { path, node: netns.name.clone() }),
     };
     let loaded = Session::load(config)?;
     let kernel = &loaded.kernel;
-    let (filter, kernel_filter) = filter::build(
-        &filter::FilterArgs {
-            pods: &args.pods,
-            namespaces: &args.namespaces,
-            ips: &args.ips,
-            ports: &args.ports,
-            cidrs: &args.cidrs,
-            verdict: args.verdict,
-            istio: args.istio,
-            drop_reasons: &args.drop_reasons,
-        },
-        inventory.as_ref(),
-        &kernel.drop_reasons,
-    )?;
+    let (filter, kernel_filter) = filter::build(&filter_args(args), inventory.as_deref(), &kernel.drop_reasons)?;
     let mut session = loaded.start(&kernel_filter, stop.clone())?;
-    let mut out = std::io::stdout().lock();
-    let mut printed = 0u64;
-    let mut filtered = 0u64;
-    let mut pcap_out = match &args.pcap {
-        Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("creating pcap file {}", path.display()))?;
-            Some(
-                pcap::PcapWriter::new(std::io::BufWriter::new(file))
-                    .with_context(|| format!("writing {}", path.display()))?,
-            )
-        }
-        None => None,
-    };
-    let mut failure: Option<anyhow::Error> = None;
-    let mut summary = format::Summary::default();
-    let colour = args.output == OutputFormat::Text
-        && match args.color {
-            Colour::Always => true,
-            Colour::Never => false,
-            Colour::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        };
-    if args.output == OutputFormat::Text {
-        writeln!(out, "{}", format::TEXT_HEADER)?;
-    }
+    let mut output = Output::new(args, filter)?;
     if args.count != Some(0) {
-        session.run(inventory.as_ref(), |_, observation| {
-            if args.count.is_some_and(|n| printed >= n) {
-                return ControlFlow::Break(());
-            }
-            if !filter.matches(&observation) {
-                filtered += 1;
-                return ControlFlow::Continue(());
-            }
-            let line = match args.output {
-                OutputFormat::Text => format::text_line(&observation),
-                OutputFormat::Json => format::json_line(&observation),
-            };
-            let line = if colour { format::colourize(&observation, line) } else { line };
-            if let (Some(writer), Some(bytes)) = (pcap_out.as_mut(), observation.detail.captured()) {
-                if let Err(err) = writer.write(observation.time, bytes, pcap::ip_length(bytes)) {
-                    failure = Some(anyhow::anyhow!("writing the pcap file: {err}"));
-                    return ControlFlow::Break(());
-                }
-            }
-            if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-                // A closed pipe (e.g. `| head`) ends the trace quietly.
-                if err.kind() != std::io::ErrorKind::BrokenPipe {
-                    failure = Some(err.into());
-                }
-                return ControlFlow::Break(());
-            }
-            summary.add(&observation);
-            printed += 1;
-            if args.count.is_some_and(|n| printed >= n) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })?;
+        session.run(inventory.as_deref(), |_, observation| output.observe(observation))?;
     }
-    if let Some(err) = failure {
-        return Err(err);
-    }
-    if let (Some(writer), Some(path)) = (&pcap_out, &args.pcap) {
-        info!(packets = writer.packets, file = %path.display(), "pcap written");
-    }
+    output.end()?;
     report_handshakes(&session.ebpf);
     let counters = session.counters()?;
     let lost = counters.kernel.ringbuf_full;
-    let not_shown = counters.kernel.filtered_out + filtered + counters.out_of_scope;
-    let line = summary.line(lost, not_shown, counters.drops_not_attributed);
-    // Text: the summary ends the output; JSON: stdout stays one event per line.
-    match args.output {
-        OutputFormat::Text => {
-            let _ = writeln!(out, "{line}");
-        }
-        OutputFormat::Json => eprintln!("{line}"),
-    }
+    let not_shown = counters.kernel.filtered_out + output.filtered + counters.out_of_scope;
+    output.summary_line(lost, not_shown, counters.drops_not_attributed);
     info!(
-        events = printed,
+        events = output.printed,
         out_of_scope_drops = counters.out_of_scope,
         lost,
         undecodable = counters.undecodable,
@@ -140,6 +67,156 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
         "trace finished"
     );
     Ok(())
+}
+
+/// Prints a recording, through the same filters and output as a live trace.
+fn replay(path: &std::path::Path, args: &TraceArgs, inventory: Option<&Arc<Inventory>>) -> anyhow::Result<()> {
+    let replay = crate::record::replay(path, inventory)?;
+    let reasons = crate::kernel::drop_reasons::DropReasons::from_pairs(
+        replay.header.drop_reasons.iter().map(|(k, v)| (*k, v.as_str())),
+    );
+    let (filter, kernel_filter) = filter::build(&filter_args(args), inventory.map(|i| i.as_ref()), &reasons)?;
+    let mut output = Output::new(args, filter)?;
+    let mut not_in_kernel_filter = 0;
+    if args.count != Some(0) {
+        for o in replay.observations {
+            // What the kernel filter would have let through.
+            if !kernel_filter.passes(&o) {
+                not_in_kernel_filter += 1;
+                continue;
+            }
+            if output.observe(o).is_break() {
+                break;
+            }
+        }
+    }
+    output.end()?;
+    output.summary_line(0, output.filtered + not_in_kernel_filter, 0);
+    info!(events = output.printed, "trace of the recording finished");
+    Ok(())
+}
+
+fn filter_args(args: &TraceArgs) -> filter::FilterArgs<'_> {
+    filter::FilterArgs {
+        pods: &args.pods,
+        namespaces: &args.namespaces,
+        ips: &args.ips,
+        ports: &args.ports,
+        cidrs: &args.cidrs,
+        verdict: args.verdict,
+        istio: args.istio,
+        drop_reasons: &args.drop_reasons,
+    }
+}
+
+/// The trace's output: filtered observations as text or JSON lines, the pcap file, the summary.
+struct Output {
+    filter: filter::TraceFilter,
+    output: OutputFormat,
+    count: Option<u64>,
+    colour: bool,
+    out: std::io::StdoutLock<'static>,
+    pcap: Option<(pcap::PcapWriter<std::io::BufWriter<std::fs::File>>, std::path::PathBuf)>,
+    summary: format::Summary,
+    printed: u64,
+    filtered: u64,
+    failure: Option<anyhow::Error>,
+}
+
+impl Output {
+    fn new(args: &TraceArgs, filter: filter::TraceFilter) -> anyhow::Result<Self> {
+        let pcap = match &args.pcap {
+            Some(path) => {
+                let file =
+                    std::fs::File::create(path).with_context(|| format!("creating pcap file {}", path.display()))?;
+                let writer = pcap::PcapWriter::new(std::io::BufWriter::new(file))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Some((writer, path.clone()))
+            }
+            None => None,
+        };
+        let colour = args.output == OutputFormat::Text
+            && match args.color {
+                Colour::Always => true,
+                Colour::Never => false,
+                Colour::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            };
+        let mut out = std::io::stdout().lock();
+        if args.output == OutputFormat::Text {
+            writeln!(out, "{}", format::TEXT_HEADER)?;
+        }
+        Ok(Self {
+            filter,
+            output: args.output,
+            count: args.count,
+            colour,
+            out,
+            pcap,
+            summary: format::Summary::default(),
+            printed: 0,
+            filtered: 0,
+            failure: None,
+        })
+    }
+
+    /// Prints one observation (if it passes the filter); breaks after `--count` lines or when
+    /// stdout is gone.
+    fn observe(&mut self, observation: Observation) -> ControlFlow<()> {
+        if self.count.is_some_and(|n| self.printed >= n) {
+            return ControlFlow::Break(());
+        }
+        if !self.filter.matches(&observation) {
+            self.filtered += 1;
+            return ControlFlow::Continue(());
+        }
+        let line = match self.output {
+            OutputFormat::Text => format::text_line(&observation),
+            OutputFormat::Json => format::json_line(&observation),
+        };
+        let line = if self.colour { format::colourize(&observation, line) } else { line };
+        if let (Some((writer, _)), Some(bytes)) = (self.pcap.as_mut(), observation.detail.captured()) {
+            if let Err(err) = writer.write(observation.time, bytes, pcap::ip_length(bytes)) {
+                self.failure = Some(anyhow::anyhow!("writing the pcap file: {err}"));
+                return ControlFlow::Break(());
+            }
+        }
+        if let Err(err) = writeln!(self.out, "{line}").and_then(|()| self.out.flush()) {
+            // A closed pipe (e.g. `| head`) ends the trace quietly.
+            if err.kind() != std::io::ErrorKind::BrokenPipe {
+                self.failure = Some(err.into());
+            }
+            return ControlFlow::Break(());
+        }
+        self.summary.add(&observation);
+        self.printed += 1;
+        if self.count.is_some_and(|n| self.printed >= n) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    /// The first failure, if any; logs the pcap file written.
+    fn end(&mut self) -> anyhow::Result<()> {
+        if let Some(err) = self.failure.take() {
+            return Err(err);
+        }
+        if let Some((writer, path)) = &self.pcap {
+            info!(packets = writer.packets, file = %path.display(), "pcap written");
+        }
+        Ok(())
+    }
+
+    /// Text: the summary ends the output; JSON: stdout stays one event per line.
+    fn summary_line(&mut self, lost: u64, not_shown: u64, not_attributed: u64) {
+        let line = self.summary.line(lost, not_shown, not_attributed);
+        match self.output {
+            OutputFormat::Text => {
+                let _ = writeln!(self.out, "{line}");
+            }
+            OutputFormat::Json => eprintln!("{line}"),
+        }
+    }
 }
 
 /// Reads the inventory file, logging what it holds and what it skipped.
