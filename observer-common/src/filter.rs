@@ -9,12 +9,21 @@ pub const FILTER_CIDRS: u32 = 2;
 /// With both: either condition is enough (default: both must hold).
 pub const FILTER_EITHER: u32 = 4;
 
+/// Packet bytes copied into drop and ICMP-error events: the headers only (IP, transport, and
+/// for ICMP errors the quoted IP header and its first 8 bytes). The default: no payload
+/// leaves the kernel unless asked.
+pub const CAPTURE_HEADERS: u32 = 0;
+/// Packet bytes copied: up to [`crate::event::CAPTURE_BYTES`] from the IP header, payload
+/// included (`trace --pcap`).
+pub const CAPTURE_PACKET: u32 = 1;
+
 /// One-slot array value. `flags == 0` reports everything the hooks look at (tracing).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FilterConfig {
     pub flags: u32,
-    pub _pad: u32,
+    /// [`CAPTURE_HEADERS`] or [`CAPTURE_PACKET`].
+    pub capture: u32,
 }
 
 pub const FILTER_CONFIG_MAP: &str = "FILTER_CONFIG";

@@ -4,8 +4,8 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use observer_common::{
     counters,
-    event::{FlowTuple, FAMILY_IPV4},
-    filter::{FILTER_CIDRS, FILTER_EITHER, FILTER_PORTS},
+    event::{FlowTuple, CAPTURE_BYTES, FAMILY_IPV4},
+    filter::{CAPTURE_PACKET, FILTER_CIDRS, FILTER_EITHER, FILTER_PORTS},
 };
 
 use crate::{
@@ -17,6 +17,17 @@ use crate::{
 #[inline(always)]
 pub fn active() -> bool {
     FILTER_CONFIG.get(0).is_some_and(|c| c.flags & (FILTER_PORTS | FILTER_CIDRS) != 0)
+}
+
+/// How many packet bytes an event may carry, given that the first `headers` are headers:
+/// those only, unless userspace asked for the packet (`CAPTURE_PACKET`, for --pcap).
+#[inline(always)]
+pub fn capture_limit(headers: usize) -> usize {
+    if FILTER_CONFIG.get(0).is_some_and(|c| c.capture == CAPTURE_PACKET) || headers > CAPTURE_BYTES {
+        CAPTURE_BYTES
+    } else {
+        headers
+    }
 }
 
 /// Whether `flow` passes the configured filter; a rejected flow is counted.

@@ -14,9 +14,10 @@ use crate::{
     counters::bump,
     emit::{reserve, submit},
     fastpath::ordinary_tcp_segment,
-    filter::wanted,
+    filter::{capture_limit, wanted},
     flow_state::record,
-    packet::{parse_ip, PacketSource, ETH_HLEN, ETH_P_IP, ETH_P_IPV6},
+    kmem::opaque,
+    packet::{parse_ip, PacketSource, Within, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, L4},
 };
 
 struct SkbBytes<'a>(&'a SkBuff);
@@ -52,14 +53,16 @@ pub fn observe(skb: &SkBuff, hook: u8) {
         return;
     }
     if flow.protocol == PROTO_ICMP || flow.protocol == PROTO_ICMPV6 {
-        report_icmp_error(skb, &src, hook, &flow, l3, l4.offset, ethertype);
+        report_icmp_error(skb, &src, hook, &flow, l3, l4, ethertype);
         return;
     }
     if flow.protocol != PROTO_TCP {
         return;
     }
-    // Bytes 4..8: sequence number; byte 13: flags.
-    let (Some(seq), Some(flags)) = (src.read::<[u8; 4]>(l4.offset + 4), src.read::<u8>(l4.offset + 13)) else {
+    // Bytes 4..8: sequence number; byte 13: flags (within the IP packet's own length).
+    let l4_bytes = Within { src: &src, end: l4.end };
+    let (Some(seq), Some(flags)) = (l4_bytes.read::<[u8; 4]>(l4.offset + 4), l4_bytes.read::<u8>(l4.offset + 13))
+    else {
         bump(counters::TC_PARSE_ERRORS);
         return;
     };
@@ -86,15 +89,8 @@ pub fn observe(skb: &SkBuff, hook: u8) {
 /// Reports ICMP destination-unreachable / fragmentation-needed and ICMPv6 destination-unreachable
 /// / packet-too-big, with the quoted packet's flow (what was rejected). Other ICMP is ignored.
 #[inline(always)]
-fn report_icmp_error(
-    skb: &SkBuff,
-    src: &SkbBytes<'_>,
-    hook: u8,
-    flow: &FlowTuple,
-    l3: usize,
-    icmp: usize,
-    ethertype: u16,
-) {
+fn report_icmp_error(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTuple, l3: usize, l4: L4, ethertype: u16) {
+    let (src, icmp) = (&Within { src, end: l4.end }, l4.offset);
     let Some(head) = src.read::<[u8; 8]>(icmp) else {
         bump(counters::TC_PARSE_ERRORS);
         return;
@@ -116,7 +112,11 @@ fn report_icmp_error(
     };
     // Filter on the quoted flow (the connection the error is about), parsed on the stack first.
     let mut quoted = FlowTuple::default();
-    let quoted_valid = parse_ip(src, icmp + 8, ethertype, &mut quoted).is_some();
+    let quoted_l4 = parse_ip(src, icmp + 8, ethertype, &mut quoted);
+    let quoted_valid = quoted_l4.is_some();
+    // Headers: the ICMP header, the quoted IP header and the 8 bytes after it; payload beyond
+    // that leaves the kernel only when asked.
+    let headers = opaque((quoted_l4.map_or(icmp + 8, |q| q.offset + 8) - l3) as u32) as usize;
     if !wanted(if quoted_valid { &quoted } else { flow }) {
         return;
     }
@@ -135,7 +135,7 @@ fn report_icmp_error(
     event.mtu = mtu;
     // The quoted packet (IP header + at least 8 bytes of its transport) follows the 8-byte ICMP header.
     // The ICMP packet itself, from its IP header, for --pcap.
-    event.packet_len = capture(skb, l3, &mut event.packet);
+    event.packet_len = capture(skb, l3, &mut event.packet, capture_limit(headers));
     if quoted_valid {
         event.quoted = quoted;
         event.quoted_valid = 1;
@@ -145,15 +145,16 @@ fn report_icmp_error(
     submit(entry, counters::TC_EVENTS);
 }
 
-/// Copies up to `CAPTURE_BYTES` of the packet from `offset` into `out`; returns the count.
+/// Copies up to `limit` (<= `CAPTURE_BYTES`) bytes of the packet from `offset` into `out`;
+/// returns the count.
 #[inline(always)]
-fn capture(skb: &SkBuff, offset: usize, out: &mut [u8; CAPTURE_BYTES]) -> u16 {
+fn capture(skb: &SkBuff, offset: usize, out: &mut [u8; CAPTURE_BYTES], limit: usize) -> u16 {
     let len = skb.len() as usize;
     if offset >= len {
         return 0;
     }
     let n = len - offset;
-    let n = if n > CAPTURE_BYTES { CAPTURE_BYTES } else { n };
+    let n = if n > limit { limit } else { n };
     // The verifier needs the size visibly within [1, CAPTURE_BYTES].
     if n == 0 || n > CAPTURE_BYTES {
         return 0;

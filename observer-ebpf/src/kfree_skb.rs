@@ -10,8 +10,8 @@ use observer_common::{
 use crate::{
     counters::bump,
     emit::{reserve, submit},
-    filter::{active, wanted},
-    kmem::{read_at, read_ptr, skb_capture, skb_flow, skb_netns},
+    filter::{active, capture_limit, wanted},
+    kmem::{opaque, read_at, read_ptr, skb_capture, skb_flow, skb_netns},
     maps::offset,
 };
 
@@ -34,7 +34,8 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
     // Parse first (on the stack) so the filter can decide before the ring buffer is touched;
     // a drop whose headers cannot be read is only reported when no filter is set.
     let mut flow = FlowTuple::default();
-    let parsed = skb_flow(skb, &mut flow).is_some();
+    let headers = skb_flow(skb, &mut flow).map(|h| opaque(h as u32) as usize);
+    let parsed = headers.is_some();
     if (parsed && !wanted(&flow)) || (!parsed && active()) {
         return;
     }
@@ -51,10 +52,10 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
         event.ifindex = read_at::<i32>(dev, offset!(dev_ifindex)).unwrap_or(0) as u32;
     }
     event.netns_ino = skb_netns(skb);
-    if parsed {
+    if let Some(headers) = headers {
         event.flow = flow;
         event.flow_valid = 1;
-        event.packet_len = skb_capture(skb, &mut event.packet);
+        event.packet_len = skb_capture(skb, &mut event.packet, capture_limit(headers));
     } else {
         bump(counters::DROP_PARSE_ERRORS);
     }

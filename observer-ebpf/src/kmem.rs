@@ -6,23 +6,41 @@ use observer_common::event::{FlowTuple, CAPTURE_BYTES, FAMILY_IPV4, FAMILY_IPV6,
 
 use crate::{
     maps::offset,
-    packet::{parse_ip, PacketSource},
+    packet::{headers_len, parse_ip, PacketSource, Within},
 };
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// Packet bytes in kernel memory starting at the skb's network header.
+/// Packet bytes in kernel memory starting at the skb's network header, `len` of them: up to the
+/// end of the linear data (`head + tail`). What lies beyond is not this packet (a truncated
+/// frame's buffer still holds an earlier packet's bytes there), or sits in page fragments that
+/// a header parse never needs.
 struct KernelBytes {
     base: *const u8,
+    len: usize,
 }
 
 impl PacketSource for KernelBytes {
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Option<T> {
+        if offset + core::mem::size_of::<T>() > self.len {
+            return None;
+        }
         // SAFETY: bpf_probe_read_kernel validates the address and fails instead of faulting.
         unsafe { bpf_probe_read_kernel(self.base.wrapping_add(offset).cast::<T>()).ok() }
     }
+}
+
+/// `value` with everything the verifier knows about it forgotten (copied through a helper, so
+/// it is an unknown scalar again). A length computed along many parse paths would otherwise keep
+/// those paths apart all the way to its use, past the verifier's complexity limit; the use
+/// re-checks its bounds anyway.
+#[inline(always)]
+pub fn opaque(value: u32) -> u32 {
+    let kept = value;
+    // SAFETY: reads our own stack variable; bpf_probe_read_kernel fails instead of faulting.
+    unsafe { bpf_probe_read_kernel(&kept as *const u32) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -36,23 +54,28 @@ pub fn read_ptr(base: *const u8, offset: u32) -> *const u8 {
     read_at(base, offset).unwrap_or(core::ptr::null())
 }
 
-/// The 5-tuple of the packet held by `skb`, parsed from its network header.
+/// The 5-tuple of the packet held by `skb`, parsed from its network header within the linear
+/// data (`network_header..tail`), and the length of its headers (see `headers_len`); `None`
+/// when the headers are not all there.
 #[inline(always)]
-pub fn skb_flow(skb: *const u8, flow: &mut FlowTuple) -> Option<()> {
+pub fn skb_flow(skb: *const u8, flow: &mut FlowTuple) -> Option<usize> {
     let head = read_ptr(skb, offset!(skb_head));
     let network_header: u16 = read_at(skb, offset!(skb_network_header))?;
+    let tail: u32 = read_at(skb, offset!(skb_tail))?;
     let ethertype = u16::from_be(read_at::<u16>(skb, offset!(skb_protocol))?);
-    if head.is_null() || network_header == u16::MAX {
+    if head.is_null() || network_header == u16::MAX || tail <= network_header as u32 {
         return None;
     }
-    let bytes = KernelBytes { base: head.wrapping_add(network_header as usize) };
-    parse_ip(&bytes, 0, ethertype, flow).map(|_| ())
+    let len = (tail - network_header as u32) as usize;
+    let bytes = KernelBytes { base: head.wrapping_add(network_header as usize), len };
+    let l4 = parse_ip(&bytes, 0, ethertype, flow)?;
+    Some(headers_len(&Within { src: &bytes, end: l4.end }, 0, &l4, flow.protocol))
 }
 
-/// Copies the packet from its network header on (at most `out.len()` bytes of the linear data)
-/// into `out`; returns how many bytes were copied.
+/// Copies the packet from its network header on (at most `limit` <= `out.len()` bytes of the
+/// linear data) into `out`; returns how many bytes were copied.
 #[inline(always)]
-pub fn skb_capture(skb: *const u8, out: &mut [u8; CAPTURE_BYTES]) -> u16 {
+pub fn skb_capture(skb: *const u8, out: &mut [u8; CAPTURE_BYTES], limit: usize) -> u16 {
     let head = read_ptr(skb, offset!(skb_head));
     let (Some(network_header), Some(tail)) =
         (read_at::<u16>(skb, offset!(skb_network_header)), read_at::<u32>(skb, offset!(skb_tail)))
@@ -63,7 +86,7 @@ pub fn skb_capture(skb: *const u8, out: &mut [u8; CAPTURE_BYTES]) -> u16 {
         return 0;
     }
     let available = (tail - network_header as u32) as usize;
-    let n = if available < CAPTURE_BYTES { available } else { CAPTURE_BYTES };
+    let n = if available < limit { available } else { limit };
     if n == 0 || n > CAPTURE_BYTES {
         return 0;
     }

@@ -1,8 +1,11 @@
 //! Defensive IPv4/IPv6 + TCP/UDP header parsing shared by the TC classifiers and the drop
-//! tracepoint. Every read is bounds-checked by the source (`bpf_skb_load_bytes` or
-//! `bpf_probe_read_kernel`), so truncated packets end the parse instead of reading garbage.
+//! tracepoint. Every read is bounds-checked twice: by the source against the packet's real data
+//! (`bpf_skb_load_bytes` against `skb->len`; the drop tracepoint against the skb's linear end,
+//! `tail`), and by the IP header's own length (IPv4 total length, IPv6 payload length), so
+//! Ethernet padding or stale buffer bytes are never taken for a header. A TCP/UDP packet whose
+//! ports cannot be read this way has no flow: the parse fails (and the caller counts it).
 
-use observer_common::event::{FlowTuple, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP};
+use observer_common::event::{FlowTuple, FAMILY_IPV4, FAMILY_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
@@ -16,12 +19,30 @@ pub trait PacketSource {
     fn read<T: Copy>(&self, offset: usize) -> Option<T>;
 }
 
-/// Where the transport header starts, and whether the packet is a non-first fragment (which
-/// carries no transport header).
+/// Reads of `src` that must end at or before `end` (an IP packet's own length).
+pub struct Within<'a, S> {
+    pub src: &'a S,
+    pub end: usize,
+}
+
+impl<S: PacketSource> PacketSource for Within<'_, S> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, offset: usize) -> Option<T> {
+        if offset + core::mem::size_of::<T>() > self.end {
+            return None;
+        }
+        self.src.read(offset)
+    }
+}
+
+/// Where the transport header starts, whether the packet is a non-first fragment (which
+/// carries no transport header), and where the IP packet ends by its own header (`usize::MAX`
+/// when the header does not say: IPv4 BIG TCP's zero total length, IPv6 jumbograms).
 #[derive(Clone, Copy)]
 pub struct L4 {
     pub offset: usize,
     pub later_fragment: bool,
+    pub end: usize,
 }
 
 /// Parses an IPv4 or IPv6 header at `offset` (per `ethertype`) and then the transport ports,
@@ -35,9 +56,19 @@ pub fn parse_ip<S: PacketSource>(src: &S, offset: usize, ethertype: u16, flow: &
         _ => return None,
     };
     if !l4.later_fragment {
-        read_ports(src, l4.offset, flow);
+        read_ports(&Within { src, end: l4.end }, l4.offset, flow)?;
     }
     Some(l4)
+}
+
+/// The end of an IP packet that says its length is `len` bytes from `start` (0: unsaid).
+#[inline(always)]
+fn packet_end(start: usize, len: u16) -> usize {
+    if len == 0 {
+        usize::MAX
+    } else {
+        start + len as usize
+    }
 }
 
 #[inline(always)]
@@ -50,15 +81,21 @@ fn parse_ipv4<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
     if ihl < 20 {
         return None;
     }
+    let total: u16 = u16::from_be(src.read::<u16>(offset + 2)?);
+    if total != 0 && (total as usize) < ihl {
+        return None;
+    }
     let frag: u16 = u16::from_be(src.read::<u16>(offset + 6)?);
     let protocol: u8 = src.read(offset + 9)?;
     let saddr: [u8; 4] = src.read(offset + 12)?;
     let daddr: [u8; 4] = src.read(offset + 16)?;
+    // The options must be there too: a header cut inside them is no header.
+    src.read::<u8>(offset + ihl - 1)?;
     flow.family = FAMILY_IPV4;
     flow.protocol = protocol;
     flow.saddr[..4].copy_from_slice(&saddr);
     flow.daddr[..4].copy_from_slice(&daddr);
-    Some(L4 { offset: offset + ihl, later_fragment: frag & 0x1fff != 0 })
+    Some(L4 { offset: offset + ihl, later_fragment: frag & 0x1fff != 0, end: packet_end(offset, total) })
 }
 
 #[inline(always)]
@@ -67,9 +104,12 @@ fn parse_ipv6<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
     if ver >> 4 != 6 {
         return None;
     }
+    let payload: u16 = u16::from_be(src.read::<u16>(offset + 4)?);
     let mut next: u8 = src.read(offset + 6)?;
     flow.saddr = src.read(offset + 8)?;
     flow.daddr = src.read(offset + 24)?;
+    let end = packet_end(offset + 40, payload);
+    let src = &Within { src, end };
     let mut l4 = offset + 40;
     let mut later_fragment = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
@@ -102,15 +142,46 @@ fn parse_ipv6<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
     }
     flow.family = FAMILY_IPV6;
     flow.protocol = next;
-    Some(L4 { offset: l4, later_fragment })
+    Some(L4 { offset: l4, later_fragment, end })
 }
 
+/// TCP/UDP ports; `None` when they lie beyond the packet (truncated: no flow to report).
 #[inline(always)]
-fn read_ports<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) {
+fn read_ports<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> Option<()> {
     if flow.protocol == PROTO_TCP || flow.protocol == PROTO_UDP {
-        if let Some(ports) = src.read::<[u8; 4]>(offset) {
-            flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
-            flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
-        }
+        let ports = src.read::<[u8; 4]>(offset)?;
+        flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
+        flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
     }
+    Some(())
+}
+
+/// How many bytes from the IP header at `l3` are headers: the IP header (with options or
+/// extension headers), the transport header (TCP: its data offset; UDP and ICMP: 8 bytes) and,
+/// for ICMP/ICMPv6 errors, the quoted IP header and the 8 bytes after it. What follows is
+/// payload, copied out of the kernel only when asked (`trace --pcap`).
+#[inline(always)]
+pub fn headers_len<S: PacketSource>(src: &S, l3: usize, l4: &L4, protocol: u8) -> usize {
+    let ip = l4.offset - l3;
+    if l4.later_fragment {
+        return ip;
+    }
+    let transport = match protocol {
+        PROTO_TCP => match src.read::<u8>(l4.offset + 12) {
+            Some(doff) if doff >> 4 >= 5 => ((doff >> 4) as usize) * 4,
+            _ => 20,
+        },
+        PROTO_UDP => 8,
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let icmp_type: u8 = src.read(l4.offset).unwrap_or(0);
+            let error = if protocol == PROTO_ICMP { matches!(icmp_type, 3 | 4 | 5 | 11 | 12) } else { icmp_type < 128 };
+            match (error, src.read::<u8>(l4.offset + 8)) {
+                (true, Some(ver_ihl)) if ver_ihl >> 4 == 4 => 8 + ((ver_ihl & 0x0f) as usize) * 4 + 8,
+                (true, Some(ver)) if ver >> 4 == 6 => 8 + 40 + 8,
+                _ => 8,
+            }
+        }
+        _ => 0,
+    };
+    ip + transport
 }

@@ -257,7 +257,7 @@ impl Session {
             each(event, observation)
         });
         while !consumer.done && !self.stop.is_stopped() && deadline.is_none_or(|d| Instant::now() < d) {
-            if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached.interfaces)? {
+            if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached)? {
                 namer.interfaces = self.attached.interfaces.clone();
                 if let Some(r) = recorder.borrow_mut().as_mut() {
                     r.interfaces(&namer.interfaces);

@@ -235,6 +235,47 @@ fn truncated_and_garbage_packets_emit_nothing_and_are_counted() {
     assert!(h.counter("tc_parse_errors") >= 5, "parse errors counted: {}", h.counter("tc_parse_errors"));
 }
 
+/// Bytes after the IP packet's own end (Ethernet padding, a lying frame) are not its transport
+/// header: a SYN there is not reported, and each such frame counts one parse error exactly.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn bytes_beyond_the_ip_length_are_not_a_header() {
+    require_root();
+    let mut h = Harness::new();
+    let syn = tcp(40000, 15012, 1, TCP_SYN);
+    let errors = |h: &Harness| h.counter("tc_parse_errors");
+    // IPv4 total length 20 (no transport), followed by what looks like a SYN.
+    let mut padded = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &[]);
+    padded.extend_from_slice(&syn);
+    let before = errors(&h);
+    assert!(h.run(&eth(0x0800, &padded)).is_empty(), "SYN-looking padding reported");
+    assert_eq!(errors(&h) - before, 1);
+    // Total length 24: the ports are in, the flags are not.
+    let mut short = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &syn[..4]);
+    short.extend_from_slice(&syn[4..]);
+    let before = errors(&h);
+    assert!(h.run(&eth(0x0800, &short)).is_empty());
+    assert_eq!(errors(&h) - before, 1);
+    // Total length below the header length: malformed.
+    let mut tiny = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &syn);
+    tiny[2..4].copy_from_slice(&16u16.to_be_bytes());
+    let before = errors(&h);
+    assert!(h.run(&eth(0x0800, &tiny)).is_empty());
+    assert_eq!(errors(&h) - before, 1);
+    // IPv6 payload length 4: the ports only.
+    let (a, b): (Ipv6Addr, Ipv6Addr) = ("fd00:10:244:1::a".parse().unwrap(), "fd00:10:244:2::a".parse().unwrap());
+    let mut v6 = ipv6(a, b, PROTO_TCP, &syn);
+    v6[4..6].copy_from_slice(&4u16.to_be_bytes());
+    let before = errors(&h);
+    assert!(h.run(&eth(0x86DD, &v6)).is_empty());
+    assert_eq!(errors(&h) - before, 1);
+    // The same frames with honest lengths are reported (the bound is not too tight).
+    let p = only_packet(&h.run(&eth(0x0800, &ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &syn))));
+    assert_eq!(p.flow, v4_flow([10, 244, 1, 10], 40000, [10, 244, 2, 10], 15012, PROTO_TCP));
+    let p = only_packet(&h.run(&eth(0x86DD, &ipv6(a, b, PROTO_TCP, &syn))));
+    assert_eq!(p.flow, v6_flow(a, 40000, b, 15012, PROTO_TCP));
+}
+
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn icmp_errors_are_tied_to_the_flow_they_quote() {
@@ -273,6 +314,38 @@ fn icmp_errors_are_tied_to_the_flow_they_quote() {
     assert!(h.run(&eth(0x0800, &ipv4(node, POD_A, 1, &[], 0, &[8, 0, 0, 0, 0, 1, 0, 1]))).is_empty());
 }
 
+/// No payload leaves the kernel unless asked: an ICMP error quoting a whole segment with data
+/// carries its headers only (ICMP 8 + quoted IP 20 + 8 bytes = 56 after the 20-byte IP header);
+/// with the packet capture on (`trace --pcap`) it carries at most `CAPTURE_BYTES`.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn captured_bytes_stop_at_the_headers_unless_the_packet_is_asked_for() {
+    use observer::loader::filter::KernelFilter;
+    use observer_common::event::CAPTURE_BYTES;
+    require_root();
+    let mut h = Harness::new();
+    let mut segment = tcp(40000, 15017, 9, TCP_SYN | TCP_ACK);
+    segment.extend_from_slice(&[0xAB; 200]);
+    let quoted = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0x4000, &segment);
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&quoted);
+    let frame = eth(0x0800, &ipv4(Ipv4Addr::new(10, 244, 1, 1), POD_A, 1, &[], 0, &icmp));
+    let captured = |h: &mut Harness| {
+        let events = h.run(&frame);
+        let [Event::IcmpError(e)] = events.as_slice() else { panic!("expected one ICMP error event: {events:?}") };
+        (e.packet_len as usize, e.packet)
+    };
+    let (len, bytes) = captured(&mut h);
+    assert_eq!(len, 20 + 8 + 20 + 8, "headers only by default");
+    assert!(bytes[len..].iter().all(|b| *b == 0), "nothing after the headers");
+    KernelFilter { capture_payload: true, ..Default::default() }.apply(&mut h.ebpf).expect("filter");
+    let (len, bytes) = captured(&mut h);
+    assert_eq!(len, CAPTURE_BYTES, "the pcap bound");
+    assert_eq!(bytes[CAPTURE_BYTES - 1], 0xAB, "payload copied when asked");
+    KernelFilter::default().apply(&mut h.ebpf).expect("filter");
+    assert_eq!(captured(&mut h).0, 56, "and headers only again");
+}
+
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn cgroup_skb_parses_packets_without_a_link_header() {
@@ -302,7 +375,9 @@ fn the_kernel_filter_selects_by_port_and_cidr() {
         |dst: Ipv4Addr, port: u16| eth(0x0800, &ipv4(POD_A, dst, PROTO_TCP, &[], 0, &tcp(40000, port, 1, TCP_SYN)));
 
     let mut h = Harness::new();
-    KernelFilter { ports: vec![15012], cidrs: vec![], either: false }.apply(&mut h.ebpf).expect("filter");
+    KernelFilter { ports: vec![15012], cidrs: vec![], either: false, capture_payload: false }
+        .apply(&mut h.ebpf)
+        .expect("filter");
     assert_eq!(only_packet(&h.run(&syn_to(ISTIOD, 15012))).flow.dport, 15012);
     assert!(h.run(&syn_to(ISTIOD, 9080)).is_empty());
     // The source port counts too (replies from 15012).
@@ -312,25 +387,33 @@ fn the_kernel_filter_selects_by_port_and_cidr() {
 
     let mut h = Harness::new();
     let pods = "10.244.2.0/24".parse().expect("cidr");
-    KernelFilter { ports: vec![], cidrs: vec![pods], either: false }.apply(&mut h.ebpf).expect("filter");
+    KernelFilter { ports: vec![], cidrs: vec![pods], either: false, capture_payload: false }
+        .apply(&mut h.ebpf)
+        .expect("filter");
     assert_eq!(only_packet(&h.run(&syn_to(ISTIOD, 9080))).flow.dport, 9080);
     assert!(h.run(&syn_to(svc, 9080)).is_empty(), "10.96.0.10 is outside 10.244.2.0/24");
 
     // Both: port AND prefix must match; with `either`, one is enough.
     let mut h = Harness::new();
-    KernelFilter { ports: vec![15012], cidrs: vec![pods], either: false }.apply(&mut h.ebpf).expect("filter");
+    KernelFilter { ports: vec![15012], cidrs: vec![pods], either: false, capture_payload: false }
+        .apply(&mut h.ebpf)
+        .expect("filter");
     assert!(h.run(&syn_to(svc, 15012)).is_empty());
     assert!(h.run(&syn_to(ISTIOD, 9080)).is_empty());
     assert_eq!(h.run(&syn_to(ISTIOD, 15012)).len(), 1);
     let mut h = Harness::new();
-    KernelFilter { ports: vec![15012], cidrs: vec![pods], either: true }.apply(&mut h.ebpf).expect("filter");
+    KernelFilter { ports: vec![15012], cidrs: vec![pods], either: true, capture_payload: false }
+        .apply(&mut h.ebpf)
+        .expect("filter");
     assert_eq!(h.run(&syn_to(svc, 15012)).len(), 1);
     assert_eq!(h.run(&syn_to(ISTIOD, 9080)).len(), 1);
     assert!(h.run(&syn_to(svc, 9080)).is_empty());
 
     // ICMP errors are filtered on the flow they quote.
     let mut h = Harness::new();
-    KernelFilter { ports: vec![15017], cidrs: vec![], either: false }.apply(&mut h.ebpf).expect("filter");
+    KernelFilter { ports: vec![15017], cidrs: vec![], either: false, capture_payload: false }
+        .apply(&mut h.ebpf)
+        .expect("filter");
     let icmp_about = |port: u16| {
         let quoted = ipv4(POD_A, ISTIOD, PROTO_TCP, &[], 0, &tcp(40000, port, 9, TCP_SYN)[..8]);
         let mut icmp = vec![3, 13, 0, 0, 0, 0, 0, 0];

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod lab;
 mod setup;
 mod shell;
@@ -42,6 +43,24 @@ enum Command {
         /// Detection-latency trials per case.
         #[arg(long, default_value_t = 20)]
         trials: usize,
+        /// Run only the churn benchmark (pod namespaces created and deleted while tracing).
+        #[arg(long)]
+        churn_only: bool,
+        /// Seconds of churn.
+        #[arg(long, default_value_t = 300.0)]
+        churn_secs: f64,
+        /// Pod namespaces per churn cycle.
+        #[arg(long, default_value_t = 200)]
+        churn_pods: usize,
+    },
+    /// Fuzz observer's parsers of untrusted input (cargo-fuzz, nightly): every target, or the
+    /// ones named, for `--secs` each. Crashes stop the run and are left in fuzz/artifacts.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
     },
     /// Create, remove or clean up labs to explore by hand.
     Lab {
@@ -59,7 +78,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test { args } => test::run(&args),
         Command::Demo => demo::run(),
-        Command::Bench { reps, secs, trials } => bench::run(&bench::Options { reps, secs, latency_trials: trials }),
+        Command::Bench { reps, secs, trials, churn_only, churn_secs, churn_pods } => {
+            bench::run(&bench::Options { reps, secs, latency_trials: trials, churn_only, churn_secs, churn_pods })
+        }
+        Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
         Command::Lab { action } => lab::run(action),
     }
 }

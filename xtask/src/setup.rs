@@ -21,6 +21,9 @@ const PACKAGES: [&str; 10] = [
     "tmux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// scapy (PyPI) writes the hostile frames of observer/tests/hostile (a packet library, so the
+/// frames are what a real stack's dissector agrees they are).
+const SCAPY_VERSION: &str = "2.8.0";
 
 /// The peers `cargo xtask bench` compares observer with (and bpftool for BPF run-time stats).
 pub const BENCH_PACKAGES: [&str; 4] = ["iperf3", "bpftrace", "tcpdump", "bpftool"];
@@ -67,8 +70,25 @@ pub fn run_with(extra: &[&str]) -> anyhow::Result<()> {
         shell::run(&mut cmd).context("installing bpf-linker")?;
         did.push(format!("installed bpf-linker {BPF_LINKER_VERSION}"));
     }
+    let scapy = output(command("python3").args(["-c", "import scapy; print(scapy.VERSION)"]));
+    if scapy.trim() != SCAPY_VERSION {
+        println!("setup: installing scapy {SCAPY_VERSION} (PyPI) for the hostile-packet tests");
+        let mut cmd = command("python3");
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("scapy=={SCAPY_VERSION}"),
+        ]);
+        shell::run(&mut cmd).context("installing scapy")?;
+        did.push(format!("installed scapy {SCAPY_VERSION}"));
+    }
     if did.is_empty() {
-        println!("setup: everything present (packages, nightly rust-src, bpf-linker {BPF_LINKER_VERSION})");
+        println!(
+            "setup: everything present (packages, nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, scapy {SCAPY_VERSION})"
+        );
     } else {
         println!("setup: {}", did.join("; "));
     }

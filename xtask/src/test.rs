@@ -1,5 +1,5 @@
 //! `cargo xtask test`: setup, build, rustfmt, clippy (host and BPF target), every test of both
-//! tiers, then a check that no lab is left.
+//! tiers, a short run of every fuzz target, then a check that no lab is left.
 //!
 //! Tiers: plain `cargo test` runs the host-only tests (no root, no eBPF, no network namespaces);
 //! the privileged tests are `#[ignore = "privileged: ..."]` and run here with
@@ -10,7 +10,7 @@ use std::{path::PathBuf, process::Command};
 use anyhow::{bail, Context as _};
 use observer_lab::lab::state;
 
-use crate::{setup, shell};
+use crate::{fuzz, setup, shell};
 
 /// The environment variable through which the verifier test finds the debug-profile eBPF object.
 const DEBUG_OBJECT_VAR: &str = "OBSERVER_EBPF_DEBUG_OBJECT";
@@ -35,7 +35,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .env("OBSERVER_BIN_DIR", shell::target_debug())
         .env(DEBUG_OBJECT_VAR, &debug_object);
     test.args(extra);
-    let result = shell::run(&mut test);
+    let result = shell::run(&mut test).and_then(|()| fuzz::run(fuzz::SMOKE_SECS, &[]));
     // Every lab tears itself down, even when a test fails; anything left is a bug.
     let left = state::leftovers();
     for name in &left {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aya::{
-    programs::{tc, BtfTracePoint, ProgramError, SchedClassifier, TcAttachType},
+    programs::{tc, tc::SchedClassifierLinkId, BtfTracePoint, ProgramError, SchedClassifier, TcAttachType},
     util::KernelVersion,
     Ebpf,
 };
@@ -31,10 +31,17 @@ pub enum AttachError {
     Tracepoint(Box<ProgramError>),
 }
 
+/// The classifier links observer holds on one interface: (program name, link id) pairs, one
+/// per direction. Dropping the id without [`detach_interface`] would keep the link (and its
+/// fd) alive until exit.
+pub type TcLinks = Vec<(&'static str, SchedClassifierLinkId)>;
+
 /// What got attached: interface names by ifindex (in the watched namespace).
 #[derive(Debug, Default)]
 pub struct Attached {
     pub interfaces: BTreeMap<u32, String>,
+    /// The classifier links of each interface in `interfaces`, by the same ifindex.
+    pub tc_links: BTreeMap<u32, TcLinks>,
     pub drops: bool,
     pub tcp_tracepoints: bool,
 }
@@ -42,7 +49,7 @@ pub struct Attached {
 /// Attaches ingress and egress classifiers to every non-loopback interface of `netns`
 /// (entering it on this thread only), then the drop tracepoint when it was loaded.
 pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, loaded: &KernelInfo) -> Result<Attached, AttachError> {
-    let interfaces = netns.run_inside(|| attach_tc_here(ebpf, &netns.name))??;
+    let (interfaces, tc_links) = netns.run_inside(|| attach_tc_here(ebpf, &netns.name))??;
     let drops = loaded.drops_available && {
         let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB).map_err(Box::new)?;
         program.attach().map_err(|e| AttachError::Tracepoint(Box::new(e)))?;
@@ -58,10 +65,12 @@ pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, loaded: &KernelInfo) -> 
             }
         }
     }
-    Ok(Attached { interfaces, drops, tcp_tracepoints })
+    Ok(Attached { interfaces, tc_links, drops, tcp_tracepoints })
 }
 
-fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<BTreeMap<u32, String>, AttachError> {
+type Interfaces = (BTreeMap<u32, String>, BTreeMap<u32, TcLinks>);
+
+fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<Interfaces, AttachError> {
     let listed = nix::net::if_::if_nameindex()
         .map_err(|source| AttachError::ListInterfaces { netns: netns.to_string(), source })?;
     let interfaces: BTreeMap<u32, String> = listed
@@ -72,15 +81,17 @@ fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<BTreeMap<u32, String>,
     if interfaces.is_empty() {
         return Err(AttachError::NoInterfaces(netns.to_string()));
     }
-    for name in interfaces.values() {
-        attach_interface_here(ebpf, name, netns)?;
+    let mut links = BTreeMap::new();
+    for (index, name) in &interfaces {
+        links.insert(*index, attach_interface_here(ebpf, name, netns)?);
     }
-    Ok(interfaces)
+    Ok((interfaces, links))
 }
 
-/// Attaches both classifiers to one interface of the current thread's namespace. An interface
-/// that vanished before the attach is a warning, not an error.
-pub fn attach_interface_here(ebpf: &mut Ebpf, name: &str, netns: &str) -> Result<(), AttachError> {
+/// Attaches both classifiers to one interface of the current thread's namespace and returns
+/// their links (none when the interface vanished before the attach: a warning, not an error).
+/// On an error, the links made so far are detached again.
+pub fn attach_interface_here(ebpf: &mut Ebpf, name: &str, netns: &str) -> Result<TcLinks, AttachError> {
     let use_netlink = !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
     if use_netlink {
         // Before tcx (6.6), TC programs hang off a clsact qdisc; it may already exist.
@@ -88,20 +99,45 @@ pub fn attach_interface_here(ebpf: &mut Ebpf, name: &str, netns: &str) -> Result
             debug!(iface = %name, "clsact: {err}");
         }
     }
+    let mut links = TcLinks::new();
     for (program, attach_type) in [(TC_INGRESS, TcAttachType::Ingress), (TC_EGRESS, TcAttachType::Egress)] {
-        let classifier: &mut SchedClassifier = program_mut(ebpf, program).map_err(Box::new)?;
-        if let Err(source) = classifier.attach(name, attach_type) {
-            if nix::net::if_::if_nametoindex(name).is_err() {
-                warn!(iface = %name, "interface disappeared before attach");
-                return Ok(());
-            }
-            return Err(AttachError::Tc {
-                program,
-                iface: name.to_string(),
-                netns: netns.to_string(),
-                source: Box::new(source),
+        let attached = program_mut::<SchedClassifier>(ebpf, program)
+            .map_err(|e| AttachError::Load(Box::new(e)))
+            .and_then(|classifier| {
+                classifier.attach(name, attach_type).map_err(|source| AttachError::Tc {
+                    program,
+                    iface: name.to_string(),
+                    netns: netns.to_string(),
+                    source: Box::new(source),
+                })
             });
+        match attached {
+            Ok(id) => links.push((program, id)),
+            Err(err) => {
+                detach_interface(ebpf, name, links);
+                if nix::net::if_::if_nametoindex(name).is_err() {
+                    warn!(iface = %name, "interface disappeared before attach");
+                    return Ok(TcLinks::new());
+                }
+                return Err(err);
+            }
         }
     }
-    Ok(())
+    Ok(links)
+}
+
+/// Detaches the classifiers of one interface and closes their links (for a vanished interface:
+/// its tcx links are defunct, and only closing their fds frees them). Failures (a netlink
+/// filter already gone with its interface) are logged at debug level: nothing is left to undo.
+pub fn detach_interface(ebpf: &mut Ebpf, name: &str, links: TcLinks) {
+    for (program, id) in links {
+        match program_mut::<SchedClassifier>(ebpf, program) {
+            Ok(classifier) => {
+                if let Err(err) = classifier.detach(id) {
+                    debug!(iface = %name, program, "detach: {err}");
+                }
+            }
+            Err(err) => debug!(iface = %name, program, "detach: {err}"),
+        }
+    }
 }

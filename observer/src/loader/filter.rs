@@ -13,8 +13,8 @@ use aya::{
     Ebpf,
 };
 use observer_common::filter::{
-    FilterConfig, FILTER_CIDRS, FILTER_CONFIG_MAP, FILTER_EITHER, FILTER_PORTS, MAX_WATCHED_CIDRS, MAX_WATCHED_PORTS,
-    WATCHED_PORTS_MAP, WATCHED_V4_MAP, WATCHED_V6_MAP,
+    FilterConfig, CAPTURE_HEADERS, CAPTURE_PACKET, FILTER_CIDRS, FILTER_CONFIG_MAP, FILTER_EITHER, FILTER_PORTS,
+    MAX_WATCHED_CIDRS, MAX_WATCHED_PORTS, WATCHED_PORTS_MAP, WATCHED_V4_MAP, WATCHED_V6_MAP,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +68,14 @@ impl fmt::Display for Cidr {
 }
 
 /// What the kernel reports: everything (both lists empty), or flows touching a watched port
-/// and/or a watched prefix (both must hold unless `either`).
+/// and/or a watched prefix (both must hold unless `either`); and how much of a dropped or
+/// ICMP-error packet it copies out (headers only unless `capture_payload`, e.g. for `--pcap`).
 #[derive(Clone, Debug, Default)]
 pub struct KernelFilter {
     pub ports: Vec<u16>,
     pub cidrs: Vec<Cidr>,
     pub either: bool,
+    pub capture_payload: bool,
 }
 
 impl KernelFilter {
@@ -144,7 +146,8 @@ impl KernelFilter {
         let mut config: Array<_, FilterConfig> =
             Array::try_from(ebpf.map_mut(FILTER_CONFIG_MAP).ok_or(FilterError::MissingMap(FILTER_CONFIG_MAP))?)
                 .map_err(map_err(FILTER_CONFIG_MAP))?;
-        config.set(0, FilterConfig { flags: self.flags(), _pad: 0 }, 0).map_err(map_err(FILTER_CONFIG_MAP))
+        let capture = if self.capture_payload { CAPTURE_PACKET } else { CAPTURE_HEADERS };
+        config.set(0, FilterConfig { flags: self.flags(), capture }, 0).map_err(map_err(FILTER_CONFIG_MAP))
     }
 }
 
@@ -178,7 +181,7 @@ mod tests {
         assert_eq!(masked_v4(Ipv4Addr::new(10, 244, 1, 10), 16), [10, 244, 0, 0]);
         assert_eq!(masked_v4(Ipv4Addr::new(10, 244, 1, 10), 0), [0, 0, 0, 0]);
         assert_eq!(masked_v6("fd00:10:244:1::a".parse().expect("v6"), 64)[..8], [0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 1]);
-        let f = KernelFilter { ports: vec![15012], cidrs: vec![], either: false };
+        let f = KernelFilter { ports: vec![15012], ..Default::default() };
         assert_eq!(f.flags(), FILTER_PORTS);
         assert_eq!(KernelFilter::default().flags(), 0);
     }

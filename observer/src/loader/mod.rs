@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod cgroup;
 pub mod filter;
+pub mod link_sync;
 pub mod netlink;
 pub mod netns;
 pub mod node_watch;

@@ -69,6 +69,23 @@ pub enum LinkChange {
     Deleted { index: u32, name: String },
 }
 
+/// What a link monitor read: the changes, and whether the kernel dropped notifications since
+/// the last read (ENOBUFS: the socket's buffer overflowed). After an overflow the changes are
+/// incomplete: the caller relists the links.
+#[derive(Debug, Default)]
+pub struct LinkChanges {
+    pub changes: Vec<LinkChange>,
+    pub overflowed: bool,
+}
+
+/// Receive buffer asked for the link monitor: a burst of new interfaces (a node booting, a
+/// deployment scaling) queues ~1-2 KiB of notifications per link while attaches run.
+const MONITOR_RCVBUF: libc::c_int = 4 << 20;
+
+/// Environment variable overriding [`MONITOR_RCVBUF`] (bytes): a larger buffer for nodes with
+/// bigger bursts; a tiny one makes overflows (and the relisting that follows) easy to test.
+pub const MONITOR_RCVBUF_ENV: &str = "OBSERVER_LINK_MONITOR_RCVBUF";
+
 /// A NETLINK_ROUTE socket in the namespace of the thread that opened it.
 pub struct RouteSocket {
     fd: OwnedFd,
@@ -81,13 +98,23 @@ impl RouteSocket {
         Self::open_with_groups(0)
     }
 
-    /// A non-blocking socket subscribed to link notifications (RTMGRP_LINK).
+    /// A non-blocking socket subscribed to link notifications (RTMGRP_LINK), with a receive
+    /// buffer of [`MONITOR_RCVBUF`] or [`MONITOR_RCVBUF_ENV`] (SO_RCVBUFFORCE, as root; else
+    /// whatever SO_RCVBUF allows).
+    /// Overflows still happen in larger bursts: [`Self::changes`] reports them.
     pub fn link_monitor() -> io::Result<Self> {
         let socket = Self::open_with_groups(RTMGRP_LINK)?;
-        // SAFETY: fcntl on a socket we own.
+        let fd = socket.fd.as_raw_fd();
+        let size = std::env::var(MONITOR_RCVBUF_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(MONITOR_RCVBUF);
+        let len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: fcntl and setsockopt on a socket we own, with a c_int option value.
         unsafe {
-            let flags = libc::fcntl(socket.fd.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(socket.fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            let value = (&size as *const libc::c_int).cast();
+            if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value, len) != 0 {
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, value, len);
+            }
         }
         Ok(socket)
     }
@@ -216,26 +243,32 @@ impl RouteSocket {
         Ok(nsid)
     }
 
-    /// Link notifications received so far (non-blocking; for a `link_monitor` socket).
-    pub fn changes(&mut self) -> io::Result<Vec<LinkChange>> {
-        let mut out = Vec::new();
+    /// Link notifications received so far (non-blocking; for a `link_monitor` socket). An
+    /// overflow (ENOBUFS) is not an error: it is flagged, and reading goes on.
+    pub fn changes(&mut self) -> io::Result<LinkChanges> {
+        let mut out = LinkChanges::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: `buf` is writable for its length.
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let err = io::Error::last_os_error();
-                return match err.kind() {
-                    io::ErrorKind::WouldBlock => Ok(out),
-                    _ => Err(err),
-                };
+                match err.raw_os_error() {
+                    Some(libc::ENOBUFS) => {
+                        out.overflowed = true;
+                        continue;
+                    }
+                    Some(libc::EINTR) => continue,
+                    _ if err.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+                    _ => return Err(err),
+                }
             }
             for (kind, payload) in messages(&buf[..n as usize]) {
                 match kind {
-                    RTM_NEWLINK => out.extend(parse_link(payload).map(LinkChange::New)),
-                    RTM_DELLINK => {
-                        out.extend(parse_link(payload).map(|l| LinkChange::Deleted { index: l.index, name: l.name }))
-                    }
+                    RTM_NEWLINK => out.changes.extend(parse_link(payload).map(LinkChange::New)),
+                    RTM_DELLINK => out
+                        .changes
+                        .extend(parse_link(payload).map(|l| LinkChange::Deleted { index: l.index, name: l.name })),
                     _ => {}
                 }
             }

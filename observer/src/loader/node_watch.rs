@@ -11,11 +11,12 @@ use std::{
 };
 
 use aya::Ebpf;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{
-    attach::{attach_interface_here, AttachError},
-    netlink::{Link, LinkChange, RouteSocket},
+    attach::{AttachError, Attached},
+    link_sync,
+    netlink::RouteSocket,
     netns::{NetnsError, NetnsTarget},
     pod_scope::{is_pod_namespace, usable, PeerNamespace, PodAddresses},
 };
@@ -143,32 +144,24 @@ impl NodeWatch {
     }
 
     /// Applies link changes: new interfaces get the classifiers (entering the namespace on this
-    /// thread), deleted ones leave the name table; the pod-namespace scope is refreshed.
-    /// Returns whether anything changed.
+    /// thread), deleted ones are detached and leave the name table; the pod-namespace scope is
+    /// refreshed. After lost notifications (the monitor overflowed in a burst), the namespace's
+    /// links are listed again and compared with what is attached. Returns whether anything changed.
     pub fn follow_changes(
         &mut self,
         ebpf: &mut Ebpf,
         netns: &NetnsTarget,
-        interfaces: &mut BTreeMap<u32, String>,
+        attached: &mut Attached,
     ) -> Result<bool, WatchError> {
-        let changes =
-            self.monitor.changes().map_err(|source| WatchError::Netlink { netns: netns.name.clone(), source })?;
-        let mut changed = false;
-        for change in changes {
-            match change {
-                LinkChange::New(Link { index, name, .. }) if name != "lo" && !interfaces.contains_key(&index) => {
-                    netns.run_inside(|| attach_interface_here(ebpf, &name, &netns.name))??;
-                    info!(iface = %name, ifindex = index, "new interface: classifiers attached");
-                    interfaces.insert(index, name);
-                    changed = true;
-                }
-                LinkChange::Deleted { index, name } if interfaces.remove(&index).is_some() => {
-                    info!(iface = %name, ifindex = index, "interface removed");
-                    changed = true;
-                }
-                _ => {}
-            }
-        }
+        let netlink = |source| WatchError::Netlink { netns: netns.name.clone(), source };
+        let batch = self.monitor.changes().map_err(netlink)?;
+        let changes = if batch.overflowed {
+            warn!(netns = %netns.name, "link notifications lost (burst of interface changes); relisting interfaces");
+            link_sync::reconcile(&attached.interfaces, &self.requests.links().map_err(netlink)?)
+        } else {
+            batch.changes
+        };
+        let changed = link_sync::apply(ebpf, netns, attached, changes)?;
         if changed {
             self.refresh_scope(netns);
         }

@@ -93,6 +93,8 @@ pub enum LoadError {
     Offsets(#[from] OffsetsError),
     #[error("loading the eBPF object: {0}")]
     Object(Box<EbpfError>),
+    #[error("this observer was built without its eBPF programs (AYA_BUILD_SKIP was set): rebuild without it")]
+    NoObject,
     #[error("program `{name}` missing from the eBPF object (build mismatch)")]
     MissingProgram { name: &'static str },
     #[error("loading program `{name}` into the kernel: {source}")]
@@ -132,6 +134,9 @@ pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
 
 /// [`load`] for another build of the same programs (tests load the debug-profile object too).
 pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
+    if object.is_empty() {
+        return Err(LoadError::NoObject);
+    }
     check_privileges()?;
     check_btf()?;
     let raw_btf = Btf::from_sys_fs().map_err(LoadError::ReadBtf)?;

@@ -3,8 +3,10 @@
 //! and `nft -j list ruleset`, with the members of ipsets (`ipset save`). A missing tool is a note, not an error: the others still count.
 
 use std::{
+    io::Read as _,
     process::{Command, Stdio},
-    time::SystemTime,
+    thread,
+    time::{Duration, Instant, SystemTime},
 };
 
 use tracing::debug;
@@ -77,16 +79,76 @@ pub fn read_here() -> Snapshot {
     Snapshot { tables, started, finished: SystemTime::now(), problems }
 }
 
+/// How long one ruleset tool may take (a hung `nft` must not hold a drop's attribution forever).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn run(tool: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(tool)
+    run_within(tool, args, TOOL_TIMEOUT)
+}
+
+/// Runs `tool` and returns its stdout; a tool that has not finished within `limit` is killed
+/// (the child this function started) and reported.
+fn run_within(tool: &str, args: &[&str], limit: Duration) -> Result<String, String> {
+    let mut child = Command::new(tool)
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|err| format!("{tool}: cannot run ({err}); install it or put it on PATH"))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{tool}: no answer within {} s (stopped); its rulesets are not evaluated",
+                    limit.as_secs_f64()
+                ));
+            }
+            Err(err) => return Err(format!("{tool}: waiting for it: {err}")),
+        }
+    };
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         debug!(tool, %stderr, "ruleset read failed");
-        return Err(format!("{tool}: {} ({})", output.status, stderr.trim()));
+        return Err(format!("{tool}: {status} ({})", stderr.trim()));
     }
-    String::from_utf8(output.stdout).map_err(|_| format!("{tool}: output is not UTF-8"))
+    String::from_utf8(stdout).map_err(|_| format!("{tool}: output is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hanging_tool_is_stopped_and_reported() {
+        let started = Instant::now();
+        let err = run_within("sleep", &["30"], Duration::from_millis(200)).expect_err("must time out");
+        assert!(started.elapsed() < Duration::from_secs(5), "bounded wait");
+        assert_eq!(err, "sleep: no answer within 0.2 s (stopped); its rulesets are not evaluated");
+    }
+
+    #[test]
+    fn a_missing_tool_is_named_and_output_is_returned() {
+        let err = run_within("observer-no-such-tool", &[], Duration::from_secs(1)).expect_err("missing");
+        assert!(err.starts_with("observer-no-such-tool: cannot run"), "{err}");
+        assert_eq!(run_within("echo", &["ruleset"], Duration::from_secs(5)).as_deref(), Ok("ruleset\n"));
+        assert!(run_within("false", &[], Duration::from_secs(5)).is_err());
+    }
 }

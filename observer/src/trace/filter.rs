@@ -92,7 +92,7 @@ pub fn build(
     };
     // Pods and namespaces are matched in userspace by name; the kernel gets their addresses
     // only as a pre-filter (it cannot tell a pod's traffic from its namespace's otherwise).
-    let kernel = KernelFilter { ports, cidrs, either: false };
+    let kernel = KernelFilter { ports, cidrs, ..Default::default() };
     let filter = TraceFilter {
         pods: args.pods.to_vec(),
         namespaces: args.namespaces.to_vec(),

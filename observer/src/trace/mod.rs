@@ -19,6 +19,7 @@ use crate::{
     events::flows::handshake_summary,
     events::model::Observation,
     inventory::Inventory,
+    loader::filter::KernelFilter,
     record::RecordTo,
     session::{Session, SessionConfig},
     stop::StopToken,
@@ -46,6 +47,8 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
     let loaded = Session::load(config)?;
     let kernel = &loaded.kernel;
     let (filter, kernel_filter) = filter::build(&filter_args(args), inventory.as_deref(), &kernel.drop_reasons)?;
+    // Payload leaves the kernel only for the pcap file (headers only otherwise).
+    let kernel_filter = KernelFilter { capture_payload: args.pcap.is_some(), ..kernel_filter };
     let mut session = loaded.start(&kernel_filter, stop.clone())?;
     let mut output = Output::new(args, filter)?;
     if args.count != Some(0) {

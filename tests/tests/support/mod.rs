@@ -3,6 +3,9 @@
 // Test support: failing loudly with context is the point (STYLE: tests panic with context).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod bpf_query;
+pub mod netns;
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
@@ -76,9 +79,15 @@ pub struct Running {
 impl Running {
     /// Starts `observer ARGS...` and waits for its `ready` log line.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Running::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(observer_bin())
             .args(args)
             .env("OBSERVER_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -118,6 +127,16 @@ impl Running {
         running
     }
 
+    /// The observer process's PID (for /proc/PID inspection).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the observer process is still running (not exited).
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// The shared stdout lines (still filled after `stop_with_stderr`).
     pub fn lines_handle(&self) -> Arc<Mutex<Vec<String>>> {
         Arc::clone(&self.lines)
@@ -153,6 +172,13 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGKILL (no chance to clean up), then wait; returns the exit status.
+    pub fn kill_hard(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the child we started, by its PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.child.wait().expect("wait observer")
     }
 
     /// SIGINT, then wait; returns the exit status.

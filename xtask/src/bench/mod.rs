@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: observer's costs measured in the lab, side by side with tcpdump and
 //! bpftrace on the same machine: datapath overhead, event pipeline, detection latency, memory
-//! and scale, and the userspace decode/correlate throughput. Results go to bench/results.json
-//! and BENCHMARKS.md.
+//! and scale, the userspace decode/correlate throughput, and interface churn. Results go to
+//! bench/results.json (bench/churn.json) and BENCHMARKS.md.
 
+mod churn;
 mod latency;
 mod overhead;
 mod pipeline;
@@ -35,6 +36,10 @@ pub struct Options {
     pub reps: usize,
     pub secs: f64,
     pub latency_trials: usize,
+    /// Only the churn benchmark (its section of BENCHMARKS.md is replaced, the rest kept).
+    pub churn_only: bool,
+    pub churn_secs: f64,
+    pub churn_pods: usize,
 }
 
 /// The lab and the programs a benchmark uses.
@@ -105,6 +110,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if !shell::is_root() {
         bail!("the benchmarks need root (lab namespaces, eBPF, raw sockets)");
     }
+    if opts.churn_only {
+        return run_churn(opts);
+    }
     ensure_tracefs()?;
     let lab = Lab::up(LabSpec::bookinfo(), lab::tools()).context("building the lab")?;
     let client = lab.pod("cart").context("the lab's ambient pod `cart`")?.clone();
@@ -165,8 +173,19 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)?)?;
     std::fs::write(shell::root().join("BENCHMARKS.md"), report::markdown(&results))?;
+    run_churn(opts)?;
     println!("\nwrote {} and BENCHMARKS.md ({:.0} s)", json_path.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn run_churn(opts: &Options) -> anyhow::Result<()> {
+    println!("\n== 6. churn ({} pod namespaces per cycle for {:.0} s)", opts.churn_pods, opts.churn_secs);
+    let result = churn::run(&release_bin("observer").display().to_string(), opts.churn_pods, opts.churn_secs)?;
+    println!(
+        "   {} cycles; before {:?}, peak {:?}, after {:?}",
+        result.cycles, result.before, result.peak, result.after
+    );
+    churn::publish(&result)
 }
 
 /// bpftrace reads tracepoint formats from tracefs: mount it when the machine has not.
