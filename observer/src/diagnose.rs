@@ -19,35 +19,14 @@ use crate::{
     loader::filter::KernelFilter,
     record::{self, RecordTo},
     session::{Session, SessionConfig},
+    sinks::{self, Sink},
     stop::StopToken,
     trace::load_inventory,
 };
 
-/// Logs a finding update (stderr): an operator watching sees a blocked attempt within moments,
-/// and the report follows at the end.
-pub fn log_update(update: &FindingUpdate) {
-    let f = update.finding();
-    let what = match update {
-        FindingUpdate::New(_) => "finding",
-        FindingUpdate::Updated(_) => "finding updated",
-        FindingUpdate::Cleared(_) => "finding cleared",
-    };
-    let src = f.src.pod.clone().or_else(|| f.src.ip.map(|i| i.to_string())).unwrap_or_default();
-    let dst = f.dst.service.clone().or(f.dst.pod.clone()).unwrap_or_default();
-    info!(
-        requirement = ?f.requirement,
-        attempts = f.evidence.attempts,
-        connections = f.evidence.connections,
-        "{what}: {} {} {src} -> {dst}:{}",
-        kebab(&f.kind),
-        kebab(&f.mechanism),
-        f.dst.port.unwrap_or(0),
-    );
-}
-
-/// The kebab-case name of one of the finding's enums, as in the JSON report.
-fn kebab<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+/// The sinks of a diagnosis' finding updates (the report is printed at the end).
+fn sinks() -> Vec<Box<dyn Sink>> {
+    vec![Box::new(sinks::log::Log::default())]
 }
 
 /// Runs the diagnosis until `stop` is set (the CLI sets it on Ctrl-C/SIGTERM) or `--duration`;
@@ -76,16 +55,19 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     // Interface MTUs on the node's path, for PMTU findings.
     engine.set_interface_mtus(session.interface_mtus());
     let engine = std::cell::RefCell::new(engine);
+    let out = std::cell::RefCell::new(sinks());
+    let send = |updates: Vec<FindingUpdate>| updates.iter().for_each(|u| sinks::finding(&mut out.borrow_mut(), u));
     session.run_ticking(
         Some(&inventory),
         |_, observation| {
-            engine.borrow_mut().observe(&observation).iter().for_each(log_update);
+            send(engine.borrow_mut().observe(&observation));
             ControlFlow::Continue(())
         },
-        |now| engine.borrow_mut().tick(now).iter().for_each(log_update),
+        |now| send(engine.borrow_mut().tick(now)),
     )?;
     let mut engine = engine.into_inner();
-    engine.finish().iter().filter(|u| matches!(u, FindingUpdate::Cleared(_))).for_each(log_update);
+    send(engine.finish());
+    sinks::finish(&mut out.borrow_mut())?;
     let counters = session.counters()?;
     let mut stats = engine.stats();
     (stats.lost_events, stats.duration_secs) = (counters.kernel.ringbuf_full, started.elapsed().as_secs_f64());
@@ -126,11 +108,14 @@ pub fn diagnose_recording(
     let mut engine = Engine::new(EngineConfig::new(node.clone()), Arc::clone(inventory));
     engine.set_interface_mtus(replay.header.interface_mtus.clone().into_iter().collect());
     let (first, last) = (replay.observations.first().map(|o| o.time), replay.observations.last().map(|o| o.time));
+    let mut out = sinks();
     for o in &replay.observations {
-        engine.observe(o).iter().for_each(log_update);
-        engine.tick(o.time).iter().for_each(log_update);
+        let mut updates = engine.observe(o);
+        updates.extend(engine.tick(o.time));
+        updates.iter().for_each(|u| sinks::finding(&mut out, u));
     }
-    engine.finish().iter().filter(|u| matches!(u, FindingUpdate::Cleared(_))).for_each(log_update);
+    engine.finish().iter().for_each(|u| sinks::finding(&mut out, u));
+    sinks::finish(&mut out)?;
     let mut stats = engine.stats();
     stats.duration_secs = first.zip(last).and_then(|(a, b)| b.duration_since(a).ok()).map_or(0.0, |d| d.as_secs_f64());
     Ok(Replayed { node, findings: engine.findings(), stats })

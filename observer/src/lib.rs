@@ -8,6 +8,7 @@ pub mod loader;
 pub mod netfilter;
 pub mod record;
 pub mod session;
+pub mod sinks;
 pub mod stop;
 pub mod trace;
 pub mod verify;

@@ -4,14 +4,8 @@ pub mod filter;
 pub mod format;
 pub mod pcap;
 
-use std::{
-    io::{IsTerminal as _, Write},
-    ops::ControlFlow,
-    sync::Arc,
-    time::Duration,
-};
+use std::{io::IsTerminal as _, ops::ControlFlow, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use tracing::{info, warn};
 
 use crate::{
@@ -22,6 +16,7 @@ use crate::{
     loader::filter::KernelFilter,
     record::RecordTo,
     session::{Session, SessionConfig},
+    sinks::{self, lines::Lines, Sink},
     stop::StopToken,
 };
 
@@ -112,58 +107,34 @@ fn filter_args(args: &TraceArgs) -> filter::FilterArgs<'_> {
     }
 }
 
-/// The trace's output: filtered observations as text or JSON lines, the pcap file, the summary.
+/// The trace's output: the filter, `--count`, and the sinks (pcap file, then text/JSON lines).
 struct Output {
     filter: filter::TraceFilter,
-    output: OutputFormat,
     count: Option<u64>,
-    colour: bool,
-    out: std::io::StdoutLock<'static>,
-    pcap: Option<(pcap::PcapWriter<std::io::BufWriter<std::fs::File>>, std::path::PathBuf)>,
-    summary: format::Summary,
+    lines: Lines,
+    sinks: Vec<Box<dyn Sink>>,
     printed: u64,
     filtered: u64,
-    failure: Option<anyhow::Error>,
 }
 
 impl Output {
     fn new(args: &TraceArgs, filter: filter::TraceFilter) -> anyhow::Result<Self> {
-        let pcap = match &args.pcap {
-            Some(path) => {
-                let file =
-                    std::fs::File::create(path).with_context(|| format!("creating pcap file {}", path.display()))?;
-                let writer = pcap::PcapWriter::new(std::io::BufWriter::new(file))
-                    .with_context(|| format!("writing {}", path.display()))?;
-                Some((writer, path.clone()))
-            }
-            None => None,
-        };
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if let Some(path) = &args.pcap {
+            sinks.push(Box::new(sinks::pcap::Pcap::create(path.clone())?));
+        }
         let colour = args.output == OutputFormat::Text
             && match args.color {
                 Colour::Always => true,
                 Colour::Never => false,
                 Colour::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             };
-        let mut out = std::io::stdout().lock();
-        if args.output == OutputFormat::Text {
-            writeln!(out, "{}", format::TEXT_HEADER)?;
-        }
-        Ok(Self {
-            filter,
-            output: args.output,
-            count: args.count,
-            colour,
-            out,
-            pcap,
-            summary: format::Summary::default(),
-            printed: 0,
-            filtered: 0,
-            failure: None,
-        })
+        let lines = Lines::new(args.output, colour)?;
+        Ok(Self { filter, count: args.count, lines, sinks, printed: 0, filtered: 0 })
     }
 
-    /// Prints one observation (if it passes the filter); breaks after `--count` lines or when
-    /// stdout is gone.
+    /// Hands one observation to the sinks (if it passes the filter); breaks after `--count`
+    /// lines or when a sink breaks (stdout gone, pcap write failed).
     fn observe(&mut self, observation: Observation) -> ControlFlow<()> {
         if self.count.is_some_and(|n| self.printed >= n) {
             return ControlFlow::Break(());
@@ -172,25 +143,11 @@ impl Output {
             self.filtered += 1;
             return ControlFlow::Continue(());
         }
-        let line = match self.output {
-            OutputFormat::Text => format::text_line(&observation),
-            OutputFormat::Json => format::json_line(&observation),
-        };
-        let line = if self.colour { format::colourize(&observation, line) } else { line };
-        if let (Some((writer, _)), Some(bytes)) = (self.pcap.as_mut(), observation.detail.captured()) {
-            if let Err(err) = writer.write(observation.time, bytes, pcap::ip_length(bytes)) {
-                self.failure = Some(anyhow::anyhow!("writing the pcap file: {err}"));
-                return ControlFlow::Break(());
-            }
-        }
-        if let Err(err) = writeln!(self.out, "{line}").and_then(|()| self.out.flush()) {
-            // A closed pipe (e.g. `| head`) ends the trace quietly.
-            if err.kind() != std::io::ErrorKind::BrokenPipe {
-                self.failure = Some(err.into());
-            }
+        if sinks::observation(&mut self.sinks, &observation).is_break()
+            || self.lines.observation(&observation).is_break()
+        {
             return ControlFlow::Break(());
         }
-        self.summary.add(&observation);
         self.printed += 1;
         if self.count.is_some_and(|n| self.printed >= n) {
             ControlFlow::Break(())
@@ -199,26 +156,14 @@ impl Output {
         }
     }
 
-    /// The first failure, if any; logs the pcap file written.
+    /// Finishes the sinks: the first failure, if any.
     fn end(&mut self) -> anyhow::Result<()> {
-        if let Some(err) = self.failure.take() {
-            return Err(err);
-        }
-        if let Some((writer, path)) = &self.pcap {
-            info!(packets = writer.packets, file = %path.display(), "pcap written");
-        }
-        Ok(())
+        let others = sinks::finish(&mut self.sinks);
+        self.lines.finish().and(others)
     }
 
-    /// Text: the summary ends the output; JSON: stdout stays one event per line.
     fn summary_line(&mut self, lost: u64, not_shown: u64, not_attributed: u64) {
-        let line = self.summary.line(lost, not_shown, not_attributed);
-        match self.output {
-            OutputFormat::Text => {
-                let _ = writeln!(self.out, "{line}");
-            }
-            OutputFormat::Json => eprintln!("{line}"),
-        }
+        self.lines.summary_line(lost, not_shown, not_attributed);
     }
 }
 
