@@ -1,6 +1,7 @@
 //! The mesh's inventory: pods, services, endpoints, namespaces and nodes, read from Kubernetes'
 //! own JSON, and the questions the observer asks of it (who is this IP, what is this port).
 
+pub mod from_objects;
 pub mod istio_ports;
 mod parse;
 

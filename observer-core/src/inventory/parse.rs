@@ -53,7 +53,7 @@ pub fn parse(text: &str) -> Result<Inventory, InventoryError> {
     collect(items, None)
 }
 
-fn collect(items: Vec<&Value>, default_kind: Option<&str>) -> Result<Inventory, InventoryError> {
+pub(super) fn collect(items: Vec<&Value>, default_kind: Option<&str>) -> Result<Inventory, InventoryError> {
     let mut inv = Inventory::default();
     let mut namespace_labels: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut endpoints: Vec<(String, String, Vec<IpAddr>)> = Vec::new();
