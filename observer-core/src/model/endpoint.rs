@@ -9,7 +9,8 @@ use crate::inventory::{MeshMode, Role};
 
 /// Everything known about one end of a flow. Every field is optional: an observation's ends
 /// carry what the inventory knows about the address; a finding's ends also carry the address,
-/// the destination port and the source's address after SNAT.
+/// the destination port and the source's address after SNAT; verify's required flows name
+/// their ends with it too (plus the node).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
     /// The address (findings; observations keep it in their flow).
@@ -37,6 +38,9 @@ pub struct Endpoint {
     /// followed across it (e.g. istio-cni's ambient probe address 169.254.7.127).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snat_ip: Option<IpAddr>,
+    /// The node its pod runs on (verify's flows; a finding names its node once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Endpoint {
@@ -51,5 +55,6 @@ impl Endpoint {
         self.mesh = self.mesh.or(from.mesh);
         self.istio_port = self.istio_port.or(from.istio_port);
         self.snat_ip = self.snat_ip.or(from.snat_ip);
+        self.node = self.node.take().or_else(|| from.node.clone());
     }
 }
