@@ -73,6 +73,9 @@ pub enum Record {
     /// The watched namespace's interfaces changed (ifindex -> name): events after this line
     /// are named by this table.
     Interfaces { interfaces: BTreeMap<u32, String> },
+    /// The node's conntrack said the packets of the event before this line (from `translated`)
+    /// belong to the connection `original` (before source NAT), as `diagnose` looked it up.
+    Snat { translated: (std::net::IpAddr, u16), original: (std::net::IpAddr, u16) },
 }
 
 /// A [`Culprit`] with everything the diagnosis uses, including what its JSON leaves out.

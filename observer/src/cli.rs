@@ -23,6 +23,21 @@ pub enum Command {
     /// fails. Static by default (reads the rulesets, sends nothing). Exit status: 0 nothing
     /// blocked, 3 a required flow is blocked, 1 error, 2 bad usage.
     Verify(VerifyArgs),
+    /// The node agent (Kubernetes API inventory, metrics, Events): runs `observer-agent agent`
+    /// (installed beside `observer`); see `observer agent --help`.
+    #[command(disable_help_flag = true)]
+    Agent(Passthrough),
+    /// The cluster view of the agents' findings: runs `observer-agent findings`; see
+    /// `observer findings --help`.
+    #[command(disable_help_flag = true)]
+    Findings(Passthrough),
+}
+
+/// Arguments handed unchanged to `observer-agent` (which parses them).
+#[derive(Debug, clap::Args)]
+pub struct Passthrough {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, clap::Args)]

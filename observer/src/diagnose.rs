@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::{
     cli::{DiagnoseArgs, OutputFormat},
@@ -23,6 +23,9 @@ use crate::{
     stop::StopToken,
     trace::load_inventory,
 };
+
+/// Conntrack lookups remembered (each packet side is looked up once), bounded.
+const MAX_LOOKUPS: usize = 131_072;
 
 /// The sinks of a diagnosis' finding updates (the report is printed at the end).
 fn sinks() -> Vec<Box<dyn Sink>> {
@@ -54,12 +57,53 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let mut engine = Engine::new(EngineConfig::new(node.clone()), Arc::clone(&inventory));
     // Interface MTUs on the node's path, for PMTU findings.
     engine.set_interface_mtus(session.interface_mtus());
+    // The node's conntrack, to follow connections across source NAT (istio-cni's probe SNAT,
+    // masquerades) by their entries rather than by matching ports.
+    let mut conntrack = match session.netns.run_inside(crate::netfilter::conntrack::Conntrack::open) {
+        Ok(Ok(ct)) => Some(ct),
+        Ok(Err(e)) => {
+            warn!(error = %e, "no conntrack access (ctnetlink): connections are followed across SNAT by port only");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot enter the node's namespace for conntrack");
+            None
+        }
+    };
+    let mut looked_up: std::collections::HashSet<(std::net::IpAddr, u16)> = std::collections::HashSet::new();
+    let recorder = session.recorder();
     let engine = std::cell::RefCell::new(engine);
     let out = std::cell::RefCell::new(sinks());
     let send = |updates: Vec<FindingUpdate>| updates.iter().for_each(|u| sinks::finding(&mut out.borrow_mut(), u));
     session.run_ticking(
         Some(&inventory),
         |_, observation| {
+            let candidate = engine.borrow().snat_candidate(&observation);
+            if let (Some(ct), Some((packet_side, server))) = (conntrack.as_mut(), candidate) {
+                if looked_up.len() >= MAX_LOOKUPS {
+                    looked_up.clear();
+                }
+                if looked_up.insert(packet_side) {
+                    let reply = crate::netfilter::conntrack::Tuple {
+                        protocol: observer_common::event::PROTO_TCP,
+                        src: server.0,
+                        sport: server.1,
+                        dst: packet_side.0,
+                        dport: packet_side.1,
+                    };
+                    match ct.original_of_reply(reply) {
+                        Ok(Some(orig)) => {
+                            let original = (orig.src, orig.sport);
+                            engine.borrow_mut().follow_snat(packet_side, original, &observation);
+                            if let Some(r) = recorder.as_ref() {
+                                r.borrow_mut().snat(packet_side, original);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => debug!(error = %e, "conntrack lookup failed"),
+                    }
+                }
+            }
             send(engine.borrow_mut().observe(&observation));
             ControlFlow::Continue(())
         },
@@ -109,7 +153,10 @@ pub fn diagnose_recording(
     engine.set_interface_mtus(replay.header.interface_mtus.clone().into_iter().collect());
     let (first, last) = (replay.observations.first().map(|o| o.time), replay.observations.last().map(|o| o.time));
     let mut out = sinks();
-    for o in &replay.observations {
+    for (i, o) in replay.observations.iter().enumerate() {
+        if let Some((translated, original)) = replay.snat.get(&i) {
+            engine.follow_snat(*translated, *original, o);
+        }
         let mut updates = engine.observe(o);
         updates.extend(engine.tick(o.time));
         updates.iter().for_each(|u| sinks::finding(&mut out, u));

@@ -1,5 +1,6 @@
 //! observer: eBPF node dataplane observer for Istio service meshes (library side of the CLI).
 
+pub mod agent_exec;
 pub mod cli;
 pub mod diagnose;
 pub mod events;

@@ -1,6 +1,6 @@
 //! observer: eBPF node dataplane observer for Istio service meshes.
 
-use observer::{cli, diagnose, stop::StopToken, trace, verify};
+use observer::{agent_exec, cli, diagnose, stop::StopToken, trace, verify};
 use std::io::IsTerminal as _;
 
 use clap::Parser as _;
@@ -8,6 +8,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // The agent's heavy dependencies live in their own binary: hand over to it.
+    match &cli.command {
+        cli::Command::Agent(p) => return agent_exec::exec("agent", &cli.log, &p.args),
+        cli::Command::Findings(p) => return agent_exec::exec("findings", &cli.log, &p.args),
+        _ => {}
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
@@ -29,6 +35,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Trace(args) => trace::run(args, &stop).map(|()| false),
         cli::Command::Diagnose(args) => diagnose::run(args, &stop),
         cli::Command::Verify(args) => verify::run(args, &stop),
+        cli::Command::Agent(_) | cli::Command::Findings(_) => Ok(false),
     };
     match result {
         Ok(false) => std::process::ExitCode::SUCCESS,

@@ -89,6 +89,11 @@ impl Recorder {
         self.events += 1;
     }
 
+    /// Conntrack's answer for the event just recorded: `translated` is `original` before SNAT.
+    pub fn snat(&mut self, translated: HostPort, original: HostPort) {
+        self.record(&Record::Snat { translated, original });
+    }
+
     /// The watched namespace's interfaces changed.
     pub fn interfaces(&mut self, interfaces: &BTreeMap<u32, String>) {
         self.record(&Record::Interfaces { interfaces: interfaces.clone() });
@@ -141,6 +146,8 @@ pub enum ReplayError {
 pub struct Replay {
     pub header: Header,
     pub observations: Vec<Observation>,
+    /// Conntrack's SNAT answers, by the index of the observation they were looked up for.
+    pub snat: HashMap<usize, (HostPort, HostPort)>,
 }
 
 /// Reads `path` and names every event in it (with the inventory's view of both ends).
@@ -169,6 +176,7 @@ pub fn replay(path: &Path, inventory: Option<&Arc<Inventory>>) -> Result<Replay,
                 decoded.push(Decoded::Event(event, location, culprit));
             }
             Record::Interfaces { interfaces } => decoded.push(Decoded::Interfaces(interfaces)),
+            Record::Snat { translated, original } => decoded.push(Decoded::Snat(translated, original)),
         }
     }
     let reasons = DropReasons::from_pairs(header.drop_reasons.iter().map(|(k, v)| (*k, v.as_str())));
@@ -183,10 +191,16 @@ pub fn replay(path: &Path, inventory: Option<&Arc<Inventory>>) -> Result<Replay,
         inventory: inventory.map(|i| i.as_ref()),
         processes: Default::default(),
     };
-    let mut observations = Vec::with_capacity(decoded.len());
+    let mut observations: Vec<Observation> = Vec::with_capacity(decoded.len());
+    let mut snat = HashMap::new();
     for d in decoded {
         match d {
             Decoded::Interfaces(interfaces) => namer.interfaces = interfaces,
+            Decoded::Snat(translated, original) => {
+                if let Some(last) = observations.len().checked_sub(1) {
+                    snat.insert(last, (translated, original));
+                }
+            }
             Decoded::Event(event, location, culprit) => {
                 let mut o = namer.observe(&event);
                 if let Detail::Drop { location: slot, culprit: named, .. } = &mut o.detail {
@@ -199,11 +213,15 @@ pub fn replay(path: &Path, inventory: Option<&Arc<Inventory>>) -> Result<Replay,
             }
         }
     }
-    Ok(Replay { header, observations })
+    Ok(Replay { header, observations, snat })
 }
 
 #[allow(clippy::large_enum_variant)] // short-lived, one per record: no point boxing the event
 enum Decoded {
     Event(Event, Option<String>, Option<Box<RecordedCulprit>>),
     Interfaces(BTreeMap<u32, String>),
+    Snat(HostPort, HostPort),
 }
+
+/// An address and port.
+type HostPort = (std::net::IpAddr, u16);

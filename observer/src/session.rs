@@ -9,6 +9,7 @@ use std::{
     cell::RefCell,
     ops::ControlFlow,
     path::PathBuf,
+    rc::Rc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -113,8 +114,8 @@ pub struct Session {
     culprits: Option<Attributor>,
     /// Monotonic -> wall clock, measured at the start.
     clock: MonotonicClock,
-    /// Writes the recording (`config.record`).
-    recorder: Option<Recorder>,
+    /// Writes the recording (`config.record`); shared with the command (facts it looks up).
+    recorder: Option<Rc<RefCell<Recorder>>>,
 }
 
 impl Session {
@@ -154,7 +155,7 @@ impl Loaded {
                     &watch.interface_mtus(),
                     &kernel.drop_reasons,
                 );
-                Some(Recorder::create(path, &header)?)
+                Some(Rc::new(RefCell::new(Recorder::create(path, &header)?)))
             }
             None => None,
         };
@@ -248,19 +249,19 @@ impl Session {
         };
         let (all_netns, deadline) = (self.config.all_netns, self.deadline);
         // What is handed on is recorded first (with the culprit, once attributed).
-        let recorder = RefCell::new(self.recorder.take());
+        let recorder = self.recorder.clone();
         let mut each = each;
         let mut consumer = Consumer::new(|event: &Event, observation: Observation| {
-            if let Some(r) = recorder.borrow_mut().as_mut() {
-                r.event(event, &observation);
+            if let Some(r) = recorder.as_ref() {
+                r.borrow_mut().event(event, &observation);
             }
             each(event, observation)
         });
         while !consumer.done && !self.stop.is_stopped() && deadline.is_none_or(|d| Instant::now() < d) {
             if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached)? {
                 namer.interfaces = self.attached.interfaces.clone();
-                if let Some(r) = recorder.borrow_mut().as_mut() {
-                    r.interfaces(&namer.interfaces);
+                if let Some(r) = recorder.as_ref() {
+                    r.borrow_mut().interfaces(&namer.interfaces);
                 }
             }
             // Drops waiting for their culprit are checked on often; otherwise wake up every 100 ms.
@@ -294,12 +295,18 @@ impl Session {
         // Drops still waiting for their culprit are attributed now, not lost (unless the
         // consumer has had enough).
         pass_attributed(&mut self.culprits, &self.watch, true, &mut consumer);
-        self.recorder = recorder.into_inner();
-        if let Some(r) = self.recorder.as_mut() {
+        if let Some(r) = recorder.as_ref() {
+            let mut r = r.borrow_mut();
             r.finish();
             info!(events = r.events, "recording written");
         }
         Ok(())
+    }
+
+    /// The recording being written (`config.record`), for facts a command looks up about an
+    /// event it was handed (written right after that event).
+    pub fn recorder(&self) -> Option<Rc<RefCell<Recorder>>> {
+        self.recorder.clone()
     }
 
     /// What the session counted so far: the kernel's counters and userspace's own.

@@ -705,6 +705,9 @@ fn a_policy_dropping_istio_cnis_probe_snat_is_r4_on_one_connection_across_the_sn
     let fix = f["remediation"].as_str().expect("remediation");
     assert!(fix.contains("169.254.7.127/32") && fix.contains("fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128"), "{fix}");
     assert!(fix.contains("port 8080"), "{fix}");
+    // The pod spec's readiness probe (httpGet on the named port `http`, resolved to 8080).
+    assert_eq!(f["dst"]["probe"], "readiness", "{f:#}");
+    assert!(fix.contains("readiness probe port 8080 (from the pod spec)"), "{fix}");
 }
 
 /// Zero findings on healthy traffic with the probe SNAT: kubelet probes and mesh traffic.
@@ -755,4 +758,123 @@ fn a_policy_dropping_the_ipv6_probe_snat_is_r4_too() {
     assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(cart.key().as_str()), Some(8080)));
     assert_eq!(f["dst"]["ip"], cart6.to_string());
     assert_eq!(f["culprit"]["table"], "lab_policy", "{f:#}");
+}
+
+/// Issue 14's routed Calico node: AKS's real Calico + kube-proxy filter table
+/// (observer/tests/fixtures/netfilter/real/calico-aks-kubenet.txt) loaded with
+/// `iptables-restore` on node-a attached the Calico way (cali* veths, /32 routes, proxy ARP),
+/// the paste's workload interfaces and their `cali-fw-`/`cali-tw-` chains renamed to node-a's
+/// pods' veths. Healthy traffic gives zero findings; then reviews gets an ingress
+/// NetworkPolicy as Felix renders it (a `cali-pi-` chain admitting only the ratings set, and
+/// "Start of policies" / "Drop if no policies passed packet" in reviews' `cali-tw-` chain):
+/// productpage -> reviews:9080 is dropped by that `cali-tw-` DROP, named `confirmed`.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_real_calico_ruleset_on_a_routed_node_names_its_cali_tw_drop_confirmed() {
+    use observer_lab::{LabSpec, PodAttachment};
+    require_root();
+    let lab = support::lab_with(LabSpec::bookinfo().with_pod_attachment("node-a", PodAttachment::Routed));
+    let ruleset = support::real_calico_for(&lab, "node-a");
+    observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    // Calico admits everything between workloads here (namespace profiles): nothing to report.
+    healthy_rounds(&lab, "node-a", 5);
+
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let tw = format!("cali-tw-{}", lab.host_veth(&reviews));
+    let drop_rule = "Drop if no policies passed packet";
+    let (code, report) = diagnose(&lab, "node-a", || {
+        support::calico_ingress_policy(&lab, "node-a", &tw);
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((reviews.ip, 9080)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "nothing else blamed: {report:#}");
+    let f = &all[0];
+    // A policy engine's rule singling out a peer between two sidecar workloads: R4.
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("dropped")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(reviews.key().as_str()), Some(9080)));
+    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    let c = &f["culprit"];
+    assert_eq!(c["confidence"], "confirmed", "{c:#}");
+    assert_eq!((c["backend"].as_str(), c["table"].as_str()), (Some("iptables-nft"), Some("filter")), "{c:#}");
+    assert_eq!((c["chain"].as_str(), c["position"].as_u64()), (Some(tw.as_str()), Some(7)), "{c:#}");
+    assert_eq!(c["owner"], "calico", "{c:#}");
+    assert!(c["rule"].as_str().is_some_and(|r| r.contains(drop_rule) && r.ends_with("-j DROP")), "{c:#}");
+    assert!(c.get("note").is_none(), "decided outright: {c:#}");
+}
+
+/// Issue 13 item 7 with a port-changing SNAT (`--to-source 169.254.7.127:20000-20999
+/// --random`, ahead of istio-cni's own rule): the packet side's source port is not the
+/// socket's, so only the node's conntrack entry (read through ctnetlink) ties them. Still one
+/// connection and one finding, on the socket's address, naming the probe port.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_port_changing_probe_snat_is_followed_by_its_conntrack_entry() {
+    require_root();
+    let lab = probe_snat_lab();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let node_a = lab.spec.node("node-a").expect("node").clone();
+    let snat = [
+        "-w",
+        "-t",
+        "nat",
+        "-I",
+        "ISTIO_POSTRT",
+        "1",
+        "-m",
+        "owner",
+        "--socket-exists",
+        "-p",
+        "tcp",
+        "-m",
+        "set",
+        "--match-set",
+        "istio-inpod-probes-v4",
+        "dst",
+        "-j",
+        "SNAT",
+        "--to-source",
+        "169.254.7.127:20000-20999",
+        "--random",
+    ];
+    lab.firewall("node-a", "iptables", &snat).expect("snat");
+    let mut probe_ports = Vec::new();
+    let (code, report) = diagnose(&lab, "node-a", || {
+        let policy = "table inet lab_policy {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    ct state established,related accept\n    iifname \"lo\" accept\n    ip saddr 10.244.0.0/16 accept\n    counter drop comment \"default-deny ingress\"\n  }\n}\n";
+        lab.nft_in_netns(&lab.pod_netns("cart").expect("ns"), policy).expect("policy");
+        for _ in 0..2 {
+            let out = lab
+                .probe_from_node("node-a", SocketAddr::from((cart.ip, 8080)), Duration::from_millis(2500))
+                .expect("probe");
+            assert_eq!(out.result, "timeout", "{out:?}");
+            probe_ports.push(out.local_addr().expect("local").port());
+        }
+    });
+    assert!(
+        probe_ports.iter().all(|p| !(20000..=20999).contains(p)),
+        "the sockets' ports are not the SNAT's: {probe_ports:?}"
+    );
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "the probes, one finding: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R4"), Some("policy-conflict"), Some("dropped")),
+        "{f:#}"
+    );
+    assert_eq!(f["evidence"]["connections"], 2, "each probe one connection across its SNAT: {f:#}");
+    assert_eq!(f["src"]["ip"], node_a.bridge_ip().to_string(), "{f:#}");
+    assert_eq!(f["src"]["snat_ip"], "169.254.7.127", "{f:#}");
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(cart.key().as_str()), Some(8080)));
+    assert_eq!((f["culprit"]["table"].as_str(), f["culprit"]["chain"].as_str()), (Some("lab_policy"), Some("input")));
 }

@@ -447,3 +447,42 @@ fn weaves_ingress_isolation_blocks_bridged_flows_with_the_bridge_ports_read_from
     assert_eq!((c["chain"].as_str(), c["position"].as_u64()), (Some("FORWARD"), Some(4)), "{c:#}");
     assert_eq!(c["rule"], "-A FORWARD -o cni0 -j DROP");
 }
+
+/// Issue 14 on the routed Calico-style node: AKS's real Calico ruleset (adapted to node-a's
+/// cali* veths) accepts every mesh flow, each verdict decided (`pass`); with an ingress
+/// NetworkPolicy on reviews (Felix's chains), the flows into reviews on 9080 are `blocked` by
+/// its `cali-tw-` "Drop if no policies passed packet" and nothing else changes.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_real_calico_ruleset_on_a_routed_node_passes_mesh_flows_and_blocks_what_its_policy_drops() {
+    use observer_lab::{LabSpec, PodAttachment};
+    require_root();
+    let lab = support::lab_with(LabSpec::bookinfo().with_pod_attachment("node-a", PodAttachment::Routed));
+    let ruleset = support::real_calico_for(&lab, "node-a");
+    observer_lab::lab::faults::load_ruleset(&lab.node_netns("node-a"), &ruleset, &[]).expect("load");
+    let (code, report) = verify(&lab, "node-a", false);
+    let not_passing: Vec<Value> = checks(&report).into_iter().filter(|c| c["status"] != "pass").collect();
+    assert!(not_passing.is_empty(), "{not_passing:#?}");
+    assert_eq!(code, 0, "{report:#}");
+    assert!(clean_checks_cover_sidecars(&report), "{report:#}");
+    let before = checks(&report).len();
+
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let tw = format!("cali-tw-{}", lab.host_veth(&reviews));
+    support::calico_ingress_policy(&lab, "node-a", &tw);
+    let (code, report) = verify(&lab, "node-a", false);
+    assert_eq!(code, 3, "{report:#}");
+    let all = checks(&report);
+    assert_eq!(all.len(), before, "{report:#}");
+    assert!(all.iter().all(|c| c["status"] != "unknown"), "every verdict decided: {report:#}");
+    let blocked = blocked(&report);
+    assert!(!blocked.is_empty(), "{report:#}");
+    for c in &blocked {
+        assert_eq!(c["dst"]["ip"], reviews.ip.to_string(), "only flows into reviews: {c:#}");
+        assert_eq!(c["dst"]["port"], 9080, "{c:#}");
+        let k = &c["culprit"];
+        assert_eq!((k["chain"].as_str(), k["position"].as_u64()), (Some(tw.as_str()), Some(7)), "{c:#}");
+        assert_eq!(k["owner"], "calico", "{c:#}");
+        assert!(k["rule"].as_str().is_some_and(|r| r.contains("Drop if no policies passed packet")), "{c:#}");
+    }
+}

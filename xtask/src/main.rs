@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod lab;
+mod manifests;
 mod setup;
 mod shell;
 mod test;
@@ -29,6 +30,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Validate deploy/ offline: `kubectl kustomize deploy | kubernetes-validate --strict` (also
+    /// part of `test`).
+    Manifests,
     /// Setup, build, then show observer catching a blocked xDS connection in the lab.
     Demo,
     /// Measure observer's costs in the lab next to tcpdump and bpftrace (about 10 minutes):
@@ -52,6 +56,9 @@ enum Command {
         /// Pod namespaces per churn cycle.
         #[arg(long, default_value_t = 200)]
         churn_pods: usize,
+        /// Only the agent's benchmark (idle CPU/RSS, Events under a drop flood): bench/agent.json.
+        #[arg(long)]
+        agent_only: bool,
     },
     /// Fuzz observer's parsers of untrusted input (cargo-fuzz, nightly): every target, or the
     /// ones named, for `--secs` each. Crashes stop the run and are left in fuzz/artifacts.
@@ -72,14 +79,23 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
+        Command::Manifests => manifests::validate(),
         Command::Build => {
             setup::run()?;
             shell::build()
         }
         Command::Test { args } => test::run(&args),
         Command::Demo => demo::run(),
-        Command::Bench { reps, secs, trials, churn_only, churn_secs, churn_pods } => {
-            bench::run(&bench::Options { reps, secs, latency_trials: trials, churn_only, churn_secs, churn_pods })
+        Command::Bench { reps, secs, trials, churn_only, churn_secs, churn_pods, agent_only } => {
+            bench::run(&bench::Options {
+                reps,
+                secs,
+                latency_trials: trials,
+                churn_only,
+                churn_secs,
+                churn_pods,
+                agent_only,
+            })
         }
         Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),
         Command::Lab { action } => lab::run(action),

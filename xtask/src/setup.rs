@@ -7,8 +7,9 @@ use crate::shell::{self, command, output};
 
 /// Debian packages: LLVM 22 for bpf-linker, the firewall tools and iproute2 for the lab,
 /// ipset (observer reads sets; the real rulesets' tests create them), procps for sysctl, tshark
-/// for reading the pcaps observer writes, tmux for the terminal test.
-const PACKAGES: [&str; 10] = [
+/// for reading the pcaps observer writes, tmux for the terminal test, curl for the agent's tests
+/// (its HTTP endpoint, the test API server).
+const PACKAGES: [&str; 11] = [
     "llvm-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
@@ -19,6 +20,7 @@ const PACKAGES: [&str; 10] = [
     "procps",
     "tshark",
     "tmux",
+    "curl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// scapy (PyPI) writes the hostile frames of observer/tests/hostile (a packet library, so the
@@ -85,6 +87,7 @@ pub fn run_with(extra: &[&str]) -> anyhow::Result<()> {
         shell::run(&mut cmd).context("installing scapy")?;
         did.push(format!("installed scapy {SCAPY_VERSION}"));
     }
+    crate::manifests::setup(&mut did)?;
     if did.is_empty() {
         println!(
             "setup: everything present (packages, nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, scapy {SCAPY_VERSION})"

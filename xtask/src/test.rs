@@ -1,5 +1,6 @@
-//! `cargo xtask test`: setup, build, rustfmt, clippy (host and BPF target), every test of both
-//! tiers, a short run of every fuzz target, then a check that no lab is left.
+//! `cargo xtask test`: setup, build, rustfmt, clippy (host and BPF target), deploy/ manifests
+//! validated offline, every test of both tiers, a short run of every fuzz target, then a check
+//! that no lab is left.
 //!
 //! Tiers: plain `cargo test` runs the host-only tests (no root, no eBPF, no network namespaces);
 //! the privileged tests are `#[ignore = "privileged: ..."]` and run here with
@@ -29,6 +30,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     clippy.args(["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"]);
     shell::run(&mut clippy)?;
     shell::run(ebpf_cargo("clippy").args(["--quiet", "--", "-D", "warnings"]))?;
+    crate::manifests::validate()?;
     let debug_object = build_debug_object()?;
     let mut test = shell::command("cargo");
     test.args(["test", "--quiet", "--", "--include-ignored"])

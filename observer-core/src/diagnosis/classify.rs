@@ -82,6 +82,12 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     };
     let mut evidence = Evidence {
         icmp_errors_dropped: icmp_errors_dropped(&c.icmp_drops),
+        neighbour_solicitation: c.neighbour.as_ref().map(|d| super::NeighbourEvidence {
+            target: d.target,
+            drop_reason: d.reason.name.to_string(),
+            location: d.location.clone(),
+            netns: d.netns,
+        }),
         attempts: c.attempts(),
         connections: 1,
         first_seen: c.first_seen,
@@ -136,6 +142,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
         workload: dst.workload.clone(),
         service: dst.service.clone(),
         istio_port,
+        probe: dst.probe,
         ..Endpoint::default()
     };
     let src_party = Endpoint {
@@ -151,7 +158,10 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     let remediation = if ambient_probe {
         probe_remediation(mechanism, &dst_party, &evidence, culprit.as_ref(), node)
     } else {
-        remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node)
+        // A packet freed by failed neighbour resolution: the dropped solicitations explain it.
+        let neighbour_failure = matches!(&outcome, Outcome::Dropped { reason, location, .. }
+            if mechanism == Mechanism::Dropped && super::correlate::is_neighbour_failure(reason, location));
+        remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node, neighbour_failure)
     };
     Some(Finding {
         requirement,
@@ -206,8 +216,14 @@ fn probe_remediation(
             _ => format!("no drop on node {node}: a policy beyond it"),
         },
     };
+    // The pod spec names the probe on that port (readiness, liveness...), else it is the port
+    // kubelet was seen probing.
+    let (probes, probe_port) = match dst.probe {
+        Some(kind) => (format!("{kind} probes"), format!("{kind} probe port {port} (from the pod spec)")),
+        None => ("health probes".to_string(), format!("probe port {port}")),
+    };
     format!(
-        "Kubelet's health probes of {target} on port {port} arrive from istio-cni's probe SNAT address {v4} (ambient mode) and are blocked: {where_}. Admit {v4}/32 (and its IPv6 twin {v6}/128) to the pod's probe port {port} in the NetworkPolicy or host firewall; without it the pod is never ready."
+        "Kubelet's {probes} of {target} on port {port} arrive from istio-cni's probe SNAT address {v4} (ambient mode) and are blocked: {where_}. Admit {v4}/32 (and its IPv6 twin {v6}/128) to the pod's {probe_port} in the NetworkPolicy or host firewall; without it the pod is never ready."
     )
 }
 
@@ -243,6 +259,32 @@ fn pmtu_advice(stall: Option<&super::StallEvidence>, node: &str) -> String {
     )
 }
 
+/// Where a flow lost to failed neighbour resolution went wrong: the destination never answered
+/// neighbour discovery (ARP / NDP). Not a rule of the watched node's path: the packet was
+/// routed, then nobody answered for its next hop. When a solicitation for the address was
+/// dropped, that namespace's rule (if named) is what to change.
+fn neighbour_advice(dst: &Endpoint, evidence: &Evidence, culprit: Option<&Culprit>) -> String {
+    let addr = dst.ip.map(|i| i.to_string()).unwrap_or_default();
+    match (&evidence.neighbour_solicitation, culprit) {
+        (Some(ns), Some(c)) => format!(
+            "{addr} never answered neighbour discovery: the neighbour solicitations for {} were refused in network namespace {} (the one that received them at its {} hook) by {}; that namespace's own rules must admit ICMPv6 neighbour discovery (types 135/136) before any REJECT/DROP",
+            ns.target,
+            ns.netns,
+            c.hook.unwrap_or("netfilter"),
+            c.summary()
+        ),
+        (Some(ns), None) => format!(
+            "{addr} never answered neighbour discovery: the neighbour solicitations for {} were dropped in network namespace {} ({} at {}); check that namespace's ip6tables/nft rules admit ICMPv6 neighbour discovery (types 135/136)",
+            ns.target, ns.netns, ns.drop_reason, ns.location
+        ),
+        (None, _) => format!(
+            "neighbour resolution of {addr} failed ({} at {}): nothing answered ARP/neighbour discovery for it on its link; check that the destination is up with that address and that ARP/ICMPv6 neighbour discovery is not filtered",
+            evidence.drop_reason.as_deref().unwrap_or("?"),
+            evidence.location.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
 /// Whether the outcome shows a firewall rule at work (not a routing or resource problem).
 fn by_firewall(outcome: &Outcome) -> bool {
     match outcome {
@@ -259,6 +301,7 @@ fn remediation(
     evidence: &Evidence,
     culprit: Option<&Culprit>,
     node: &str,
+    neighbour_failure: bool,
 ) -> String {
     let port = dst.port.unwrap_or(0);
     let target = dst
@@ -268,6 +311,7 @@ fn remediation(
         .unwrap_or_else(|| dst.ip.map(|i| i.to_string()).unwrap_or_default());
     let identified = culprit.filter(|c| c.confidence != Confidence::NotIdentified);
     let where_ = match (mechanism, identified) {
+        _ if neighbour_failure => neighbour_advice(dst, evidence, identified),
         (Mechanism::Dropped | Mechanism::Rejected, Some(c)) => {
             let source = match (c.network_policy.as_deref(), c.owner) {
                 (Some(policy), Some(owner)) => format!(" (written by {owner} for NetworkPolicy {policy}: change the policy)"),

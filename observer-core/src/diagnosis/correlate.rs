@@ -9,10 +9,13 @@ use std::{
 };
 
 mod held;
+mod neighbour;
 mod snat;
 mod stall;
 
 pub use held::DEFAULT_CAPACITY;
+pub(crate) use neighbour::is_neighbour_failure;
+pub use neighbour::SolicitationDrop;
 
 pub use stall::{Stall, STALL_RETRANSMITS};
 
@@ -133,6 +136,9 @@ pub struct Connection {
     pub pmtu_signal: bool,
     /// MTUs of the interfaces of this node its packets crossed (name -> bytes).
     pub path_mtus: BTreeMap<String, u32>,
+    /// Its packets were freed by failed neighbour resolution for the destination, and a
+    /// solicitation for that address was dropped: the most telling such drop.
+    pub neighbour: Option<SolicitationDrop>,
     /// The address its packets carried after source NAT (e.g. istio-cni's 169.254.7.127).
     pub snat_source: Option<IpAddr>,
     /// The netfilter rule behind its drops, the most certain one seen.
@@ -163,10 +169,24 @@ impl Connection {
             largest_retransmit: None,
             pmtu_signal: false,
             path_mtus: BTreeMap::new(),
+            neighbour: None,
             snat_source: None,
             culprit: None,
             first_seen: time,
             last_seen: time,
+        }
+    }
+
+    /// Takes a dropped solicitation for its unresolved destination as evidence, and its rule
+    /// as the culprit when it names one more certainly than any seen.
+    fn note_solicitation_drop(&mut self, d: &SolicitationDrop) {
+        if d.better_than(self.neighbour.as_ref()) {
+            self.neighbour = Some(d.clone());
+        }
+        if let Some(k) = d.culprit.as_ref().filter(|k| k.confidence != crate::netfilter::Confidence::NotIdentified) {
+            if self.culprit.as_ref().is_none_or(|old| k.confidence > old.confidence) {
+                self.culprit = Some(std::sync::Arc::clone(k));
+            }
         }
     }
 
@@ -181,6 +201,19 @@ impl Connection {
         }
         if self.refused_by_application {
             return Outcome::RefusedByApplication;
+        }
+        // Neighbour resolution failed and a solicitation for the address was seen dropped: the
+        // ICMP address/host-unreachable a router sends for it echoes that failure (it is no
+        // routing problem); the freed packet and the solicitation's rule decide.
+        if self.neighbour.is_some() {
+            if let Some(d) = self.drops.iter().find(|d| neighbour::is_neighbour_failure(&d.reason, &d.location)) {
+                return Outcome::Dropped {
+                    reason: d.reason.clone(),
+                    location: d.location.clone(),
+                    netns: d.netns,
+                    interface: d.interface.clone(),
+                };
+            }
         }
         // A REJECT answers with an ICMP error *and* frees the packet (NETFILTER_DROP): the
         // answer decides the mechanism, the drop stays as evidence.
@@ -224,6 +257,8 @@ pub struct Correlator {
     by_server_and_port: HashMap<(HostPort, u16), (HostPort, SystemTime)>,
     /// Source-NATed client -> the client its socket has.
     aliases: HashMap<(IpAddr, u16), (IpAddr, u16)>,
+    /// Dropped neighbour solicitations and the connections waiting on their targets.
+    solicitations: neighbour::Solicitations,
 }
 
 impl Correlator {
@@ -282,6 +317,7 @@ impl Correlator {
         let live = &self.connections;
         self.by_server_and_port.retain(|_, (client, _)| live.contains(client));
         self.aliases.retain(|_, client| live.contains(client));
+        self.solicitations.retain_clients(|client| live.contains(client));
     }
 
     /// The connection of `client`, if held.
@@ -303,6 +339,23 @@ impl Correlator {
             // A connection is TCP. ICMP/ICMPv6 (an error freed with QUEUE_PURGE after its socket
             // closed, a neighbour solicitation dropped at multicast input, a ping) and other
             // protocols' drops are evidence on the TCP flow they quote, or nothing.
+            // A neighbour solicitation dropped (refused by a rule, or not wanted): evidence for
+            // the connections whose packets wait(ed) for that neighbour.
+            Detail::Drop { drop_reason, location, netns, culprit, solicited: Some(target), .. } => {
+                let d = SolicitationDrop {
+                    target: *target,
+                    reason: drop_reason.clone(),
+                    location: location.clone(),
+                    netns: *netns,
+                    culprit: culprit.clone(),
+                };
+                let (best, waiting) = self.solicitations.dropped(d);
+                for client in waiting {
+                    if let Some(c) = self.existing(client, o) {
+                        c.note_solicitation_drop(&best);
+                    }
+                }
+            }
             Detail::Drop { drop_reason, location, netns, quoted, .. } if flow.protocol != Protocol::TCP => {
                 let Some(q) = quoted.filter(|q| q.protocol == Protocol::TCP) else { return };
                 let key = [(q.src, q.sport), (q.dst, q.dport)].into_iter().find(|k| self.connections.contains(k));
@@ -349,6 +402,20 @@ impl Correlator {
                 }
                 if drop_reason.class == DropClass::NoSocket {
                     c.refused_by_application = true;
+                } else if neighbour::is_neighbour_failure(drop_reason, location) {
+                    c.drops.push(ConnectionDrop {
+                        reason: drop_reason.clone(),
+                        location: location.clone(),
+                        netns: *netns,
+                        interface: o.interface.clone(),
+                        hook: o.hook,
+                    });
+                    let client = c.client;
+                    if let Some(d) = self.solicitations.failed(flow.dst, client) {
+                        if let Some(c) = self.connections.get_mut(&client) {
+                            c.note_solicitation_drop(&d);
+                        }
+                    }
                 } else {
                     c.drops.push(ConnectionDrop {
                         reason: drop_reason.clone(),

@@ -74,7 +74,8 @@ impl FindingUpdate {
     }
 }
 
-type HostPort = (IpAddr, u16);
+/// An address and port.
+pub type HostPort = (IpAddr, u16);
 
 /// Correlates observations into connections, concludes them, and keeps the findings.
 pub struct Engine {
@@ -147,6 +148,18 @@ impl Engine {
             self.conclude(c, &mut updates);
         }
         updates
+    }
+
+    /// When `o` may be the packet side of a source-NATed connection whose original direction
+    /// conntrack can tell: (its source, its destination) to look up (see [`Engine::follow_snat`]).
+    pub fn snat_candidate(&self, o: &Observation) -> Option<(HostPort, HostPort)> {
+        self.correlator.snat_candidate(o)
+    }
+
+    /// Conntrack says packets from `translated` belong to the connection `original` (before
+    /// source NAT): call before [`Engine::observe`] of the observation it was looked up for.
+    pub fn follow_snat(&mut self, translated: HostPort, original: HostPort, o: &Observation) {
+        self.correlator.follow_snat(translated, original, o);
     }
 
     /// Concludes the connections idle for [`EngineConfig::idle`] at `now`.

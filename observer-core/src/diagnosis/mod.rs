@@ -7,7 +7,7 @@ mod correlate;
 pub mod engine;
 pub mod report;
 
-use std::time::SystemTime;
+use std::{net::IpAddr, time::SystemTime};
 
 use serde::Serialize;
 
@@ -15,7 +15,8 @@ pub use crate::model::Endpoint;
 
 pub use classify::classify;
 pub use correlate::{
-    Connection, ConnectionDrop, Correlator, IcmpDrop, NoRouteBy, Outcome, Stall, DEFAULT_CAPACITY, STALL_RETRANSMITS,
+    Connection, ConnectionDrop, Correlator, IcmpDrop, NoRouteBy, Outcome, SolicitationDrop, Stall, DEFAULT_CAPACITY,
+    STALL_RETRANSMITS,
 };
 pub use engine::{Engine, EngineConfig, FindingUpdate};
 
@@ -101,6 +102,10 @@ pub struct Evidence {
     /// firewall dropping ICMP. Evidence only; distinct entries, at most a few.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub icmp_errors_dropped: Vec<String>,
+    /// The flow's packets were freed by failed neighbour resolution (`location`
+    /// `neigh_invalidate`) and a solicitation for their destination was dropped: where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neighbour_solicitation: Option<NeighbourEvidence>,
     /// For `stalled` / `pmtu-blackhole`: the retransmissions and the MTUs seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall: Option<StallEvidence>,
@@ -113,6 +118,41 @@ pub struct Evidence {
     pub first_seen: SystemTime,
     #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub last_seen: SystemTime,
+}
+
+impl Default for Evidence {
+    /// No evidence; first/last seen at the Unix epoch.
+    fn default() -> Self {
+        Self {
+            drop_reason: None,
+            location: None,
+            netns: None,
+            interface: None,
+            hook: None,
+            icmp: None,
+            icmp_errors_dropped: Vec::new(),
+            neighbour_solicitation: None,
+            stall: None,
+            attempts: 0,
+            connections: 0,
+            first_seen: SystemTime::UNIX_EPOCH,
+            last_seen: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
+/// A dropped IPv6 neighbour solicitation for the address a flow's packets waited for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NeighbourEvidence {
+    /// The solicited address (the packets' destination).
+    pub target: IpAddr,
+    /// The kernel's drop reason of the solicitation (`NETFILTER_DROP` when a rule refused it).
+    pub drop_reason: String,
+    /// Kernel symbol that freed it.
+    pub location: String,
+    /// Network namespace inode where it was dropped (the namespace that received it: for a
+    /// rule at its INPUT hook, the one holding the solicited address).
+    pub netns: u32,
 }
 
 /// What a stalled connection showed (sizes in bytes).

@@ -71,6 +71,7 @@ fn dropped(reason: &str) -> Detail {
         culprit: None,
         quoted: None,
         packet: Captured::default(),
+        solicited: None,
     }
 }
 
@@ -238,6 +239,7 @@ fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
             culprit: Some(std::sync::Arc::new(c)),
             quoted: None,
             packet: Captured::default(),
+            solicited: None,
         }
     };
     let mut s = Scenario::new();
@@ -266,6 +268,7 @@ fn dropped_icmp(reason: &str, quoted: Option<Flow>) -> Detail {
         culprit: None,
         quoted,
         packet: Captured::default(),
+        solicited: None,
     }
 }
 
@@ -425,4 +428,152 @@ fn a_node_socket_is_followed_across_the_ambient_probe_snat_and_the_block_is_r4()
     assert_eq!((f.dst.pod.as_deref(), f.dst.port), (Some("bookinfo/details-v1-8d6f5c7b9-w4r8t"), Some(9080)));
     assert_eq!(f.evidence.attempts, 2);
     assert!(f.remediation.contains("169.254.7.127/32") && f.remediation.contains("port 9080"), "{}", f.remediation);
+}
+
+/// A dropped neighbour solicitation for `target` in netns `netns`, with `culprit`.
+fn dropped_solicitation(reason: &str, netns: u32, target: &str, culprit: Option<crate::netfilter::Culprit>) -> Detail {
+    Detail::Drop {
+        drop_reason: DropReason::new(0, reason),
+        location: "nf_hook_slow+0x9c".into(),
+        netns,
+        culprit: culprit.map(std::sync::Arc::new),
+        quoted: None,
+        packet: Captured::default(),
+        solicited: Some(ip(target)),
+    }
+}
+
+/// The SYN freed because nobody answered neighbour discovery for its destination.
+fn neighbour_failed() -> Detail {
+    Detail::Drop {
+        drop_reason: DropReason::new(0, "NEIGH_FAILED"),
+        location: "neigh_invalidate+0x7e".into(),
+        netns: 5,
+        culprit: None,
+        quoted: None,
+        packet: Captured::default(),
+        solicited: None,
+    }
+}
+
+fn input_reject() -> crate::netfilter::Culprit {
+    use crate::netfilter::{Confidence, Culprit};
+    let mut c = Culprit::not_identified(Some("INPUT"), "x");
+    (c.confidence, c.backend, c.family, c.table, c.chain) =
+        (Confidence::Confirmed, Some("iptables-nft"), Some("ip6"), Some("filter".into()), Some("INPUT".into()));
+    (c.rule, c.position, c.note, c.rejects, c.blanket) =
+        (Some("-A INPUT -j REJECT --reject-with icmp6-port-unreachable".into()), Some(3), None, true, true);
+    c
+}
+
+#[test]
+fn a_syn_lost_to_unanswered_neighbour_discovery_names_the_rule_that_refused_the_solicitations() {
+    // Solicitations before the SYN's drop (the usual order) and after it (a late read).
+    for solicitation_first in [true, false] {
+        let mut s = Scenario::new();
+        let (pp6, reviews6) = ("fd00:10:244:1::a", "fd00:10:244:1::b");
+        s.see(Hook::TcIngress, (pp6, 40000), (reviews6, 9080), packet(TcpFlags::SYN));
+        let solicitations = |s: &mut Scenario| {
+            // A bystander on the bridge drops the multicast as not its own; the destination's
+            // own INPUT chain rejects it; a solicitation for another address is unrelated.
+            let other = dropped_solicitation("IPV6_NDISC_NS_OTHERHOST", 8, reviews6, None);
+            s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:b", 0), other);
+            let refused = dropped_solicitation("NETFILTER_DROP", 9, reviews6, Some(input_reject()));
+            s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:b", 0), refused);
+            let unrelated = dropped_solicitation("NETFILTER_DROP", 10, "fd00:10:244:1::c", None);
+            s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:c", 0), unrelated);
+        };
+        if solicitation_first {
+            solicitations(&mut s);
+        }
+        s.see(Hook::KfreeSkb, (pp6, 40000), (reviews6, 9080), neighbour_failed());
+        if !solicitation_first {
+            solicitations(&mut s);
+        }
+        let f = s.findings();
+        assert_eq!(f.len(), 1, "{f:?}");
+        let f = &f[0];
+        assert_eq!(
+            (f.requirement, f.kind, f.mechanism),
+            (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Dropped)
+        );
+        assert_eq!((f.dst.ip, f.dst.port), (Some(ip(reviews6)), Some(9080)));
+        let c = f.culprit.as_ref().expect("the INPUT rule");
+        assert_eq!((c.chain.as_deref(), c.position), (Some("INPUT"), Some(3)));
+        let ns = f.evidence.neighbour_solicitation.as_ref().expect("evidence");
+        assert_eq!((ns.target, ns.netns, ns.drop_reason.as_str()), (ip(reviews6), 9, "NETFILTER_DROP"));
+        assert!(
+            f.remediation.contains("network namespace 9") && !f.remediation.contains("on node"),
+            "{}",
+            f.remediation
+        );
+    }
+}
+
+#[test]
+fn a_syn_lost_to_neighbour_resolution_without_a_dropped_solicitation_blames_no_rule() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), ("10.244.1.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.1.11", 9080), neighbour_failed());
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].mechanism, f[0].culprit.as_ref()), (Mechanism::Dropped, None));
+    assert_eq!(f[0].evidence.neighbour_solicitation, None);
+    assert!(f[0].remediation.contains("neighbour resolution of 10.244.1.11 failed"), "{}", f[0].remediation);
+    assert!(!f[0].remediation.contains("netfilter rule"), "{}", f[0].remediation);
+}
+
+#[test]
+fn a_connection_is_followed_across_a_port_changing_snat_by_what_conntrack_says() {
+    let mut s = Scenario::new();
+    let (node, cart) = ("10.244.1.1", "10.244.1.12");
+    // Kubelet's socket (node address, port 41000); its SYN leaves SNATed to another port.
+    s.see(Hook::SockOps, (node, 41000), (cart, 8080), socket(SocketMilestone::Connecting));
+    let flow = tcp(("169.254.7.127", 20417), (cart, 8080));
+    let syn = Observation {
+        time: UNIX_EPOCH + Duration::from_secs(10),
+        hook: Hook::TcEgress,
+        ifindex: 3,
+        interface: Some("veth-cart".into()),
+        flow: Some(flow),
+        detail: packet(TcpFlags::SYN),
+        src: Some(s.inv.describe(flow.src, None)),
+        dst: Some(s.inv.describe(flow.dst, Some(8080))),
+        process: None,
+    };
+    let (packet_side, server) = s.correlator.snat_candidate(&syn).expect("a candidate");
+    assert_eq!((packet_side, server), ((ip("169.254.7.127"), 20417), (ip(cart), 8080)));
+    // The node's conntrack entry: original direction node:41000 -> cart:8080.
+    s.correlator.follow_snat(packet_side, (ip(node), 41000), &syn);
+    s.correlator.add(&syn);
+    assert_eq!(s.correlator.snat_candidate(&syn), None, "already followed");
+    s.see(Hook::KfreeSkb, ("169.254.7.127", 20417), (cart, 8080), dropped("NETFILTER_DROP"));
+    assert_eq!(s.correlator.len(), 1, "one connection");
+    let c = s.correlator.get((ip(node), 41000)).expect("the socket's connection");
+    assert_eq!((c.snat_source, c.server, c.drops.len()), (Some(ip("169.254.7.127")), Some((ip(cart), 8080)), 1));
+}
+
+#[test]
+fn a_routers_address_unreachable_for_a_refused_solicitation_is_no_routing_problem() {
+    let mut s = Scenario::new();
+    let (pp6, reviews6) = ("fd00:10:244:1::a", "fd00:10:244:1::b");
+    s.see(Hook::TcIngress, (pp6, 40000), (reviews6, 9080), packet(TcpFlags::SYN));
+    let refused = dropped_solicitation("NETFILTER_DROP", 9, reviews6, Some(input_reject()));
+    s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:b", 0), refused);
+    s.see(Hook::KfreeSkb, (pp6, 40000), (reviews6, 9080), neighbour_failed());
+    // The node (a router here) reports the failed resolution to the client.
+    let quoted = Some(tcp((pp6, 40000), (reviews6, 9080)));
+    let unreachable = Detail::IcmpError {
+        icmp_type: 1,
+        icmp_code: 3,
+        meaning: IcmpKind::AddressUnreachable,
+        quoted,
+        mtu: 0,
+        packet: Captured::default(),
+    };
+    s.see_proto(Protocol::ICMPV6, Hook::TcEgress, ("fd00:10:244:1::1", 0), (pp6, 0), unreachable);
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].mechanism, f[0].kind), (Mechanism::Dropped, Kind::EndpointUnreachable));
+    assert_eq!(f[0].culprit.as_ref().and_then(|c| c.chain.as_deref()), Some("INPUT"));
 }

@@ -47,9 +47,18 @@ pub struct Pod {
     pub role: Role,
     pub mesh: MeshMode,
     pub host_network: bool,
+    /// Ports kubelet probes (`spec.containers[].readinessProbe` / `livenessProbe` /
+    /// `startupProbe`: `tcpSocket`, `httpGet` or `grpc` port, named ports resolved through the
+    /// container's `ports[]`), with the probe's kind (`readiness`, `liveness`, `startup`).
+    pub probe_ports: Vec<(u16, &'static str)>,
 }
 
 impl Pod {
+    /// The kind of probe kubelet sends to `port` (readiness before liveness before startup).
+    pub fn probe_on(&self, port: u16) -> Option<&'static str> {
+        self.probe_ports.iter().find(|(p, _)| *p == port).map(|(_, kind)| *kind)
+    }
+
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -192,6 +201,7 @@ impl Inventory {
                 role: Some(pod.role),
                 mesh: Some(pod.mesh),
                 istio_port: port.and_then(|p| component_port(pod.role, Some(pod.mesh), p)),
+                probe: port.and_then(|p| pod.probe_on(p)),
                 ..Endpoint::default()
             },
             None => Endpoint {

@@ -198,7 +198,39 @@ fn pod(
         role,
         mesh,
         host_network: item.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false),
+        probe_ports: probe_ports(item),
     })
+}
+
+/// The ports kubelet probes, from each container's probes (Kubernetes `Probe`: `tcpSocket`,
+/// `httpGet` or `grpc` with a port number or a name of the container's `ports[]`); probes
+/// without a resolvable port (exec, unknown name) are skipped.
+fn probe_ports(item: &Value) -> Vec<(u16, &'static str)> {
+    let mut out: Vec<(u16, &'static str)> = Vec::new();
+    let containers = item.pointer("/spec/containers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    for (field, kind) in [("readinessProbe", "readiness"), ("livenessProbe", "liveness"), ("startupProbe", "startup")] {
+        for c in containers {
+            let Some(probe) = c.get(field) else { continue };
+            let port = ["tcpSocket", "httpGet", "grpc"].iter().find_map(|h| probe.get(*h)?.get("port"));
+            let number = match port {
+                Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                Some(Value::String(name)) => name
+                    .parse()
+                    .ok()
+                    .or_else(|| {
+                        c.get("ports")?.as_array()?.iter().find_map(|p| {
+                            (p.get("name")?.as_str()? == name).then(|| p.get("containerPort")?.as_u64())?
+                        })
+                    })
+                    .and_then(|n| u16::try_from(n).ok()),
+                _ => None,
+            };
+            if let Some(n) = number.filter(|n| !out.iter().any(|(p, _)| p == n)) {
+                out.push((n, kind));
+            }
+        }
+    }
+    out
 }
 
 fn role_of(labels: &HashMap<String, String>) -> Role {

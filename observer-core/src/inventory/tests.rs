@@ -92,3 +92,23 @@ fn bad_input_gets_one_clear_error_naming_where() {
     let in_file = Inventory::from_json(bad_ip).expect_err("fails").in_file(std::path::Path::new("/tmp/inv.json"));
     assert!(in_file.to_string().starts_with("inventory /tmp/inv.json: items[0]"), "{in_file}");
 }
+
+#[test]
+fn probe_ports_come_from_the_pod_spec_with_named_ports_resolved() {
+    let text = r#"{"kind":"List","items":[
+      {"kind":"Pod","metadata":{"name":"cart-1","namespace":"shop"},
+        "spec":{"containers":[
+          {"name":"app","ports":[{"name":"http","containerPort":8080},{"name":"admin","containerPort":9901}],
+           "readinessProbe":{"httpGet":{"path":"/ready","port":"http"}},
+           "livenessProbe":{"tcpSocket":{"port":9901}},
+           "startupProbe":{"exec":{"command":["true"]}}},
+          {"name":"side","livenessProbe":{"grpc":{"port":"missing"}}}]},
+        "status":{"podIP":"10.1.0.5"}}
+    ]}"#;
+    let inv = Inventory::from_json(text).expect("parse");
+    let cart = inv.pod_by_ip(ip("10.1.0.5")).expect("cart");
+    assert_eq!(cart.probe_ports, vec![(8080, "readiness"), (9901, "liveness")]);
+    assert_eq!(inv.describe(ip("10.1.0.5"), Some(8080)).probe, Some("readiness"));
+    assert_eq!(inv.describe(ip("10.1.0.5"), Some(9901)).probe, Some("liveness"));
+    assert_eq!(inv.describe(ip("10.1.0.5"), Some(7000)).probe, None);
+}

@@ -34,6 +34,9 @@ pub struct Endpoint {
     /// Istio's name for the port (for destinations), e.g. `xds-tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub istio_port: Option<&'static str>,
+    /// (destinations) The pod spec's probe on that port: `readiness`, `liveness`, `startup`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<&'static str>,
     /// (source) The address its packets carried after source NAT, when the connection was
     /// followed across it (e.g. istio-cni's ambient probe address 169.254.7.127).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +57,7 @@ impl Endpoint {
         self.role = self.role.or(from.role);
         self.mesh = self.mesh.or(from.mesh);
         self.istio_port = self.istio_port.or(from.istio_port);
+        self.probe = self.probe.or(from.probe);
         self.snat_ip = self.snat_ip.or(from.snat_ip);
         self.node = self.node.take().or_else(|| from.node.clone());
     }

@@ -297,6 +297,9 @@ pub enum DropClass {
     NoSocket,
     /// No route (`IP_NOROUTE`, `IP6_NOROUTE`...).
     NoRoute,
+    /// Neighbour resolution gave up on the next hop (`NEIGH_FAILED`, `NEIGH_QUEUEFULL`,
+    /// `NEIGH_DEAD`...).
+    Neighbour,
     /// Anything else (resources, malformed packets, purged queues...).
     Other,
 }
@@ -310,6 +313,8 @@ impl DropClass {
             Self::NoSocket
         } else if name.contains("NOROUTE") {
             Self::NoRoute
+        } else if name.starts_with("NEIGH_") {
+            Self::Neighbour
         } else if name.contains("POLICY") || name.contains("FILTER") {
             Self::Policy
         } else {
@@ -391,6 +396,7 @@ mod tests {
         assert_eq!(DropReason::new(3, "IP_NOROUTE").class, DropClass::NoRoute);
         assert_eq!(DropReason::new(4, "TC_EGRESS_POLICY").class, DropClass::Policy);
         assert_eq!(DropReason::new(5, "QUEUE_PURGE").class, DropClass::Other);
+        assert_eq!(DropReason::new(6, "NEIGH_FAILED").class, DropClass::Neighbour);
         assert_eq!(DropReason::unnamed(999).to_string(), "reason#999");
         assert_eq!(serde_json::to_value(DropReason::new(12, "NETFILTER_DROP")).ok(), Some("NETFILTER_DROP".into()));
     }

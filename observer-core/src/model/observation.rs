@@ -124,6 +124,10 @@ pub enum Detail {
         /// The dropped packet's first bytes (IP header onwards).
         #[serde(skip)]
         packet: Captured,
+        /// For a dropped IPv6 neighbour solicitation: the address it asked for (its target), so
+        /// the drop can be tied to the connections that waited for that neighbour.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        solicited: Option<std::net::IpAddr>,
     },
     /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
     IcmpError {

@@ -244,6 +244,9 @@ impl Namer<'_> {
                         .then(|| d.packet.get(..usize::from(d.packet_len)).and_then(super::quote::quoted_flow))
                         .flatten(),
                     packet: captured(&d.packet, d.packet_len),
+                    solicited: (d.flow_valid != 0 && Protocol(d.flow.protocol) == Protocol::ICMPV6)
+                        .then(|| d.packet.get(..usize::from(d.packet_len)).and_then(super::quote::solicited_target))
+                        .flatten(),
                 },
             },
         }
@@ -314,6 +317,7 @@ mod tests {
                 culprit: None,
                 quoted: None,
                 packet: Captured::default(),
+                solicited: None
             }
         );
     }

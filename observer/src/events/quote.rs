@@ -37,6 +37,25 @@ pub fn quoted_flow(packet: &[u8]) -> Option<Flow> {
     inner_flow(icmp.get(8..)?)
 }
 
+/// ICMPv6 neighbour solicitation (RFC 4861 4.3).
+const ICMPV6_NEIGHBOR_SOLICIT: u8 = 135;
+
+/// The target address of the IPv6 neighbour solicitation in `packet` (the address whose
+/// link-layer address is asked for, at bytes 8..24 of the ICMPv6 message, RFC 4861 4.3), or
+/// None when `packet` is no solicitation (or is cut short). Solicitations carry no extension
+/// headers in practice (RFC 4861 sends them as plain ICMPv6 with hop limit 255).
+pub fn solicited_target(packet: &[u8]) -> Option<IpAddr> {
+    if packet.first()? >> 4 != 6 || *packet.get(6)? != PROTO_ICMPV6 {
+        return None;
+    }
+    let icmp = packet.get(40..)?;
+    if *icmp.first()? != ICMPV6_NEIGHBOR_SOLICIT {
+        return None;
+    }
+    let target: [u8; 16] = icmp.get(8..24)?.try_into().ok()?;
+    Some(IpAddr::V6(Ipv6Addr::from(target)))
+}
+
 /// The 5-tuple of a quoted IP header followed by at least 4 bytes of its transport header.
 fn inner_flow(ip: &[u8]) -> Option<Flow> {
     let (protocol, src, dst, transport) = match ip.first()? >> 4 {
@@ -112,6 +131,23 @@ mod tests {
         p.extend(tcp_head(15012, 41000));
         let q = quoted_flow(&p).expect("quote");
         assert_eq!((q.sport, q.dport, q.protocol), (15012, 41000, Protocol(PROTO_TCP)));
+    }
+
+    #[test]
+    fn a_neighbour_solicitation_names_its_target_and_nothing_else_does() {
+        let mut ns = v6(PROTO_ICMPV6, "fe80::1", "ff02::1:ff00:b");
+        ns.extend([135, 0, 0, 0, 0, 0, 0, 0]);
+        ns.extend("fd00:10:244:1::b".parse::<Ipv6Addr>().expect("ip").octets());
+        assert_eq!(solicited_target(&ns), Some("fd00:10:244:1::b".parse().expect("ip")));
+        // Cut short before the whole target; an advertisement (136); an ICMP echo over IPv4.
+        assert_eq!(solicited_target(&ns[..60]), None);
+        let mut na = ns.clone();
+        na[40] = 136;
+        assert_eq!(solicited_target(&na), None);
+        let mut echo = v4(PROTO_ICMP, [10, 244, 1, 1], [10, 244, 1, 10]);
+        echo.extend([8, 0, 0, 0, 0, 1, 0, 1]);
+        assert_eq!(solicited_target(&echo), None);
+        assert_eq!(solicited_target(&[]), None);
     }
 
     #[test]

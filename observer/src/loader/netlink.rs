@@ -119,9 +119,26 @@ impl RouteSocket {
         Ok(socket)
     }
 
+    /// A request/response NETLINK_NETFILTER socket (ctnetlink), for
+    /// [`crate::netfilter::conntrack`].
+    pub fn netfilter() -> io::Result<Self> {
+        Self::open_protocol(libc::NETLINK_NETFILTER, 0)
+    }
+
+    /// Sends one request (`kind`, `flags`, `body` after the netlink header) and hands each
+    /// answer's (type, payload) to `each`; an error answer is an `io::Error` (e.g. ENOENT).
+    pub fn exchange(&mut self, kind: u16, flags: u16, body: &[u8], each: impl FnMut(u16, &[u8])) -> io::Result<()> {
+        let seq = self.send(kind, flags, body)?;
+        self.receive(seq, each)
+    }
+
     fn open_with_groups(groups: u32) -> io::Result<Self> {
+        Self::open_protocol(NETLINK_ROUTE, groups)
+    }
+
+    fn open_protocol(protocol: i32, groups: u32) -> io::Result<Self> {
         // SAFETY: plain socket(2); the fd is owned right after.
-        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_ROUTE) };
+        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -335,7 +352,7 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+pub(crate) fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
     buf.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(value);
@@ -365,7 +382,7 @@ fn messages_with_seq(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8], u32, b
 }
 
 /// (type, value) of each route attribute; stops at the first malformed one.
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         let len = u16::from_ne_bytes(buf.get(0..2)?.try_into().ok()?) as usize;
         let kind = u16::from_ne_bytes(buf.get(2..4)?.try_into().ok()?) & 0x3fff;

@@ -3,6 +3,7 @@
 //! The model, parsers and evaluator are observer-core's (re-exported here).
 
 pub mod attribute;
+pub mod conntrack;
 pub mod read;
 pub mod route;
 

@@ -184,6 +184,7 @@ mod tests {
             culprit: None,
             quoted: None,
             packet: Captured::default(),
+            solicited: None,
         }
     }
 

@@ -216,6 +216,7 @@ mod tests {
             culprit: None,
             quoted: None,
             packet: Default::default(),
+            solicited: None,
         };
         summary.add(&drop);
         assert_eq!(

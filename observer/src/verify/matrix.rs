@@ -208,7 +208,7 @@ pub fn required_flows_on(
                     }
                 }
                 MeshMode::Ambient if ip.is_ipv4() => {
-                    for port in service_ports_of(inv, ip) {
+                    for port in probe_ports_of(inv, pod, ip) {
                         add(
                             Requirement::R5,
                             "kubelet probe of an ambient pod (from 169.254.7.127)",
@@ -339,8 +339,17 @@ fn node_source(node: &str, ip: IpAddr) -> Source {
     Source { ip, kind: SourceKind::Node, endpoint: Endpoint { node: Some(node.to_string()), ..Endpoint::default() } }
 }
 
+/// The ports kubelet probes on `pod`: its spec's probe ports when the inventory has them, else
+/// the numeric target ports of the services `ip` backs.
+fn probe_ports_of(inv: &Inventory, pod: &Pod, ip: IpAddr) -> Vec<u16> {
+    if pod.probe_ports.is_empty() {
+        return service_ports_of(inv, ip);
+    }
+    pod.probe_ports.iter().map(|(port, _)| *port).collect()
+}
+
 /// Numeric target ports of the services `ip` backs (an ambient pod's probe ports, as far as
-/// the inventory tells).
+/// the inventory tells without probes in the pod spec).
 fn service_ports_of(inv: &Inventory, ip: IpAddr) -> Vec<u16> {
     let mut ports: Vec<u16> =
         inv.services_of_endpoint(ip).flat_map(|s| s.ports.iter().filter_map(|p| p.target_port)).collect();
@@ -373,5 +382,34 @@ mod tests {
         assert!(xds.iter().all(|f| f.src.node.as_deref() == Some("worker-7") && f.dst.ip == ip("10.244.2.10")));
         assert!(flows.iter().any(|f| f.dst.port == 15021 && f.dst.ip == ip("10.244.1.10")), "kubelet probes too");
         assert_eq!(node_name_of(&inv, &BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn an_ambient_pods_probe_flows_go_to_its_spec_probe_ports_else_its_services_target_ports() {
+        let inventory = |probe: &str| {
+            format!(
+                r#"{{"kind":"List","items":[
+                  {{"kind":"Namespace","metadata":{{"name":"shop","labels":{{"istio.io/dataplane-mode":"ambient"}}}}}},
+                  {{"kind":"Pod","metadata":{{"name":"cart-1","namespace":"shop","labels":{{"app":"cart"}}}},
+                    "spec":{{"nodeName":"n1","containers":[{{"name":"app"{probe}}}]}},"status":{{"podIP":"10.1.0.5"}}}},
+                  {{"kind":"Service","metadata":{{"name":"cart","namespace":"shop"}},
+                    "spec":{{"clusterIP":"10.96.0.9","ports":[{{"port":80,"targetPort":8080}}],"selector":{{"app":"cart"}}}}}},
+                  {{"kind":"EndpointSlice","metadata":{{"name":"cart-x","namespace":"shop","labels":{{"kubernetes.io/service-name":"cart"}}}},
+                    "endpoints":[{{"addresses":["10.1.0.5"]}}],"ports":[{{"port":8080}}]}}
+                ]}}"#
+            )
+        };
+        let probed = |text: &str| -> Vec<u16> {
+            let inv = Inventory::from_json(text).expect("inventory");
+            let mut ports: Vec<u16> = required_flows(&inv, "n1", &[ip("172.31.1.2")])
+                .iter()
+                .filter(|f| f.src.ip == AMBIENT_PROBE_SOURCE)
+                .map(|f| f.dst.port)
+                .collect();
+            ports.sort_unstable();
+            ports
+        };
+        assert_eq!(probed(&inventory("")), vec![8080]);
+        assert_eq!(probed(&inventory(r#","readinessProbe":{"tcpSocket":{"port":8081}}"#)), vec![8081]);
     }
 }

@@ -95,15 +95,24 @@ fn node_cidrs(node: &super::spec::NodeSpec) -> Vec<String> {
     cidrs
 }
 
-fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
+/// One pod as the API serves it (e.g. to create it through the test API server).
+pub fn pod_json(lab: &str, spec: &LabSpec, pod: &PodSpec) -> Value {
     let node = spec.node(&pod.node);
     let host_ip = node.map(|n| n.uplink_ip.to_string()).unwrap_or_default();
     let ids = container_ids(lab, pod);
     let mut containers = vec![json!({
         "name": pod.main_container(),
         "image": match pod.role { PodRole::Istiod => "docker.io/istio/pilot:1.24.0", PodRole::ApiServer => "registry.k8s.io/kube-apiserver:v1.31.0", PodRole::App => "docker.io/istio/examples-bookinfo:1.20.2" },
-        "ports": pod.ports.iter().map(|p| json!({"containerPort": p, "protocol": "TCP"})).collect::<Vec<_>>()
+        "ports": pod.ports.iter().enumerate().map(|(i, p)| if i == 0 {
+            json!({"containerPort": p, "name": "http", "protocol": "TCP"})
+        } else {
+            json!({"containerPort": p, "protocol": "TCP"})
+        }).collect::<Vec<_>>()
     })];
+    // Apps are probed for readiness on their first (named) port, as Deployments usually are.
+    if pod.role == PodRole::App && !pod.ports.is_empty() {
+        containers[0]["readinessProbe"] = json!({"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 10});
+    }
     let mut annotations = json!({});
     let mut labels = json!({"app": pod.app});
     if pod.sidecar {

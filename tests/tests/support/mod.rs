@@ -228,3 +228,92 @@ pub fn pod_identity(lab: &observer_lab::Lab, app: &str) -> (String, Vec<(String,
         .collect();
     (pod["metadata"]["uid"].as_str().expect("uid").to_string(), containers)
 }
+
+/// AKS's real Calico + kube-proxy filter table
+/// (observer/tests/fixtures/netfilter/real/calico-aks-kubenet.txt) adapted to `node` of a lab
+/// attached the Calico way: the paste's workload interfaces, and their `cali-fw-`/`cali-tw-`
+/// chains, renamed to the node's pods' veths in order. Load it with
+/// `observer_lab::lab::faults::load_ruleset`.
+pub fn real_calico_for(lab: &Lab, node: &str) -> observer_lab::lab::rulesets::Pasted {
+    let path =
+        format!("{}/../observer/tests/fixtures/netfilter/real/calico-aks-kubenet.txt", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let pasted = ["calif6abb148530", "cali55f439ddb0e", "cali9d7310e16e7", "cali26cecacb712", "calic5a1f1aa0ed"];
+    let veths: Vec<String> = lab.spec.pods_on(node).map(|p| lab.host_veth(p)).collect();
+    assert!(!veths.is_empty() && veths.len() <= pasted.len(), "{veths:?}");
+    let mut words: Vec<(String, String)> = Vec::new();
+    for (from, to) in pasted.iter().zip(&veths) {
+        words.push((from.to_string(), to.clone()));
+        for prefix in ["cali-fw-", "cali-tw-"] {
+            words.push((format!("{prefix}{from}"), format!("{prefix}{to}")));
+        }
+    }
+    let pairs: Vec<(&str, &str)> = words.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    observer_lab::lab::rulesets::convert(&observer_lab::lab::rulesets::rename(&text, &pairs))
+}
+
+/// Felix's rendering of an ingress NetworkPolicy that selects the pod behind `tw` (its
+/// `cali-tw-` chain) and admits only the members of an (empty) ipset on 9080: a `cali-pi-`
+/// chain, "Start of policies" and "Drop if no policies passed packet" (at position 7) in `tw`.
+/// Installed with iptables in `node`'s namespace.
+pub fn calico_ingress_policy(lab: &Lab, node: &str, tw: &str) {
+    let set = "cali40s:Yx3hU0oQ0Yy1rCqbZQ2nX8w";
+    lab.firewall(node, "ipset", &["create", set, "hash:net", "-exist"]).expect("ipset");
+    let pi = "cali-pi-_Lq4rVw9sKx2bN7dPfTg";
+    let policy = "Policy bookinfo/knp.default.reviews-from-ratings ingress";
+    let c = |id: &'static str| -> [&'static str; 4] { ["-m", "comment", "--comment", id] };
+    let rules: Vec<Vec<&str>> = vec![
+        vec!["-N", pi],
+        [
+            &["-A", pi, "-p", "tcp"][..],
+            &c("cali:f0YXQk2GbGkeQb1x"),
+            &["-m", "comment", "--comment", policy],
+            &[
+                "-m",
+                "set",
+                "--match-set",
+                set,
+                "src",
+                "-m",
+                "multiport",
+                "--dports",
+                "9080",
+                "-j",
+                "MARK",
+                "--set-xmark",
+                "0x10000/0x10000",
+            ],
+        ]
+        .concat(),
+        [&["-A", pi][..], &c("cali:h8EQhKRrpNUFkGmC"), &["-m", "mark", "--mark", "0x10000/0x10000", "-j", "RETURN"]]
+            .concat(),
+        [
+            &["-I", tw, "4"][..],
+            &c("cali:Ux9dpTNqxjCVtMGM"),
+            &c("Start of policies"),
+            &["-j", "MARK", "--set-xmark", "0x0/0x20000"],
+        ]
+        .concat(),
+        [&["-I", tw, "5"][..], &c("cali:T5hhBmbUZbM6JrHu"), &["-m", "mark", "--mark", "0x0/0x20000", "-j", pi]]
+            .concat(),
+        [
+            &["-I", tw, "6"][..],
+            &c("cali:ufE5q5dhjoGzQkCw"),
+            &c("Return if policy accepted"),
+            &["-m", "mark", "--mark", "0x10000/0x10000", "-j", "RETURN"],
+        ]
+        .concat(),
+        [
+            &["-I", tw, "7"][..],
+            &c("cali:Yc0dl2pHkBFgtyQT"),
+            &c("Drop if no policies passed packet"),
+            &["-m", "mark", "--mark", "0x0/0x20000", "-j", "DROP"],
+        ]
+        .concat(),
+    ];
+    for rule in &rules {
+        let mut args = vec!["-w"];
+        args.extend(rule.iter().copied());
+        lab.firewall(node, "iptables", &args).unwrap_or_else(|e| panic!("iptables {rule:?}: {e}"));
+    }
+}

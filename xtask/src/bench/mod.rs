@@ -1,8 +1,11 @@
 //! `cargo xtask bench`: observer's costs measured in the lab, side by side with tcpdump and
 //! bpftrace on the same machine: datapath overhead, event pipeline, detection latency, memory
-//! and scale, the userspace decode/correlate throughput, and interface churn. Results go to
-//! bench/results.json (bench/churn.json) and BENCHMARKS.md.
+//! and scale, the userspace decode/correlate throughput, interface churn and the node agent (idle
+//! footprint, Kubernetes Events under a drop flood). Results go to bench/results.json
+//! (bench/churn.json, bench/agent.json) and BENCHMARKS.md; `--churn-only` and `--agent-only` run
+//! one part alone.
 
+mod agent;
 mod churn;
 mod latency;
 mod overhead;
@@ -40,6 +43,8 @@ pub struct Options {
     pub churn_only: bool,
     pub churn_secs: f64,
     pub churn_pods: usize,
+    /// Only the agent's benchmark (section 6), written to bench/agent.json.
+    pub agent_only: bool,
 }
 
 /// The lab and the programs a benchmark uses.
@@ -135,6 +140,16 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     rule.dst = Some((IpAddr::V4(server.ip), 32));
     lab.inject("node-a", &rule)?;
     lab.inject_in_netns(&format!("{}-router", lab.name), &FirewallRule::drop_tcp(Hook::Forward, SILENT_PORT))?;
+    if opts.agent_only {
+        println!("\n== 6. agent (API-fed inventory, Kubernetes Events)");
+        let agent = agent::run(&bench)?;
+        drop(lab);
+        let path = shell::root().join("bench").join("agent.json");
+        std::fs::create_dir_all(shell::root().join("bench"))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&agent)?)?;
+        println!("\nwrote {}", path.display());
+        return Ok(());
+    }
 
     println!(
         "\n== 1. datapath overhead ({} repetitions x {} s, client and server pinned to CPU {CLIENT_CPU})",
@@ -147,11 +162,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let latency = latency::run(&bench, opts.latency_trials)?;
     println!("\n== 4. memory and scale");
     let scale = scale::run(&bench)?;
+    println!("\n== 6. agent (API-fed inventory, Kubernetes Events)");
+    let agent = agent::run(&bench)?;
     drop(lab);
     println!("\n== 5. userspace decode/correlate (divan)");
     let userspace = userspace::run()?;
     let mut results =
-        report::Results::new(overhead, pipeline, latency, scale, userspace, started.elapsed().as_secs_f64());
+        report::Results::new(overhead, pipeline, latency, scale, userspace, agent, started.elapsed().as_secs_f64());
     let dir = shell::root().join("bench");
     std::fs::create_dir_all(&dir)?;
     let json_path: PathBuf = dir.join("results.json");

@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use super::{
-    latency::LatencyResult, overhead::Overhead, pipeline::FloodResult, scale::Scale, userspace::UserspaceResult,
+    agent::AgentResult, latency::LatencyResult, overhead::Overhead, pipeline::FloodResult, scale::Scale,
+    userspace::UserspaceResult,
 };
 use crate::shell;
 
@@ -25,6 +26,7 @@ pub struct Results {
     pub latency: Vec<LatencyResult>,
     pub scale: Scale,
     pub userspace: Vec<UserspaceResult>,
+    pub agent: AgentResult,
     /// This run's ratios next to the previous run's on this machine (bench/results.json before).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub versus_previous_run: Vec<RatioCheck>,
@@ -82,6 +84,7 @@ impl Results {
         latency: Vec<LatencyResult>,
         scale: Scale,
         userspace: Vec<UserspaceResult>,
+        agent: AgentResult,
         duration_secs: f64,
     ) -> Self {
         Self {
@@ -92,6 +95,7 @@ impl Results {
             latency,
             scale,
             userspace,
+            agent,
             versus_previous_run: Vec::new(),
         }
     }
@@ -228,6 +232,27 @@ pub fn markdown(r: &Results) -> String {
     for u in &r.userspace {
         s.push_str(&format!("| {} | {} | {:.2} M |\n", u.bench, u.median, u.median_items_per_sec / 1e6));
     }
+    let a = &r.agent;
+    s.push_str(&format!(
+        "\n## 7. Agent\n\n`observer agent` on node-a, fed by the test API server (TLS, token, the lab's inventory), \
+         metrics and Events on. Idle: attached and synced, no traffic, {idle} s. Flood: {syns} SYNs \
+         (distinct dropped connections) in {flood} s, measured until {drain} s after it.\n\n\
+         | | CPU | RSS |\n| --- | ---: | ---: |\n| idle | {:.2} % | {} KiB |\n| drop flood | {:.1} % | {} KiB |\n\n\
+         Kubernetes Event writes (creates + series patches) reaching the API server during the flood: {} \
+         ({:.2}/s; the agent's limit is 5/s, burst 20, one series update per Event per 5 s); the \
+         finding's Event series count: {}.\n",
+        a.idle_cpu_percent,
+        a.idle_rss_kib,
+        a.flood_cpu_percent,
+        a.flood_rss_kib,
+        a.event_writes,
+        a.event_writes_per_sec,
+        a.series_count,
+        idle = 10,
+        syns = a.flood_syns_sent,
+        flood = a.flood_secs,
+        drain = 10,
+    ));
     s
 }
 

@@ -46,6 +46,15 @@ impl Held {
         self.active.peek(key).or_else(|| self.quiet.peek(key))
     }
 
+    /// The connection of `key`, without making it more recent.
+    pub(super) fn get_mut(&mut self, key: &Key) -> Option<&mut Connection> {
+        if self.active.contains(key) {
+            self.active.peek_mut(key)
+        } else {
+            self.quiet.peek_mut(key)
+        }
+    }
+
     /// The connection of `key`, most recently used now (a quiet one becomes active again).
     pub(super) fn get_or_insert(&mut self, key: Key, new: impl FnOnce() -> Connection) -> &mut Connection {
         if !self.active.contains(&key) {

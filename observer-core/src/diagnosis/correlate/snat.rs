@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use super::Correlator;
-use crate::model::{Flow, Observation};
+use super::{Correlator, HostPort};
+use crate::model::{Detail, Flow, Observation, Protocol};
 
 /// How soon after its socket's last event a source-NATed packet may join a connection.
 const SNAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
@@ -64,5 +64,36 @@ impl Correlator {
         self.aliases.insert((flow.src, flow.sport), orig);
         (flow.src, flow.sport) = orig;
         flow
+    }
+
+    /// When `o` is the first packet (a SYN, or a drop) of a TCP flow from an address that is
+    /// no pod's and that no followed connection explains: (its source, its destination), the
+    /// packet side of a possibly source-NATed connection whose original direction conntrack
+    /// can tell (see [`Self::follow_snat`]).
+    pub fn snat_candidate(&self, o: &Observation) -> Option<(HostPort, HostPort)> {
+        let flow = o.flow?;
+        if flow.protocol != Protocol::TCP || o.src.as_ref().is_some_and(|e| e.pod.is_some()) {
+            return None;
+        }
+        let first = match &o.detail {
+            Detail::Packet { tcp_flags, .. } => tcp_flags.is_syn(),
+            Detail::Drop { .. } => true,
+            _ => false,
+        };
+        let key = (flow.src, flow.sport);
+        (first && !self.connections.contains(&key) && !self.aliases.contains_key(&key))
+            .then_some((key, (flow.dst, flow.dport)))
+    }
+
+    /// Conntrack says packets from `translated` belong to the connection `original` (its
+    /// original direction, before source NAT): they join that connection, whatever port the
+    /// SNAT chose. Evidence, unlike [`Self::before_snat`]'s port match.
+    pub fn follow_snat(&mut self, translated: HostPort, original: HostPort, o: &Observation) {
+        if translated == original || self.connections.contains(&translated) {
+            return;
+        }
+        let c = self.entry(original, o);
+        c.snat_source.get_or_insert(translated.0);
+        self.aliases.insert(translated, original);
     }
 }

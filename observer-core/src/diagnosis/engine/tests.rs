@@ -59,6 +59,7 @@ fn netfilter_drop() -> Detail {
         culprit: None,
         quoted: None,
         packet: Captured::default(),
+        solicited: None,
     }
 }
 

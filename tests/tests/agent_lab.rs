@@ -1,0 +1,482 @@
+//! `observer agent` on lab nodes with the test API server (observer-test-apiserver) as its only
+//! inventory source: findings named from the API's objects, Kubernetes Events written and
+//! updated, metrics and readiness, an API outage survived, `observer findings` across nodes.
+// Test helpers below fail loudly with context (STYLE: tests panic with context).
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use observer_lab::{lab::inventory::pod_json, FirewallRule, Hook, Lab};
+use serde_json::Value;
+use support::{bin_dir, lab, require_root};
+
+/// A background process with its stderr lines collected; killed (SIGTERM) when dropped.
+struct Proc {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(program: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("OBSERVER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&stderr);
+        let err = child.stderr.take().expect("stderr");
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                kept.lock().expect("lock").push(line);
+            }
+        });
+        Self { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+
+    fn wait_line(&self, what: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.stderr.lock().expect("lock").iter().any(|l| l.contains(what)) {
+            assert!(start.elapsed() < limit, "no line with {what:?} within {limit:?}; stderr:\n{}", self.stderr());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The test API server on `port`, serving the lab's inventory, its state in `dir`.
+struct ApiServer {
+    dir: PathBuf,
+    port: u16,
+    proc: Option<Proc>,
+}
+
+impl ApiServer {
+    fn start(lab: &Lab, dir: &Path, port: u16, rv_start: u64) -> Self {
+        let mut server = Self { dir: dir.to_path_buf(), port, proc: None };
+        server.restart(lab, rv_start);
+        server
+    }
+
+    fn restart(&mut self, lab: &Lab, rv_start: u64) {
+        let bin = bin_dir().join("observer-test-apiserver");
+        let (dir, inventory) = (self.dir.display().to_string(), lab.inventory_path().display().to_string());
+        let listen = format!("127.0.0.1:{}", self.port);
+        let rv = rv_start.to_string();
+        let proc =
+            Proc::spawn(&bin, &["--dir", &dir, "--inventory", &inventory, "--listen", &listen, "--rv-start", &rv]);
+        proc.wait_line("listening on https://", Duration::from_secs(20));
+        self.proc = Some(proc);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.stop();
+        }
+    }
+
+    fn kubeconfig(&self) -> String {
+        self.dir.join("kubeconfig").display().to_string()
+    }
+
+    /// A request with the test CA and the bearer token; returns the JSON answer.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let token = std::fs::read_to_string(self.dir.join("token")).expect("token");
+        let ca = self.dir.join("ca.crt").display().to_string();
+        let url = format!("https://127.0.0.1:{}{path}", self.port);
+        let auth = format!("Authorization: Bearer {}", token.trim());
+        let mut args = vec!["-sS", "--max-time", "10", "--cacert", &ca, "-H", &auth, "-X", method];
+        let data;
+        if let Some(body) = body {
+            data = body.to_string();
+            args.extend(["-H", "Content-Type: application/json", "--data-binary", &data]);
+        }
+        args.push(&url);
+        let out = Command::new("curl").args(&args).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+    }
+
+    /// observer's Events in a namespace (events.k8s.io/v1).
+    fn observer_events(&self, namespace: &str) -> Vec<Value> {
+        let list = self.call("GET", &format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"), None);
+        list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["reportingController"] == "observer")
+            .collect()
+    }
+}
+
+/// GET on the agent's HTTP port: (status, body).
+fn http(port: u16, path: &str) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let out =
+        Command::new("curl").args(["-s", "--max-time", "5", "-w", "\n%{http_code}", &url]).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn start_agent(lab: &Lab, api: &ApiServer, node: &str, port: u16) -> Proc {
+    let observer = bin_dir().join("observer");
+    let (kubeconfig, netns, listen) = (api.kubeconfig(), lab.node_netns(node), format!("127.0.0.1:{port}"));
+    let cgroup = lab.cgroup().display().to_string();
+    Proc::spawn(
+        &observer,
+        &[
+            "agent",
+            "--kubeconfig",
+            &kubeconfig,
+            "--node-name",
+            node,
+            "--netns",
+            &netns,
+            "--listen",
+            &listen,
+            "--cgroup-root",
+            &cgroup,
+        ],
+    )
+}
+
+/// Polls the agent's /findings until one satisfies `pred`.
+fn wait_finding(port: u16, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, body) = http(port, "/findings");
+        let report: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if let Some(f) = report["findings"].as_array().and_then(|fs| fs.iter().find(|f| pred(f)).cloned()) {
+            return f;
+        }
+        assert!(start.elapsed() < limit, "no such finding within {limit:?}; /findings: {body}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("observer-agent-lab-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// One metric's value (first sample whose line contains every one of `parts`).
+fn metric(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_agent_fed_by_the_api_names_a_blocked_xds_connection_writes_one_event_and_counts_repeats() {
+    require_root();
+    let mut lab = lab();
+    let dir = tempdir("xds");
+    let api = ApiServer::start(&lab, &dir, free_port(), 1000);
+    let port = free_port();
+    let agent = start_agent(&lab, &api, "node-a", port);
+    agent.wait_line("ready: attached and inventory synced", Duration::from_secs(60));
+    assert_eq!(http(port, "/readyz").0, 200);
+
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((svc, 15012)), Duration::from_millis(2500))
+        .expect("connect");
+    assert_eq!(out.result, "timeout");
+
+    // 1. Both ends named from the API's objects (no --inventory given).
+    let f = wait_finding(port, Duration::from_secs(10), |f| f["kind"] == "control-plane-blocked");
+    assert_eq!((f["requirement"].as_str(), f["mechanism"].as_str()), (Some("R5"), Some("dropped")), "{f:#}");
+    assert_eq!(f["node"], "node-a");
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!(f["dst"]["service"], "istio-system/istiod");
+    assert_eq!(f["dst"]["pod"], istiod.key().as_str());
+    assert_eq!(f["dst"]["istio_port"], "xds-tls");
+    assert_eq!(f["culprit"]["rule"], format!("-A FORWARD -d {}/32 -p tcp -m tcp --dport 15012 -j DROP", istiod.ip));
+
+    // 2. One Event on the right Pod, with reason, requirement and culprit.
+    let events = wait_until("the Event", Duration::from_secs(15), || {
+        let events = api.observer_events(&productpage.namespace);
+        (!events.is_empty()).then_some(events)
+    });
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = &events[0];
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["reason"], "ControlPlaneBlocked");
+    assert_eq!(e["reportingInstance"], "node-a");
+    assert_eq!(e["regarding"]["kind"], "Pod");
+    assert_eq!(e["regarding"]["name"], productpage.name.as_str());
+    assert_eq!(e["metadata"]["namespace"], productpage.namespace.as_str());
+    assert!(e["regarding"]["uid"].as_str().is_some_and(|u| !u.is_empty()), "{e:#}");
+    let note = e["note"].as_str().expect("note");
+    assert!(note.starts_with("R5 control-plane-blocked (dropped)"), "{note}");
+    assert!(
+        note.contains(&format!("culprit: iptables-nft filter/FORWARD #1 `-A FORWARD -d {}/32", istiod.ip)),
+        "{note}"
+    );
+
+    // 1,000 repeats of one drop update its Event's series. The repeats are raw SYNs from 1,000
+    // source ports, sent from a pod without sidecar capture (cart, ambient: a sidecar pod's
+    // iptables would redirect them to its proxy).
+    let cart = lab.pod("cart").expect("pod").clone();
+    let out = lab.connect("cart", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1500)).expect("connect");
+    assert_eq!(out.result, "timeout");
+    let first = wait_until("the cart's Event", Duration::from_secs(15), || {
+        api.observer_events(&cart.namespace).into_iter().find(|e| e["regarding"]["name"] == cart.name.as_str())
+    });
+    assert_eq!(first["reason"], "ControlPlaneBlocked", "{first:#}");
+    let flood = bin_dir().join("bench-load");
+    let netns = lab.pod_netns("cart").expect("netns");
+    let (src, dst) = (cart.ip.to_string(), istiod.ip.to_string());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &netns])
+        .arg(&flood)
+        .args(["syn-flood", &src, &dst, "15012", "500", "2"])
+        .output()
+        .expect("syn-flood");
+    let sent: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("syn-flood said ({e}): {out:?}"));
+    let sent = sent["sent"].as_u64().expect("sent");
+    assert!(sent >= 1000, "{sent}");
+    let start = Instant::now();
+    let count = loop {
+        let events = api.observer_events(&cart.namespace);
+        assert_eq!(events.len(), 1, "repeats must not make new Events: {events:#?}");
+        assert_eq!(events[0]["metadata"]["name"], first["metadata"]["name"]);
+        let count = events[0]["series"]["count"].as_u64().unwrap_or(1);
+        if count >= 1000 {
+            break count;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "series count {count} < 1000 after 30 s; /findings: {}\n/metrics: {}",
+            http(port, "/findings").1,
+            http(port, "/metrics").1
+        );
+        thread::sleep(Duration::from_millis(250));
+    };
+    // One count per dropped connection: the first one and each SYN of the flood (a flood SYN
+    // repeating a port already seen is the same connection).
+    assert!(count <= sent + 1, "count {count} for {sent} SYNs + 1 connection");
+
+    // 3. /metrics: the finding and the drop counter.
+    let (_, metrics) = http(port, "/metrics");
+    let labels = [
+        "requirement=\"R5\"",
+        "kind=\"control-plane-blocked\"",
+        "src_workload=\"productpage-v1\"",
+        "dst_service=\"istio-system/istiod\"",
+        "istio_port=\"xds-tls\"",
+    ];
+    assert_eq!(metric(&metrics, "observer_findings{", &labels), Some(1.0), "{metrics}");
+    let drops = metric(&metrics, "observer_kernel_drops_total{", &["reason=\"NETFILTER_DROP\""]).expect("drop counter");
+    assert!(drops >= 1000.0, "{metrics}");
+    assert_eq!(metric(&metrics, "observer_inventory_age_seconds", &[]), Some(0.0), "{metrics}");
+    assert!(metrics.contains("observer_build_info{version="), "{metrics}");
+
+    // A pod added through the API after start is named.
+    let mut ghost = lab.pod("details").expect("pod").clone();
+    ghost.name = "ratings-v2-7c9d8b6f5-z8x7c".into();
+    ghost.app = "ratings".into();
+    ghost.workload = "ratings-v2".into();
+    ghost.ip = std::net::Ipv4Addr::new(10, 244, 2, 30);
+    ghost.ip6 = None;
+    lab.add_pod(ghost.clone()).expect("add pod");
+    let created = api.call(
+        "POST",
+        &format!("/api/v1/namespaces/{}/pods", ghost.namespace),
+        Some(&pod_json(&lab.name, &lab.spec, &ghost)),
+    );
+    assert_eq!(created["metadata"]["name"], ghost.name.as_str(), "{created:#}");
+    thread::sleep(Duration::from_secs(1));
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, ghost.ip.into(), 9080)).expect("inject");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((ghost.ip, 9080)), Duration::from_millis(1500))
+        .expect("connect");
+    assert_eq!(out.result, "timeout");
+    let f = wait_finding(port, Duration::from_secs(10), |f| f["dst"]["ip"] == ghost.ip.to_string());
+    assert_eq!(f["dst"]["pod"], ghost.key().as_str(), "{f:#}");
+    drop(agent);
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn readyz_waits_for_the_first_sync_and_an_api_outage_keeps_the_last_inventory() {
+    require_root();
+    let lab = lab();
+    let dir = tempdir("outage");
+    let api_port = free_port();
+    // The server's files (CA, kubeconfig) exist, the server does not run yet.
+    let mut api = ApiServer::start(&lab, &dir, api_port, 1000);
+    api.stop();
+    let port = free_port();
+    let agent = start_agent(&lab, &api, "node-a", port);
+    let (code, body) = wait_until("HTTP up", Duration::from_secs(20), || {
+        let r = http(port, "/readyz");
+        (r.0 != 0).then_some(r)
+    });
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("inventory_synced=false"), "{body}");
+    assert_eq!(http(port, "/healthz").0, 200);
+
+    api.restart(&lab, 1000);
+    agent.wait_line("ready: attached and inventory synced", Duration::from_secs(60));
+    assert_eq!(http(port, "/readyz").0, 200);
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1500))
+        .expect("connect");
+    assert_eq!(out.result, "timeout");
+    wait_finding(port, Duration::from_secs(10), |f| f["src"]["pod"] == productpage.key().as_str());
+    wait_until("the first Event", Duration::from_secs(15), || {
+        (!api.observer_events(&productpage.namespace).is_empty()).then_some(())
+    });
+
+    // The API server goes away for 30 s: the agent keeps diagnosing with the last inventory.
+    api.stop();
+    let outage = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    let out = lab
+        .connect_as_proxy("reviews", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1500))
+        .expect("connect");
+    assert_eq!(out.result, "timeout");
+    let f = wait_finding(port, Duration::from_secs(10), |f| f["src"]["pod"] == reviews.key().as_str());
+    assert_eq!(f["dst"]["pod"], istiod.key().as_str(), "named with the last inventory: {f:#}");
+    assert_eq!(http(port, "/readyz").0, 200, "still attached, with the last good inventory");
+    thread::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed()));
+    let (_, metrics) = http(port, "/metrics");
+    let age = metric(&metrics, "observer_inventory_age_seconds", &[]).expect("age");
+    assert!(age >= 20.0, "the inventory's age shows the outage: {age}\n{metrics}");
+
+    // Back with a new resourceVersion history: the agent relists and publishes again.
+    api.restart(&lab, 5_000_000);
+    let requests = wait_until("relists on the new server", Duration::from_secs(60), || {
+        let metrics = http(port, "/metrics").1;
+        let age = metric(&metrics, "observer_inventory_age_seconds", &[])?;
+        let lists = metric(&metrics, "observer_inventory_lists_total{", &["kind=\"pods\""])?;
+        (age == 0.0 && lists >= 2.0).then_some(lists)
+    });
+    assert!(requests >= 2.0);
+    let events = wait_until("the outage's finding published", Duration::from_secs(30), || {
+        let events = api.observer_events(&reviews.namespace);
+        events.iter().any(|e| e["regarding"]["name"] == reviews.name.as_str()).then_some(events)
+    });
+    assert!(events.iter().all(|e| e["reportingInstance"] == "node-a"), "{events:#?}");
+    drop(agent);
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn observer_findings_lists_the_findings_of_two_agents() {
+    require_root();
+    let lab = lab();
+    let dir = tempdir("two");
+    let api = ApiServer::start(&lab, &dir, free_port(), 1000);
+    let (port_a, port_b) = (free_port(), free_port());
+    let agent_a = start_agent(&lab, &api, "node-a", port_a);
+    let agent_b = start_agent(&lab, &api, "node-b", port_b);
+    agent_a.wait_line("ready: attached and inventory synced", Duration::from_secs(60));
+    agent_b.wait_line("ready: attached and inventory synced", Duration::from_secs(60));
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let cart = lab.pod("cart").expect("pod").clone();
+    let catalog = lab.pod("catalog").expect("pod").clone();
+    // node-a: productpage's xDS dropped; node-b: catalog's HBONE to cart dropped.
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
+    lab.inject("node-b", &FirewallRule::drop_tcp_to(Hook::Forward, cart.ip.into(), 15008)).expect("inject");
+    let a = lab.connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1500));
+    let b = lab.connect("catalog", SocketAddr::from((cart.ip, 15008)), Duration::from_millis(1500));
+    assert_eq!(a.expect("connect").result, "timeout");
+    assert_eq!(b.expect("connect").result, "timeout");
+
+    let observer = bin_dir().join("observer");
+    let kubeconfig = api.kubeconfig();
+    let listed = wait_until("both nodes' findings", Duration::from_secs(30), || {
+        let out = Command::new(&observer)
+            .args(["findings", "--kubeconfig", &kubeconfig, "--output", "json"])
+            .output()
+            .expect("observer findings");
+        let listed: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        let nodes: Vec<&str> = listed.iter().filter_map(|r| r["node"].as_str()).collect();
+        (nodes.contains(&"node-a") && nodes.contains(&"node-b")).then_some(listed)
+    });
+    let on_a = listed.iter().find(|r| r["node"] == "node-a" && r["reason"] == "ControlPlaneBlocked").expect("node-a");
+    assert_eq!(on_a["finding"]["requirement"], "R5", "{on_a:#}");
+    assert_eq!(on_a["pod"], lab.pod("productpage").expect("pod").key().as_str());
+    let on_b = listed.iter().find(|r| r["node"] == "node-b" && r["reason"] == "MeshPortBlocked").expect("node-b");
+    assert_eq!(on_b["pod"], catalog.key().as_str(), "{on_b:#}");
+    assert_eq!(on_b["finding"]["dst"]["pod"], cart.key().as_str());
+    // Filters: by node and by requirement.
+    let out = Command::new(&observer)
+        .args(["findings", "--kubeconfig", &kubeconfig, "--node", "node-b", "--output", "json"])
+        .output()
+        .expect("observer findings");
+    let only_b: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(!only_b.is_empty() && only_b.iter().all(|r| r["node"] == "node-b"), "{only_b:#?}");
+    let out = Command::new(&observer)
+        .args(["findings", "--kubeconfig", &kubeconfig, "--requirement", "R1"])
+        .output()
+        .expect("observer findings");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no findings reported"), "{out:?}");
+    drop((agent_a, agent_b));
+}
