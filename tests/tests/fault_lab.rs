@@ -126,17 +126,12 @@ fn ring_buffer_overflow_is_counted_and_shown() {
         ns.ip(&["link", "set", iface, "up"]);
     }
     let cgroup = Cgroup::new("ovfl");
-    let observer = Running::start(&[
-        "trace",
-        "--netns",
-        &ns.0,
-        "--cgroup-root",
-        cgroup.0.to_str().unwrap(),
-        "--port",
-        "80",
-        "--output",
-        "json",
-    ]);
+    // A ring of 256 KiB, whatever the machine's CPU count (the default grows with it): 20,000
+    // events overflow it for sure.
+    let observer = Running::start_with_env(
+        &["trace", "--netns", &ns.0, "--cgroup-root", cgroup.0.to_str().unwrap(), "--port", "80", "--output", "json"],
+        &[("OBSERVER_RINGBUF_BYTES", "262144")],
+    );
     const FRAMES: u16 = 20_000;
     // SAFETY: kill(2) on the observer this test started, by its PID.
     unsafe { libc::kill(observer.pid() as i32, libc::SIGSTOP) };
@@ -176,7 +171,10 @@ fn ring_buffer_overflow_is_counted_and_shown() {
         .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no ringbuf_full counter: {stderr:?}"));
     assert_eq!(lost, counter, "the summary shows the kernel's count: {summary}");
-    assert!(lost > 0, "20,000 SYNs against a stalled reader must overflow the 1 MiB ring: {summary}");
+    assert!(
+        lost > 0,
+        "20,000 SYNs against a stalled reader must overflow the ring (2 MiB per CPU, 4 MiB on 2 CPUs): {summary}"
+    );
     assert!(
         seen.len() as u64 + lost >= u64::from(FRAMES),
         "{} SYNs seen + {lost} lost events < {FRAMES} sent: loss hidden",
@@ -250,15 +248,18 @@ fn diagnose_reports_ring_buffer_loss() {
     let cgroup = Cgroup::new("ovfd");
     let inventory = std::env::temp_dir().join(format!("observer-rb-{}-inventory.json", std::process::id()));
     std::fs::write(&inventory, r#"{"apiVersion":"v1","kind":"List","items":[]}"#).expect("inventory");
-    let observer = Running::start(&[
-        "diagnose",
-        "--inventory",
-        inventory.to_str().unwrap(),
-        "--netns",
-        &ns.0,
-        "--cgroup-root",
-        cgroup.0.to_str().unwrap(),
-    ]);
+    let observer = Running::start_with_env(
+        &[
+            "diagnose",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "--netns",
+            &ns.0,
+            "--cgroup-root",
+            cgroup.0.to_str().unwrap(),
+        ],
+        &[("OBSERVER_RINGBUF_BYTES", "262144")],
+    );
     // SAFETY: kill(2) on the observer this test started, by its PID.
     unsafe { libc::kill(observer.pid() as i32, libc::SIGSTOP) };
     send_frames(&ns.0, "oa", (0..20_000u16).map(|i| syn_frame([2, 0, 0, 0, 0, 2], 1024 + i)).collect());

@@ -59,6 +59,10 @@ enum Command {
         /// Only the agent's benchmark (idle CPU/RSS, Events under a drop flood): bench/agent.json.
         #[arg(long)]
         agent_only: bool,
+        /// Run only these lab sections (overhead, pipeline, latency, scale; comma-separated),
+        /// print their results as JSON and write no file: for iterating, not for BENCHMARKS.md.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Fuzz observer's parsers of untrusted input (cargo-fuzz, nightly): every target, or the
     /// ones named, for `--secs` each. Crashes stop the run and are left in fuzz/artifacts.
@@ -86,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test { args } => test::run(&args),
         Command::Demo => demo::run(),
-        Command::Bench { reps, secs, trials, churn_only, churn_secs, churn_pods, agent_only } => {
+        Command::Bench { reps, secs, trials, churn_only, churn_secs, churn_pods, agent_only, only } => {
             bench::run(&bench::Options {
                 reps,
                 secs,
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
                 churn_secs,
                 churn_pods,
                 agent_only,
+                only,
             })
         }
         Command::Fuzz { secs, targets } => fuzz::run(secs, &targets),

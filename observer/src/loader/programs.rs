@@ -4,7 +4,10 @@ use aya::{
     programs::{BtfTracePoint, CgroupSkb, CgroupSockAddr, ProgramError, SchedClassifier, SockOps},
     Btf as AyaBtf, Ebpf, EbpfError, EbpfLoader,
 };
-use observer_common::{maps::KERNEL_OFFSETS_GLOBAL, KernelOffsets};
+use observer_common::{
+    maps::{events_ringbuf_bytes, EVENTS_MAP, KERNEL_OFFSETS_GLOBAL},
+    KernelOffsets,
+};
 use tracing::{debug, warn};
 
 use crate::kernel::{
@@ -146,8 +149,11 @@ pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
     let drop_reasons = DropReasons::from_btf(&btf);
     drop(btf);
 
+    let ring_bytes = ring_buffer_bytes();
+    debug!(ring_bytes, "event ring buffer size");
     let mut ebpf = EbpfLoader::new()
         .override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true)
+        .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(object)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     for name in [TC_INGRESS, TC_EGRESS] {
@@ -218,9 +224,48 @@ where
     program.try_into().map_err(|source| LoadError::Program { name, source: Box::new(source) })
 }
 
+/// Overrides the event ring buffer's size (bytes; a power of two and a multiple of the page
+/// size, as the kernel requires of `BPF_MAP_TYPE_RINGBUF`): for nodes whose event rate needs
+/// more than the default, and for tests that must overflow it.
+pub const RINGBUF_BYTES_ENV: &str = "OBSERVER_RINGBUF_BYTES";
+
+/// The event ring buffer's size for this machine's possible CPUs
+/// (`observer_common::maps::events_ringbuf_bytes`), or [`RINGBUF_BYTES_ENV`] when it holds a
+/// valid size (an invalid one is a warning and the default is used); when the CPU count cannot be
+/// read, the size for one CPU, with a warning.
+fn ring_buffer_bytes() -> u32 {
+    if let Ok(text) = std::env::var(RINGBUF_BYTES_ENV) {
+        match valid_ring_size(&text) {
+            Some(bytes) => return bytes,
+            None => warn!(
+                "{RINGBUF_BYTES_ENV}={text:?} is not a power of two of at least 4096 bytes; using the default size"
+            ),
+        }
+    }
+    let cpus = aya::util::nr_cpus().unwrap_or_else(|(path, err)| {
+        warn!("reading {path}: {err}; sizing the event ring buffer for one CPU");
+        1
+    });
+    events_ringbuf_bytes(u32::try_from(cpus).unwrap_or(u32::MAX))
+}
+
+/// `text` as a ring buffer size: a power of two of at least one 4 KiB page.
+fn valid_ring_size(text: &str) -> Option<u32> {
+    text.trim().parse::<u32>().ok().filter(|b| b.is_power_of_two() && *b >= 4096)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ring_size_override_must_be_a_power_of_two_of_at_least_a_page() {
+        assert_eq!(valid_ring_size("262144"), Some(262_144));
+        assert_eq!(valid_ring_size(" 4096\n"), Some(4096));
+        for bad in ["0", "2048", "300000", "-4096", "1MiB", ""] {
+            assert_eq!(valid_ring_size(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn each_optional_program_has_its_own_probe_and_minimum_kernel() {

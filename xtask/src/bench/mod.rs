@@ -13,6 +13,7 @@ mod pipeline;
 mod procs;
 mod report;
 mod scale;
+mod testrun;
 mod userspace;
 
 use std::{
@@ -43,9 +44,14 @@ pub struct Options {
     pub churn_only: bool,
     pub churn_secs: f64,
     pub churn_pods: usize,
-    /// Only the agent's benchmark (section 6), written to bench/agent.json.
+    /// Only the agent's benchmark (section 7), written to bench/agent.json.
     pub agent_only: bool,
+    /// Only these lab sections, results printed, no file written (empty: the full run).
+    pub only: Vec<String>,
 }
+
+/// The lab sections `--only` may name.
+const SECTIONS: [&str; 4] = ["overhead", "pipeline", "latency", "scale"];
 
 /// The lab and the programs a benchmark uses.
 pub struct Bench<'a> {
@@ -118,6 +124,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.churn_only {
         return run_churn(opts);
     }
+    if let Some(unknown) = opts.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        bail!("--only: no section `{unknown}` (sections: {})", SECTIONS.join(", "));
+    }
     ensure_tracefs()?;
     let lab = Lab::up(LabSpec::bookinfo(), lab::tools()).context("building the lab")?;
     let client = lab.pod("cart").context("the lab's ambient pod `cart`")?.clone();
@@ -141,7 +150,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     lab.inject("node-a", &rule)?;
     lab.inject_in_netns(&format!("{}-router", lab.name), &FirewallRule::drop_tcp(Hook::Forward, SILENT_PORT))?;
     if opts.agent_only {
-        println!("\n== 6. agent (API-fed inventory, Kubernetes Events)");
+        println!("\n== 7. agent (API-fed inventory, Kubernetes Events)");
         let agent = agent::run(&bench)?;
         drop(lab);
         let path = shell::root().join("bench").join("agent.json");
@@ -151,6 +160,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if !opts.only.is_empty() {
+        return run_only(&bench, opts);
+    }
     println!(
         "\n== 1. datapath overhead ({} repetitions x {} s, client and server pinned to CPU {CLIENT_CPU})",
         opts.reps, opts.secs
@@ -162,7 +174,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let latency = latency::run(&bench, opts.latency_trials)?;
     println!("\n== 4. memory and scale");
     let scale = scale::run(&bench)?;
-    println!("\n== 6. agent (API-fed inventory, Kubernetes Events)");
+    println!("\n== 7. agent (API-fed inventory, Kubernetes Events)");
     let agent = agent::run(&bench)?;
     drop(lab);
     println!("\n== 5. userspace decode/correlate (divan)");
@@ -192,6 +204,30 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     std::fs::write(shell::root().join("BENCHMARKS.md"), report::markdown(&results))?;
     run_churn(opts)?;
     println!("\nwrote {} and BENCHMARKS.md ({:.0} s)", json_path.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The sections of `opts.only`, in their usual order, printed as JSON.
+fn run_only(bench: &Bench<'_>, opts: &Options) -> anyhow::Result<()> {
+    let wanted = |name: &str| opts.only.iter().any(|s| s == name);
+    let mut out = serde_json::Map::new();
+    if wanted("overhead") {
+        println!("\n== 1. datapath overhead ({} repetitions x {} s)", opts.reps, opts.secs);
+        out.insert("overhead".into(), serde_json::to_value(overhead::run(bench)?)?);
+    }
+    if wanted("pipeline") {
+        println!("\n== 2. event pipeline (SYN floods to a dropped port)");
+        out.insert("pipeline".into(), serde_json::to_value(pipeline::run(bench)?)?);
+    }
+    if wanted("latency") {
+        println!("\n== 3. detection latency");
+        out.insert("latency".into(), serde_json::to_value(latency::run(bench, opts.latency_trials)?)?);
+    }
+    if wanted("scale") {
+        println!("\n== 4. memory and scale");
+        out.insert("scale".into(), serde_json::to_value(scale::run(bench)?)?);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 

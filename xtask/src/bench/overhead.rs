@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{
     procs::{bpf_fds, bpf_name, cpu_seconds, in_netns, median, output_of, Background},
+    testrun::{self, SyntheticCost},
     Bench, CLIENT_CPU, TOOLS_CPU,
 };
 
@@ -57,7 +58,43 @@ pub struct Overhead {
     pub observer_ns_per_round_trip: f64,
     /// That time as a share of one round trip without observer.
     pub observer_share_of_round_trip: f64,
+    /// Round trips of the request/response run the statistics were taken over.
+    pub stats_round_trips: f64,
+    /// Runs of observer's programs per round trip in that run.
+    pub observer_runs_per_round_trip: f64,
+    /// ns per run the statistics report for an empty classifier (their own overhead).
+    pub stats_floor_ns: Option<f64>,
+    /// `observer_ns_per_round_trip` less the floor for each of observer's runs per round trip.
+    pub observer_ns_per_round_trip_net: Option<f64>,
+    /// The empty classifier and observer's packet programs on a synthetic ordinary segment.
+    pub synthetic: Vec<SyntheticCost>,
+    /// The empty classifier attached (tcx, both directions) to every interface observer attaches
+    /// to, alone, during a request/response run of its own: ns per run by the statistics.
+    pub empty_in_traffic_ns: Option<f64>,
+    /// Its runs per round trip there.
+    pub empty_in_traffic_runs_per_round_trip: Option<f64>,
+    /// `observer_ns_per_round_trip` less `empty_in_traffic_ns` for each of observer's runs.
+    pub observer_ns_per_round_trip_net_of_empty: Option<f64>,
+    /// Test runs per synthetic measurement.
+    pub synthetic_repeat: u32,
 }
+
+/// What the statistics pass measured.
+struct Costs {
+    programs: Vec<ProgramCost>,
+    ns_per_round_trip: f64,
+    round_trips: f64,
+    runs_per_round_trip: f64,
+    synthetic: Vec<SyntheticCost>,
+    /// (ns per run, runs per round trip) of the empty classifier in traffic.
+    empty_in_traffic: Option<(f64, f64)>,
+}
+
+/// Test runs per synthetic measurement.
+const TEST_RUN_REPEAT: u32 = 2_000_000;
+/// observer's programs that see every packet (the others run per connection or per drop).
+const PACKET_PROGRAMS: [&str; 4] =
+    ["observer_tc_ingress", "observer_tc_egress", "observer_cgroup_ingress", "observer_cgroup_egress"];
 
 const CONFIGS: [&str; 4] = ["none", "observer", "tcpdump", "bpftrace"];
 const RR_PORT: &str = "7100";
@@ -118,14 +155,27 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Overhead> {
             }
         })
         .collect();
-    let (programs, ns_per_rt) = program_costs(b, &server)?;
+    let costs = program_costs(b, &server)?;
+    let ns_per_rt = costs.ns_per_round_trip;
+    let floor = costs.synthetic.iter().find(|c| c.program == EMPTY).and_then(|c| c.stats_ns_per_run);
     Ok(Overhead {
         repetitions: b.reps,
         secs_per_run: b.secs,
         configs,
-        programs,
+        programs: costs.programs,
         observer_ns_per_round_trip: ns_per_rt,
         observer_share_of_round_trip: if base_rr > 0.0 { ns_per_rt * base_rr / 1e9 } else { 0.0 },
+        stats_round_trips: costs.round_trips,
+        observer_runs_per_round_trip: costs.runs_per_round_trip,
+        stats_floor_ns: floor,
+        observer_ns_per_round_trip_net: floor.map(|f| ns_per_rt - f * costs.runs_per_round_trip),
+        synthetic: costs.synthetic,
+        synthetic_repeat: TEST_RUN_REPEAT,
+        empty_in_traffic_ns: costs.empty_in_traffic.map(|e| e.0),
+        empty_in_traffic_runs_per_round_trip: costs.empty_in_traffic.map(|e| e.1),
+        observer_ns_per_round_trip_net_of_empty: costs
+            .empty_in_traffic
+            .map(|e| ns_per_rt - e.0 * costs.runs_per_round_trip),
     })
 }
 
@@ -190,10 +240,11 @@ fn bulk_run(b: &Bench<'_>, server: &str) -> anyhow::Result<f64> {
 
 /// Kernel BPF statistics (`kernel.bpf_stats_enabled`, on only for this measurement) of every
 /// observer program, per workload.
-fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<(Vec<ProgramCost>, f64)> {
+fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<Costs> {
     let previous = output_of(in_netns(None, None, "sysctl", &["-n", "kernel.bpf_stats_enabled"]))?.trim().to_string();
     output_of(in_netns(None, None, "sysctl", &["-w", "kernel.bpf_stats_enabled=1"]))?;
     let result = (|| {
+        let empty_in_traffic = empty_in_traffic(b, server)?;
         let observer = b.start_observer(&["diagnose", "--output", "json"], true)?;
         let pid = observer.pid();
         let s0 = bpf_fds(pid);
@@ -204,9 +255,11 @@ fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<(Vec<ProgramCost
         b.syn_flood(20_000, 2.0)?;
         let s3 = bpf_fds(pid);
         let names: BTreeMap<u64, String> = s3.keys().filter(|k| k.0).map(|k| (k.1, bpf_name(true, k.1))).collect();
+        let synthetic = synthetic_costs(&names);
         observer.stop();
+        let synthetic = synthetic?;
         let mut programs = Vec::new();
-        let mut rr_total_ns = 0.0;
+        let (mut rr_total_ns, mut rr_total_runs) = (0.0, 0u64);
         for (key, end) in s3.iter().filter(|(k, _)| k.0) {
             let at = |s: &BTreeMap<(bool, u64), super::procs::BpfFd>| s.get(key).cloned().unwrap_or_default();
             let delta = |a: &super::procs::BpfFd, z: &super::procs::BpfFd| {
@@ -218,6 +271,7 @@ fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<(Vec<ProgramCost
             let (bulk_runs, bulk_ns, _) = delta(&at(&s1), &at(&s2));
             let (hs_runs, hs_ns, _) = delta(&at(&s2), end);
             rr_total_ns += rr_time as f64;
+            rr_total_runs += rr_runs;
             programs.push(ProgramCost {
                 name: names.get(&key.1).cloned().unwrap_or_default(),
                 rr_ns_per_run: rr_ns,
@@ -229,9 +283,77 @@ fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<(Vec<ProgramCost
             });
         }
         programs.sort_by(|a, b| a.name.cmp(&b.name));
-        let per_rt = if round_trips > 0.0 { rr_total_ns / round_trips } else { 0.0 };
-        Ok::<_, anyhow::Error>((programs, per_rt))
+        let per_rt = |x: f64| if round_trips > 0.0 { x / round_trips } else { 0.0 };
+        Ok::<_, anyhow::Error>(Costs {
+            programs,
+            ns_per_round_trip: per_rt(rr_total_ns),
+            round_trips,
+            runs_per_round_trip: per_rt(rr_total_runs as f64),
+            synthetic,
+            empty_in_traffic,
+        })
     })();
     output_of(in_netns(None, None, "sysctl", &["-w", &format!("kernel.bpf_stats_enabled={previous}")]))?;
     result
+}
+
+/// Name of the empty classifier's row.
+pub const EMPTY: &str = "empty classifier (r0 = 3; exit)";
+
+/// The empty classifier and observer's packet programs (`names`: id -> name of the running
+/// observer's programs) run on a synthetic ordinary segment, with the statistics on and off.
+/// Leaves the statistics off.
+fn synthetic_costs(names: &BTreeMap<u64, String>) -> anyhow::Result<Vec<SyntheticCost>> {
+    let set_stats = |on: bool| {
+        let value = if on { "kernel.bpf_stats_enabled=1" } else { "kernel.bpf_stats_enabled=0" };
+        output_of(in_netns(None, None, "sysctl", &["-w", value])).map(drop)
+    };
+    let segment = testrun::ordinary_segment();
+    let packet = ("ordinary segment", segment.as_slice());
+    let empty = testrun::load_empty()?;
+    let mut out = vec![testrun::measure(EMPTY, &empty, packet, TEST_RUN_REPEAT, &set_stats)?];
+    for name in PACKET_PROGRAMS {
+        if let Some((id, _)) = names.iter().find(|(_, n)| *n == name) {
+            let prog = testrun::open_by_id(*id)?;
+            out.push(testrun::measure(name, &prog, packet, TEST_RUN_REPEAT, &set_stats)?);
+        }
+    }
+    for c in &out {
+        println!(
+            "   test run {:<36} stats {:>5.1} ns/run  test-run clock {:>5.1} ns/run",
+            c.program,
+            c.stats_ns_per_run.unwrap_or(f64::NAN),
+            c.test_run_ns.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(out)
+}
+
+/// The empty classifier attached alone to every non-loopback interface of the node's namespace
+/// during a request/response run (the statistics on): (ns per run, runs per round trip), None
+/// when it made no runs.
+fn empty_in_traffic(b: &Bench<'_>, server: &str) -> anyhow::Result<Option<(f64, f64)>> {
+    let listed = output_of(in_netns(None, None, "ip", &["-n", &b.node_ns, "-o", "link", "show"]))?;
+    let ifindexes: Vec<u32> = listed
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split(':');
+            let index = parts.next()?.trim().parse().ok()?;
+            let name = parts.next()?.trim();
+            (name != "lo").then_some(index)
+        })
+        .collect();
+    let empty = testrun::load_empty()?;
+    let links = testrun::attach_tcx(&empty, std::path::Path::new(&format!("/run/netns/{}", b.node_ns)), &ifindexes)?;
+    let (t0, n0) = testrun::stats_of(&empty)?;
+    let (_, round_trips) = rr_run(b, server)?;
+    let (t1, n1) = testrun::stats_of(&empty)?;
+    drop(links);
+    let runs = n1.saturating_sub(n0);
+    let result = (runs > 0 && round_trips > 0.0)
+        .then(|| (t1.saturating_sub(t0) as f64 / runs as f64, runs as f64 / round_trips));
+    if let Some((ns, per_rt)) = result {
+        println!("   empty classifier in traffic: {ns:.1} ns/run, {per_rt:.1} runs per round trip");
+    }
+    Ok(result)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{
     procs::{bpf_fds, bpf_name, in_netns, output_of, rss_kib, Background},
-    Bench, TOOLS_CPU,
+    testrun, Bench, TOOLS_CPU,
 };
 
 #[derive(Debug, Serialize)]
@@ -29,7 +29,15 @@ pub struct Scale {
     /// Start to `ready` with the veths present, and on a namespace with one veth pair.
     pub ready_secs_with_veths: f64,
     pub ready_secs_baseline: f64,
+    /// The same namespace's veths given an empty classifier by tcx links (ingress and egress)
+    /// from one thread, then from [`PARALLEL_THREADS`] threads at once: ms per link.
+    pub tcx_attach_ms_serial: f64,
+    pub tcx_attach_ms_parallel: f64,
+    pub parallel_threads: usize,
 }
+
+/// Threads of the parallel tcx attach measurement.
+pub const PARALLEL_THREADS: usize = 8;
 
 pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
     let observer = b.start_observer(&["diagnose", "--output", "json"], true)?;
@@ -61,8 +69,11 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
         rss_idle_kib / 1024,
         rss_with_flows_kib / 1024
     );
-    let (veths, ready_secs_with_veths, ready_secs_baseline) = attach_time(b)?;
+    let (veths, ready_secs_with_veths, ready_secs_baseline, (serial, parallel)) = attach_time(b)?;
     println!("   ready with {veths} veths: {ready_secs_with_veths:.2} s (1 veth pair: {ready_secs_baseline:.2} s)");
+    println!(
+        "   tcx attach: {serial:.2} ms per link from one thread, {parallel:.2} ms with {PARALLEL_THREADS} threads"
+    );
     Ok(Scale {
         rss_idle_kib,
         rss_with_flows_kib,
@@ -72,13 +83,17 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
         veths,
         ready_secs_with_veths,
         ready_secs_baseline,
+        tcx_attach_ms_serial: serial,
+        tcx_attach_ms_parallel: parallel,
+        parallel_threads: PARALLEL_THREADS,
     })
 }
 
 /// Time from start to `ready` of `observer trace` on a scratch namespace with 100 veth pairs
 /// (200 veths), and with one pair.
-fn attach_time(b: &Bench<'_>) -> anyhow::Result<(usize, f64, f64)> {
+fn attach_time(b: &Bench<'_>) -> anyhow::Result<(usize, f64, f64, (f64, f64))> {
     let mut measured = Vec::new();
+    let mut links_ms = (0.0, 0.0);
     for pairs in [100usize, 1] {
         let ns = format!("{}-scale{pairs}", b.lab.name);
         output_of(in_netns(None, None, "ip", &["netns", "add", &ns]))?;
@@ -107,10 +122,46 @@ fn attach_time(b: &Bench<'_>) -> anyhow::Result<(usize, f64, f64)> {
             )?;
             let at = observer.wait_for("ready", Duration::from_secs(120))?;
             observer.stop();
+            if pairs > 1 {
+                links_ms = tcx_attach_ms(&ns)?;
+            }
             Ok::<_, anyhow::Error>(at.duration_since(started).as_secs_f64())
         })();
         let _ = output_of(in_netns(None, None, "ip", &["netns", "del", &ns]));
         measured.push(result?);
     }
-    Ok((200, measured[0], measured[1]))
+    Ok((200, measured[0], measured[1], links_ms))
+}
+
+/// ms per tcx link of an empty classifier on every interface of `ns` (ingress and egress),
+/// attached from one thread, then (after detaching) from [`PARALLEL_THREADS`] threads at once.
+fn tcx_attach_ms(ns: &str) -> anyhow::Result<(f64, f64)> {
+    let listed = output_of(in_netns(None, None, "ip", &["-n", ns, "-o", "link", "show"]))?;
+    let ifindexes: Vec<u32> = listed
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split(':');
+            let index = parts.next()?.trim().parse().ok()?;
+            (parts.next()?.trim() != "lo").then_some(index)
+        })
+        .collect();
+    let path = std::path::PathBuf::from(format!("/run/netns/{ns}"));
+    let empty = testrun::load_empty()?;
+    let links = (ifindexes.len() * 2).max(1) as f64;
+    let started = Instant::now();
+    let serial = testrun::attach_tcx(&empty, &path, &ifindexes)?;
+    let serial_ms = started.elapsed().as_secs_f64() * 1e3 / links;
+    drop(serial);
+    let chunk = ifindexes.len().div_ceil(PARALLEL_THREADS).max(1);
+    let started = Instant::now();
+    let parallel: Vec<_> = thread::scope(|scope| {
+        let handles: Vec<_> =
+            ifindexes.chunks(chunk).map(|part| scope.spawn(|| testrun::attach_tcx(&empty, &path, part))).collect();
+        handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("an attaching thread panicked"))?).collect()
+    });
+    let parallel_ms = started.elapsed().as_secs_f64() * 1e3 / links;
+    for result in parallel {
+        drop(result?);
+    }
+    Ok((serial_ms, parallel_ms))
 }
