@@ -158,7 +158,8 @@ fn read_ports<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
 
 /// How many bytes from the IP header at `l3` are headers: the IP header (with options or
 /// extension headers), the transport header (TCP: its data offset; UDP and ICMP: 8 bytes) and,
-/// for ICMP/ICMPv6 errors, the quoted IP header and the 8 bytes after it. What follows is
+/// for ICMP/ICMPv6 errors, the quoted IP header and the 8 bytes after it; for neighbour
+/// solicitations and advertisements, the target address. What follows is
 /// payload, copied out of the kernel only when asked (`trace --pcap`).
 #[inline(always)]
 pub fn headers_len<S: PacketSource>(src: &S, l3: usize, l4: &L4, protocol: u8) -> usize {
@@ -178,6 +179,9 @@ pub fn headers_len<S: PacketSource>(src: &S, l3: usize, l4: &L4, protocol: u8) -
             match (error, src.read::<u8>(l4.offset + 8)) {
                 (true, Some(ver_ihl)) if ver_ihl >> 4 == 4 => 8 + ((ver_ihl & 0x0f) as usize) * 4 + 8,
                 (true, Some(ver)) if ver >> 4 == 6 => 8 + 40 + 8,
+                // Neighbour solicitation/advertisement: the target address is part of the
+                // header (RFC 4861 4.3/4.4); the diagnosis ties dropped solicitations to it.
+                (false, _) if protocol == PROTO_ICMPV6 && matches!(icmp_type, 135 | 136) => 8 + 16,
                 _ => 8,
             }
         }
