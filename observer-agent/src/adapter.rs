@@ -35,7 +35,6 @@ use crate::update::{FindingKey, FindingUpdate};
 /// Connections followed at once; beyond, the oldest are forgotten in batches (their findings
 /// were announced when they became conclusive).
 const MAX_CONNECTIONS: usize = 65_536;
-const RETIRE_BATCH: usize = 8_192;
 /// Longest session segment (findings are cleared on this beat when nothing happens).
 pub const SEGMENT: Duration = Duration::from_secs(10);
 /// Repeats of a finding are sent on at most this often (one `Updated` per finding per beat).
@@ -196,7 +195,7 @@ impl Live {
         Self {
             node,
             clear_after,
-            correlator: Correlator::default(),
+            correlator: Correlator::with_capacity(MAX_CONNECTIONS),
             announced: HashSet::new(),
             findings: BTreeMap::new(),
             fresh: Vec::new(),
@@ -210,20 +209,20 @@ impl Live {
     pub fn observe(&mut self, observation: &Observation, inventory: &Inventory, stats: &SessionStats) {
         if let Detail::Drop { drop_reason, .. } = &observation.detail {
             let mut reasons = stats.drops_by_reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let name = if reasons.len() < MAX_REASONS || reasons.contains_key(drop_reason) {
-                drop_reason.clone()
+            let name = if reasons.len() < MAX_REASONS || reasons.contains_key(drop_reason.name.as_ref()) {
+                drop_reason.name.to_string()
             } else {
                 "other".to_string()
             };
             *reasons.entry(name).or_default() += 1;
         }
-        if self.correlator.len() >= MAX_CONNECTIONS {
-            for c in self.correlator.retire_oldest(RETIRE_BATCH) {
-                self.announced.remove(&c.client);
-                self.retired += 1;
-            }
+        let touched = self.correlator.add(observation);
+        // The correlator holds a bounded LRU of connections: those it pushed out are retired.
+        for c in self.correlator.take_evicted() {
+            self.announced.remove(&c.client);
+            self.retired += 1;
         }
-        let Some(client) = self.correlator.add(observation) else { return };
+        let Some(client) = touched else { return };
         let Some(c) = self.correlator.get(client) else { return };
         let conclusive = matches!(
             c.outcome(),
@@ -246,7 +245,7 @@ impl Live {
                 g.evidence.attempts += e.attempts;
                 g.evidence.connections += e.connections;
                 if e.last_seen > g.evidence.last_seen {
-                    g.evidence.last_seen = e.last_seen.clone();
+                    g.evidence.last_seen = e.last_seen;
                 }
                 if finding.culprit.as_ref().map(|c| c.confidence) > g.culprit.as_ref().map(|c| c.confidence) {
                     g.culprit = finding.culprit;

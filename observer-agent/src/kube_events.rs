@@ -67,7 +67,7 @@ pub fn reason(kind: Kind) -> &'static str {
 
 /// The note: requirement, kind, mechanism, endpoints, evidence, culprit, fix; at most 1 kB.
 pub fn note(f: &Finding) -> String {
-    let end = |p: &observer::diagnosis::Party| {
+    let end = |p: &observer::diagnosis::Endpoint| {
         p.pod
             .clone()
             .or_else(|| p.service.clone())

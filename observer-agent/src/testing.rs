@@ -1,6 +1,8 @@
 //! Test helpers: findings as the classifier makes them.
 
-use observer::diagnosis::{Evidence, Finding, Kind, Mechanism, Party, Requirement, Severity};
+use std::time::{Duration, UNIX_EPOCH};
+
+use observer::diagnosis::{Endpoint, Evidence, Finding, Kind, Mechanism, Requirement, Severity};
 
 /// One connection's finding: a sidecar pod's xDS connection to istiod dropped by netfilter.
 pub fn xds_drop(client_port: u16) -> Finding {
@@ -9,23 +11,23 @@ pub fn xds_drop(client_port: u16) -> Finding {
         kind: Kind::ControlPlaneBlocked,
         mechanism: Mechanism::Dropped,
         severity: Severity::Critical,
-        src: Party {
+        src: Endpoint {
             ip: Some("10.244.1.9".parse().expect("ip")),
             port: Some(client_port),
             pod: Some("shop/cart-1".into()),
             workload: Some("shop/cart".into()),
             service: None,
             istio_port: None,
-            ..Party::default()
+            ..Endpoint::default()
         },
-        dst: Party {
+        dst: Endpoint {
             ip: Some("10.96.0.10".parse().expect("ip")),
             port: Some(15012),
             pod: None,
             workload: Some("istio-system/istiod".into()),
             service: Some("istio-system/istiod".into()),
             istio_port: Some("xds-tls"),
-            ..Party::default()
+            ..Endpoint::default()
         },
         node: "node-a".into(),
         evidence: Evidence {
@@ -33,8 +35,9 @@ pub fn xds_drop(client_port: u16) -> Finding {
             hook: Some("kfree_skb"),
             attempts: 1,
             connections: 1,
-            first_seen: "2026-11-30T00:00:00Z".into(),
-            last_seen: "2026-11-30T00:00:00Z".into(),
+            // 2026-11-30T00:00:00Z
+            first_seen: UNIX_EPOCH + Duration::from_secs(1_795_996_800),
+            last_seen: UNIX_EPOCH + Duration::from_secs(1_795_996_800),
             ..Evidence::default()
         },
         culprit: None,

@@ -156,6 +156,11 @@ fn read_ports<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
     Some(())
 }
 
+/// ICMPv6 neighbour discovery message types (RFC 4861 section 4).
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+const ND_REDIRECT: u8 = 137;
+
 /// How many bytes from the IP header at `l3` are headers: the IP header (with options or
 /// extension headers), the transport header (TCP: its data offset; UDP and ICMP: 8 bytes) and,
 /// for ICMP/ICMPv6 errors, the quoted IP header and the 8 bytes after it; for neighbour
@@ -163,11 +168,6 @@ fn read_ports<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
 /// advertisement's target, 24 bytes; a redirect's target and destination, 40 bytes), which name
 /// the neighbour the message is about. What follows is payload, copied out of the kernel only
 /// when asked (`trace --pcap`).
-/// ICMPv6 neighbour discovery message types (RFC 4861 section 4).
-const ND_NEIGHBOR_SOLICIT: u8 = 135;
-const ND_NEIGHBOR_ADVERT: u8 = 136;
-const ND_REDIRECT: u8 = 137;
-
 #[inline(always)]
 pub fn headers_len<S: PacketSource>(src: &S, l3: usize, l4: &L4, protocol: u8) -> usize {
     let ip = l4.offset - l3;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use observer::{
     diagnosis::Correlator,
-    events::{clock::MonotonicClock, model::Namer},
+    events::{clock::MonotonicClock, namer::Namer},
     kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
 };
 use observer_common::{

@@ -83,6 +83,14 @@ pub struct DiagnoseArgs {
     /// the namespace of each drop are read with iptables-*-save and nft, never changed).
     #[arg(long)]
     pub no_culprit: bool,
+    /// Also record every event, with the kernel facts to name it, to FILE (docs/recording.md).
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<std::path::PathBuf>,
+    /// Diagnose a recording (`trace --record`/`diagnose --record`) instead of the live kernel:
+    /// no root, no eBPF. `--netns`, `--cgroup-root`, `--duration` and `--no-culprit` do not
+    /// apply (the recording holds what they decided).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,8 +147,8 @@ pub struct TraceArgs {
     #[arg(long = "ip", value_name = "IP")]
     pub ips: Vec<std::net::IpAddr>,
     /// Only drops, only rejections (ICMP errors, resets), or everything.
-    #[arg(long, value_enum, default_value_t = crate::trace::filter::Verdict::All)]
-    pub verdict: crate::trace::filter::Verdict,
+    #[arg(long, value_enum, default_value_t = Verdict::All)]
+    pub verdict: Verdict,
     /// Only flows on Istio's ports (sidecar, ztunnel, istiod, gateways).
     #[arg(long)]
     pub istio: bool,
@@ -161,4 +169,24 @@ pub struct TraceArgs {
     /// the namespace of each drop are read with iptables-*-save and nft, never changed).
     #[arg(long)]
     pub no_culprit: bool,
+    /// Record every event handed on (before the userspace filters), with the kernel facts to
+    /// name it, to FILE (docs/recording.md); `diagnose --replay FILE` diagnoses it later.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<std::path::PathBuf>,
+    /// Print a recording instead of the live kernel: no root, no eBPF (`--netns`,
+    /// `--cgroup-root`, `--all-netns` and `--no-culprit` do not apply).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<std::path::PathBuf>,
+}
+
+/// Which events `trace --verdict` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Verdict {
+    /// Packets the kernel dropped (kfree_skb).
+    Dropped,
+    /// ICMP/ICMPv6 errors and TCP resets (who sent them is for the diagnosis to say).
+    Rejected,
+    /// Everything.
+    #[default]
+    All,
 }

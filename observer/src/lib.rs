@@ -3,14 +3,15 @@
 pub mod agent_exec;
 pub mod cli;
 pub mod diagnose;
-pub mod diagnosis;
 pub mod events;
-pub mod inventory;
-pub mod json;
 pub mod kernel;
 pub mod loader;
 pub mod netfilter;
+pub mod record;
 pub mod session;
+pub mod sinks;
 pub mod stop;
 pub mod trace;
 pub mod verify;
+
+pub use observer_core::{diagnosis, inventory, json};

@@ -6,9 +6,11 @@
 //! the caller owns the [`StopToken`] that ends the run (the library installs no signal handler).
 
 use std::{
+    cell::RefCell,
     ops::ControlFlow,
     path::PathBuf,
-    time::{Duration, Instant},
+    rc::Rc,
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::Ebpf;
@@ -21,7 +23,8 @@ use crate::{
         cgroups::CgroupNames,
         clock::MonotonicClock,
         counters::KernelCounters,
-        model::{Detail, Namer, Observation},
+        model::{Detail, Observation},
+        namer::Namer,
         ringbuf::{read_counters, EventSource},
     },
     inventory::Inventory,
@@ -36,6 +39,7 @@ use crate::{
         NetnsTarget,
     },
     netfilter::Attributor,
+    record::{self, RecordTo, Recorder},
     stop::StopToken,
 };
 
@@ -59,11 +63,14 @@ pub struct SessionConfig {
     /// Stop this long after everything is attached (the `ready` line). Default None: only the
     /// stop token or the consumer end the run.
     pub duration: Option<Duration>,
+    /// Record every event handed on, with the facts to name it, to this file (docs/recording.md).
+    /// Default None.
+    pub record: Option<RecordTo>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, duration: None }
+        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, duration: None, record: None }
     }
 }
 
@@ -105,6 +112,10 @@ pub struct Session {
     out_of_scope: u64,
     /// Names the netfilter rule of each NETFILTER_DROP (None: `culprits` off).
     culprits: Option<Attributor>,
+    /// Monotonic -> wall clock, measured at the start.
+    clock: MonotonicClock,
+    /// Writes the recording (`config.record`); shared with the command (facts it looks up).
+    recorder: Option<Rc<RefCell<Recorder>>>,
 }
 
 impl Session {
@@ -124,7 +135,7 @@ impl Loaded {
         let events = EventSource::new(&mut ebpf)?;
         filter.apply(&mut ebpf)?;
         let attached = attach_all(&mut ebpf, &netns, &kernel)?;
-        let watch = NodeWatch::new(&netns)?;
+        let mut watch = NodeWatch::new(&netns)?;
         let cgroup_root = match &config.cgroup_root {
             Some(path) => path.clone(),
             None => cgroup::default_root()?,
@@ -132,6 +143,22 @@ impl Loaded {
         let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, &kernel)?;
         // A first read of the node's rulesets: the counters' "before" for the first drop.
         let culprits = config.culprits.then(|| Attributor::new(Some((netns.inode as u32, netns.path()))));
+        let clock = MonotonicClock::now();
+
+        let recorder = match &config.record {
+            Some(RecordTo { path, node }) => {
+                let header = record::header(
+                    clock,
+                    (netns.inode as u32, &netns.name),
+                    node,
+                    &attached.interfaces,
+                    &watch.interface_mtus(),
+                    &kernel.drop_reasons,
+                );
+                Some(Rc::new(RefCell::new(Recorder::create(path, &header)?)))
+            }
+            None => None,
+        };
         info!(
             netns = %netns.name,
             interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
@@ -158,6 +185,8 @@ impl Loaded {
             stop,
             out_of_scope: 0,
             culprits,
+            clock,
+            recorder,
         })
     }
 }
@@ -192,13 +221,24 @@ impl Session {
         inventory: Option<&Inventory>,
         each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
     ) -> anyhow::Result<()> {
+        self.run_ticking(inventory, each, |_| {})
+    }
+
+    /// [`Session::run`], calling `tick` with the wall-clock time at least every 100 ms (also
+    /// when no event comes): an engine concludes idle connections then.
+    pub fn run_ticking(
+        &mut self,
+        inventory: Option<&Inventory>,
+        each: impl FnMut(&Event, Observation) -> ControlFlow<()>,
+        mut tick: impl FnMut(SystemTime),
+    ) -> anyhow::Result<()> {
         // Pod namespaces are those holding the inventory's pod addresses (not whatever lies
         // behind a veth that is not the default route's).
         if let Some(inventory) = inventory {
             self.watch.use_pod_addresses(PodAddresses::from_inventory(inventory), &self.netns);
         }
         let mut namer = Namer {
-            clock: MonotonicClock::now(),
+            clock: self.clock,
             interfaces: self.attached.interfaces.clone(),
             watched_netns: self.netns.inode as u32,
             drop_reasons: &self.kernel.drop_reasons,
@@ -208,10 +248,21 @@ impl Session {
             processes: Default::default(),
         };
         let (all_netns, deadline) = (self.config.all_netns, self.deadline);
-        let mut consumer = Consumer::new(each);
+        // What is handed on is recorded first (with the culprit, once attributed).
+        let recorder = self.recorder.clone();
+        let mut each = each;
+        let mut consumer = Consumer::new(|event: &Event, observation: Observation| {
+            if let Some(r) = recorder.as_ref() {
+                r.borrow_mut().event(event, &observation);
+            }
+            each(event, observation)
+        });
         while !consumer.done && !self.stop.is_stopped() && deadline.is_none_or(|d| Instant::now() < d) {
             if self.watch.follow_changes(&mut self.ebpf, &self.netns, &mut self.attached)? {
                 namer.interfaces = self.attached.interfaces.clone();
+                if let Some(r) = recorder.as_ref() {
+                    r.borrow_mut().interfaces(&namer.interfaces);
+                }
             }
             // Drops waiting for their culprit are checked on often; otherwise wake up every 100 ms.
             let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 10 } else { 100 };
@@ -237,11 +288,25 @@ impl Session {
                 }
             })?;
             pass_attributed(&mut self.culprits, &self.watch, false, &mut consumer);
+            if !consumer.done {
+                tick(SystemTime::now());
+            }
         }
         // Drops still waiting for their culprit are attributed now, not lost (unless the
         // consumer has had enough).
         pass_attributed(&mut self.culprits, &self.watch, true, &mut consumer);
+        if let Some(r) = recorder.as_ref() {
+            let mut r = r.borrow_mut();
+            r.finish();
+            info!(events = r.events, "recording written");
+        }
         Ok(())
+    }
+
+    /// The recording being written (`config.record`), for facts a command looks up about an
+    /// event it was handed (written right after that event).
+    pub fn recorder(&self) -> Option<Rc<RefCell<Recorder>>> {
+        self.recorder.clone()
     }
 
     /// What the session counted so far: the kernel's counters and userspace's own.

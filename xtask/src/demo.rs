@@ -1,5 +1,7 @@
 //! `cargo xtask demo`: the built-in lab, a firewall rule at node-a that blocks productpage's
-//! xDS connection to istiod on 15012, and observer catching the SYNs and the NETFILTER_DROP.
+//! xDS connection to istiod on 15012, observer's trace catching the SYNs and the
+//! NETFILTER_DROP (recorded), then `observer diagnose`'s report of that recording: the
+//! requirement broken, the mechanism, the culprit rule and the remediation.
 
 use std::{
     io::{BufRead, BufReader},
@@ -39,8 +41,12 @@ pub fn run() -> anyhow::Result<()> {
     let xds: SocketAddr = (istiod_svc, 15012).into();
 
     let inventory = lab.inventory_path().display().to_string();
-    println!("\n== 2. observer trace --netns {node_ns} --port 15012 --inventory {inventory}   (node {node}, where productpage runs)");
-    let mut observer = Observer::start(&node_ns, &inventory)?;
+    let recording = std::env::temp_dir().join(format!("{}-demo.jsonl", lab.name));
+    let recording_arg = recording.display().to_string();
+    println!("\n== 2. observer trace --netns {node_ns} --port 15012 --inventory {inventory} --cgroup-root {} --record {recording_arg}   (node {node}, where productpage runs)", lab.cgroup().display());
+    // The lab's processes only (its cgroup), not every process of this machine.
+    let cgroup_root = lab.cgroup().display().to_string();
+    let mut observer = Observer::start(&node_ns, &inventory, &cgroup_root, &recording_arg)?;
 
     println!("\n== 3. healthy: productpage's istio-proxy connects to istiod {xds} (xDS)");
     let ok = lab.connect_as_proxy("productpage", xds, Duration::from_secs(3))?;
@@ -75,15 +81,73 @@ pub fn run() -> anyhow::Result<()> {
         l.contains("NETFILTER_DROP") && l.contains("filter/FORWARD #1") && l.contains("demo: host firewall blocks xDS")
     });
     println!("   the rule that dropped it named (filter/FORWARD #1, the demo's rule): {}", yes(culprit));
+
+    println!("\n== 7. observer diagnose --replay {recording_arg} --inventory {inventory} --node-name {node}");
+    let report = diagnose(&recording_arg, &inventory, node);
+    let _ = std::fs::remove_file(&recording);
     drop(lab);
     println!("\nlab torn down.");
-    if blocked.result == "ok" || !syn || !dropped || !culprit {
+    let report = report?;
+    let shown = Shown::of(&report, &istiod.ip.to_string());
+    println!(
+        "\n   the report names: requirement R5 {}, mechanism dropped {}, culprit rule {}, remediation {}",
+        yes(shown.requirement),
+        yes(shown.mechanism),
+        yes(shown.culprit),
+        yes(shown.remediation)
+    );
+    if blocked.result == "ok" || !syn || !dropped || !culprit || !shown.all() {
         bail!(
-            "the demo did not show the blocked xDS connection (client: {}, SYN seen: {syn}, drop seen: {dropped}, culprit named: {culprit})",
+            "the demo did not show the blocked xDS connection (client: {}, SYN seen: {syn}, drop seen: {dropped}, culprit named: {culprit}, diagnosis: {shown:?})",
             blocked.result
         );
     }
     Ok(())
+}
+
+/// What the diagnosis report of the demo must show about the blocked xDS connection.
+#[derive(Debug)]
+struct Shown {
+    requirement: bool,
+    mechanism: bool,
+    culprit: bool,
+    remediation: bool,
+}
+
+impl Shown {
+    fn of(report: &str, istiod_ip: &str) -> Self {
+        Self {
+            requirement: report.contains("R5: ") && report.contains("control-plane-blocked dropped"),
+            mechanism: report.contains("drop reason NETFILTER_DROP"),
+            culprit: report.lines().any(|l| {
+                l.contains("culprit:") && l.contains(&format!("-A FORWARD -d {istiod_ip}/32")) && l.contains("15012")
+            }),
+            remediation: report.lines().any(|l| l.contains("fix: Allow TCP 15012 to istiod")),
+        }
+    }
+
+    fn all(&self) -> bool {
+        self.requirement && self.mechanism && self.culprit && self.remediation
+    }
+}
+
+/// Runs `observer diagnose` on the trace's recording (no eBPF needed) and prints its report.
+fn diagnose(recording: &str, inventory: &str, node: &str) -> anyhow::Result<String> {
+    let bin = shell::target_debug().join("observer");
+    let out = shell::command(&bin.display().to_string())
+        .args(["diagnose", "--replay", recording, "--inventory", inventory, "--node-name", node])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in report.lines() {
+        println!("   | {line}");
+    }
+    // Exit status 3: findings reported.
+    if out.status.code() != Some(3) {
+        bail!("observer diagnose exited with {} (3 = findings reported)", out.status);
+    }
+    Ok(report)
 }
 
 fn yes(b: bool) -> &'static str {
@@ -102,10 +166,11 @@ struct Observer {
 }
 
 impl Observer {
-    fn start(netns: &str, inventory: &str) -> anyhow::Result<Self> {
+    fn start(netns: &str, inventory: &str, cgroup_root: &str, record: &str) -> anyhow::Result<Self> {
         let bin = shell::target_debug().join("observer");
         let mut child = shell::command(&bin.display().to_string())
             .args(["trace", "--netns", netns, "--port", "15012", "--inventory", inventory])
+            .args(["--cgroup-root", cgroup_root, "--record", record])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -19,11 +19,18 @@ pub struct CgroupNames {
     root: PathBuf,
     by_id: HashMap<u64, String>,
     last_walk: Option<Instant>,
+    /// Names known in advance (a replay): the file system is never read.
+    known_only: bool,
 }
 
 impl CgroupNames {
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf(), by_id: HashMap::new(), last_walk: None }
+        Self { root: root.to_path_buf(), by_id: HashMap::new(), last_walk: None, known_only: false }
+    }
+
+    /// Names only these (id -> path), as recorded: for replaying on another host.
+    pub fn known(by_id: HashMap<u64, String>) -> Self {
+        Self { root: PathBuf::new(), by_id, last_walk: None, known_only: true }
     }
 
     /// Path of the cgroup relative to the root (`/` for the root itself).
@@ -31,7 +38,7 @@ impl CgroupNames {
         if let Some(p) = self.by_id.get(&id) {
             return Some(p.clone());
         }
-        if self.last_walk.is_some_and(|t| t.elapsed() < REWALK_EVERY) {
+        if self.known_only || self.last_walk.is_some_and(|t| t.elapsed() < REWALK_EVERY) {
             return None;
         }
         self.walk();

@@ -23,40 +23,18 @@ impl MonotonicClock {
         Self { offset_ns }
     }
 
+    /// Wall-clock minus monotonic nanoseconds.
+    pub fn offset_ns(self) -> i128 {
+        self.offset_ns
+    }
+
     pub fn to_wall(self, monotonic_ns: u64) -> SystemTime {
         let wall = (monotonic_ns as i128 + self.offset_ns).max(0) as u128;
         UNIX_EPOCH + Duration::from_nanos(wall.min(u64::MAX as u128) as u64)
     }
 }
 
-/// `HH:MM:SS.micros` (UTC) for trace lines.
-pub fn time_of_day(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() % 86_400;
-    format!("{:02}:{:02}:{:02}.{:06}", secs / 3600, secs / 60 % 60, secs % 60, since.subsec_micros())
-}
-
-/// RFC 3339 UTC with microseconds, for JSON.
-pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let days = (since.as_secs() / 86_400) as i64;
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{}Z", time_of_day(t))
-}
-
-/// Howard Hinnant's days-from-civil inverse (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+pub use observer_core::time::{rfc3339, time_of_day};
 
 #[cfg(test)]
 mod tests {

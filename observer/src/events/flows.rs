@@ -6,7 +6,7 @@ use aya::{
 };
 use observer_common::{event::FlowState, maps::FLOWS_MAP, FlowTuple};
 
-use super::model::Flow;
+use super::{model::Flow, wire};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowsError {
@@ -43,7 +43,7 @@ pub fn summarize(entries: impl IntoIterator<Item = (FlowTuple, FlowState)>) -> H
         summary.tracked += 1;
         if state.synack_packets > 0 || state.rst_packets > 0 {
             summary.answered += 1;
-        } else if let Some(flow) = Flow::from_wire(&key) {
+        } else if let Some(flow) = wire::flow(&key) {
             summary.unanswered.push((flow, state));
         }
     }

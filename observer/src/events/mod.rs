@@ -5,8 +5,9 @@ pub mod cgroups;
 pub mod clock;
 pub mod counters;
 pub mod flows;
-pub mod model;
 pub mod namer;
-pub mod names;
 pub mod quote;
 pub mod ringbuf;
+pub mod wire;
+
+pub use observer_core::model;

@@ -22,9 +22,17 @@ use crate::{
 use super::{
     cgroups::{pod_of, CgroupNames},
     clock::MonotonicClock,
-    model::{Detail, Flow, Hook, Observation, Process, Protocol, Segment},
-    names::{icmp_meaning, tcp_flags, tcp_state_name},
+    model::{
+        Captured, Detail, Hook, IcmpKind, Observation, Process, Protocol, Segment, SocketMilestone, TcpFlags,
+        TcpStackEvent, TcpState,
+    },
+    wire,
 };
+
+/// The captured bytes of a drop or ICMP error event (`len` valid bytes of `buf`).
+fn captured(buf: &[u8], len: u16) -> Captured {
+    Captured(buf.get(..usize::from(len)).unwrap_or(buf).into())
+}
 
 /// Remembers which process opened which connection: socket cookie -> process (connect hook),
 /// then client address:port -> process (sock_ops, before the SYN leaves). Bounded.
@@ -119,27 +127,28 @@ impl Namer<'_> {
                 dst: None,
                 process: None,
                 time: self.clock.to_wall(p.header.timestamp_ns),
-                hook: Hook::from_wire(p.hook),
+                hook: wire::hook(p.hook),
                 ifindex: p.ifindex,
-                interface: self.interface(Hook::from_wire(p.hook), p.ifindex),
-                flow: Flow::from_wire(&p.flow),
-                detail: Detail::Packet { tcp_flags: tcp_flags(p.tcp_flags), tcp_seq: p.tcp_seq },
+                interface: self.interface(wire::hook(p.hook), p.ifindex),
+                flow: wire::flow(&p.flow),
+                detail: Detail::Packet { tcp_flags: TcpFlags::from_bits_truncate(p.tcp_flags), tcp_seq: p.tcp_seq },
             },
             Event::IcmpError(e) => Observation {
                 src: None,
                 dst: None,
                 process: None,
                 time: self.clock.to_wall(e.header.timestamp_ns),
-                hook: Hook::from_wire(e.hook),
+                hook: wire::hook(e.hook),
                 ifindex: e.ifindex,
-                interface: self.interface(Hook::from_wire(e.hook), e.ifindex),
-                flow: Flow::from_wire(&e.flow),
+                interface: self.interface(wire::hook(e.hook), e.ifindex),
+                flow: wire::flow(&e.flow),
                 detail: Detail::IcmpError {
                     icmp_type: e.icmp_type,
                     icmp_code: e.icmp_code,
-                    meaning: icmp_meaning(e.flow.protocol, e.icmp_type, e.icmp_code),
-                    quoted: (e.quoted_valid != 0).then(|| Flow::from_wire(&e.quoted)).flatten(),
+                    meaning: IcmpKind::from_wire(e.flow.protocol, e.icmp_type, e.icmp_code),
+                    quoted: (e.quoted_valid != 0).then(|| wire::flow(&e.quoted)).flatten(),
                     mtu: e.mtu,
+                    packet: captured(&e.packet, e.packet_len),
                 },
             },
             Event::Connect(c) => {
@@ -154,7 +163,7 @@ impl Namer<'_> {
                     hook: Hook::CgroupConnect,
                     ifindex: 0,
                     interface: None,
-                    flow: Flow::from_wire(&c.flow),
+                    flow: wire::flow(&c.flow),
                     detail: Detail::Connect {
                         pid: c.pid,
                         tid: c.tid,
@@ -175,15 +184,15 @@ impl Namer<'_> {
                 hook: Hook::SockOps,
                 ifindex: 0,
                 interface: None,
-                flow: Flow::from_wire(&s.flow),
+                flow: wire::flow(&s.flow),
                 detail: Detail::Socket {
                     event: match s.op {
-                        SOCKOPS_ACTIVE_ESTABLISHED => "established",
-                        SOCKOPS_PASSIVE_ESTABLISHED => "passive-established",
-                        SOCKOPS_RTO => "rto",
-                        SOCKOPS_CONNECT_FAILED => "connect-failed",
-                        SOCKOPS_CONNECTING => "connecting",
-                        _ => "unknown",
+                        SOCKOPS_ACTIVE_ESTABLISHED => SocketMilestone::Established,
+                        SOCKOPS_PASSIVE_ESTABLISHED => SocketMilestone::PassiveEstablished,
+                        SOCKOPS_RTO => SocketMilestone::Rto,
+                        SOCKOPS_CONNECT_FAILED => SocketMilestone::ConnectFailed,
+                        SOCKOPS_CONNECTING => SocketMilestone::Connecting,
+                        _ => SocketMilestone::Unknown,
                     },
                     retransmits: s.retransmits,
                     socket_cookie: s.socket_cookie,
@@ -197,10 +206,14 @@ impl Namer<'_> {
                 hook: if t.kind == TCP_EVENT_SEND_RESET { Hook::TcpSendReset } else { Hook::TcpRetransmit },
                 ifindex: 0,
                 interface: None,
-                flow: Flow::from_wire(&t.flow),
+                flow: wire::flow(&t.flow),
                 detail: Detail::Tcp {
-                    event: if t.kind == TCP_EVENT_SEND_RESET { "send-reset" } else { "retransmit" },
-                    state: tcp_state_name(t.state),
+                    event: if t.kind == TCP_EVENT_SEND_RESET {
+                        TcpStackEvent::SendReset
+                    } else {
+                        TcpStackEvent::Retransmit
+                    },
+                    state: TcpState::from_wire(t.state),
                     socket: t.has_socket != 0,
                     netns: t.netns_ino,
                     reason: t.reason,
@@ -221,15 +234,16 @@ impl Namer<'_> {
                 interface: (d.netns_ino == self.watched_netns)
                     .then(|| self.interfaces.get(&d.ifindex).cloned())
                     .flatten(),
-                flow: (d.flow_valid != 0).then(|| Flow::from_wire(&d.flow)).flatten(),
+                flow: (d.flow_valid != 0).then(|| wire::flow(&d.flow)).flatten(),
                 detail: Detail::Drop {
-                    drop_reason: self.drop_reasons.name(d.reason),
+                    drop_reason: self.drop_reasons.reason(d.reason),
                     location: self.kallsyms.symbolize(d.location),
                     netns: d.netns_ino,
                     culprit: None,
                     quoted: (d.flow_valid != 0 && Protocol(d.flow.protocol).is_icmp())
                         .then(|| d.packet.get(..usize::from(d.packet_len)).and_then(super::quote::quoted_flow))
                         .flatten(),
+                    packet: captured(&d.packet, d.packet_len),
                     solicited: (d.flow_valid != 0 && Protocol(d.flow.protocol) == Protocol::ICMPV6)
                         .then(|| d.packet.get(..usize::from(d.packet_len)).and_then(super::quote::solicited_target))
                         .flatten(),
@@ -245,7 +259,7 @@ mod tests {
 
     use observer_common::event::{DropEvent, PacketEvent, HOOK_TC_INGRESS};
     use observer_common::{
-        event::{FAMILY_IPV4, FAMILY_IPV6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN},
+        event::{FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN},
         FlowTuple,
     };
 
@@ -280,7 +294,7 @@ mod tests {
         assert_eq!(obs.hook, Hook::TcIngress);
         assert_eq!(obs.interface.as_deref(), Some("cni0"));
         assert_eq!(obs.flow.map(|f| f.to_string()).as_deref(), Some("TCP 10.244.1.10:43512 -> 10.244.2.10:15012"));
-        assert_eq!(obs.detail, Detail::Packet { tcp_flags: "SYN".into(), tcp_seq: 0 });
+        assert_eq!(obs.detail, Detail::Packet { tcp_flags: TcpFlags::SYN, tcp_seq: 0 });
 
         let drop = DropEvent {
             flow: tuple(),
@@ -297,24 +311,15 @@ mod tests {
         assert_eq!(
             obs.detail,
             Detail::Drop {
-                drop_reason: "NETFILTER_DROP".into(),
+                drop_reason: crate::events::model::DropReason::new(12, "NETFILTER_DROP"),
                 location: "nf_hook_slow+0x10".into(),
                 netns: 78,
                 culprit: None,
                 quoted: None,
+                packet: Captured::default(),
                 solicited: None
             }
         );
-    }
-
-    #[test]
-    fn names_icmp_errors() {
-        assert_eq!(icmp_meaning(PROTO_ICMP, 3, 13), "admin-prohibited");
-        assert_eq!(icmp_meaning(PROTO_ICMP, 3, 3), "port-unreachable");
-        assert_eq!(icmp_meaning(PROTO_ICMP, 3, 4), "fragmentation-needed");
-        assert_eq!(icmp_meaning(PROTO_ICMPV6, 1, 1), "admin-prohibited");
-        assert_eq!(icmp_meaning(PROTO_ICMPV6, 2, 0), "packet-too-big");
-        assert_eq!(icmp_meaning(PROTO_ICMP, 11, 0), "icmp-error");
     }
 
     #[test]
@@ -323,13 +328,13 @@ mod tests {
         t.family = FAMILY_IPV6;
         t.saddr = "fd00::1".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
         t.daddr = "fd00::2".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
-        let flow = Flow::from_wire(&t).expect("v6");
+        let flow = wire::flow(&t).expect("v6");
         assert_eq!(flow.to_string(), "TCP [fd00::1]:43512 -> [fd00::2]:15012");
-        assert_eq!(tcp_flags(TCP_SYN | TCP_ACK), "SYN|ACK");
-        assert_eq!(tcp_flags(TCP_RST | TCP_ACK), "RST|ACK");
+        assert_eq!(TcpFlags::from_bits_truncate(TCP_SYN | TCP_ACK).to_string(), "SYN|ACK");
+        assert_eq!(TcpFlags::from_bits_truncate(TCP_RST | TCP_ACK).to_string(), "RST|ACK");
         t.saddr = "::ffff:10.244.2.10".parse::<Ipv6Addr>().map(|a| a.octets()).unwrap_or_default();
-        assert_eq!(Flow::from_wire(&t).expect("v6").src.to_string(), "10.244.2.10", "v4-mapped shown as IPv4");
+        assert_eq!(wire::flow(&t).expect("v6").src.to_string(), "10.244.2.10", "v4-mapped shown as IPv4");
         t.family = 99;
-        assert_eq!(Flow::from_wire(&t), None);
+        assert_eq!(wire::flow(&t), None);
     }
 }

@@ -3,13 +3,15 @@
 use std::collections::HashMap;
 
 use super::btf::Btf;
+use observer_core::model::DropReason;
 
 const PREFIX: &str = "SKB_DROP_REASON_";
 
-/// Maps drop-reason numbers to names such as `NETFILTER_DROP`.
+/// Maps drop-reason numbers to names such as `NETFILTER_DROP`, each classified once
+/// ([`observer_core::model::DropClass`]) when read.
 #[derive(Clone, Debug, Default)]
 pub struct DropReasons {
-    names: HashMap<u32, String>,
+    names: HashMap<u32, DropReason>,
 }
 
 impl DropReasons {
@@ -20,33 +22,43 @@ impl DropReasons {
             .unwrap_or_default()
             .into_iter()
             .map(|(name, value)| {
-                let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
-                (value as u32, short)
+                let short = name.strip_prefix(PREFIX).unwrap_or(&name);
+                (value as u32, DropReason::new(value as u32, short))
             })
             .collect();
         Self { names }
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (u32, &'a str)>) -> Self {
-        Self { names: pairs.into_iter().map(|(v, n)| (v, n.to_string())).collect() }
+        Self { names: pairs.into_iter().map(|(v, n)| (v, DropReason::new(v, n))).collect() }
+    }
+
+    /// The reason (named `reason#N`, class other, when the kernel does not name it).
+    pub fn reason(&self, code: u32) -> DropReason {
+        self.names.get(&code).cloned().unwrap_or_else(|| DropReason::unnamed(code))
     }
 
     /// The reason's name, or `reason#N` when unknown.
-    pub fn name(&self, reason: u32) -> String {
-        self.names.get(&reason).cloned().unwrap_or_else(|| format!("reason#{reason}"))
+    pub fn name(&self, code: u32) -> String {
+        self.reason(code).name.to_string()
+    }
+
+    /// Every (number, name) pair, in numeric order.
+    pub fn pairs(&self) -> Vec<(u32, String)> {
+        let mut all: Vec<(u32, String)> = self.names.iter().map(|(v, r)| (*v, r.name.to_string())).collect();
+        all.sort();
+        all
     }
 
     /// Every name, in numeric order.
     pub fn names(&self) -> Vec<String> {
-        let mut all: Vec<(&u32, &String)> = self.names.iter().collect();
-        all.sort();
-        all.into_iter().map(|(_, n)| n.clone()).collect()
+        self.pairs().into_iter().map(|(_, n)| n).collect()
     }
 
     /// The number of a named reason (with or without the `SKB_DROP_REASON_` prefix).
     pub fn value(&self, name: &str) -> Option<u32> {
         let short = name.strip_prefix(PREFIX).unwrap_or(name);
-        self.names.iter().find(|(_, n)| n.eq_ignore_ascii_case(short)).map(|(v, _)| *v)
+        self.names.iter().find(|(_, n)| n.name.eq_ignore_ascii_case(short)).map(|(v, _)| *v)
     }
 }
 

@@ -6,6 +6,8 @@ use std::{
     str::FromStr,
 };
 
+use ipnet::IpNet;
+
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapError},
     Ebpf,
@@ -27,33 +29,41 @@ pub enum FilterError {
     Map { name: &'static str, source: MapError },
 }
 
-/// An address prefix.
+/// An address prefix (ipnet's), as the command line gives it: `ADDRESS/PREFIX` or a single
+/// address (a host prefix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
+pub struct Cidr(pub IpNet);
+
+impl Cidr {
+    /// The host prefix of one address (/32 or /128).
+    pub fn host(ip: IpAddr) -> Self {
+        Self(IpNet::from(ip))
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.0.addr()
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.0.prefix_len()
+    }
 }
 
 impl FromStr for Cidr {
     type Err = FilterError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || FilterError::BadCidr(s.to_string());
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().map_err(|_| bad())?, Some(p.parse::<u8>().map_err(|_| bad())?)),
-            None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(bad());
+        match s.parse::<IpNet>() {
+            Ok(net) => Ok(Self(net)),
+            Err(_) if !s.contains('/') => s.parse::<IpAddr>().map(Self::host).map_err(|_| bad()),
+            Err(_) => Err(bad()),
         }
-        Ok(Self { addr, prefix })
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}", self.0)
     }
 }
 
@@ -69,6 +79,20 @@ pub struct KernelFilter {
 }
 
 impl KernelFilter {
+    /// What the kernel side would decide for this observation's flow (observer-ebpf's
+    /// `filter::wanted`), for a replay: events without a flow pass.
+    pub fn passes(&self, o: &observer_core::model::Observation) -> bool {
+        let Some(flow) = o.flow else { return true };
+        let (by_port, by_cidr) = (!self.ports.is_empty(), !self.cidrs.is_empty());
+        let port_ok = || [flow.sport, flow.dport].iter().any(|p| *p != 0 && self.ports.contains(p));
+        let cidr_ok = || self.cidrs.iter().any(|c| c.0.contains(&flow.src) || c.0.contains(&flow.dst));
+        if by_port && by_cidr && self.either {
+            port_ok() || cidr_ok()
+        } else {
+            (!by_port || port_ok()) && (!by_cidr || cidr_ok())
+        }
+    }
+
     pub fn flags(&self) -> u32 {
         let mut flags = 0;
         if !self.ports.is_empty() {
@@ -88,7 +112,7 @@ impl KernelFilter {
         if self.ports.len() > MAX_WATCHED_PORTS as usize {
             return Err(FilterError::TooMany { what: "ports", count: self.ports.len(), max: MAX_WATCHED_PORTS });
         }
-        let (v4, v6): (Vec<&Cidr>, Vec<&Cidr>) = self.cidrs.iter().partition(|c| c.addr.is_ipv4());
+        let (v4, v6): (Vec<&Cidr>, Vec<&Cidr>) = self.cidrs.iter().partition(|c| c.addr().is_ipv4());
         for (what, list) in [("IPv4 CIDRs", &v4), ("IPv6 CIDRs", &v6)] {
             if list.len() > MAX_WATCHED_CIDRS as usize {
                 return Err(FilterError::TooMany { what, count: list.len(), max: MAX_WATCHED_CIDRS });
@@ -105,15 +129,19 @@ impl KernelFilter {
             LpmTrie::try_from(ebpf.map_mut(WATCHED_V4_MAP).ok_or(FilterError::MissingMap(WATCHED_V4_MAP))?)
                 .map_err(map_err(WATCHED_V4_MAP))?;
         for c in &v4 {
-            let IpAddr::V4(a) = c.addr else { continue };
-            trie4.insert(&Key::new(c.prefix.into(), masked_v4(a, c.prefix)), 1, 0).map_err(map_err(WATCHED_V4_MAP))?;
+            let IpAddr::V4(a) = c.addr() else { continue };
+            trie4
+                .insert(&Key::new(c.prefix().into(), masked_v4(a, c.prefix())), 1, 0)
+                .map_err(map_err(WATCHED_V4_MAP))?;
         }
         let mut trie6: LpmTrie<_, [u8; 16], u8> =
             LpmTrie::try_from(ebpf.map_mut(WATCHED_V6_MAP).ok_or(FilterError::MissingMap(WATCHED_V6_MAP))?)
                 .map_err(map_err(WATCHED_V6_MAP))?;
         for c in &v6 {
-            let IpAddr::V6(a) = c.addr else { continue };
-            trie6.insert(&Key::new(c.prefix.into(), masked_v6(a, c.prefix)), 1, 0).map_err(map_err(WATCHED_V6_MAP))?;
+            let IpAddr::V6(a) = c.addr() else { continue };
+            trie6
+                .insert(&Key::new(c.prefix().into(), masked_v6(a, c.prefix())), 1, 0)
+                .map_err(map_err(WATCHED_V6_MAP))?;
         }
         let mut config: Array<_, FilterConfig> =
             Array::try_from(ebpf.map_mut(FILTER_CONFIG_MAP).ok_or(FilterError::MissingMap(FILTER_CONFIG_MAP))?)
@@ -140,8 +168,8 @@ mod tests {
     #[test]
     fn parses_cidrs_and_rejects_bad_ones_by_name() {
         assert_eq!("10.244.0.0/16".parse::<Cidr>().expect("v4").to_string(), "10.244.0.0/16");
-        assert_eq!("fd00::/8".parse::<Cidr>().expect("v6").prefix, 8);
-        assert_eq!("10.96.0.1".parse::<Cidr>().expect("host").prefix, 32);
+        assert_eq!("fd00::/8".parse::<Cidr>().expect("v6").prefix(), 8);
+        assert_eq!("10.96.0.1".parse::<Cidr>().expect("host").prefix(), 32);
         for bad in ["10.244.0.0/33", "nope", "10.0.0.0/x", "fd00::/129", ""] {
             let err = bad.parse::<Cidr>().expect_err(bad).to_string();
             assert!(err.contains(&format!("`{bad}` is not a CIDR")), "{err}");

@@ -22,10 +22,9 @@ use super::{
     read::{read_here, Snapshot},
     route::NamespaceRoutes,
 };
-use crate::{
-    events::model::{Detail, Observation},
-    loader::NetnsTarget,
-};
+use observer_core::model::{Detail, DropClass, Observation};
+
+use crate::loader::NetnsTarget;
 
 /// How long a drop waits before it is attributed, so that drops of the same moment share one
 /// read. Not for the counters: netfilter counts a rule's match before the drop reaches
@@ -103,7 +102,7 @@ impl Attributor {
 
     /// Whether this observation is a netfilter drop that gets a culprit.
     pub fn wants(observation: &Observation) -> bool {
-        matches!(&observation.detail, Detail::Drop { drop_reason, .. } if drop_reason == "NETFILTER_DROP")
+        matches!(&observation.detail, Detail::Drop { drop_reason, .. } if drop_reason.class == DropClass::Netfilter)
             && observation.flow.is_some()
     }
 
@@ -272,7 +271,7 @@ impl Worker {
         let inside = target.run_inside(|| {
             let snapshot = read_here();
             let packets: Vec<Option<Packet>> = match NamespaceRoutes::here() {
-                Ok(mut routes) => drops.iter().map(|p| packet_of(&p.event, &p.observation, &mut routes)).collect(),
+                Ok(mut routes) => drops.iter().map(|p| packet_of(&p.observation, &mut routes)).collect(),
                 Err(_) => drops.iter().map(|_| None).collect(),
             };
             (snapshot, packets)
@@ -359,12 +358,12 @@ fn locate(tables: &[Table], site: Site, older: &[Table]) -> Option<Site> {
 
 /// What the evaluator needs: the 5-tuple, TCP flags from the captured header, which ends are
 /// local, and the interfaces (skb->dev at the drop is the input device except on output).
-fn packet_of(event: &Event, observation: &Observation, routes: &mut NamespaceRoutes) -> Option<Packet> {
+fn packet_of(observation: &Observation, routes: &mut NamespaceRoutes) -> Option<Packet> {
     let flow = observation.flow?;
-    let Event::Drop(drop) = event else { return None };
-    let captured = drop.packet.get(..usize::from(drop.packet_len)).unwrap_or_default();
+    let Detail::Drop { packet, .. } = &observation.detail else { return None };
+    let captured = packet.bytes();
     // skb->dev at a drop is the input device, except on output where it is not set yet.
-    let route = routes.route(flow.src, flow.dst, Some(drop.ifindex), false);
+    let route = routes.route(flow.src, flow.dst, Some(observation.ifindex), false);
     let flags = tcp_flags(captured, flow.src);
     let mut packet = Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route);
     packet.icmp = icmp_header(captured, flow.src);

@@ -4,25 +4,14 @@
 
 use std::net::IpAddr;
 
-use clap::ValueEnum;
-
 use crate::{
-    events::model::{Detail, Flow, Observation},
+    events::model::{Detail, Flow, Observation, TcpStackEvent},
     inventory::{istio_ports, Endpoint, Inventory},
     kernel::drop_reasons::DropReasons,
     loader::filter::{Cidr, KernelFilter},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Verdict {
-    /// Packets the kernel dropped (kfree_skb).
-    Dropped,
-    /// ICMP/ICMPv6 errors and TCP resets (who sent them is for the diagnosis to say).
-    Rejected,
-    /// Everything.
-    #[default]
-    All,
-}
+pub use crate::cli::Verdict;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -44,7 +33,8 @@ pub struct TraceFilter {
     ips: Vec<IpAddr>,
     verdict: Verdict,
     istio: bool,
-    drop_reasons: Vec<String>,
+    /// Drop-reason numbers asked for (of the running kernel).
+    drop_reasons: Vec<u32>,
 }
 
 /// What the user asked for on the command line.
@@ -66,7 +56,7 @@ pub fn build(
     reasons: &DropReasons,
 ) -> Result<(TraceFilter, KernelFilter), FilterError> {
     let mut cidrs: Vec<Cidr> = args.cidrs.to_vec();
-    let host = |ip: IpAddr| Cidr { addr: ip, prefix: if ip.is_ipv4() { 32 } else { 128 } };
+    let host = Cidr::host;
     cidrs.extend(args.ips.iter().copied().map(host));
     for pod in args.pods {
         let inv = inventory.ok_or(FilterError::NeedsInventory { flag: "pod" })?;
@@ -86,7 +76,7 @@ pub fn build(
             given: given.clone(),
             valid: reasons.names().join(", "),
         })?;
-        drop_reasons.push(reasons.name(value));
+        drop_reasons.push(value);
     }
     let ports: Vec<u16> = match (args.istio, args.ports.is_empty()) {
         (false, _) => args.ports.to_vec(),
@@ -123,13 +113,13 @@ impl TraceFilter {
             Verdict::Dropped => matches!(o.detail, Detail::Drop { .. }),
             Verdict::Rejected => match &o.detail {
                 Detail::IcmpError { .. } => true,
-                Detail::Packet { tcp_flags, .. } => tcp_flags.contains("RST"),
-                Detail::Tcp { event, .. } => *event == "send-reset",
+                Detail::Packet { tcp_flags, .. } => tcp_flags.is_rst(),
+                Detail::Tcp { event, .. } => *event == TcpStackEvent::SendReset,
                 _ => false,
             },
         };
         let reason_ok = self.drop_reasons.is_empty()
-            || matches!(&o.detail, Detail::Drop { drop_reason, .. } if self.drop_reasons.contains(drop_reason));
+            || matches!(&o.detail, Detail::Drop { drop_reason, .. } if self.drop_reasons.contains(&drop_reason.code));
         let ip_ok = self.ips.is_empty() || flows.iter().any(|f| self.ips.contains(&f.src) || self.ips.contains(&f.dst));
         let pod_ok = self.pods.is_empty()
             || ends.iter().flatten().any(|e| e.pod.as_ref().is_some_and(|p| self.pods.contains(p)));
@@ -160,7 +150,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::events::model::{Hook, Protocol};
+    use crate::events::model::{Captured, DropReason, Hook, IcmpKind, Protocol, TcpFlags};
 
     const LAB: &str = include_str!("../../tests/fixtures/lab-inventory.json");
 
@@ -181,16 +171,19 @@ mod tests {
     }
 
     fn syn() -> Detail {
-        Detail::Packet { tcp_flags: "SYN".into(), tcp_seq: 1 }
+        Detail::Packet { tcp_flags: TcpFlags::SYN, tcp_seq: 1 }
     }
 
     fn drop(reason: &str) -> Detail {
+        let reasons = DropReasons::from_pairs([(12, "NETFILTER_DROP"), (2, "NO_SOCKET")]);
+        let code = reasons.value(reason).unwrap_or(0);
         Detail::Drop {
-            drop_reason: reason.into(),
+            drop_reason: DropReason::new(code, reason),
             location: "x".into(),
             netns: 1,
             culprit: None,
             quoted: None,
+            packet: Captured::default(),
             solicited: None,
         }
     }
@@ -246,14 +239,27 @@ mod tests {
         let mut a = args(&[], &[], &[], &[]);
         a.verdict = Verdict::Rejected;
         let (f, _) = build(&a, None, &DropReasons::default()).expect("build");
-        let rst =
-            obs("10.0.0.2", 80, "10.0.0.1", 4000, Detail::Packet { tcp_flags: "RST|ACK".into(), tcp_seq: 0 }, &inv);
+        let rst = obs(
+            "10.0.0.2",
+            80,
+            "10.0.0.1",
+            4000,
+            Detail::Packet { tcp_flags: TcpFlags::RST | TcpFlags::ACK, tcp_seq: 0 },
+            &inv,
+        );
         let icmp = obs(
             "10.0.0.2",
             0,
             "10.0.0.1",
             0,
-            Detail::IcmpError { icmp_type: 3, icmp_code: 13, meaning: "admin-prohibited", quoted: None, mtu: 0 },
+            Detail::IcmpError {
+                icmp_type: 3,
+                icmp_code: 13,
+                meaning: IcmpKind::AdminProhibited,
+                quoted: None,
+                mtu: 0,
+                packet: Captured::default(),
+            },
             &inv,
         );
         assert!(f.matches(&rst) && f.matches(&icmp));

@@ -2,7 +2,7 @@
 
 use crate::events::{
     clock::time_of_day,
-    model::{Detail, Observation},
+    model::{Detail, Observation, SocketMilestone, TcpStackEvent},
 };
 use crate::inventory::Endpoint;
 
@@ -21,7 +21,7 @@ pub fn text_line(o: &Observation) -> String {
     };
     let flow = o.flow.map_or_else(|| "(headers unreadable)".to_string(), |f| f.to_string());
     let what = match &o.detail {
-        Detail::Packet { tcp_flags, .. } => tcp_flags.clone(),
+        Detail::Packet { tcp_flags, .. } => tcp_flags.to_string(),
         Detail::Drop { drop_reason, location, netns, culprit, .. } => match culprit {
             Some(culprit) => format!("DROP {drop_reason} at {location} netns {netns} by {}", culprit.summary()),
             None => format!("DROP {drop_reason} at {location} netns {netns}"),
@@ -41,11 +41,11 @@ pub fn text_line(o: &Observation) -> String {
         }
         Detail::Tcp { event, state, socket, netns, .. } => {
             let whose = if *socket { format!("socket {state}") } else { "no socket (closed port)".to_string() };
-            format!("TCP {} {whose} netns {netns}", event.to_uppercase())
+            format!("TCP {} {whose} netns {netns}", event.as_str().to_uppercase())
         }
         Detail::Socket { event, retransmits, .. } => match *event {
-            "rto" => format!("RTO retransmit #{}", retransmits + 1),
-            other => other.to_uppercase(),
+            SocketMilestone::Rto => format!("RTO retransmit #{}", retransmits + 1),
+            other => other.as_str().to_uppercase(),
         },
     };
     let process = match (&o.process, &o.detail) {
@@ -86,9 +86,9 @@ pub fn colourize(o: &Observation, line: String) -> String {
     let code = match &o.detail {
         Detail::Drop { .. } => "31",
         Detail::IcmpError { .. } => "33",
-        Detail::Packet { tcp_flags, .. } if tcp_flags.contains("RST") => "33",
-        Detail::Tcp { event, .. } if *event == "send-reset" => "33",
-        Detail::Socket { event, .. } if *event == "connect-failed" || *event == "rto" => "35",
+        Detail::Packet { tcp_flags, .. } if tcp_flags.is_rst() => "33",
+        Detail::Tcp { event: TcpStackEvent::SendReset, .. } => "33",
+        Detail::Socket { event: SocketMilestone::ConnectFailed | SocketMilestone::Rto, .. } => "35",
         _ => return line,
     };
     format!("\x1b[{code}m{line}\x1b[0m")
@@ -111,7 +111,7 @@ impl Summary {
         match &o.detail {
             Detail::Packet { tcp_flags, .. } => {
                 self.handshake_packets += 1;
-                if tcp_flags.contains("RST") {
+                if tcp_flags.is_rst() {
                     self.rejections += 1;
                 }
             }
@@ -121,7 +121,7 @@ impl Summary {
             Detail::Socket { .. } => self.socket_events += 1,
             Detail::Tcp { event, .. } => {
                 self.socket_events += 1;
-                if *event == "send-reset" {
+                if *event == TcpStackEvent::SendReset {
                     self.rejections += 1;
                 }
             }
@@ -172,7 +172,7 @@ mod tests {
                 dst: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 10)),
                 dport: 15012,
             }),
-            detail: Detail::Packet { tcp_flags: "SYN".into(), tcp_seq: 7 },
+            detail: Detail::Packet { tcp_flags: crate::events::model::TcpFlags::SYN, tcp_seq: 7 },
             src: None,
             dst: None,
             process: None,
@@ -210,11 +210,12 @@ mod tests {
         summary.add(&syn());
         let mut drop = syn();
         drop.detail = Detail::Drop {
-            drop_reason: "NETFILTER_DROP".into(),
+            drop_reason: crate::events::model::DropReason::new(12, "NETFILTER_DROP"),
             location: "x".into(),
             netns: 1,
             culprit: None,
             quoted: None,
+            packet: Default::default(),
             solicited: None,
         };
         summary.add(&drop);

@@ -6,8 +6,6 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use observer_common::decode::Event;
-
 /// LINKTYPE_RAW: the packet begins with an IPv4 or IPv6 header.
 const LINKTYPE_RAW: u32 = 101;
 const SNAPLEN: u32 = 65_535;
@@ -46,17 +44,6 @@ impl<W: Write> PcapWriter<W> {
         self.packets += 1;
         Ok(())
     }
-}
-
-/// The captured packet bytes of a drop or ICMP-error event (None for other events or when
-/// nothing was captured).
-pub fn captured(event: &Event) -> Option<&[u8]> {
-    let (packet, len) = match event {
-        Event::Drop(d) => (&d.packet[..], d.packet_len),
-        Event::IcmpError(e) => (&e.packet[..], e.packet_len),
-        _ => return None,
-    };
-    packet.get(..len as usize).filter(|p| !p.is_empty())
 }
 
 /// Length on the wire from the IP header (IPv4 total length, IPv6 payload length + 40).

@@ -15,7 +15,7 @@ use crate::{
     diagnosis::Requirement,
     inventory::{
         istio_ports::{port_name, Component},
-        Inventory, MeshMode, Pod, Role,
+        Endpoint, Inventory, MeshMode, Pod, Role,
     },
 };
 
@@ -35,27 +35,32 @@ pub enum SourceKind {
 pub struct Source {
     pub ip: IpAddr,
     pub kind: SourceKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workload: Option<String>,
-    /// Name of the node the source pod runs on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    /// Who it is (pod, workload, and the node the pod runs on), as findings name their ends.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+}
+
+impl std::ops::Deref for Source {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Destination {
     pub ip: IpAddr,
     pub port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub istio_port: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    /// Who it is (pod, service, Istio's port name, the pod's node), as findings name their ends.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+}
+
+impl std::ops::Deref for Destination {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 /// One flow the mesh needs.
@@ -134,10 +139,8 @@ pub fn required_flows_on(
         let api_port = apiserver.and_then(|s| s.ports.first()).map_or(443, |p| p.target_port.unwrap_or(p.port));
         let api_source = match api_pod {
             Some(p) => here.pod_source(p, endpoint),
-            None if node_ips.contains(&endpoint) => {
-                Source { ip: endpoint, kind: SourceKind::Node, pod: None, workload: None, node: Some(node.to_string()) }
-            }
-            None => Source { ip: endpoint, kind: SourceKind::External, pod: None, workload: None, node: None },
+            None if node_ips.contains(&endpoint) => node_source(node, endpoint),
+            None => Source { ip: endpoint, kind: SourceKind::External, endpoint: Endpoint::default() },
         };
         for istiod in &istiods {
             for &ip in istiod.ips.iter().filter(|ip| ip.is_ipv4() == endpoint.is_ipv4()) {
@@ -154,10 +157,12 @@ pub fn required_flows_on(
                     Destination {
                         ip: endpoint,
                         port: api_port,
-                        pod: api_pod.map(Pod::key),
-                        service: apiserver.map(|s| s.key()),
-                        istio_port: None,
-                        node: api_pod.and_then(|p| here.node_of(p)),
+                        endpoint: Endpoint {
+                            pod: api_pod.map(Pod::key),
+                            service: apiserver.map(|s| s.key()),
+                            node: api_pod.and_then(|p| here.node_of(p)),
+                            ..Endpoint::default()
+                        },
                     },
                 );
             }
@@ -249,7 +254,7 @@ pub fn required_flows_on(
                 for src in workloads.iter().filter(|w| w.key() != dst_pod.key()) {
                     for &s in src.ips.iter().filter(|s| s.is_ipv4() == endpoint.is_ipv4()) {
                         let mut dst = here.pod_dest(dst_pod, endpoint, port, Some(service.key()), Component::Sidecar);
-                        dst.istio_port = None;
+                        dst.endpoint.istio_port = None;
                         add(Requirement::R3, "mesh workload -> service endpoint", here.pod_source(src, s), dst);
                     }
                 }
@@ -306,9 +311,12 @@ impl Here<'_> {
         Source {
             ip,
             kind: SourceKind::Pod,
-            pod: Some(pod.key()),
-            workload: Some(pod.workload.clone()),
-            node: self.node_of(pod),
+            endpoint: Endpoint {
+                pod: Some(pod.key()),
+                workload: Some(pod.workload.clone()),
+                node: self.node_of(pod),
+                ..Endpoint::default()
+            },
         }
     }
 
@@ -316,16 +324,19 @@ impl Here<'_> {
         Destination {
             ip,
             port,
-            pod: Some(pod.key()),
-            service,
-            istio_port: port_name(component, port),
-            node: self.node_of(pod),
+            endpoint: Endpoint {
+                pod: Some(pod.key()),
+                service,
+                istio_port: port_name(component, port),
+                node: self.node_of(pod),
+                ..Endpoint::default()
+            },
         }
     }
 }
 
 fn node_source(node: &str, ip: IpAddr) -> Source {
-    Source { ip, kind: SourceKind::Node, pod: None, workload: None, node: Some(node.to_string()) }
+    Source { ip, kind: SourceKind::Node, endpoint: Endpoint { node: Some(node.to_string()), ..Endpoint::default() } }
 }
 
 /// The ports kubelet probes on `pod`: its spec's probe ports when the inventory has them, else

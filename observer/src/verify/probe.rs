@@ -264,8 +264,8 @@ pub fn outcome(
     let kernel = seen.map(|c| c.outcome());
     let culprit = seen.and_then(|c| c.culprit.as_deref().cloned());
     let dropped = match &kernel {
-        Some(Outcome::Dropped { reason, .. }) => Some(reason.clone()),
-        _ => seen.and_then(|c| c.drops.first().map(|d| d.0.clone())),
+        Some(Outcome::Dropped { reason, .. }) => Some(reason.name.to_string()),
+        _ => seen.and_then(|c| c.drops.first().map(|d| d.reason.name.to_string())),
     };
     let outcome = match handshake {
         Handshake::Established => ProbeOutcome::Pass,
@@ -273,7 +273,7 @@ pub fn outcome(
         Handshake::Refused if dropped.is_some() => ProbeOutcome::Rejected,
         Handshake::Refused => ProbeOutcome::Refused,
         Handshake::Unreachable => match kernel {
-            Some(Outcome::NoRoute { .. }) => ProbeOutcome::NoRoute,
+            Some(Outcome::NoRoute(_)) => ProbeOutcome::NoRoute,
             _ => ProbeOutcome::Rejected,
         },
         Handshake::Timeout if dropped.is_some() => ProbeOutcome::Dropped,

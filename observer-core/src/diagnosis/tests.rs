@@ -1,0 +1,579 @@
+use std::{
+    net::IpAddr,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use super::*;
+use crate::{
+    inventory::Inventory,
+    model::{
+        Captured, Detail, DropReason, Flow, Hook, IcmpKind, Observation, Protocol, SocketMilestone, TcpFlags,
+        TcpStackEvent, TcpState,
+    },
+};
+
+const LAB: &str = include_str!("../../../observer/tests/fixtures/lab-inventory.json");
+
+struct Scenario {
+    inv: Inventory,
+    correlator: Correlator,
+    t: u64,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        Self { inv: Inventory::from_json(LAB).expect("inventory"), correlator: Correlator::default(), t: 0 }
+    }
+
+    fn see(&mut self, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) {
+        self.see_proto(Protocol::TCP, hook, src, dst, detail);
+    }
+
+    fn see_proto(&mut self, protocol: Protocol, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) {
+        self.t += 1;
+        let flow = Flow { protocol, src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 };
+        let (s, d) = match &detail {
+            Detail::IcmpError { quoted: Some(q), .. } => (q.src, (q.dst, q.dport)),
+            _ => (flow.src, (flow.dst, flow.dport)),
+        };
+        let o = Observation {
+            time: UNIX_EPOCH + Duration::from_secs(self.t),
+            hook,
+            ifindex: 3,
+            interface: Some("cni0".into()),
+            flow: Some(flow),
+            detail,
+            src: Some(self.inv.describe(s, None)),
+            dst: Some(self.inv.describe(d.0, Some(d.1))),
+            process: None,
+        };
+        self.correlator.add(&o);
+    }
+
+    fn findings(&self) -> Vec<Finding> {
+        self.correlator.connections().filter_map(|c| classify(c, "node-a", &self.inv.pod_cidrs)).collect()
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+fn packet(flags: TcpFlags) -> Detail {
+    Detail::Packet { tcp_flags: flags, tcp_seq: 1 }
+}
+
+fn dropped(reason: &str) -> Detail {
+    Detail::Drop {
+        drop_reason: DropReason::new(0, reason),
+        location: "nft_do_chain+0x3e8".into(),
+        netns: 7,
+        culprit: None,
+        quoted: None,
+        packet: Captured::default(),
+        solicited: None,
+    }
+}
+
+fn socket(event: SocketMilestone) -> Detail {
+    Detail::Socket { event, retransmits: 0, socket_cookie: 1 }
+}
+
+const PP: &str = "10.244.1.10";
+const ISTIOD: &str = "10.244.2.10";
+
+#[test]
+fn a_netfilter_drop_of_xds_is_r5_and_an_answered_handshake_is_nothing() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), ("10.96.0.10", 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    s.see(Hook::SockOps, (PP, 40000), ("10.96.0.10", 15012), socket(SocketMilestone::Rto));
+    s.see(Hook::TcIngress, (PP, 40001), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), packet(TcpFlags::SYN | TcpFlags::ACK));
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    let f = &f[0];
+    assert_eq!(
+        (f.requirement, f.kind, f.mechanism, f.severity),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::Dropped, Severity::Critical)
+    );
+    assert_eq!(f.dst.service.as_deref(), Some("istio-system/istiod"));
+    assert_eq!(f.dst.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"), "the pod, learned after DNAT");
+    assert_eq!(f.dst.istio_port, Some("xds-tls"));
+    assert_eq!(f.evidence.attempts, 2);
+    assert_eq!(f.evidence.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+}
+
+#[test]
+fn closed_ports_and_ambiguous_resets_are_not_blamed_on_the_network() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), ("10.244.2.11", 9999), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.2.11", 9999), dropped("NO_SOCKET"));
+    s.see(Hook::TcIngress, (PP, 40002), ("10.244.2.11", 9998), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, ("10.244.2.11", 9998), (PP, 40002), packet(TcpFlags::RST | TcpFlags::ACK));
+    s.see(Hook::TcIngress, (PP, 40003), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
+    assert!(s.findings().is_empty(), "{:?}", s.findings());
+    let outcomes: Vec<Outcome> = {
+        let mut cs: Vec<&Connection> = s.correlator.connections().collect();
+        cs.sort_by_key(|c| c.client.1);
+        cs.iter().map(|c| c.outcome()).collect()
+    };
+    assert_eq!(outcomes, vec![Outcome::RefusedByApplication, Outcome::Reset, Outcome::Pending]);
+}
+
+#[test]
+fn silence_is_r3_between_known_endpoints_and_unknown_pod_addresses_are_r1() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 41000), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 41000), ("10.244.2.11", 9080), socket(SocketMilestone::Rto));
+    s.see(Hook::SockOps, (PP, 41000), ("10.244.2.11", 9080), socket(SocketMilestone::ConnectFailed));
+    // An address in node-b's pod CIDR that no pod has.
+    s.see(Hook::TcEgress, (PP, 41001), ("10.244.2.99", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 41001), ("10.244.2.99", 9080), socket(SocketMilestone::ConnectFailed));
+    // Somewhere outside the cluster: none of the mesh's business.
+    s.see(Hook::TcEgress, (PP, 41002), ("192.0.2.7", 443), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 41002), ("192.0.2.7", 443), socket(SocketMilestone::ConnectFailed));
+    let mut f = s.findings();
+    f.sort_by_key(|f| f.requirement);
+    let kinds: Vec<(Requirement, Kind, Mechanism)> = f.iter().map(|f| (f.requirement, f.kind, f.mechanism)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Requirement::R1, Kind::DiscoveryGap, Mechanism::Silent),
+            (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Silent),
+        ]
+    );
+}
+
+#[test]
+fn icmp_rejections_and_policy_conflicts() {
+    let mut s = Scenario::new();
+    let quoted = Flow { protocol: Protocol(6), src: ip(PP), sport: 42000, dst: ip("10.244.2.11"), dport: 9080 };
+    s.see(Hook::TcEgress, (PP, 42000), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
+    s.see(
+        Hook::TcIngress,
+        ("10.244.1.1", 0),
+        (PP, 0),
+        Detail::IcmpError {
+            icmp_type: 3,
+            icmp_code: 13,
+            meaning: IcmpKind::AdminProhibited,
+            quoted: Some(quoted),
+            mtu: 0,
+            packet: Captured::default(),
+        },
+    );
+    s.see(Hook::TcEgress, (PP, 42001), ("10.244.1.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 42001), ("10.244.1.11", 9080), dropped("NETFILTER_DROP"));
+    let mut f = s.findings();
+    f.sort_by_key(|f| f.mechanism);
+    assert_eq!(f.len(), 2);
+    assert_eq!((f[0].kind, f[0].mechanism), (Kind::PolicyConflict, Mechanism::Dropped));
+    assert_eq!((f[1].kind, f[1].mechanism), (Kind::PolicyConflict, Mechanism::Rejected));
+    assert_eq!(f[1].evidence.icmp, Some("admin-prohibited"));
+    let merged = report::aggregate(f.clone());
+    assert_eq!(merged.len(), 2, "different mechanisms stay apart");
+    let twice = report::aggregate(vec![f[0].clone(), f[0].clone()]);
+    assert_eq!((twice.len(), twice[0].evidence.connections), (1, 2));
+}
+
+#[test]
+fn a_reject_is_rejected_with_the_drop_kept_as_evidence() {
+    let mut s = Scenario::new();
+    let quoted = Flow { protocol: Protocol(6), src: ip("10.244.2.20"), sport: 43000, dst: ip(ISTIOD), dport: 15017 };
+    s.see(Hook::TcIngress, ("10.244.2.20", 43000), (ISTIOD, 15017), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, ("10.244.2.20", 43000), (ISTIOD, 15017), dropped("NETFILTER_DROP"));
+    s.see(
+        Hook::TcEgress,
+        ("10.244.2.1", 0),
+        ("10.244.2.20", 0),
+        Detail::IcmpError {
+            icmp_type: 3,
+            icmp_code: 13,
+            meaning: IcmpKind::AdminProhibited,
+            quoted: Some(quoted),
+            mtu: 0,
+            packet: Captured::default(),
+        },
+    );
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].requirement, f[0].kind, f[0].mechanism),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::Rejected)
+    );
+    assert_eq!(f[0].dst.istio_port, Some("webhook"));
+    assert_eq!(f[0].evidence.icmp, Some("admin-prohibited"));
+    assert_eq!(f[0].evidence.drop_reason.as_deref(), Some("NETFILTER_DROP"), "where the REJECT rule freed the SYN");
+}
+
+#[test]
+fn working_traffic_to_an_unnamed_pod_address_is_a_discovery_gap() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 44000), ("10.244.2.30", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, ("10.244.2.30", 9080), (PP, 44000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    s.see(Hook::TcEgress, (PP, 44001), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, ("10.244.2.11", 9080), (PP, 44001), packet(TcpFlags::SYN | TcpFlags::ACK));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(
+        (f[0].requirement, f[0].kind, f[0].mechanism, f[0].severity),
+        (Requirement::R1, Kind::DiscoveryGap, Mechanism::Established, Severity::Medium)
+    );
+    assert_eq!(f[0].dst.ip, Some(ip("10.244.2.30")));
+}
+
+#[test]
+fn the_most_certain_culprit_of_a_connections_drops_is_the_findings() {
+    use crate::netfilter::{Confidence, Culprit};
+    let with = |confidence: Confidence, chain: &str| {
+        let mut c = Culprit::not_identified(Some("FORWARD"), "x");
+        (c.confidence, c.backend, c.table, c.chain) =
+            (confidence, Some("iptables-nft"), Some("filter".into()), Some(chain.into()));
+        c.rule = Some(format!("-A {chain} -p tcp -m tcp --dport 15012 -j DROP"));
+        c.note = None;
+        Detail::Drop {
+            drop_reason: DropReason::new(12, "NETFILTER_DROP"),
+            location: "nft_do_chain+0x3e8".into(),
+            netns: 7,
+            culprit: Some(std::sync::Arc::new(c)),
+            quoted: None,
+            packet: Captured::default(),
+            solicited: None,
+        }
+    };
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Evaluated, "FORWARD"));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Confirmed, "MESH"));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), with(Confidence::Evaluated, "OTHER"));
+    let findings = report::aggregate(s.findings());
+    let c = findings[0].culprit.as_ref().expect("culprit");
+    assert_eq!((c.confidence, c.chain.as_deref()), (Confidence::Confirmed, Some("MESH")));
+    assert!(findings[0].remediation.contains("-A MESH -p tcp"), "{}", findings[0].remediation);
+    let text = report::text(&report::Report { node: "node-a", findings: &findings, stats: Default::default() });
+    assert!(
+        text.contains(
+            "culprit: iptables-nft filter/MESH `-A MESH -p tcp -m tcp --dport 15012 -j DROP` (confirmed by counters)"
+        ),
+        "{text}"
+    );
+}
+
+fn dropped_icmp(reason: &str, quoted: Option<Flow>) -> Detail {
+    Detail::Drop {
+        drop_reason: DropReason::new(0, reason),
+        location: "skb_queue_purge_reason+0x9c".into(),
+        netns: 7,
+        culprit: None,
+        quoted,
+        packet: Captured::default(),
+        solicited: None,
+    }
+}
+
+fn tcp(src: (&str, u16), dst: (&str, u16)) -> Flow {
+    Flow { protocol: Protocol::TCP, src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 }
+}
+
+#[test]
+fn icmp_drops_are_never_findings_of_their_own() {
+    let mut s = Scenario::new();
+    // A ping from the node to a pod, dropped by a firewall; a neighbour solicitation from the
+    // bridge dropped at multicast input; an ICMP error about a flow nobody followed.
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("10.244.1.1", 0), (PP, 0), dropped("NETFILTER_DROP"));
+    s.see_proto(
+        Protocol::ICMPV6,
+        Hook::KfreeSkb,
+        ("fd00:10:244:1::1", 0),
+        ("fd00:10:244:1::a", 0),
+        dropped("IPV6_NDISC_NS_OTHERHOST"),
+    );
+    let unknown = Some(tcp((PP, 41000), ("10.244.2.11", 9080)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (PP, 0), dropped_icmp("QUEUE_PURGE", unknown));
+    // UDP is no mesh connection either (DNS to a pod address).
+    s.see_proto(Protocol::UDP, Hook::KfreeSkb, (PP, 5353), ("10.244.2.11", 53), dropped("NETFILTER_DROP"));
+    assert!(s.correlator.is_empty(), "no connection made of them");
+    assert!(s.findings().is_empty(), "{:?}", s.findings());
+}
+
+#[test]
+fn a_dropped_icmp_error_is_evidence_on_the_connection_it_quotes() {
+    let mut s = Scenario::new();
+    let details = "10.244.2.11";
+    s.see(Hook::TcIngress, (PP, 40000), (details, 9080), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 40000), (details, 9080), socket(SocketMilestone::Rto));
+    // The client's socket already closed: the late admin-prohibited error is freed unread.
+    let quoted = Some(tcp((PP, 40000), (details, 9080)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (PP, 0), dropped_icmp("QUEUE_PURGE", quoted));
+    // Also when it quotes the server's segment (server -> client).
+    let reverse = Some(tcp((details, 9080), (PP, 40000)));
+    s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (details, 0), dropped_icmp("QUEUE_PURGE", reverse));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!((f.requirement, f.kind, f.mechanism), (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Silent));
+    assert_eq!((f.dst.port, f.culprit.as_ref()), (Some(9080), None), "the ICMP drop decides nothing");
+    assert_eq!(f.evidence.drop_reason, None);
+    assert_eq!(
+        f.evidence.icmp_errors_dropped,
+        vec!["ICMP QUEUE_PURGE at skb_queue_purge_reason+0x9c netns 7".to_string()]
+    );
+}
+
+fn retransmit(payload: u32, seq: u32, mss: u32) -> Detail {
+    Detail::Tcp {
+        event: TcpStackEvent::Retransmit,
+        state: TcpState::Established,
+        socket: true,
+        netns: 7,
+        reason: 0,
+        segment: Some(crate::model::Segment { payload, seq, mss }),
+    }
+}
+
+/// productpage's proxy connects to istiod (handshake answered), then istiod's socket
+/// retransmits `payload`-byte segments of one sequence `times` times.
+fn stalled_xds(s: &mut Scenario, payload: u32, times: u32) {
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    for _ in 0..times {
+        s.see(Hook::TcpRetransmit, (ISTIOD, 15012), (PP, 40000), retransmit(payload, 7_000, 1448));
+    }
+}
+
+#[test]
+fn full_size_segments_retransmitted_without_progress_are_a_pmtu_blackhole() {
+    let mut s = Scenario::new();
+    s.correlator.set_interface_mtus([("cni0".to_string(), 1500)].into());
+    stalled_xds(&mut s, 2896, STALL_RETRANSMITS);
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!(
+        (f.requirement, f.kind, f.mechanism),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::PmtuBlackhole)
+    );
+    assert_eq!((f.dst.port, f.dst.istio_port), (Some(15012), Some("xds-tls")));
+    let st = f.evidence.stall.as_ref().expect("stall evidence");
+    // A GSO skb of two segments: each packet carries one MSS.
+    assert_eq!((st.retransmits, st.payload_bytes, st.mss, st.packet_bytes), (3, Some(1448), Some(1448), Some(1488)));
+    assert_eq!(st.path_mtus, [("cni0".to_string(), 1500)].into());
+    assert!(!st.exceeds_known_mtu && !st.fragmentation_needed_seen);
+    assert!(f.remediation.contains("fragmentation-needed"), "{}", f.remediation);
+}
+
+#[test]
+fn packets_above_a_known_mtu_are_a_blackhole_even_when_not_full_size() {
+    let mut s = Scenario::new();
+    s.correlator.set_interface_mtus([("cni0".to_string(), 1000)].into());
+    stalled_xds(&mut s, 1200, STALL_RETRANSMITS + 1);
+    let f = s.findings();
+    assert_eq!(f[0].mechanism, Mechanism::PmtuBlackhole);
+    assert!(f[0].evidence.stall.as_ref().is_some_and(|st| st.exceeds_known_mtu && st.retransmits == 4));
+}
+
+#[test]
+fn small_segments_stalling_or_a_pmtu_signal_are_a_plain_stall_and_few_retransmits_nothing() {
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 120, STALL_RETRANSMITS);
+    assert_eq!(s.findings()[0].mechanism, Mechanism::Stalled);
+
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 1448, STALL_RETRANSMITS);
+    // The segment's fragmentation-needed came back (a PMTU signal): not a blackhole.
+    let quoted = Some(tcp((ISTIOD, 15012), (PP, 40000)));
+    s.see_proto(
+        Protocol::ICMP,
+        Hook::TcIngress,
+        ("172.31.2.1", 0),
+        (ISTIOD, 0),
+        Detail::IcmpError {
+            icmp_type: 3,
+            icmp_code: 4,
+            meaning: IcmpKind::FragmentationNeeded,
+            quoted,
+            mtu: 1400,
+            packet: Captured::default(),
+        },
+    );
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].mechanism, Mechanism::Stalled);
+    assert!(f[0].evidence.stall.as_ref().is_some_and(|st| st.fragmentation_needed_seen));
+
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 1448, STALL_RETRANSMITS - 1);
+    assert!(s.findings().is_empty(), "ordinary loss recovery is no finding");
+}
+
+#[test]
+fn a_node_socket_is_followed_across_the_ambient_probe_snat_and_the_block_is_r4() {
+    let mut s = Scenario::new();
+    let (node, details, snat) = ("172.31.1.2", "10.244.2.11", "169.254.7.127");
+    // kubelet's socket (node address), then its SYN after istio-cni's SNAT, dropped in the pod.
+    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket(SocketMilestone::Connecting));
+    s.see(Hook::TcEgress, (snat, 41000), (details, 9080), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (snat, 41000), (details, 9080), dropped("NETFILTER_DROP"));
+    s.see(Hook::SockOps, (node, 41000), (details, 9080), socket(SocketMilestone::Rto));
+    // A pod that happens to use the same source port to the same server is its own connection.
+    s.see(Hook::TcEgress, (PP, 41000), (details, 9080), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (details, 9080), (PP, 41000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    assert_eq!(s.correlator.len(), 2, "kubelet's connection (one, across SNAT) and the pod's");
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!((f.requirement, f.kind, f.mechanism), (Requirement::R4, Kind::PolicyConflict, Mechanism::Dropped));
+    assert_eq!((f.src.ip, f.src.snat_ip), (Some(ip(node)), Some(ip(snat))));
+    assert_eq!((f.dst.pod.as_deref(), f.dst.port), (Some("bookinfo/details-v1-8d6f5c7b9-w4r8t"), Some(9080)));
+    assert_eq!(f.evidence.attempts, 2);
+    assert!(f.remediation.contains("169.254.7.127/32") && f.remediation.contains("port 9080"), "{}", f.remediation);
+}
+
+/// A dropped neighbour solicitation for `target` in netns `netns`, with `culprit`.
+fn dropped_solicitation(reason: &str, netns: u32, target: &str, culprit: Option<crate::netfilter::Culprit>) -> Detail {
+    Detail::Drop {
+        drop_reason: DropReason::new(0, reason),
+        location: "nf_hook_slow+0x9c".into(),
+        netns,
+        culprit: culprit.map(std::sync::Arc::new),
+        quoted: None,
+        packet: Captured::default(),
+        solicited: Some(ip(target)),
+    }
+}
+
+/// The SYN freed because nobody answered neighbour discovery for its destination.
+fn neighbour_failed() -> Detail {
+    Detail::Drop {
+        drop_reason: DropReason::new(0, "NEIGH_FAILED"),
+        location: "neigh_invalidate+0x7e".into(),
+        netns: 5,
+        culprit: None,
+        quoted: None,
+        packet: Captured::default(),
+        solicited: None,
+    }
+}
+
+fn input_reject() -> crate::netfilter::Culprit {
+    use crate::netfilter::{Confidence, Culprit};
+    let mut c = Culprit::not_identified(Some("INPUT"), "x");
+    (c.confidence, c.backend, c.family, c.table, c.chain) =
+        (Confidence::Confirmed, Some("iptables-nft"), Some("ip6"), Some("filter".into()), Some("INPUT".into()));
+    (c.rule, c.position, c.note, c.rejects, c.blanket) =
+        (Some("-A INPUT -j REJECT --reject-with icmp6-port-unreachable".into()), Some(3), None, true, true);
+    c
+}
+
+#[test]
+fn a_syn_lost_to_unanswered_neighbour_discovery_names_the_rule_that_refused_the_solicitations() {
+    // Solicitations before the SYN's drop (the usual order) and after it (a late read).
+    for solicitation_first in [true, false] {
+        let mut s = Scenario::new();
+        let (pp6, reviews6) = ("fd00:10:244:1::a", "fd00:10:244:1::b");
+        s.see(Hook::TcIngress, (pp6, 40000), (reviews6, 9080), packet(TcpFlags::SYN));
+        let solicitations = |s: &mut Scenario| {
+            // A bystander on the bridge drops the multicast as not its own; the destination's
+            // own INPUT chain rejects it; a solicitation for another address is unrelated.
+            let other = dropped_solicitation("IPV6_NDISC_NS_OTHERHOST", 8, reviews6, None);
+            s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:b", 0), other);
+            let refused = dropped_solicitation("NETFILTER_DROP", 9, reviews6, Some(input_reject()));
+            s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:b", 0), refused);
+            let unrelated = dropped_solicitation("NETFILTER_DROP", 10, "fd00:10:244:1::c", None);
+            s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:c", 0), unrelated);
+        };
+        if solicitation_first {
+            solicitations(&mut s);
+        }
+        s.see(Hook::KfreeSkb, (pp6, 40000), (reviews6, 9080), neighbour_failed());
+        if !solicitation_first {
+            solicitations(&mut s);
+        }
+        let f = s.findings();
+        assert_eq!(f.len(), 1, "{f:?}");
+        let f = &f[0];
+        assert_eq!(
+            (f.requirement, f.kind, f.mechanism),
+            (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Dropped)
+        );
+        assert_eq!((f.dst.ip, f.dst.port), (Some(ip(reviews6)), Some(9080)));
+        let c = f.culprit.as_ref().expect("the INPUT rule");
+        assert_eq!((c.chain.as_deref(), c.position), (Some("INPUT"), Some(3)));
+        let ns = f.evidence.neighbour_solicitation.as_ref().expect("evidence");
+        assert_eq!((ns.target, ns.netns, ns.drop_reason.as_str()), (ip(reviews6), 9, "NETFILTER_DROP"));
+        assert!(
+            f.remediation.contains("network namespace 9") && !f.remediation.contains("on node"),
+            "{}",
+            f.remediation
+        );
+    }
+}
+
+#[test]
+fn a_syn_lost_to_neighbour_resolution_without_a_dropped_solicitation_blames_no_rule() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), ("10.244.1.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.1.11", 9080), neighbour_failed());
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].mechanism, f[0].culprit.as_ref()), (Mechanism::Dropped, None));
+    assert_eq!(f[0].evidence.neighbour_solicitation, None);
+    assert!(f[0].remediation.contains("neighbour resolution of 10.244.1.11 failed"), "{}", f[0].remediation);
+    assert!(!f[0].remediation.contains("netfilter rule"), "{}", f[0].remediation);
+}
+
+#[test]
+fn a_connection_is_followed_across_a_port_changing_snat_by_what_conntrack_says() {
+    let mut s = Scenario::new();
+    let (node, cart) = ("10.244.1.1", "10.244.1.12");
+    // Kubelet's socket (node address, port 41000); its SYN leaves SNATed to another port.
+    s.see(Hook::SockOps, (node, 41000), (cart, 8080), socket(SocketMilestone::Connecting));
+    let flow = tcp(("169.254.7.127", 20417), (cart, 8080));
+    let syn = Observation {
+        time: UNIX_EPOCH + Duration::from_secs(10),
+        hook: Hook::TcEgress,
+        ifindex: 3,
+        interface: Some("veth-cart".into()),
+        flow: Some(flow),
+        detail: packet(TcpFlags::SYN),
+        src: Some(s.inv.describe(flow.src, None)),
+        dst: Some(s.inv.describe(flow.dst, Some(8080))),
+        process: None,
+    };
+    let (packet_side, server) = s.correlator.snat_candidate(&syn).expect("a candidate");
+    assert_eq!((packet_side, server), ((ip("169.254.7.127"), 20417), (ip(cart), 8080)));
+    // The node's conntrack entry: original direction node:41000 -> cart:8080.
+    s.correlator.follow_snat(packet_side, (ip(node), 41000), &syn);
+    s.correlator.add(&syn);
+    assert_eq!(s.correlator.snat_candidate(&syn), None, "already followed");
+    s.see(Hook::KfreeSkb, ("169.254.7.127", 20417), (cart, 8080), dropped("NETFILTER_DROP"));
+    assert_eq!(s.correlator.len(), 1, "one connection");
+    let c = s.correlator.get((ip(node), 41000)).expect("the socket's connection");
+    assert_eq!((c.snat_source, c.server, c.drops.len()), (Some(ip("169.254.7.127")), Some((ip(cart), 8080)), 1));
+}
+
+#[test]
+fn a_routers_address_unreachable_for_a_refused_solicitation_is_no_routing_problem() {
+    let mut s = Scenario::new();
+    let (pp6, reviews6) = ("fd00:10:244:1::a", "fd00:10:244:1::b");
+    s.see(Hook::TcIngress, (pp6, 40000), (reviews6, 9080), packet(TcpFlags::SYN));
+    let refused = dropped_solicitation("NETFILTER_DROP", 9, reviews6, Some(input_reject()));
+    s.see_proto(Protocol::ICMPV6, Hook::KfreeSkb, ("fe80::1", 0), ("ff02::1:ff00:b", 0), refused);
+    s.see(Hook::KfreeSkb, (pp6, 40000), (reviews6, 9080), neighbour_failed());
+    // The node (a router here) reports the failed resolution to the client.
+    let quoted = Some(tcp((pp6, 40000), (reviews6, 9080)));
+    let unreachable = Detail::IcmpError {
+        icmp_type: 1,
+        icmp_code: 3,
+        meaning: IcmpKind::AddressUnreachable,
+        quoted,
+        mtu: 0,
+        packet: Captured::default(),
+    };
+    s.see_proto(Protocol::ICMPV6, Hook::TcEgress, ("fd00:10:244:1::1", 0), (pp6, 0), unreachable);
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].mechanism, f[0].kind), (Mechanism::Dropped, Kind::EndpointUnreachable));
+    assert_eq!(f[0].culprit.as_ref().and_then(|c| c.chain.as_deref()), Some("INPUT"));
+}

@@ -1,0 +1,114 @@
+use std::net::IpAddr;
+
+use super::*;
+
+const LAB: &str = include_str!("../../../observer/tests/fixtures/lab-inventory.json");
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+#[test]
+fn reads_the_labs_list_and_names_endpoints() {
+    let inv = Inventory::from_json(LAB).expect("parse");
+    assert_eq!(inv.pods.len(), 5);
+    assert_eq!(inv.services.len(), 5);
+    assert!(inv.skipped.is_empty());
+
+    let pp = inv.pod_by_ip(ip("10.244.1.10")).expect("productpage");
+    assert_eq!(pp.key(), "bookinfo/productpage-v1-7d9f8c6b5-x2k4q");
+    assert_eq!(pp.workload, "productpage-v1");
+    assert_eq!((pp.role, pp.mesh), (Role::Workload, MeshMode::Sidecar));
+    assert_eq!(pp.node.as_deref(), Some("node-a"));
+    assert!(pp.ips.contains(&ip("fd00:10:244:1::a")), "dual-stack podIPs");
+
+    let istiod_pod = inv.describe(ip("10.244.2.10"), Some(15012));
+    assert_eq!(istiod_pod.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"));
+    assert_eq!(istiod_pod.service.as_deref(), Some("istio-system/istiod"));
+    assert_eq!(istiod_pod.role, Some(Role::Istiod));
+    assert_eq!(istiod_pod.istio_port, Some("xds-tls"));
+
+    let istiod_svc = inv.describe(ip("10.96.0.10"), Some(443));
+    assert_eq!(istiod_svc.service.as_deref(), Some("istio-system/istiod"));
+    assert_eq!(istiod_svc.istio_port, Some("webhook"), "Service port 443 -> 15017");
+    assert_eq!(istiod_svc.pod, None);
+
+    let api = inv.describe(ip("10.96.0.1"), Some(443));
+    assert_eq!((api.service.as_deref(), api.role), (Some("default/kubernetes"), Some(Role::ApiServer)));
+    let api_pod = inv.describe(ip("10.244.2.20"), Some(6443));
+    assert_eq!(api_pod.role, Some(Role::ApiServer));
+    assert_eq!(api_pod.workload.as_deref(), Some("kube-apiserver-node-b"), "a static pod is its own workload");
+
+    let hbone = inv.describe(ip("10.244.2.11"), Some(15008));
+    assert_eq!((hbone.istio_port, hbone.mesh), (Some("hbone"), Some(MeshMode::Sidecar)));
+    assert_eq!(inv.describe(ip("10.244.2.11"), Some(9080)).istio_port, None);
+    assert_eq!(inv.describe(ip("10.244.9.9"), Some(9080)), Endpoint::default(), "unknown IP: nothing invented");
+}
+
+#[test]
+fn ambient_namespaces_ztunnel_gateways_and_typed_lists() {
+    let text = r#"{"kind":"List","items":[
+      {"kind":"Namespace","metadata":{"name":"shop","labels":{"istio.io/dataplane-mode":"ambient"}}},
+      {"kind":"Pod","metadata":{"name":"cart-5f6d7c8b9-abcde","namespace":"shop","labels":{"pod-template-hash":"5f6d7c8b9"},
+        "ownerReferences":[{"kind":"ReplicaSet","name":"cart-5f6d7c8b9","controller":true}]},
+        "spec":{"nodeName":"w1"},"status":{"podIP":"10.1.0.5"}},
+      {"kind":"Pod","metadata":{"name":"ztunnel-x1","namespace":"istio-system","labels":{"app":"ztunnel"},
+        "ownerReferences":[{"kind":"DaemonSet","name":"ztunnel","controller":true}]},"status":{"podIP":"10.1.0.2"}},
+      {"kind":"Pod","metadata":{"name":"eastwest-1","namespace":"istio-system","labels":{"istio":"eastwestgateway"}},
+        "spec":{"containers":[{"name":"istio-proxy"}]},"status":{"podIP":"10.1.0.3"}},
+      {"kind":"ConfigMap","metadata":{"name":"x"}},
+      {"kind":"ConfigMap","metadata":{"name":"y"}}
+    ]}"#;
+    let inv = Inventory::from_json(text).expect("parse");
+    let cart = inv.pod_by_ip(ip("10.1.0.5")).expect("cart");
+    assert_eq!((cart.mesh, cart.workload.as_str()), (MeshMode::Ambient, "cart"));
+    assert_eq!(inv.describe(ip("10.1.0.5"), Some(15008)).istio_port, Some("hbone"));
+    let zt = inv.pod_by_ip(ip("10.1.0.2")).expect("ztunnel");
+    assert_eq!((zt.role, zt.workload.as_str()), (Role::Ztunnel, "ztunnel"));
+    let gw = inv.describe(ip("10.1.0.3"), Some(15443));
+    assert_eq!((gw.role, gw.istio_port), (Some(Role::Gateway), Some("eastwest-mtls")));
+    assert_eq!(inv.skipped.get("ConfigMap"), Some(&2));
+
+    let typed =
+        r#"{"kind":"PodList","items":[{"metadata":{"name":"a","namespace":"n"},"status":{"podIP":"10.0.0.1"}}]}"#;
+    assert_eq!(Inventory::from_json(typed).expect("typed").pods.len(), 1);
+    let single = r#"{"kind":"Service","metadata":{"name":"s","namespace":"n"},"spec":{"clusterIP":"None","ports":[{"port":80}]}}"#;
+    let inv = Inventory::from_json(single).expect("single");
+    assert!(inv.services[0].cluster_ips.is_empty(), "headless");
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_naming_where() {
+    let err = |text: &str| Inventory::from_json(text).expect_err("must fail").to_string();
+    assert!(err("{not json").contains("not JSON: key must be a string at line 1 column 2"), "{}", err("{not json"));
+    assert!(err(r#"{"items":[]}"#).contains("no `kind`"));
+    assert!(err(r#"{"kind":"List"}"#).contains("without an `items` array"));
+    let bad_ip = r#"{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"p","namespace":"ns"},"status":{"podIP":"10.0.0.999"}}]}"#;
+    assert_eq!(err(bad_ip), "items[0] (Pod ns/p): status.podIP: `10.0.0.999` is not an IP address");
+    let no_name = r#"{"kind":"List","items":[{"kind":"Service","metadata":{"namespace":"ns"}}]}"#;
+    assert_eq!(err(no_name), "items[0] (Service ns/): metadata.name: missing");
+    let slice = r#"{"kind":"EndpointSlice","metadata":{"name":"x","namespace":"ns"},"endpoints":[]}"#;
+    assert!(err(slice).contains("kubernetes.io/service-name"));
+    let in_file = Inventory::from_json(bad_ip).expect_err("fails").in_file(std::path::Path::new("/tmp/inv.json"));
+    assert!(in_file.to_string().starts_with("inventory /tmp/inv.json: items[0]"), "{in_file}");
+}
+
+#[test]
+fn probe_ports_come_from_the_pod_spec_with_named_ports_resolved() {
+    let text = r#"{"kind":"List","items":[
+      {"kind":"Pod","metadata":{"name":"cart-1","namespace":"shop"},
+        "spec":{"containers":[
+          {"name":"app","ports":[{"name":"http","containerPort":8080},{"name":"admin","containerPort":9901}],
+           "readinessProbe":{"httpGet":{"path":"/ready","port":"http"}},
+           "livenessProbe":{"tcpSocket":{"port":9901}},
+           "startupProbe":{"exec":{"command":["true"]}}},
+          {"name":"side","livenessProbe":{"grpc":{"port":"missing"}}}]},
+        "status":{"podIP":"10.1.0.5"}}
+    ]}"#;
+    let inv = Inventory::from_json(text).expect("parse");
+    let cart = inv.pod_by_ip(ip("10.1.0.5")).expect("cart");
+    assert_eq!(cart.probe_ports, vec![(8080, "readiness"), (9901, "liveness")]);
+    assert_eq!(inv.describe(ip("10.1.0.5"), Some(8080)).probe, Some("readiness"));
+    assert_eq!(inv.describe(ip("10.1.0.5"), Some(9901)).probe, Some("liveness"));
+    assert_eq!(inv.describe(ip("10.1.0.5"), Some(7000)).probe, None);
+}

@@ -1,0 +1,10 @@
+//! The observation model: what the kernel saw, named and typed. Decisions match on these types;
+//! strings exist only in `Display`/`Serialize` (the output edge).
+
+pub mod endpoint;
+pub mod kinds;
+pub mod observation;
+
+pub use endpoint::Endpoint;
+pub use kinds::{Captured, DropClass, DropReason, IcmpKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState};
+pub use observation::{Detail, Flow, Hook, Observation, Process, Protocol, Segment};

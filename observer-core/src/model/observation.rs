@@ -1,0 +1,233 @@
+//! Observations: kernel events with names attached (interface, drop reason, symbol), as the
+//! engine and every sink consume them. Built by `observer`'s namer from wire events (live or
+//! replayed); nothing here knows the wire format.
+
+use std::{fmt, net::IpAddr, time::SystemTime};
+
+use serde::Serialize;
+
+use super::kinds::{Captured, DropReason, IcmpKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState};
+use crate::{inventory::Endpoint, netfilter::Culprit};
+
+/// A packet's 5-tuple with real address types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Flow {
+    pub protocol: Protocol,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Protocol(pub u8);
+
+impl Protocol {
+    pub const TCP: Self = Self(6);
+    pub const UDP: Self = Self(17);
+    pub const ICMP: Self = Self(1);
+    pub const ICMPV6: Self = Self(58);
+
+    /// ICMP or ICMPv6: control messages, never a connection of their own.
+    pub fn is_icmp(self) -> bool {
+        self == Self::ICMP || self == Self::ICMPV6
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::TCP => "TCP".into(),
+            Self::UDP => "UDP".into(),
+            Self::ICMP => "ICMP".into(),
+            Self::ICMPV6 => "ICMPv6".into(),
+            Self(n) => format!("proto#{n}"),
+        }
+    }
+}
+
+impl Serialize for Protocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ep = |ip: IpAddr, port: u16| match ip {
+            IpAddr::V4(a) => format!("{a}:{port}"),
+            IpAddr::V6(a) => format!("[{a}]:{port}"),
+        };
+        write!(f, "{} {} -> {}", self.protocol.name(), ep(self.src, self.sport), ep(self.dst, self.dport))
+    }
+}
+
+/// Where in the kernel the observation was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    TcIngress,
+    TcEgress,
+    KfreeSkb,
+    CgroupConnect,
+    SockOps,
+    CgroupIngress,
+    CgroupEgress,
+    TcpRetransmit,
+    TcpSendReset,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::TcIngress => "tc-ingress",
+            Hook::TcEgress => "tc-egress",
+            Hook::KfreeSkb => "kfree_skb",
+            Hook::CgroupConnect => "connect",
+            Hook::SockOps => "sock_ops",
+            Hook::CgroupIngress => "cgroup-ingress",
+            Hook::CgroupEgress => "cgroup-egress",
+            Hook::TcpRetransmit => "tcp_retransmit",
+            Hook::TcpSendReset => "tcp_send_reset",
+        }
+    }
+}
+
+impl Hook {
+    /// Whether `ifindex` of the event is an interface of the watched namespace (TC hooks) rather
+    /// than of the socket's namespace (cgroup hooks).
+    pub fn is_tc(self) -> bool {
+        matches!(self, Hook::TcIngress | Hook::TcEgress)
+    }
+}
+
+impl Serialize for Hook {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Detail {
+    /// A TCP handshake or reset packet.
+    Packet { tcp_flags: TcpFlags, tcp_seq: u32 },
+    /// A packet the kernel dropped.
+    Drop {
+        drop_reason: DropReason,
+        location: String,
+        netns: u32,
+        /// The netfilter rule that decided a `NETFILTER_DROP` (attached after the rulesets are read).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        culprit: Option<std::sync::Arc<Culprit>>,
+        /// For a dropped ICMP/ICMPv6 error: the flow it is about (read from the captured packet).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quoted: Option<Flow>,
+        /// The dropped packet's first bytes (IP header onwards).
+        #[serde(skip)]
+        packet: Captured,
+        /// For a dropped IPv6 neighbour solicitation: the address it asked for (its target), so
+        /// the drop can be tied to the connections that waited for that neighbour.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        solicited: Option<std::net::IpAddr>,
+    },
+    /// An ICMP/ICMPv6 error about another packet (`quoted`): a REJECT, an unreachable, a PMTU signal.
+    IcmpError {
+        icmp_type: u8,
+        icmp_code: u8,
+        meaning: IcmpKind,
+        quoted: Option<Flow>,
+        mtu: u32,
+        /// The error's first bytes (IP header onwards).
+        #[serde(skip)]
+        packet: Captured,
+    },
+    /// An application's connect() (destination before any redirect/DNAT).
+    Connect {
+        pid: u32,
+        tid: u32,
+        comm: String,
+        cgroup_id: u64,
+        /// cgroup path relative to the watched root, when found.
+        cgroup: Option<String>,
+        /// Kubernetes pod uid and container id parsed from the cgroup path.
+        pod_uid: Option<String>,
+        container_id: Option<String>,
+        socket_cookie: u64,
+    },
+    /// A TCP socket milestone.
+    Socket { event: SocketMilestone, retransmits: u32, socket_cookie: u64 },
+    /// A segment retransmitted, or a RST sent by the local TCP stack (`socket` false: no socket
+    /// matched, e.g. a closed port).
+    Tcp {
+        event: TcpStackEvent,
+        state: TcpState,
+        socket: bool,
+        netns: u32,
+        reason: u32,
+        /// For a retransmission: what was sent again (when the kernel's BTF allowed reading it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        segment: Option<Segment>,
+    },
+}
+
+impl Detail {
+    /// The captured packet bytes (drops and ICMP errors), if any.
+    pub fn captured(&self) -> Option<&[u8]> {
+        match self {
+            Detail::Drop { packet, .. } | Detail::IcmpError { packet, .. } if !packet.is_empty() => {
+                Some(packet.bytes())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A retransmitted TCP skb: its payload, first sequence number, and the sender's MSS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// Payload bytes of the skb (may span several segments of `mss` bytes).
+    pub payload: u32,
+    pub seq: u32,
+    /// The sender's MSS at the time (0 if unknown).
+    pub mss: u32,
+}
+
+impl Segment {
+    /// Payload bytes of the largest packet the retransmission puts on the wire.
+    pub fn largest_packet_payload(self) -> u32 {
+        if self.mss == 0 {
+            self.payload
+        } else {
+            self.payload.min(self.mss)
+        }
+    }
+}
+
+/// One kernel event, named: when, where (hook, interface), which flow, what, by whom.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
+    pub time: SystemTime,
+    pub hook: Hook,
+    pub ifindex: u32,
+    /// Interface name when the ifindex belongs to the watched namespace.
+    pub interface: Option<String>,
+    pub flow: Option<Flow>,
+    #[serde(flatten)]
+    pub detail: Detail,
+    /// The process that opened the connection (from its connect() and the socket's cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    /// Who the flow's ends are, from the inventory (`--inventory`): for ICMP errors, the ends
+    /// of the quoted (rejected) flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<Endpoint>,
+}
+
+/// A process, as the connect hook saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub comm: String,
+}
