@@ -4,8 +4,6 @@
 //! server. Host-only: no root, no lab (loopback only).
 #![allow(clippy::expect_used, clippy::panic)]
 
-mod support;
-
 use std::{
     io::{BufRead as _, BufReader},
     net::TcpListener,
@@ -15,7 +13,6 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use support::bin_dir;
 
 struct Server {
     child: Child,
@@ -37,8 +34,8 @@ fn start(inventory: &Value) -> Server {
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("inventory.json"), inventory.to_string()).expect("inventory");
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let bin = bin_dir().join("observer-test-apiserver");
-    assert!(bin.exists(), "{} not built: run `cargo build --bins`", bin.display());
+    // Cargo builds the package's binary for its integration tests and names it here.
+    let bin = env!("CARGO_BIN_EXE_observer-test-apiserver");
     let mut child = Command::new(bin)
         .arg("--dir")
         .arg(&dir)
