@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use crate::shell::{self, command, output};
 
 /// Every fuzz target (fuzz/Cargo.toml `[[bin]]`s).
-pub const TARGETS: [&str; 6] = ["decode_event", "inventory", "iptables_save", "nft_json", "btf", "cgroup_path"];
+pub const TARGETS: [&str; 7] =
+    ["decode_event", "inventory", "iptables_save", "nft_json", "btf", "cgroup_path", "recording"];
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Seconds per target in `cargo xtask test` (a smoke run: the targets build and survive).
 pub const SMOKE_SECS: u64 = 5;
