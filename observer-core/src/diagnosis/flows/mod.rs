@@ -29,6 +29,8 @@ use crate::model::{Detail, Flow, Hook, Observation, Protocol};
 
 mod report;
 
+/// Times in reports and queries are RFC 3339 UTC (re-exported for their users).
+pub use crate::time::{parse_rfc3339, rfc3339};
 pub use report::{DropSeen, FlowQuery, FlowReport, Sighting};
 
 /// Connections remembered by default (each a few hundred bytes: ~5 MB at most).
