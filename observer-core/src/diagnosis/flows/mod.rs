@@ -12,8 +12,8 @@
 //! ([`FlowMemory::complete_since`]): a question about a window whose evidence may have been
 //! pushed out is answered as incomplete, never as "not seen".
 //!
-//! Only packets with a 5-tuple are kept (TC hooks' handshake packets, drops with a parsed
-//! header); which way a packet went is decided when asked (towards the server asked about, or
+//! Only packets with a 5-tuple seen on the node's interfaces are kept (TC hooks' handshake
+//! packets) and drops with a parsed header; which way a packet went is decided when asked (towards the server asked about, or
 //! back). Other observations are ignored.
 
 use std::{
@@ -148,7 +148,10 @@ impl FlowMemory {
     pub fn record(&mut self, o: &Observation) {
         let Some(flow) = o.flow.filter(|f| f.protocol == Protocol::TCP) else { return };
         match &o.detail {
-            Detail::Packet { tcp_flags, .. } => {
+            // Places are the node's interfaces (TC hooks). Socket-level hooks (cgroup, sock_ops)
+            // say what a local socket did, not where a packet went: a cgroup hierarchy may even
+            // span several network namespaces (the lab's nodes share one).
+            Detail::Packet { tcp_flags, .. } if o.hook.is_tc() => {
                 let kind = if tcp_flags.is_syn() {
                     PacketKind::Syn
                 } else if tcp_flags.is_syn_ack() {

@@ -71,6 +71,8 @@ fn a_syn_that_arrived_was_delivered_and_answered_is_told_with_places_and_times()
     // Other flows and packets are not this flow's.
     m.record(&packet(t(2), Hook::TcIngress, "eth0", ("10.244.1.11", 40000), SERVER, TcpFlags::SYN));
     m.record(&packet(t(2), Hook::TcIngress, "eth0", CLIENT, SERVER, TcpFlags::ACK));
+    // A socket-level hook is no place on the node's path.
+    m.record(&packet(t(5), Hook::CgroupEgress, "eth0", CLIENT, SERVER, TcpFlags::SYN));
     let r = m.report("node-b", &query(0, 10));
     assert_eq!(r.connections, 1);
     let arrived = r.syn_arrived.expect("arrived");
