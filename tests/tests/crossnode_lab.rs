@@ -14,7 +14,7 @@ mod agents;
 mod support;
 
 use std::{
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::Command,
     thread,
@@ -74,22 +74,36 @@ impl TwoNodes {
         .unwrap_or(0.0)
     }
 
-    /// cart (node-a) -> catalog:8080 (node-b), one attempt that times out.
-    fn cart_to_catalog_times_out(&self) {
+    /// cart (node-a) -> catalog:`port` (node-b), one attempt that times out.
+    fn cart_to_catalog_times_out(&self, port: u16) {
         let catalog = self.pod("catalog");
         let out = self
             .lab
-            .connect("cart", SocketAddr::from((catalog.ip, 8080)), Duration::from_millis(3000))
+            .connect("cart", SocketAddr::from((catalog.ip, port)), Duration::from_millis(3000))
             .expect("connect");
         assert_eq!(out.result, "timeout", "{out:?}");
     }
 
-    /// node-a's finding about cart -> catalog:8080 once its path is decided.
+    /// node-a's finding about cart -> catalog once its path is decided.
     fn located(&self) -> Value {
         let (cart, catalog) = (self.pod("cart"), self.pod("catalog"));
-        let f = wait_finding(self.port_a, Duration::from_secs(40), |f| {
-            f["src"]["pod"] == cart.key().as_str() && f["dst"]["pod"] == catalog.key().as_str() && f["path"].is_object()
-        });
+        let start = Instant::now();
+        let f = loop {
+            let found = findings(self.port_a).into_iter().find(|f| {
+                f["src"]["pod"] == cart.key().as_str() && f["dst"]["pod"] == catalog.key().as_str() && f["path"].is_object()
+            });
+            if let Some(f) = found {
+                break f;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "no located finding within 40 s; node-a: {:#?}\nnode-a's log:\n{}\nnode-b's log:\n{}",
+                findings(self.port_a),
+                self.a.stderr(),
+                self.b.stderr()
+            );
+            thread::sleep(Duration::from_millis(250));
+        };
         assert_eq!(f["node"], "node-a", "{f:#}");
         assert_eq!(f["mechanism"], "silent", "node-a saw no drop of its own: {f:#}");
         let p = &f["path"];
@@ -116,7 +130,7 @@ fn between_nodes(spec: LabSpec, uplink: &str) {
     let catalog = n.pod("catalog");
     let rule = FirewallRule::drop_tcp_to(Hook::Forward, catalog.ip.into(), 8080);
     n.lab.inject_in_netns(&n.router(), &rule).expect("router rule");
-    n.cart_to_catalog_times_out();
+    n.cart_to_catalog_times_out(8080);
     let f = n.located();
     let p = &f["path"];
     assert_eq!(p["location"], "between-nodes", "{f:#}");
@@ -136,7 +150,7 @@ fn at_destination_node(spec: LabSpec) {
     let n = TwoNodes::up(spec, "atdest");
     let catalog = n.pod("catalog");
     n.lab.inject("node-b", &FirewallRule::drop_tcp_to(Hook::Forward, catalog.ip.into(), 8080)).expect("rule");
-    n.cart_to_catalog_times_out();
+    n.cart_to_catalog_times_out(8080);
     let f = n.located();
     let p = &f["path"];
     assert_eq!(p["location"], "at-destination-node", "{f:#}");
@@ -155,15 +169,33 @@ fn at_destination_node(spec: LabSpec) {
     drop((n.a, n.b));
 }
 
+/// A listener in a pod's network namespace, opened by this test process. The lab's nodes share
+/// one kernel and one cgroup tree, so each agent's cgroup hooks also see the other node's pods'
+/// sockets (a real node's kernel never does); a server outside the lab's cgroups keeps node-a's
+/// agent from seeing node-b's SYN-ACK leave the server's socket, as on two real nodes.
+fn listen_in(netns: &str, port: u16) -> TcpListener {
+    let path = format!("/run/netns/{netns}");
+    thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns");
+        // SAFETY: setns on this thread only, with a namespace file descriptor we hold open.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        TcpListener::bind(("0.0.0.0", port)).expect("listen")
+    })
+    .join()
+    .expect("listener thread")
+}
+
 fn reply_lost(spec: LabSpec, uplink: &str) {
     let n = TwoNodes::up(spec, "reply");
     let catalog = n.pod("catalog");
+    let _server = listen_in(&n.lab.pod_netns("catalog").expect("netns"), 18080);
     let script = format!(
-        "table inet crossnode_fault {{\n  chain fwd {{\n    type filter hook forward priority 0; policy accept;\n    ip saddr {} tcp sport 8080 tcp flags & (syn | ack) == syn | ack drop\n  }}\n}}\n",
+        "table inet crossnode_fault {{\n  chain lab_forward {{\n    type filter hook forward priority 0; policy accept;\n    ip saddr {} tcp sport 18080 tcp flags & (syn | ack) == syn | ack drop\n  }}\n}}\n",
         catalog.ip
     );
     n.lab.nft_in_netns(&n.router(), &script).expect("router rule");
-    n.cart_to_catalog_times_out();
+    n.cart_to_catalog_times_out(18080);
     let f = n.located();
     let p = &f["path"];
     assert_eq!(p["location"], "reply-lost", "{f:#}");

@@ -25,7 +25,7 @@ use std::{
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Detail, Flow, Hook, Observation, Protocol};
+use crate::model::{Detail, DropClass, Flow, Hook, Observation, Protocol};
 
 mod report;
 
@@ -192,7 +192,11 @@ impl FlowMemory {
                     }
                 }
             }
-            Detail::Drop { drop_reason, location, culprit, .. } => {
+            // Only drops that decide a packet's fate: a firewall or policy, no route, a failed
+            // neighbour, no socket. Others (`NOT_SPECIFIED`...) are mostly the kernel's normal
+            // work, e.g. a retransmitted SYN freed because its request socket exists already:
+            // blaming them would be a wrong blame.
+            Detail::Drop { drop_reason, location, culprit, .. } if drop_reason.class != DropClass::Other => {
                 let entry = self.entry(&flow);
                 if entry.drops.len() >= MAX_DROPS {
                     entry.drops.remove(0);

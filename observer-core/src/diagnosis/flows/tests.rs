@@ -106,6 +106,12 @@ fn drops_keep_reason_direction_and_time() {
     m.record(&packet(t(1), Hook::TcIngress, "eth0", CLIENT, SERVER, TcpFlags::SYN));
     m.record(&drop_of(t(1), CLIENT, SERVER));
     m.record(&drop_of(t(4), SERVER, CLIENT));
+    // A retransmitted SYN freed by the TCP stack (its request socket exists) is no loss.
+    let mut routine = drop_of(t(5), CLIENT, SERVER);
+    if let Detail::Drop { drop_reason, .. } = &mut routine.detail {
+        *drop_reason = DropReason::new(2, "NOT_SPECIFIED");
+    }
+    m.record(&routine);
     let r = m.report("node-b", &query(0, 10));
     assert_eq!(r.dropped.len(), 2);
     assert_eq!((r.dropped[0].request, r.dropped[0].time), (false, t(4)), "latest first: the reply");
