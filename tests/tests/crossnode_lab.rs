@@ -90,7 +90,9 @@ impl TwoNodes {
         let start = Instant::now();
         let f = loop {
             let found = findings(self.port_a).into_iter().find(|f| {
-                f["src"]["pod"] == cart.key().as_str() && f["dst"]["pod"] == catalog.key().as_str() && f["path"].is_object()
+                f["src"]["pod"] == cart.key().as_str()
+                    && f["dst"]["pod"] == catalog.key().as_str()
+                    && f["path"].is_object()
             });
             if let Some(f) = found {
                 break f;
@@ -291,8 +293,10 @@ fn before_node(spec: LabSpec) {
 }
 
 /// `count` connections from a pod's namespace (entered on a thread of its own), each closed at
-/// once; bounded by `limit`. Returns those established.
-fn connections_from(netns: &str, target: SocketAddr, count: usize, limit: Duration) -> usize {
+/// once, paced (`every`) so that the lab's server (one accept loop on a shared 2-core machine)
+/// keeps its accept queue short: an overflowing queue drops SYNs, which is no healthy traffic.
+/// Bounded by `limit`. Returns those established.
+fn connections_from(netns: &str, target: SocketAddr, count: usize, every: Duration, limit: Duration) -> usize {
     let path = format!("/run/netns/{netns}");
     thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("netns");
@@ -305,9 +309,10 @@ fn connections_from(netns: &str, target: SocketAddr, count: usize, limit: Durati
             if start.elapsed() > limit {
                 break;
             }
-            if TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok() {
+            if TcpStream::connect_timeout(&target, Duration::from_secs(5)).is_ok() {
                 ok += 1;
             }
+            thread::sleep(every);
         }
         ok
     })
@@ -319,7 +324,13 @@ fn healthy(spec: LabSpec) {
     let n = TwoNodes::up(spec, "healthy");
     let catalog = n.pod("catalog");
     let netns = n.lab.pod_netns("cart").expect("netns");
-    let ok = connections_from(&netns, SocketAddr::from((catalog.ip, 8080)), 1000, Duration::from_secs(60));
+    let ok = connections_from(
+        &netns,
+        SocketAddr::from((catalog.ip, 8080)),
+        1000,
+        Duration::from_millis(20),
+        Duration::from_secs(90),
+    );
     assert_eq!(ok, 1000, "every connection established");
     // Past the agents' conclusion of those connections (and any inquiry's window).
     thread::sleep(Duration::from_secs(5));

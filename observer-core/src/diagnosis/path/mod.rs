@@ -151,7 +151,7 @@ pub fn locate(from_node: &str, to_node: &str, own: &FlowReport, answer: Option<&
         if own.reply_arrived.is_some() {
             return path(
                 Location::Unknown,
-                format!("{to_node}'s reply left it and reached {from_node}: lost on {from_node} after arrival"),
+                format!("{to_node}'s reply reached {from_node}: the handshake was answered (late, or another attempt's); nothing shows a loss between the nodes"),
             );
         }
         let mut p =
