@@ -133,6 +133,22 @@ mod tests {
     }
 
     #[test]
+    fn the_call_is_followed_to_the_pods_behind_it_and_the_api_server_is_named() {
+        let inv = Inventory::from_json(include_str!("../../../observer/tests/fixtures/lab-inventory.json"))
+            .expect("inventory");
+        let istiod: Vec<(IpAddr, u16)> = vec![("10.244.2.10".parse().expect("ip"), 15017)];
+        let by_name = Called::Service { namespace: "istio-system".into(), name: "istiod".into(), port: 443 };
+        assert_eq!(targets(&by_name, &inv), istiod, "Service port 443 -> targetPort 15017");
+        let by_cluster_ip = Called::Address("10.96.0.10".parse().expect("ip"), 443);
+        assert_eq!(targets(&by_cluster_ip, &inv), istiod);
+        let by_pod = Called::Address("10.244.2.10".parse().expect("ip"), 15017);
+        assert_eq!(targets(&by_pod, &inv), istiod);
+        let unknown = Called::Service { namespace: "x".into(), name: "y".into(), port: 443 };
+        assert!(targets(&unknown, &inv).is_empty());
+        assert_eq!(apiserver(&inv), vec!["10.244.2.20:6443".to_string()]);
+    }
+
+    #[test]
     fn refusals_and_other_messages_are_not_timeouts() {
         assert_eq!(parse(&DIAL.replace("i/o timeout", "connect: connection refused")), None);
         assert_eq!(parse("Back-off restarting failed container"), None);
