@@ -167,8 +167,8 @@ pub(super) fn build<'a>(node: &str, entries: impl Iterator<Item = (&'a Key, &'a 
                 reason: d.reason.clone(),
                 location: d.location.clone(),
                 time: d.time,
-                culprit: d.culprit.clone(),
-                culprit_summary: d.culprit_summary.clone(),
+                culprit: d.culprit.as_ref().and_then(|c| serde_json::to_value(c.as_ref()).ok()),
+                culprit_summary: d.culprit.as_ref().map(|c| c.summary()),
             });
         }
         if any {
