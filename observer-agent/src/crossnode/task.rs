@@ -3,7 +3,6 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    net::IpAddr,
     sync::{atomic::Ordering, Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime},
 };
@@ -17,7 +16,7 @@ use kube::{
 };
 use observer::diagnosis::{
     flows::{FlowMemory, FlowQuery, FlowReport},
-    path, Endpoint, Evidence, Finding, Kind, Mechanism, Requirement, Severity,
+    path,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -304,43 +303,8 @@ impl Task {
                 self.count("webhook", "not_before_node");
                 continue;
             };
-            let mut dst = inventory.describe(ip, Some(port));
-            dst.ip = Some(ip);
-            dst.port = Some(port);
-            let src = Endpoint {
-                ip: apiserver
-                    .first()
-                    .and_then(|a| a.rsplit_once(':'))
-                    .and_then(|(h, _)| h.trim_matches(['[', ']']).parse::<IpAddr>().ok()),
-                service: Some("default/kubernetes".into()),
-                role: Some(observer::inventory::Role::ApiServer),
-                ..Endpoint::default()
-            };
-            let callers = if apiserver.is_empty() { "the API server".to_string() } else { apiserver.join(", ") };
-            let finding = Finding {
-                requirement: Requirement::R5,
-                kind: Kind::ControlPlaneBlocked,
-                mechanism: Mechanism::Silent,
-                severity: Severity::Critical,
-                src,
-                dst,
-                node: self.node().to_string(),
-                evidence: Evidence {
-                    attempts: check.count,
-                    connections: check.count,
-                    first_seen: check.window.0,
-                    last_seen: check.window.1,
-                    ..Evidence::default()
-                },
-                culprit: None,
-                remediation: format!(
-                    "webhook {} timed out and no SYN of it reached node {}: allow TCP {port} from the API server ({callers}) to {} in the firewall in front of the nodes (cloud firewall rule, security group, private-cluster control-plane firewall)",
-                    check.timed_out.webhook,
-                    self.node(),
-                    pod.key()
-                ),
-                path: Some(path),
-            };
+            let call = webhook::Call { node: self.node(), pod, ip, port, count: check.count, window: check.window };
+            let finding = webhook::finding(&call, &check.timed_out.webhook, &inventory, apiserver, path);
             info!(event = %check.event, pod = %pod.key(), "webhook timeout: before-node");
             self.count("webhook", "before_node");
             let update = FindingUpdate::New(finding);

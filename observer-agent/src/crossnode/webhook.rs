@@ -10,9 +10,15 @@
 //! Service host of the URL (`NAME.NAMESPACE.svc[:PORT]`). [`targets`] turns it into the pod
 //! addresses and ports behind it, from the inventory.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
 
-use observer::inventory::Inventory;
+use observer::{
+    diagnosis::{path::Path, Endpoint, Evidence, Finding, Kind, Mechanism, Requirement, Severity},
+    inventory::{Inventory, Pod, Role},
+};
 
 /// The API server's default webhook timeout (admissionregistration.k8s.io/v1 `timeoutSeconds`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,6 +116,58 @@ pub fn apiserver(inventory: &Inventory) -> Vec<String> {
         .collect()
 }
 
+/// A call that never reached this node's pod `pod` at `ip:port`: `count` occurrences in `window`.
+pub struct Call<'a> {
+    pub node: &'a str,
+    pub pod: &'a Pod,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub count: u32,
+    pub window: (SystemTime, SystemTime),
+}
+
+/// The R5 `control-plane-blocked` `silent` finding of a webhook call lost before the node: the
+/// API server (`default/kubernetes`, its first address) -> the pod, with the `before-node` path.
+pub fn finding(call: &Call<'_>, webhook: &str, inventory: &Inventory, apiserver: Vec<String>, path: Path) -> Finding {
+    let mut dst = inventory.describe(call.ip, Some(call.port));
+    dst.ip = Some(call.ip);
+    dst.port = Some(call.port);
+    let src = Endpoint {
+        ip: apiserver
+            .first()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(h, _)| h.trim_matches(['[', ']']).parse::<IpAddr>().ok()),
+        service: Some("default/kubernetes".into()),
+        role: Some(Role::ApiServer),
+        ..Endpoint::default()
+    };
+    let callers = if apiserver.is_empty() { "the API server".to_string() } else { apiserver.join(", ") };
+    Finding {
+        requirement: Requirement::R5,
+        kind: Kind::ControlPlaneBlocked,
+        mechanism: Mechanism::Silent,
+        severity: Severity::Critical,
+        src,
+        dst,
+        node: call.node.to_string(),
+        evidence: Evidence {
+            attempts: call.count,
+            connections: call.count,
+            first_seen: call.window.0,
+            last_seen: call.window.1,
+            ..Evidence::default()
+        },
+        culprit: None,
+        remediation: format!(
+            "webhook {webhook} timed out and no SYN of it reached node {}: allow TCP {} from the API server ({callers}) to {} in the firewall in front of the nodes (cloud firewall rule, security group, private-cluster control-plane firewall)",
+            call.node,
+            call.port,
+            call.pod.key()
+        ),
+        path: Some(path),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +204,33 @@ mod tests {
         let unknown = Called::Service { namespace: "x".into(), name: "y".into(), port: 443 };
         assert!(targets(&unknown, &inv).is_empty());
         assert_eq!(apiserver(&inv), vec!["10.244.2.20:6443".to_string()]);
+    }
+
+    #[test]
+    fn a_call_lost_before_the_node_is_an_r5_silent_finding_from_the_api_server() {
+        use observer::diagnosis::flows::FlowReport;
+        let inv = Inventory::from_json(include_str!("../../../observer/tests/fixtures/lab-inventory.json"))
+            .expect("inventory");
+        let ip: IpAddr = "10.244.2.10".parse().expect("ip");
+        let pod = inv.pod_by_ip(ip).expect("istiod");
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_795_996_800);
+        let seen = FlowReport { node: "node-b".into(), complete: true, ..FlowReport::default() };
+        let path = observer::diagnosis::path::before_node("node-b", &seen, apiserver(&inv), "bookinfo/ev".into())
+            .expect("before-node");
+        let call = Call { node: "node-b", pod, ip, port: 15017, count: 2, window: (t, t + Duration::from_secs(16)) };
+        let f = finding(&call, "namespace.sidecar-injector.istio.io", &inv, apiserver(&inv), path);
+        assert_eq!(
+            (f.requirement, f.kind, f.mechanism),
+            (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::Silent)
+        );
+        assert_eq!(f.src.ip, Some("10.244.2.20".parse().expect("ip")));
+        assert_eq!(f.src.service.as_deref(), Some("default/kubernetes"));
+        assert_eq!(f.dst.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"));
+        assert_eq!((f.dst.port, f.dst.istio_port), (Some(15017), Some("webhook")));
+        assert_eq!((f.evidence.attempts, f.evidence.first_seen), (2, t));
+        assert!(f.culprit.is_none(), "nothing on a node decided it");
+        assert!(f.remediation.contains("10.244.2.20:6443"), "{}", f.remediation);
+        assert_eq!(f.path.map(|p| p.location), Some(observer::diagnosis::path::Location::BeforeNode));
     }
 
     #[test]
