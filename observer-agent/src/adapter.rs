@@ -82,6 +82,8 @@ pub struct SessionSide {
     pub shutdown: StopToken,
     /// A finding not seen again for this long is cleared.
     pub clear_after: Duration,
+    /// What the node saw of recent flows (answers other nodes' inquiries; crate::crossnode).
+    pub flows: Arc<Mutex<observer::diagnosis::flows::FlowMemory>>,
 }
 
 /// Starts the session thread.
@@ -100,6 +102,7 @@ impl SessionSide {
             self.segment.flag().store(false, Ordering::Relaxed);
             let result = session.run(Some(&current), |_, observation| {
                 self.stats.observations.fetch_add(1, Ordering::Relaxed);
+                self.flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(&observation);
                 live.observe(&observation, &current, &self.stats);
                 if live.beat_due() {
                     self.send(live.beat(Instant::now()));

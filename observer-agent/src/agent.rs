@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::{
     adapter::{self, SessionSide, SessionStats},
     cli::AgentArgs,
+    crossnode,
     feed::{self, FeedHealth},
     http, kube_client, kube_events,
     metrics::Metrics,
@@ -103,6 +104,11 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
     }
 
     let (updates_tx, mut updates_rx) = mpsc::channel::<FindingUpdate>(UPDATES_CHANNEL);
+    let flows = Arc::new(std::sync::Mutex::new(observer::diagnosis::flows::FlowMemory::default()));
+    let crossnode = client
+        .clone()
+        .filter(|_| !args.no_events)
+        .map(|c| crossnode::CrossNode::start(c, Arc::clone(&shared), Arc::clone(&flows), updates_tx.clone()));
     let config =
         SessionConfig { netns: args.netns.clone(), cgroup_root: args.cgroup_root.clone(), ..SessionConfig::default() };
     let session = adapter::spawn(SessionSide {
@@ -114,6 +120,7 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
         segment: segment.clone(),
         shutdown: shutdown.clone(),
         clear_after: Duration::from_secs(args.clear_after),
+        flows,
     })
     .context("starting the session thread")?;
     tokio::spawn(adapter::segment_beat(inventory_rx, segment.clone(), shutdown.clone()));
@@ -124,9 +131,11 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
     while !shutdown.is_stopped() {
         tokio::select! {
             update = updates_rx.recv() => {
-                let Some(update) = update else { break };
+                let Some(mut update) = update else { break };
+                // A silent finding to another node's pod waits for that node's answer (its path).
+                let held = crossnode.as_ref().is_some_and(|c| c.on_update(&mut update));
                 shared.apply(&update);
-                if let Some(writer) = writer.as_mut() {
+                if let Some(writer) = writer.as_mut().filter(|_| !held) {
                     match &update {
                         FindingUpdate::New(f) | FindingUpdate::Updated(f) => writer.upsert(f, &shared),
                         FindingUpdate::Cleared(key) => writer.clear(key),
@@ -137,6 +146,12 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
                 if !announced_ready && shared.ready() {
                     announced_ready = true;
                     info!(node = %args.node_name, "ready: attached and inventory synced");
+                }
+                for f in crossnode.as_ref().map(|c| c.take_resolved()).unwrap_or_default() {
+                    shared.apply(&FindingUpdate::Updated(f.clone()));
+                    if let Some(writer) = writer.as_mut() {
+                        writer.upsert(&f, &shared);
+                    }
                 }
                 if let Some(writer) = writer.as_mut() {
                     writer.flush(&shared).await;

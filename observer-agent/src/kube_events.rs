@@ -102,7 +102,15 @@ pub fn note(f: &Finding) -> String {
     if let Some(culprit) = &f.culprit {
         text.push_str(&format!("; culprit: {}", culprit.summary()));
     }
+    if let Some(path) = &f.path {
+        text.push_str(&format!("; path: {} ({})", plain(&path.location), path.explanation));
+    }
     text.push_str(&format!("; fix: {}", f.remediation));
+    truncate(text, NOTE_MAX_BYTES)
+}
+
+/// Cuts a note to the API server's limit ([`NOTE_MAX_BYTES`]).
+pub fn truncate_note(text: String) -> String {
     truncate(text, NOTE_MAX_BYTES)
 }
 

@@ -5,6 +5,7 @@
 mod adapter;
 mod agent;
 mod cli;
+mod crossnode;
 mod feed;
 mod findings;
 mod http;

@@ -16,6 +16,7 @@
 //! | `observer_inventory_lists_total`, `observer_inventory_watch_errors_total` | counter | `kind` |
 //! | `observer_inventory_build_errors_total` | counter | — |
 //! | `observer_kubernetes_events_total` | counter | `result` (created, updated, recreated, rate_limited, failed, no_pod) |
+//! | `observer_crossnode_messages_total` | counter | `message` (inquiry, answer, webhook), `result` (sent, received, rate_limited, deduplicated, expired, not_destination, timed_out, failed, before_node, not_before_node) |
 //! | `observer_build_info` | gauge 1 | `version` |
 //!
 //! `src_workload` and `dst_service` are bounded by the inventory; in addition at most
@@ -87,6 +88,12 @@ label!(ResultLabel, result);
 label!(UpdateLabel, update);
 label!(Version, version);
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrossNodeLabels {
+    message: String,
+    result: String,
+}
+
 /// The registry and its families.
 pub struct Metrics {
     registry: Registry,
@@ -106,6 +113,7 @@ pub struct Metrics {
     watch_errors: Family<KindLabel, Counter>,
     build_errors: Counter,
     k8s_events: Family<ResultLabel, Counter>,
+    crossnode: Family<CrossNodeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -134,6 +142,7 @@ impl Metrics {
             watch_errors: Family::default(),
             build_errors: Counter::default(),
             k8s_events: Family::default(),
+            crossnode: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -179,6 +188,21 @@ impl Metrics {
             m.build_errors.clone(),
         );
         registry.register("kubernetes_events", "Kubernetes Event writes, by result", m.k8s_events.clone());
+        registry.register(
+            "crossnode_messages",
+            "Cross-node inquiries and answers through the Kubernetes API, and webhook timeouts judged, by result",
+            m.crossnode.clone(),
+        );
+        for (message, result) in [
+            ("inquiry", "sent"),
+            ("inquiry", "received"),
+            ("inquiry", "rate_limited"),
+            ("answer", "sent"),
+            ("answer", "received"),
+        ] {
+            // Exported at 0 from the start (a healthy node's inquiry rate is zero, not absent).
+            m.crossnode.get_or_create(&CrossNodeLabels { message: message.into(), result: result.into() }).inc_by(0);
+        }
         let build: Family<Version, Gauge> = Family::default();
         build.get_or_create(&Version { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("build_info", "Build information", build);
@@ -206,6 +230,11 @@ impl Metrics {
     /// Counts a Kubernetes Event write by result.
     pub fn k8s_event(&self, result: &str) {
         self.k8s_events.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+    }
+
+    /// Counts a cross-node message (`inquiry`, `answer`, `webhook`) by result.
+    pub fn crossnode(&self, message: &str, result: &str) {
+        self.crossnode.get_or_create(&CrossNodeLabels { message: message.into(), result: result.into() }).inc();
     }
 
     /// The text exposition, after copying the session's and the feed's counters in.

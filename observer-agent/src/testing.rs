@@ -42,5 +42,6 @@ pub fn xds_drop(client_port: u16) -> Finding {
         },
         culprit: None,
         remediation: "allow TCP 15012 from the pod CIDR to istiod".into(),
+        path: None,
     }
 }

@@ -36,6 +36,52 @@ pub fn serialize_rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S
     s.serialize_str(&rfc3339(*t))
 }
 
+/// Parses what [`rfc3339`] writes (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, UTC); `None` for anything
+/// else (offsets other than `Z` are not accepted).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, u32, u32) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let (h, min, s): (u64, u64, u64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        if !frac.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()?
+    };
+    let days = days_from_civil(y, m, day);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + min * 60 + s;
+    Some(UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+}
+
+/// Howard Hinnant's days-from-civil (proleptic Gregorian).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Deserializes what [`serialize_rfc3339`] writes (for `#[serde(deserialize_with)]`).
+pub fn deserialize_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    parse_rfc3339(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!("{text:?} is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SS.ffffffZ)"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -51,5 +97,20 @@ mod tests {
         let leap = UNIX_EPOCH + Duration::from_secs(1_709_164_800);
         assert_eq!(rfc3339(leap), "2024-02-29T00:00:00.000000Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        for t in [
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456),
+            UNIX_EPOCH + Duration::from_secs(1_709_164_800),
+        ] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(parse_rfc3339("2026-11-18T11:06:40Z"), Some(UNIX_EPOCH + Duration::from_secs(1_795_000_000)));
+        assert_eq!(parse_rfc3339("2026-11-18T11:06:40+01:00"), None);
+        assert_eq!(parse_rfc3339("2026-13-18T11:06:40Z"), None);
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

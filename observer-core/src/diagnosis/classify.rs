@@ -174,6 +174,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
         evidence,
         culprit,
         remediation,
+        path: None,
     })
 }
 

@@ -5,6 +5,8 @@
 mod classify;
 mod correlate;
 pub mod engine;
+pub mod flows;
+pub mod path;
 pub mod report;
 
 use std::{net::IpAddr, time::SystemTime};
@@ -190,6 +192,10 @@ pub struct Finding {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub culprit: Option<crate::netfilter::Culprit>,
     pub remediation: String,
+    /// Where between nodes a silent packet was lost (the agent, from the other node's answer
+    /// through the Kubernetes API; `before-node` for calls from outside every node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<path::Path>,
 }
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,9 @@ pub fn absorb(g: &mut Finding, f: Finding) {
     if f.culprit.as_ref().map(|c| c.confidence) > g.culprit.as_ref().map(|c| c.confidence) {
         g.culprit = f.culprit;
     }
+    if g.path.is_none() {
+        g.path = f.path;
+    }
 }
 
 /// Merges findings of the same [`FindingKey`] ([`absorb`]). Most severe first.

@@ -2,8 +2,9 @@
 //! `v1` Events too (`involvedObject`, `message`, `reportingComponent`...), and validated like
 //! the real server's `events.k8s.io/v1` validation: on create `eventTime`, `reportingController`,
 //! `reportingInstance`, `action` and `reason` are required, `note` is at most 1 kB, the Event
-//! lives in the namespace of the object it is about, a `series` has count >= 2; an update may
-//! change only `series` (and metadata bookkeeping).
+//! lives in the namespace of the object it is about (an Event about a cluster-scoped object, such
+//! as a Node, in `default`), a `series` has count >= 2; an update may change only `series` (and
+//! metadata bookkeeping).
 
 use serde_json::{json, Map, Value};
 
@@ -39,6 +40,13 @@ pub fn validate_create(event: &Value) -> Result<(), String> {
                 "metadata.namespace: Invalid value: \"{namespace}\": does not match regarding.namespace"
             ));
         }
+    }
+    let regarding_cluster_scoped = event.get("regarding").is_some_and(|r| r.is_object())
+        && event.pointer("/regarding/namespace").and_then(Value::as_str).is_none_or(str::is_empty);
+    if regarding_cluster_scoped && !namespace.is_empty() && namespace != "default" {
+        // kube-apiserver: "event.Namespace must also be empty (or "default", for compatibility)".
+        problems
+            .push(format!("regarding.namespace: Invalid value: \"\": does not match event.namespace \"{namespace}\""));
     }
     if let Some(series) = event.get("series").filter(|s| !s.is_null()) {
         if series.get("count").and_then(Value::as_i64).is_none_or(|c| c < 2) {
@@ -157,6 +165,12 @@ mod tests {
         let mut e = event();
         e["metadata"]["namespace"] = json!("default");
         assert!(validate_create(&e).is_err(), "an Event lives in its object's namespace");
+        // About a Node (cluster-scoped): in `default` only.
+        let mut node = event();
+        node["regarding"] = json!({"apiVersion": "v1", "kind": "Node", "name": "node-b"});
+        assert!(validate_create(&node).expect_err("in shop").contains("does not match event.namespace"));
+        node["metadata"]["namespace"] = json!("default");
+        assert_eq!(validate_create(&node), Ok(()));
     }
 
     #[test]

@@ -161,4 +161,32 @@ fn lists_page_watches_resume_or_are_gone_and_events_are_validated() {
     assert_eq!(items.len(), 1, "{core:#}");
     assert_eq!(items[0]["involvedObject"]["name"], "a");
     assert_eq!(items[0]["series"]["count"], 7);
+
+    // Cross-node inquiries: Events about a Node live in `default`, and an agent selects those
+    // about its own Node with one reason (core/v1 field selectors on involvedObject and reason).
+    let inquiry = |name: &str, node: &str| {
+        json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "eventTime": "2026-11-30T00:00:00.000000Z", "reportingController": "observer",
+            "reportingInstance": "node-a", "action": "Inquire", "reason": "FlowInquiry", "type": "Normal",
+            "note": "?", "regarding": {"apiVersion": "v1", "kind": "Node", "name": node}
+        })
+    };
+    let post_default = |body: &Value| -> Value {
+        let args = ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", &body.to_string()];
+        serde_json::from_str(&curl(&s.dir, s.port, token, &args, "/apis/events.k8s.io/v1/namespaces/default/events"))
+            .expect("json")
+    };
+    assert_eq!(post_default(&inquiry("q1", "node-b"))["metadata"]["name"], "q1");
+    assert_eq!(post_default(&inquiry("q2", "node-c"))["metadata"]["name"], "q2");
+    let mut elsewhere = inquiry("q3", "node-b");
+    elsewhere["metadata"]["namespace"] = json!("shop");
+    assert_eq!(post(&elsewhere)["code"], 422, "an Event about a Node lives in default");
+    let selected = get(
+        "/api/v1/events?fieldSelector=involvedObject.kind%3DNode%2CinvolvedObject.name%3Dnode-b%2Creason%3DFlowInquiry",
+    );
+    let names: Vec<&str> =
+        selected["items"].as_array().expect("items").iter().filter_map(|e| e["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["q1"], "{selected:#}");
 }
