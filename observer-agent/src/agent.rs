@@ -11,18 +11,17 @@ use std::{
 };
 
 use anyhow::Context as _;
-use observer::{inventory::Inventory, session::SessionConfig, stop::StopToken};
+use observer::{diagnosis::FindingUpdate, inventory::Inventory, session::SessionConfig, stop::StopToken};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::{
-    adapter::{self, SessionSide, SessionStats},
     cli::AgentArgs,
     feed::{self, FeedHealth},
     http, kube_client, kube_events,
     metrics::Metrics,
+    session::{self, SessionSide, SessionStats},
     state::Shared,
-    update::FindingUpdate,
 };
 
 /// Finding updates waiting for the publisher; beyond, they are dropped and counted
@@ -105,7 +104,7 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
     let (updates_tx, mut updates_rx) = mpsc::channel::<FindingUpdate>(UPDATES_CHANNEL);
     let config =
         SessionConfig { netns: args.netns.clone(), cgroup_root: args.cgroup_root.clone(), ..SessionConfig::default() };
-    let session = adapter::spawn(SessionSide {
+    let session = session::spawn(SessionSide {
         config,
         node: args.node_name.clone(),
         inventory: inventory_rx.clone(),
@@ -113,10 +112,10 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
         stats: Arc::clone(&session_stats),
         segment: segment.clone(),
         shutdown: shutdown.clone(),
-        clear_after: Duration::from_secs(args.clear_after),
+        expire: Duration::from_secs(args.clear_after),
     })
     .context("starting the session thread")?;
-    tokio::spawn(adapter::segment_beat(inventory_rx, segment.clone(), shutdown.clone()));
+    tokio::spawn(session::segment_beat(inventory_rx, segment.clone(), shutdown.clone()));
 
     let mut writer = client.filter(|_| !args.no_events).map(|c| kube_events::Writer::new(c, args.node_name.clone()));
     let mut beat = tokio::time::interval(EVENTS_BEAT);
@@ -129,7 +128,7 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
                 if let Some(writer) = writer.as_mut() {
                     match &update {
                         FindingUpdate::New(f) | FindingUpdate::Updated(f) => writer.upsert(f, &shared),
-                        FindingUpdate::Cleared(key) => writer.clear(key),
+                        FindingUpdate::Cleared(f) => writer.clear(&observer::diagnosis::report::key(f)),
                     }
                 }
             }

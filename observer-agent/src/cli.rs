@@ -49,7 +49,9 @@ pub struct AgentArgs {
     /// cgroup v2 directory whose processes are watched (default: the whole node).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
-    /// A finding not seen again for this many seconds is cleared.
+    /// A finding not seen again for this many seconds (by its last-seen time, none of its
+    /// connections still being decided) is cleared; a working connection between the same ends
+    /// clears it at once.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub clear_after: u64,
     /// Write no Kubernetes Events (metrics and HTTP only).

@@ -2,7 +2,6 @@
 //! dependencies (kube-rs, rustls, axum, tokio) live here so that `observer`'s trace, diagnose and
 //! verify keep a lean build; `observer agent ...` and `observer findings ...` run this binary.
 
-mod adapter;
 mod agent;
 mod cli;
 mod feed;
@@ -11,10 +10,10 @@ mod http;
 mod kube_client;
 mod kube_events;
 mod metrics;
+mod session;
 mod state;
 #[cfg(test)]
 mod testing;
-mod update;
 
 use std::io::IsTerminal as _;
 

@@ -46,11 +46,16 @@ pub struct EngineConfig {
     pub idle: Duration,
     /// Connections being decided at once (default [`DEFAULT_CAPACITY`]).
     pub capacity: usize,
+    /// A reported finding with no new evidence for this long (by its last-seen time, none of
+    /// its connections still being decided) is cleared by [`Engine::tick`]: a long-running
+    /// process (the agent) stops showing a problem that no longer happens even when no working
+    /// connection came to clear it. Default None: findings clear only by a working connection.
+    pub expire: Option<Duration>,
 }
 
 impl EngineConfig {
     pub fn new(node: impl Into<String>) -> Self {
-        Self { node: node.into(), idle: DEFAULT_IDLE, capacity: DEFAULT_CAPACITY }
+        Self { node: node.into(), idle: DEFAULT_IDLE, capacity: DEFAULT_CAPACITY, expire: None }
     }
 }
 
@@ -62,7 +67,8 @@ pub enum FindingUpdate {
     New(Finding),
     /// A reported finding with more evidence (the aggregate so far).
     Updated(Finding),
-    /// A reported finding whose flow works again (the aggregate as it was).
+    /// A reported finding whose flow works again, or (with [`EngineConfig::expire`]) that was
+    /// not seen for that long (the aggregate as it was).
     Cleared(Finding),
 }
 
@@ -162,13 +168,41 @@ impl Engine {
         self.correlator.follow_snat(translated, original, o);
     }
 
-    /// Concludes the connections idle for [`EngineConfig::idle`] at `now`.
+    /// Concludes the connections idle for [`EngineConfig::idle`] at `now`, then clears the
+    /// findings expired at `now` ([`EngineConfig::expire`]).
     pub fn tick(&mut self, now: SystemTime) -> Vec<FindingUpdate> {
         let mut updates = Vec::new();
         for c in self.correlator.take_idle(now, self.config.idle) {
             self.conclude(c, &mut updates);
         }
+        if let Some(expire) = self.config.expire {
+            self.expire(now, expire, &mut updates);
+        }
         updates
+    }
+
+    /// Clears the reported findings last seen `expire` or longer before `now`, unless one of
+    /// their connections is still being decided.
+    fn expire(&mut self, now: SystemTime, expire: Duration, updates: &mut Vec<FindingUpdate>) {
+        let pending: BTreeSet<&FindingKey> = self.announced.values().collect();
+        let stale: Vec<FindingKey> = self
+            .findings
+            .iter()
+            .filter(|(k, f)| {
+                self.reported.contains(*k)
+                    && !pending.contains(k)
+                    && f.evidence.last_seen.checked_add(expire).is_some_and(|t| t <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(f) = self.findings.get(&key) {
+                updates.push(FindingUpdate::Cleared(f.clone()));
+            }
+            // A recurrence is new again.
+            self.reported.remove(&key);
+            self.cleared.insert(key);
+        }
     }
 
     /// Concludes every connection held (the end of a run); returns the last updates.

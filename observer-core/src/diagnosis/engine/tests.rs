@@ -154,3 +154,44 @@ fn quiet_established_connections_are_kept_aside_and_counted_at_the_end() {
     assert!(done.is_empty());
     assert_eq!((e.stats().connections, e.stats().established), (1, 1));
 }
+
+#[test]
+fn with_expire_a_finding_not_seen_again_is_cleared_by_tick_and_a_recurrence_is_new_again() {
+    let inv = inventory();
+    let expire = Duration::from_secs(300);
+    let mut e = Engine::new(EngineConfig { expire: Some(expire), ..EngineConfig::new("node-a") }, Arc::clone(&inv));
+    e.observe(&obs(&inv, 0, Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), syn()));
+    let first = e.observe(&obs(&inv, 0, Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), netfilter_drop()));
+    assert!(matches!(first.as_slice(), [FindingUpdate::New(_)]), "{first:?}");
+    // A second connection of the same flow is still being decided at 299 s: not expired.
+    e.observe(&obs(&inv, 299, Hook::TcEgress, (PP, 40001), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 299, Hook::KfreeSkb, (PP, 40001), (ISTIOD, 15012), netfilter_drop()));
+    let concluded = e.tick(at(60));
+    assert!(
+        matches!(concluded.as_slice(), [FindingUpdate::Updated(f)] if f.evidence.connections == 1),
+        "{concluded:?}"
+    );
+    assert!(e.tick(at(310)).is_empty(), "last seen at 0 but a connection of it is pending (seen at 299)");
+    let grown = e.tick(at(299) + DEFAULT_IDLE);
+    assert!(matches!(grown.as_slice(), [FindingUpdate::Updated(f)] if f.evidence.connections == 2), "{grown:?}");
+    assert!(e.tick(at(299 + 299)).is_empty(), "seen 299 s ago: still current");
+    let cleared = e.tick(at(299 + 300));
+    let [FindingUpdate::Cleared(f)] = cleared.as_slice() else { panic!("expired: {cleared:?}") };
+    assert_eq!((f.kind, f.mechanism, f.evidence.connections), (Kind::ControlPlaneBlocked, Mechanism::Dropped, 2));
+    assert!(e.tick(at(2000)).is_empty(), "cleared once");
+    assert_eq!(e.findings().len(), 1, "the report keeps what happened");
+    // It happens again: announced as new.
+    e.observe(&obs(&inv, 3000, Hook::TcEgress, (PP, 40002), (ISTIOD, 15012), syn()));
+    let again = e.observe(&obs(&inv, 3000, Hook::KfreeSkb, (PP, 40002), (ISTIOD, 15012), netfilter_drop()));
+    assert!(matches!(again.as_slice(), [FindingUpdate::New(_)]), "{again:?}");
+}
+
+#[test]
+fn without_expire_findings_stay_current() {
+    let inv = inventory();
+    let mut e = engine(&inv);
+    e.observe(&obs(&inv, 0, Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 0, Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), netfilter_drop()));
+    assert_eq!(e.tick(at(60)).len(), 1);
+    assert!(e.tick(at(1_000_000)).is_empty());
+}
