@@ -102,8 +102,12 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
     }
 
     let (updates_tx, mut updates_rx) = mpsc::channel::<FindingUpdate>(UPDATES_CHANNEL);
-    let config =
-        SessionConfig { netns: args.netns.clone(), cgroup_root: args.cgroup_root.clone(), ..SessionConfig::default() };
+    let config = SessionConfig {
+        netns: args.netns.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        kernel_log: args.kernel_log,
+        ..SessionConfig::default()
+    };
     let session = session::spawn(SessionSide {
         config,
         node: args.node_name.clone(),

@@ -57,6 +57,11 @@ pub struct AgentArgs {
     /// Write no Kubernetes Events (metrics and HTTP only).
     #[arg(long)]
     pub no_events: bool,
+    /// Forward the eBPF programs' log lines of rare paths (a parse bound reached, a failed map
+    /// insert, a full ring buffer; at most one per second per CPU and site) to the log, target
+    /// `observer::kernel`. Off by default.
+    #[arg(long)]
+    pub kernel_log: bool,
 }
 
 #[derive(Debug, clap::Args)]

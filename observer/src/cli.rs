@@ -65,6 +65,11 @@ pub struct NodeArgs {
     /// The node's name in the inventory and in findings (default: the namespace's name).
     #[arg(long, value_name = "NODE")]
     pub node_name: Option<String>,
+    /// Forward the eBPF programs' log lines of rare paths (a parse bound reached, a failed map
+    /// insert, a full ring buffer; at most one per second per CPU and site) to the log, target
+    /// `observer::kernel`. Off by default.
+    #[arg(long)]
+    pub kernel_log: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +131,11 @@ pub struct TraceArgs {
     /// Stop after printing this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Forward the eBPF programs' log lines of rare paths (a parse bound reached, a failed map
+    /// insert, a full ring buffer; at most one per second per CPU and site) to the log, target
+    /// `observer::kernel`. Off by default.
+    #[arg(long)]
+    pub kernel_log: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
