@@ -79,7 +79,9 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (choose another --listen ADDR:PORT)", args.listen))?;
-    info!(listen = %args.listen, "serving /metrics /healthz /readyz /findings");
+    // The bound address (with `--listen ADDR:0`, the port the kernel chose).
+    let listen = listener.local_addr().unwrap_or(args.listen);
+    info!(%listen, "serving /metrics /healthz /readyz /findings");
     let (http_stop, http_shared) = (shutdown.clone(), Arc::clone(&shared));
     tokio::spawn(async move {
         let served = axum::serve(listener, http::router(http_shared)).with_graceful_shutdown(wait_for(http_stop)).await;

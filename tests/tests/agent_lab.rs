@@ -81,8 +81,28 @@ impl Drop for Proc {
     }
 }
 
+/// A port free now, outside the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), never
+/// handed out twice by this process. A port-0 port (the ephemeral range) is free only until
+/// someone else takes it: any outgoing connection of this namespace may get it as its local port
+/// before the agent or the test API server binds it, and while the API server is down for the
+/// outage the agent's own client, retrying `127.0.0.1:PORT`, can even connect to itself on it,
+/// so the restarted server cannot bind. Ports below the range are only ever taken by an explicit
+/// bind.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u32 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_000).max(1));
+    // Spread parallel test processes over the span; this process walks it from there.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(first + (start + n) % span).expect("port below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {first}..{low}");
 }
 
 /// The test API server on `port`, serving the lab's inventory, its state in `dir`.
