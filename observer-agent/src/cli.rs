@@ -11,9 +11,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
 #[derive(Debug, Parser)]
 #[command(name = "observer", version, about = "observer's node agent and cluster view, fed by the Kubernetes API")]
 pub struct Cli {
-    /// Log filter for stderr (tracing's EnvFilter syntax), e.g. `debug` or `observer_agent=trace`.
-    #[arg(long, global = true, env = "OBSERVER_LOG", default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub logging: observer::cli::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
