@@ -118,6 +118,36 @@ mod tests {
             .is_some_and(Vec::is_empty));
     }
 
+    /// Every metric of the module doc's table that has a sample here (the per-kind inventory
+    /// families stay empty with a static inventory, and empty families are not encoded).
+    #[test]
+    fn every_documented_metric_is_registered() {
+        let s = shared();
+        s.apply(&FindingUpdate::New(xds_drop(1)));
+        s.metrics.k8s_event("created");
+        s.session.drops_by_reason.lock().expect("lock").insert("NETFILTER_DROP".into(), 3);
+        let text = s.metrics.render(&s);
+        let documented = [
+            "findings",
+            "finding_updates_total",
+            "kernel_drops_total",
+            "events_lost_total",
+            "drops_not_attributed_total",
+            "observations_total",
+            "attach_errors_total",
+            "attached",
+            "inventory_synced",
+            "inventory_age_seconds",
+            "inventory_build_errors_total",
+            "kubernetes_events_total",
+            "build_info",
+        ];
+        for name in documented {
+            assert!(text.lines().any(|l| l.starts_with(&format!("observer_{name}"))), "no observer_{name}:\n{text}");
+        }
+        assert_eq!(sample(&text, "observer_kernel_drops_total{reason=\"NETFILTER_DROP\"}"), Some(3.0), "{text}");
+    }
+
     #[test]
     fn finding_label_sets_are_bounded() {
         let s = shared();
