@@ -182,6 +182,11 @@ fn http(port: u16, path: &str) -> (u16, String) {
 }
 
 fn start_agent(lab: &Lab, api: &ApiServer, node: &str, port: u16) -> Proc {
+    start_agent_with(lab, api, node, port, &[])
+}
+
+/// [`start_agent`] with more arguments.
+fn start_agent_with(lab: &Lab, api: &ApiServer, node: &str, port: u16, more: &[&str]) -> Proc {
     let observer = bin_dir().join("observer");
     let (kubeconfig, netns, listen) = (api.kubeconfig(), lab.node_netns(node), format!("127.0.0.1:{port}"));
     let cgroup = lab.cgroup().display().to_string();
@@ -199,7 +204,10 @@ fn start_agent(lab: &Lab, api: &ApiServer, node: &str, port: u16) -> Proc {
             &listen,
             "--cgroup-root",
             &cgroup,
-        ],
+        ]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect::<Vec<_>>(),
     )
 }
 
@@ -501,4 +509,50 @@ fn observer_findings_lists_the_findings_of_two_agents() {
         .expect("observer findings");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no findings reported"), "{out:?}");
     drop((agent_a, agent_b));
+}
+
+/// The agent runs diagnose's engine: a dropped connection is published at once (`new`, one
+/// connection), counted when the engine concludes it (30 s after the last thing seen of it:
+/// `updated`), and with `--clear-after` a finding with no new evidence for that long is cleared
+/// from /findings and the `observer_findings` gauge (`cleared`), while its Event stays.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_engine_announces_at_once_concludes_by_time_and_clears_a_finding_not_seen_again() {
+    require_root();
+    let lab = lab();
+    let dir = tempdir("clear");
+    let api = ApiServer::start(&lab, &dir, free_port(), 1000);
+    let port = free_port();
+    let agent = start_agent_with(&lab, &api, "node-a", port, &["--clear-after", "5"]);
+    agent.wait_line("ready: attached and inventory synced", Duration::from_secs(60));
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1500))
+        .expect("connect");
+    assert_eq!(out.result, "timeout");
+    let announced = Instant::now();
+    let f = wait_finding(port, Duration::from_secs(10), |f| f["src"]["pod"] == productpage.key().as_str());
+    assert_eq!((f["kind"].as_str(), f["evidence"]["connections"].as_u64()), (Some("control-plane-blocked"), Some(1)));
+    assert!(f["culprit"]["rule"].as_str().is_some_and(|r| r.contains("--dport 15012 -j DROP")), "{f:#}");
+    let metrics = http(port, "/metrics").1;
+    assert_eq!(metric(&metrics, "observer_finding_updates_total{", &["update=\"new\""]), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "observer_finding_updates_total{", &["update=\"updated\""]), None, "{metrics}");
+    // Concluded 30 s after its last SYN (the attempt's retransmission), then expired 5 s after
+    // its last evidence: both happen at the first tick after the conclusion.
+    let metrics = wait_until("the finding cleared", Duration::from_secs(60), || {
+        let metrics = http(port, "/metrics").1;
+        metric(&metrics, "observer_finding_updates_total{", &["update=\"cleared\""]).map(|_| metrics)
+    });
+    assert!(announced.elapsed() >= Duration::from_secs(25), "not before the engine concluded the connection");
+    assert_eq!(metric(&metrics, "observer_finding_updates_total{", &["update=\"cleared\""]), Some(1.0));
+    let labels = ["kind=\"control-plane-blocked\"", "src_workload=\"productpage-v1\""];
+    assert_eq!(metric(&metrics, "observer_findings{", &labels), Some(0.0), "{metrics}");
+    let report: Value = serde_json::from_str(&http(port, "/findings").1).expect("json");
+    assert!(report["findings"].as_array().is_some_and(Vec::is_empty), "{report:#}");
+    // The Event stays as history.
+    let events = api.observer_events(&productpage.namespace);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    drop(agent);
 }
