@@ -14,7 +14,9 @@
 //! Updates: `new` the first time a finding's key is reported, `updated` when a concluded
 //! connection adds evidence to it, `cleared` when a later connection between the same ends on
 //! the same port was established (the problem is gone; the finding stays in the report, as it
-//! happened).
+//! happened): when that connection is concluded or, kept open, goes quiet at a tick (so a
+//! long-running process clears without waiting for its end), or, with [`EngineConfig::expire`],
+//! when the finding had no new evidence for that long.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -172,8 +174,15 @@ impl Engine {
     /// findings expired at `now` ([`EngineConfig::expire`]).
     pub fn tick(&mut self, now: SystemTime) -> Vec<FindingUpdate> {
         let mut updates = Vec::new();
-        for c in self.correlator.take_idle(now, self.config.idle) {
+        let mut quieted = Vec::new();
+        for c in self.correlator.take_idle(now, self.config.idle, &mut quieted) {
             self.conclude(c, &mut updates);
+        }
+        // A working connection gone quiet (kept, not concluded) clears as a concluded one would.
+        for client in quieted {
+            if let Some(c) = self.correlator.get(client).filter(|c| self.may_clear(c)).cloned() {
+                self.clear_for(&c, &mut updates);
+            }
         }
         if let Some(expire) = self.config.expire {
             self.expire(now, expire, &mut updates);
@@ -287,11 +296,22 @@ impl Engine {
         }
     }
 
-    /// A working connection clears the findings about the same ends and port.
-    fn clear_for(&mut self, c: &Connection, updates: &mut Vec<FindingUpdate>) {
-        let Some((server, port)) = c.server else { return };
+    /// The ends and port a working connection `c` would clear findings of.
+    fn clear_key(c: &Connection) -> Option<(String, String, u16)> {
+        let (server, port) = c.server?;
         let src = c.src.workload.clone().or_else(|| c.src.pod.clone()).unwrap_or_else(|| c.client.0.to_string());
         let dst = c.dst.service.clone().or_else(|| c.dst.pod.clone()).unwrap_or_else(|| server.to_string());
+        Some((src, dst, port))
+    }
+
+    /// Whether a working connection `c` may clear a finding (cheap: no finding, nothing to do).
+    fn may_clear(&self, c: &Connection) -> bool {
+        !self.findings.is_empty() && c.outcome() == Outcome::Established
+    }
+
+    /// A working connection clears the findings about the same ends and port.
+    fn clear_for(&mut self, c: &Connection, updates: &mut Vec<FindingUpdate>) {
+        let Some((src, dst, port)) = Self::clear_key(c) else { return };
         let keys: Vec<FindingKey> = self
             .findings
             .range((src.clone(), dst.clone(), port, super::Mechanism::Dropped, super::Kind::ControlPlaneBlocked)..)

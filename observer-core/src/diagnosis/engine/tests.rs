@@ -195,3 +195,37 @@ fn without_expire_findings_stay_current() {
     assert_eq!(e.tick(at(60)).len(), 1);
     assert!(e.tick(at(1_000_000)).is_empty());
 }
+
+#[test]
+fn a_working_connection_clears_the_finding_while_running_when_it_goes_quiet() {
+    let inv = inventory();
+    let mut e = engine(&inv);
+    e.observe(&obs(&inv, 0, Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 0, Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), netfilter_drop()));
+    // The rule is removed: the next attempt is answered and the connection stays open, quiet.
+    e.observe(&obs(&inv, 10, Hook::TcEgress, (PP, 40001), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 10, Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), syn_ack()));
+    let concluded = e.tick(at(30));
+    assert!(matches!(concluded.as_slice(), [FindingUpdate::Updated(_)]), "the drop concluded: {concluded:?}");
+    let cleared = e.tick(at(40));
+    assert!(
+        matches!(cleared.as_slice(), [FindingUpdate::Cleared(f)] if f.mechanism == Mechanism::Dropped),
+        "cleared when the working connection goes quiet, not at the end of the run: {cleared:?}"
+    );
+    assert_eq!(e.connections_held(), 1, "the working connection is kept (a later stall is still seen)");
+    assert!(e.finish().is_empty(), "cleared once");
+}
+
+#[test]
+fn a_working_connection_does_not_clear_a_drop_seen_after_it_started() {
+    let inv = inventory();
+    let mut e = engine(&inv);
+    e.observe(&obs(&inv, 10, Hook::TcEgress, (PP, 40001), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 10, Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), syn_ack()));
+    // Another pod of the same workload is still dropped after the working connection started.
+    e.observe(&obs(&inv, 11, Hook::TcEgress, (PP, 40002), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 11, Hook::KfreeSkb, (PP, 40002), (ISTIOD, 15012), netfilter_drop()));
+    let updates = e.tick(at(41));
+    assert!(matches!(updates.as_slice(), [FindingUpdate::Updated(_)]), "{updates:?}");
+    assert!(e.tick(at(100)).is_empty(), "the drop is newer than the working connection: still current");
+}
