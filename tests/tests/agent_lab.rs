@@ -556,3 +556,41 @@ fn the_engine_announces_at_once_concludes_by_time_and_clears_a_finding_not_seen_
     assert_eq!(events.len(), 1, "{events:#?}");
     drop(agent);
 }
+
+/// The flow works again (the rule removed, the next connection answered): the finding is
+/// cleared once that working connection has gone quiet, without waiting for `--clear-after`.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_working_connection_clears_the_agents_finding() {
+    require_root();
+    let lab = lab();
+    let dir = tempdir("works");
+    let api = ApiServer::start(&lab, &dir, free_port(), 1000);
+    let port = free_port();
+    let agent = start_agent(&lab, &api, "node-a", port);
+    agent.wait_line("ready: attached and inventory synced", Duration::from_secs(60));
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
+    let target = SocketAddr::from((istiod.ip, 15012));
+    let out = lab.connect_as_proxy("productpage", target, Duration::from_millis(1500)).expect("connect");
+    assert_eq!(out.result, "timeout");
+    wait_finding(port, Duration::from_secs(10), |f| f["src"]["pod"] == productpage.key().as_str());
+    let dst = format!("{}/32", istiod.ip);
+    let delete = ["-w", "-D", "FORWARD", "-d", &dst, "-p", "tcp", "-m", "tcp", "--dport", "15012", "-j", "DROP"];
+    lab.firewall("node-a", "iptables", &delete).expect("delete the rule");
+    let out = lab.connect_as_proxy("productpage", target, Duration::from_millis(1500)).expect("connect");
+    assert_eq!(out.result, "ok", "the flow works again: {out:?}");
+    let worked = Instant::now();
+    let metrics = wait_until("the finding cleared", Duration::from_secs(60), || {
+        let metrics = http(port, "/metrics").1;
+        metric(&metrics, "observer_finding_updates_total{", &["update=\"cleared\""]).map(|_| metrics)
+    });
+    assert!(worked.elapsed() < Duration::from_secs(50), "well before --clear-after (300 s)");
+    let labels = ["kind=\"control-plane-blocked\"", "src_workload=\"productpage-v1\""];
+    assert_eq!(metric(&metrics, "observer_findings{", &labels), Some(0.0), "{metrics}");
+    let report: Value = serde_json::from_str(&http(port, "/findings").1).expect("json");
+    assert!(report["findings"].as_array().is_some_and(Vec::is_empty), "{report:#}");
+    assert!(agent.stderr().contains("finding cleared: control-plane-blocked dropped"), "{}", agent.stderr());
+    drop(agent);
+}
