@@ -27,8 +27,8 @@ fn release_build_passes_the_verifier() {
     assert_all_hooks(&info, "release");
 }
 
-/// With `--kernel-log` the programs' log statements are live code (off, `AYA_LOG_LEVEL` 0 lets the
-/// verifier prune them): they must pass too.
+/// With `--kernel-log` the programs' log statements are live code (off, `AYA_LOG_LEVEL` is a
+/// read-only 0 and the verifier may treat them as dead code): they must pass too.
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn release_build_with_kernel_log_lines_passes_the_verifier() {
