@@ -70,8 +70,13 @@ impl Captured {
 /// Runs the crafted frame `REPEAT` times through tc ingress, then forwards the programs' log
 /// lines to a capturing `tracing` subscriber; returns what it printed.
 fn run_and_forward(ebpf: &mut Ebpf, log: &mut KernelLog) -> String {
-    let frame = ipv6_syn_behind_destination_options(9);
-    let options = TestRunOptions { data_in: Some(&frame), repeat: REPEAT, ..Default::default() };
+    run_frame_and_forward(ebpf, log, &ipv6_syn_behind_destination_options(9), REPEAT)
+}
+
+/// Runs `frame` `repeat` times through tc ingress (one test run: one CPU), then forwards the
+/// log lines; returns what the subscriber printed.
+fn run_frame_and_forward(ebpf: &mut Ebpf, log: &mut KernelLog, frame: &[u8], repeat: u32) -> String {
+    let options = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
     let program: &mut SchedClassifier = program_mut(ebpf, TC_INGRESS).expect("program");
     let result = program.test_run(options).expect("test run");
     assert_eq!(result.return_value, TC_ACT_PIPE, "the programs never change a packet's fate");
@@ -130,4 +135,34 @@ fn with_kernel_log_off_nothing_is_logged_and_the_log_buffer_is_one_page() {
     let mut log = KernelLog::init(&mut ebpf).expect("the log ring buffer");
     let text = run_and_forward(&mut ebpf, &mut log);
     assert_eq!(text, "", "kernel log lines off: nothing logged");
+}
+
+/// Ethernet + IPv4 + a TCP SYN from 10.244.1.10:40000 to 10.244.2.10:15012.
+fn ipv4_syn() -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    frame.extend([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 244, 1, 10, 10, 244, 2, 10]);
+    frame.extend(40000u16.to_be_bytes());
+    frame.extend(15012u16.to_be_bytes());
+    frame.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    frame
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn with_kernel_log_on_a_full_event_ring_buffer_is_logged_once_not_per_lost_event() {
+    require_root();
+    let (mut ebpf, _) = load_options(LoadOptions { kernel_log: true }).expect("load with kernel log lines");
+    let mut log = KernelLog::init(&mut ebpf).expect("the log ring buffer");
+    let counter = |ebpf: &Ebpf| {
+        let counters = observer::events::ringbuf::read_counters(ebpf).expect("counters");
+        counters.named().into_iter().find(|(n, _)| *n == "ringbuf_full").map(|(_, v)| v).expect("ringbuf_full")
+    };
+    // Nothing reads the event ring buffer: 200,000 SYN events overflow it (a few MiB).
+    let text = run_frame_and_forward(&mut ebpf, &mut log, &ipv4_syn(), 200_000);
+    let lost = counter(&ebpf);
+    assert!(lost > 1000, "the ring buffer overflowed: {lost} lost");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("event ring buffer full")).collect();
+    // One per second per CPU: the run takes well under a few seconds.
+    assert!((1..=3).contains(&lines.len()), "{} lines for {lost} lost events:\n{text}", lines.len());
+    assert!(lines[0].contains("WARN") && lines[0].contains("counted in ringbuf_full"), "{}", lines[0]);
 }
