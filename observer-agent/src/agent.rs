@@ -11,19 +11,18 @@ use std::{
 };
 
 use anyhow::Context as _;
-use observer::{inventory::Inventory, session::SessionConfig, stop::StopToken};
+use observer::{diagnosis::FindingUpdate, inventory::Inventory, session::SessionConfig, stop::StopToken};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::{
-    adapter::{self, SessionSide, SessionStats},
     cli::AgentArgs,
     crossnode,
     feed::{self, FeedHealth},
     http, kube_client, kube_events,
     metrics::Metrics,
+    session::{self, SessionSide, SessionStats},
     state::Shared,
-    update::FindingUpdate,
 };
 
 /// Finding updates waiting for the publisher; beyond, they are dropped and counted
@@ -81,7 +80,9 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (choose another --listen ADDR:PORT)", args.listen))?;
-    info!(listen = %args.listen, "serving /metrics /healthz /readyz /findings");
+    // The bound address (with `--listen ADDR:0`, the port the kernel chose).
+    let listen = listener.local_addr().unwrap_or(args.listen);
+    info!(%listen, "serving /metrics /healthz /readyz /findings");
     let (http_stop, http_shared) = (shutdown.clone(), Arc::clone(&shared));
     tokio::spawn(async move {
         let served = axum::serve(listener, http::router(http_shared)).with_graceful_shutdown(wait_for(http_stop)).await;
@@ -109,9 +110,13 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|_| !args.no_events)
         .map(|c| crossnode::CrossNode::start(c, Arc::clone(&shared), Arc::clone(&flows), updates_tx.clone()));
-    let config =
-        SessionConfig { netns: args.netns.clone(), cgroup_root: args.cgroup_root.clone(), ..SessionConfig::default() };
-    let session = adapter::spawn(SessionSide {
+    let config = SessionConfig {
+        netns: args.netns.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        kernel_log: args.kernel_log,
+        ..SessionConfig::default()
+    };
+    let session = session::spawn(SessionSide {
         config,
         node: args.node_name.clone(),
         inventory: inventory_rx.clone(),
@@ -119,11 +124,11 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
         stats: Arc::clone(&session_stats),
         segment: segment.clone(),
         shutdown: shutdown.clone(),
-        clear_after: Duration::from_secs(args.clear_after),
+        expire: Duration::from_secs(args.clear_after),
         flows,
     })
     .context("starting the session thread")?;
-    tokio::spawn(adapter::segment_beat(inventory_rx, segment.clone(), shutdown.clone()));
+    tokio::spawn(session::segment_beat(inventory_rx, segment.clone(), shutdown.clone()));
 
     let mut writer = client.filter(|_| !args.no_events).map(|c| kube_events::Writer::new(c, args.node_name.clone()));
     let mut beat = tokio::time::interval(EVENTS_BEAT);
@@ -138,7 +143,7 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
                 if let Some(writer) = writer.as_mut().filter(|_| !held) {
                     match &update {
                         FindingUpdate::New(f) | FindingUpdate::Updated(f) => writer.upsert(f, &shared),
-                        FindingUpdate::Cleared(key) => writer.clear(key),
+                        FindingUpdate::Cleared(f) => writer.clear(&observer::diagnosis::report::key(f)),
                     }
                 }
             }

@@ -11,9 +11,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
 #[derive(Debug, Parser)]
 #[command(name = "observer", version, about = "observer's node agent and cluster view, fed by the Kubernetes API")]
 pub struct Cli {
-    /// Log filter for stderr (tracing's EnvFilter syntax), e.g. `debug` or `observer_agent=trace`.
-    #[arg(long, global = true, env = "OBSERVER_LOG", default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub logging: observer::cli::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,12 +48,19 @@ pub struct AgentArgs {
     /// cgroup v2 directory whose processes are watched (default: the whole node).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
-    /// A finding not seen again for this many seconds is cleared.
+    /// A finding not seen again for this many seconds (by its last-seen time, none of its
+    /// connections still being decided) is cleared; a working connection between the same ends
+    /// clears it at once.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub clear_after: u64,
     /// Write no Kubernetes Events (metrics and HTTP only).
     #[arg(long)]
     pub no_events: bool,
+    /// Forward the eBPF programs' log lines of rare paths (a parse bound reached, a failed map
+    /// insert, a full ring buffer; at most one per second per CPU and site) to the log, target
+    /// `observer::kernel`. Off by default.
+    #[arg(long)]
+    pub kernel_log: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -32,12 +32,15 @@ use kube::{
     Api, Client,
 };
 use observer::{
-    diagnosis::{Finding, Kind},
+    diagnosis::{
+        report::{self, FindingKey},
+        Finding, Kind,
+    },
     inventory::Inventory,
 };
 use tracing::{debug, warn};
 
-use crate::{metrics::plain, state::Shared, update::FindingKey};
+use crate::{metrics::plain, state::Shared};
 
 /// The reporting controller (`reportingComponent` in core/v1 Events).
 pub const CONTROLLER: &str = "observer";
@@ -138,8 +141,8 @@ pub fn affected_pod(f: &Finding) -> Option<(String, String)> {
 /// A deterministic Event name: the pod's name and a hash of the node and the finding's key
 /// (FNV-1a), so a restarted agent finds its Event again and two nodes never share one.
 pub fn event_name(pod: &str, node: &str, key: &FindingKey) -> String {
-    let text =
-        format!("{node}|{:?}|{:?}|{:?}|{}|{}|{}", key.requirement, key.kind, key.mechanism, key.src, key.dst, key.port);
+    let (src, dst, port, mechanism, kind) = key;
+    let text = format!("{node}|{kind:?}|{mechanism:?}|{src}|{dst}|{port}");
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     let pod: String = pod.chars().take(200).collect();
     format!("{}.observer-{hash:016x}", pod.trim_end_matches(['.', '-']))
@@ -229,7 +232,7 @@ impl Writer {
 
     /// A finding is new or grew: its Event is written on the next [`Writer::flush`] allowed.
     pub fn upsert(&mut self, f: &Finding, shared: &Shared) {
-        let key = FindingKey::of(f);
+        let key = report::key(f);
         if let Some(entry) = self.entries.get_mut(&key) {
             entry.finding = f.clone();
             return;

@@ -2,7 +2,6 @@
 //! dependencies (kube-rs, rustls, axum, tokio) live here so that `observer`'s trace, diagnose and
 //! verify keep a lean build; `observer agent ...` and `observer findings ...` run this binary.
 
-mod adapter;
 mod agent;
 mod cli;
 mod crossnode;
@@ -12,24 +11,16 @@ mod http;
 mod kube_client;
 mod kube_events;
 mod metrics;
+mod session;
 mod state;
 #[cfg(test)]
 mod testing;
-mod update;
-
-use std::io::IsTerminal as _;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    cli.logging.init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -94,6 +94,14 @@ struct CrossNodeLabels {
     result: String,
 }
 
+/// Registers each `(name, help, metric)` with `registry` (a clone of the metric: the families and
+/// counters share their state with the clones).
+macro_rules! register {
+    ($registry:ident, $(($name:literal, $help:literal, $metric:expr)),+ $(,)?) => {
+        $( $registry.register($name, $help, $metric.clone()); )+
+    };
+}
+
 /// The registry and its families.
 pub struct Metrics {
     registry: Registry,
@@ -145,49 +153,33 @@ impl Metrics {
             crossnode: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "findings",
-            "Current findings (Istio requirement broken by the infrastructure)",
-            m.findings.clone(),
+        // name (prefixed `observer_`; counters get `_total`), help, metric: the table of the module doc.
+        register!(
+            registry,
+            ("findings", "Current findings (Istio requirement broken by the infrastructure)", m.findings),
+            ("finding_updates", "Finding updates (new, updated, cleared)", m.finding_updates),
+            ("kernel_drops", "Packets dropped by the kernel in the node's namespaces, by drop reason", m.drops),
+            ("events_lost", "Events lost: kernel ring buffer full, or channel to the publisher full", m.lost),
+            ("drops_not_attributed", "Netfilter drops reported without their culprit rule", m.not_attributed),
+            ("observations", "Observations handled (in scope)", m.observations),
+            ("attach_errors", "Failed attempts to load and attach the eBPF programs", m.attach_errors),
+            ("attached", "1 when the eBPF programs are attached", m.attached),
+            ("inventory_synced", "1 once every watched kind has been listed", m.synced),
+            (
+                "inventory_age_seconds",
+                "Seconds since the inventory was last known current (0 while every watch is up)",
+                m.age
+            ),
+            ("inventory_objects", "Objects in the inventory, by kind", m.objects),
+            ("inventory_lists", "Completed lists (first list and relists), by kind", m.lists),
+            ("inventory_watch_errors", "Watch and list errors, by kind", m.watch_errors),
+            (
+                "inventory_build_errors",
+                "Inventory rebuilds that failed (the previous inventory stayed in use)",
+                m.build_errors
+            ),
+            ("kubernetes_events", "Kubernetes Event writes, by result", m.k8s_events),
         );
-        registry.register("finding_updates", "Finding updates (new, updated, cleared)", m.finding_updates.clone());
-        registry.register(
-            "kernel_drops",
-            "Packets dropped by the kernel in the node's namespaces, by drop reason",
-            m.drops.clone(),
-        );
-        registry.register(
-            "events_lost",
-            "Events lost: kernel ring buffer full, or channel to the publisher full",
-            m.lost.clone(),
-        );
-        registry.register(
-            "drops_not_attributed",
-            "Netfilter drops reported without their culprit rule",
-            m.not_attributed.clone(),
-        );
-        registry.register("observations", "Observations handled (in scope)", m.observations.clone());
-        registry.register(
-            "attach_errors",
-            "Failed attempts to load and attach the eBPF programs",
-            m.attach_errors.clone(),
-        );
-        registry.register("attached", "1 when the eBPF programs are attached", m.attached.clone());
-        registry.register("inventory_synced", "1 once every watched kind has been listed", m.synced.clone());
-        registry.register(
-            "inventory_age_seconds",
-            "Seconds since the inventory was last known current (0 while every watch is up)",
-            m.age.clone(),
-        );
-        registry.register("inventory_objects", "Objects in the inventory, by kind", m.objects.clone());
-        registry.register("inventory_lists", "Completed lists (first list and relists), by kind", m.lists.clone());
-        registry.register("inventory_watch_errors", "Watch and list errors, by kind", m.watch_errors.clone());
-        registry.register(
-            "inventory_build_errors",
-            "Inventory rebuilds that failed (the previous inventory stayed in use)",
-            m.build_errors.clone(),
-        );
-        registry.register("kubernetes_events", "Kubernetes Event writes, by result", m.k8s_events.clone());
         registry.register(
             "crossnode_messages",
             "Cross-node inquiries and answers through the Kubernetes API, and webhook timeouts judged, by result",

@@ -1,5 +1,5 @@
-//! What the agent's async side shares: the current findings (from [`FindingUpdate`]s), the
-//! session's and the feed's state, the metrics.
+//! What the agent's async side shares: the current findings (from the engine's
+//! [`FindingUpdate`]s), the session's and the feed's state, the metrics.
 
 use std::{
     collections::BTreeMap,
@@ -9,19 +9,14 @@ use std::{
 
 use observer::{
     diagnosis::{
-        report::{self, Report, Stats},
-        Finding,
+        report::{self, FindingKey, Report, Stats},
+        Finding, FindingUpdate,
     },
     inventory::Inventory,
 };
 use tokio::sync::watch;
 
-use crate::{
-    adapter::SessionStats,
-    feed::FeedHealth,
-    metrics::Metrics,
-    update::{FindingKey, FindingUpdate},
-};
+use crate::{feed::FeedHealth, metrics::Metrics, session::SessionStats};
 
 /// Shared by the HTTP handlers, the publisher and the Events writer.
 pub struct Shared {
@@ -45,14 +40,14 @@ impl Shared {
         let mut findings = self.findings.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         match update {
             FindingUpdate::New(f) | FindingUpdate::Updated(f) => {
-                let previous = findings.insert(FindingKey::of(f), f.clone());
+                let previous = findings.insert(report::key(f), f.clone());
                 if previous.is_none() {
                     self.metrics.finding(f, 1);
                 }
                 self.metrics.update(if matches!(update, FindingUpdate::New(_)) { "new" } else { "updated" });
             }
-            FindingUpdate::Cleared(key) => {
-                if let Some(f) = findings.remove(key) {
+            FindingUpdate::Cleared(f) => {
+                if let Some(f) = findings.remove(&report::key(f)) {
                     self.metrics.finding(&f, -1);
                 }
                 self.metrics.update("cleared");
@@ -115,12 +110,42 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&s.findings_json()).expect("json");
         assert_eq!(json["node"], "node-a");
         assert_eq!(json["findings"][0]["evidence"]["connections"], 5);
-        s.apply(&FindingUpdate::Cleared(FindingKey::of(&xds_drop(3))));
+        s.apply(&FindingUpdate::Cleared(xds_drop(3)));
         let text = s.metrics.render(&s);
         assert_eq!(sample(&text, series), Some(0.0), "{text}");
         assert!(serde_json::from_str::<serde_json::Value>(&s.findings_json()).expect("json")["findings"]
             .as_array()
             .is_some_and(Vec::is_empty));
+    }
+
+    /// Every metric of the module doc's table that has a sample here (the per-kind inventory
+    /// families stay empty with a static inventory, and empty families are not encoded).
+    #[test]
+    fn every_documented_metric_is_registered() {
+        let s = shared();
+        s.apply(&FindingUpdate::New(xds_drop(1)));
+        s.metrics.k8s_event("created");
+        s.session.drops_by_reason.lock().expect("lock").insert("NETFILTER_DROP".into(), 3);
+        let text = s.metrics.render(&s);
+        let documented = [
+            "findings",
+            "finding_updates_total",
+            "kernel_drops_total",
+            "events_lost_total",
+            "drops_not_attributed_total",
+            "observations_total",
+            "attach_errors_total",
+            "attached",
+            "inventory_synced",
+            "inventory_age_seconds",
+            "inventory_build_errors_total",
+            "kubernetes_events_total",
+            "build_info",
+        ];
+        for name in documented {
+            assert!(text.lines().any(|l| l.starts_with(&format!("observer_{name}"))), "no observer_{name}:\n{text}");
+        }
+        assert_eq!(sample(&text, "observer_kernel_drops_total{reason=\"NETFILTER_DROP\"}"), Some(3.0), "{text}");
     }
 
     #[test]

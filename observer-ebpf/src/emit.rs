@@ -6,7 +6,7 @@
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 use observer_common::{counters, EventHeader, EVENT_VERSION};
 
-use crate::{counters::bump, maps::EVENTS};
+use crate::{counters::bump, klog, maps::EVENTS};
 
 /// Header for an event of type `T`, stamped now.
 #[inline(always)]
@@ -25,6 +25,13 @@ pub fn header<T>(kind: u16) -> EventHeader {
 pub fn reserve<T: Default + 'static>(kind: u16) -> Option<RingBufEntry<T>> {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         bump(counters::RINGBUF_FULL);
+        if klog::gate(klog::SITE_RINGBUF_FULL) {
+            aya_log_ebpf::warn!(
+                &(),
+                "event ring buffer full: an event of kind {} lost (counted in ringbuf_full)",
+                kind
+            );
+        }
         return None;
     };
     let event = entry.write(T::default());

@@ -3,10 +3,12 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use observer_common::event::{FlowState, FlowTuple, TCP_ACK, TCP_RST, TCP_SYN};
 
-use crate::maps::FLOWS;
+use crate::{klog, maps::FLOWS};
 
 /// BPF_NOEXIST: create only (another CPU may have created it meanwhile; then update it).
 const BPF_NOEXIST: u64 = 1;
+/// -EEXIST: another CPU created the entry first (not a failure).
+const EEXIST: i32 = -17;
 
 /// Records a handshake packet of `flow` seen at `hook`.
 #[inline(always)]
@@ -30,7 +32,11 @@ pub fn record(flow: &FlowTuple, flags: u8, hook: u8) {
                 rst_packets: 0,
                 syn_hooks: 1 << (hook & 31),
             };
-            let _ = FLOWS.insert(flow, state, BPF_NOEXIST);
+            if let Err(err) = FLOWS.insert(flow, state, BPF_NOEXIST) {
+                if err != EEXIST && klog::gate(klog::SITE_FLOW_INSERT) {
+                    aya_log_ebpf::warn!(&(), "FLOWS insert failed (error {}): this handshake is not followed", err);
+                }
+            }
         }
         return;
     }

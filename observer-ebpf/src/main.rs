@@ -12,6 +12,7 @@ mod filter;
 mod flow_state;
 mod handshake;
 mod kfree_skb;
+mod klog;
 mod kmem;
 mod maps;
 mod packet;

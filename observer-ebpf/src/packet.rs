@@ -140,6 +140,15 @@ fn parse_ipv6<S: PacketSource>(src: &S, offset: usize, flow: &mut FlowTuple) -> 
             _ => break,
         }
     }
+    if !later_fragment && matches!(next, 0 | 43 | 44 | 51 | 60) && crate::klog::gate(crate::klog::SITE_IPV6_EXT_LIMIT) {
+        // Still an extension header after the bounded walk: the transport header is not reached.
+        aya_log_ebpf::warn!(
+            &(),
+            "IPv6 extension header walk limit ({}) reached (next header {}): the packet's ports are not read",
+            MAX_IPV6_EXT_HEADERS,
+            next
+        );
+    }
     flow.family = FAMILY_IPV6;
     flow.protocol = next;
     Some(L4 { offset: l4, later_fragment, end })

@@ -5,11 +5,35 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "observer", version, about = "eBPF node dataplane observer for Istio service meshes")]
 pub struct Cli {
-    /// Log filter for stderr (tracing's EnvFilter syntax), e.g. `debug` or `observer=trace`.
-    #[arg(long, global = true, env = "OBSERVER_LOG", default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub logging: LogArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The log option of `observer` and `observer-agent` (the agent's binary flattens it too).
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log filter for stderr (tracing's EnvFilter syntax), e.g. `debug`, `observer=trace`,
+    /// `observer_agent=debug` or `observer::kernel=warn`.
+    #[arg(long, global = true, env = "OBSERVER_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl LogArgs {
+    /// Installs the stderr log: this filter (`info` when it does not parse), no targets,
+    /// colours only on a terminal.
+    pub fn init(&self) {
+        use std::io::IsTerminal as _;
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +89,11 @@ pub struct NodeArgs {
     /// The node's name in the inventory and in findings (default: the namespace's name).
     #[arg(long, value_name = "NODE")]
     pub node_name: Option<String>,
+    /// Forward the eBPF programs' log lines of rare paths (a parse bound reached, a failed map
+    /// insert, a full ring buffer; at most one per second per CPU and site) to the log, target
+    /// `observer::kernel`. Off by default.
+    #[arg(long)]
+    pub kernel_log: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +155,11 @@ pub struct TraceArgs {
     /// Stop after printing this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Forward the eBPF programs' log lines of rare paths (a parse bound reached, a failed map
+    /// insert, a full ring buffer; at most one per second per CPU and site) to the log, target
+    /// `observer::kernel`. Off by default.
+    #[arg(long)]
+    pub kernel_log: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

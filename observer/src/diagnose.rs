@@ -2,20 +2,20 @@
 //! which of Istio's requirements the infrastructure breaks, where, with the evidence.
 
 use std::{
-    ops::ControlFlow,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::{
     cli::{DiagnoseArgs, OutputFormat},
     diagnosis::{
         report::{self, Report},
-        Engine, EngineConfig, FindingUpdate,
+        Engine, EngineConfig,
     },
     inventory::Inventory,
+    live::LiveEngine,
     loader::filter::KernelFilter,
     record::{self, RecordTo},
     session::{Session, SessionConfig},
@@ -23,9 +23,6 @@ use crate::{
     stop::StopToken,
     trace::load_inventory,
 };
-
-/// Conntrack lookups remembered (each packet side is looked up once), bounded.
-const MAX_LOOKUPS: usize = 131_072;
 
 /// The sinks of a diagnosis' finding updates (the report is printed at the end).
 fn sinks() -> Vec<Box<dyn Sink>> {
@@ -46,6 +43,7 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
         all_netns: false,
         duration: args.duration.map(Duration::from_secs),
         record: None,
+        kernel_log: args.node.kernel_log,
     };
     let netns = crate::loader::NetnsTarget::resolve(config.netns.as_deref())?;
     let node = args.node.node_name.clone().unwrap_or_else(|| netns.name.clone());
@@ -54,64 +52,18 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     // Every handshake matters to the diagnosis: no kernel-side narrowing.
     let mut session = loaded.start(&KernelFilter::default(), stop.clone())?;
     let started = Instant::now();
-    let mut engine = Engine::new(EngineConfig::new(node.clone()), Arc::clone(&inventory));
-    // Interface MTUs on the node's path, for PMTU findings.
-    engine.set_interface_mtus(session.interface_mtus());
-    // The node's conntrack, to follow connections across source NAT (istio-cni's probe SNAT,
-    // masquerades) by their entries rather than by matching ports.
-    let mut conntrack = match session.netns.run_inside(crate::netfilter::conntrack::Conntrack::open) {
-        Ok(Ok(ct)) => Some(ct),
-        Ok(Err(e)) => {
-            warn!(error = %e, "no conntrack access (ctnetlink): connections are followed across SNAT by port only");
-            None
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot enter the node's namespace for conntrack");
-            None
-        }
-    };
-    let mut looked_up: std::collections::HashSet<(std::net::IpAddr, u16)> = std::collections::HashSet::new();
-    let recorder = session.recorder();
-    let engine = std::cell::RefCell::new(engine);
-    let out = std::cell::RefCell::new(sinks());
-    let send = |updates: Vec<FindingUpdate>| updates.iter().for_each(|u| sinks::finding(&mut out.borrow_mut(), u));
-    session.run_ticking(
+    let engine = Engine::new(EngineConfig::new(node.clone()), Arc::clone(&inventory));
+    let mut live = LiveEngine::new(&mut session, engine);
+    let mut out = sinks();
+    live.run(
+        &mut session,
         Some(&inventory),
-        |_, observation| {
-            let candidate = engine.borrow().snat_candidate(&observation);
-            if let (Some(ct), Some((packet_side, server))) = (conntrack.as_mut(), candidate) {
-                if looked_up.len() >= MAX_LOOKUPS {
-                    looked_up.clear();
-                }
-                if looked_up.insert(packet_side) {
-                    let reply = crate::netfilter::conntrack::Tuple {
-                        protocol: observer_common::event::PROTO_TCP,
-                        src: server.0,
-                        sport: server.1,
-                        dst: packet_side.0,
-                        dport: packet_side.1,
-                    };
-                    match ct.original_of_reply(reply) {
-                        Ok(Some(orig)) => {
-                            let original = (orig.src, orig.sport);
-                            engine.borrow_mut().follow_snat(packet_side, original, &observation);
-                            if let Some(r) = recorder.as_ref() {
-                                r.borrow_mut().snat(packet_side, original);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => debug!(error = %e, "conntrack lookup failed"),
-                    }
-                }
-            }
-            send(engine.borrow_mut().observe(&observation));
-            ControlFlow::Continue(())
-        },
-        |now| send(engine.borrow_mut().tick(now)),
+        |_| {},
+        |updates| updates.iter().for_each(|u| sinks::finding(&mut out, u)),
     )?;
-    let mut engine = engine.into_inner();
-    send(engine.finish());
-    sinks::finish(&mut out.borrow_mut())?;
+    let mut engine = live.engine;
+    engine.finish().iter().for_each(|u| sinks::finding(&mut out, u));
+    sinks::finish(&mut out)?;
     let counters = session.counters()?;
     let mut stats = engine.stats();
     (stats.lost_events, stats.duration_secs) = (counters.kernel.ringbuf_full, started.elapsed().as_secs_f64());

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod diagnose;
 pub mod events;
 pub mod kernel;
+pub mod live;
 pub mod loader;
 pub mod netfilter;
 pub mod record;

@@ -1,25 +1,18 @@
 //! observer: eBPF node dataplane observer for Istio service meshes.
 
 use observer::{agent_exec, cli, diagnose, stop::StopToken, trace, verify};
-use std::io::IsTerminal as _;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     // The agent's heavy dependencies live in their own binary: hand over to it.
     match &cli.command {
-        cli::Command::Agent(p) => return agent_exec::exec("agent", &cli.log, &p.args),
-        cli::Command::Findings(p) => return agent_exec::exec("findings", &cli.log, &p.args),
+        cli::Command::Agent(p) => return agent_exec::exec("agent", &cli.logging.log, &p.args),
+        cli::Command::Findings(p) => return agent_exec::exec("findings", &cli.logging.log, &p.args),
         _ => {}
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    cli.logging.init();
     // Ctrl-C/SIGTERM stop a watching session through its token (the library installs no
     // handler); the command then ends normally, with its summary or report, and detaches.
     // A static `verify` watches nothing: the signals keep their default action there.

@@ -16,7 +16,7 @@ use std::{
 use aya::Ebpf;
 use observer_common::decode::Event;
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     events::{
@@ -33,9 +33,10 @@ use crate::{
         attach::{attach_all, Attached},
         cgroup,
         filter::KernelFilter,
+        kernel_log::KernelLog,
         node_watch::NodeWatch,
         pod_scope::PodAddresses,
-        programs::KernelInfo,
+        programs::{KernelInfo, LoadOptions},
         NetnsTarget,
     },
     netfilter::Attributor,
@@ -45,7 +46,7 @@ use crate::{
 
 /// What a session watches and how. `SessionConfig::default()` is: the current network
 /// namespace, every process on the node (the cgroup v2 mount), culprit rules named, only the
-/// node's namespaces (the watched one and its pods'), no time limit.
+/// node's namespaces (the watched one and its pods'), no time limit, no kernel log lines.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// The network namespace to watch: None = the current one; a bare name = `/run/netns/NAME`;
@@ -66,11 +67,24 @@ pub struct SessionConfig {
     /// Record every event handed on, with the facts to name it, to this file (docs/recording.md).
     /// Default None.
     pub record: Option<RecordTo>,
+    /// The programs' log lines of rare paths (a parse bound reached, a failed map insert, a full
+    /// ring buffer; at most one per second per CPU and site) forwarded to `tracing` under the
+    /// target `observer::kernel` ([`crate::loader::kernel_log`]). Default false: the programs
+    /// skip them and nothing reads their log buffer.
+    pub kernel_log: bool,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, duration: None, record: None }
+        Self {
+            netns: None,
+            cgroup_root: None,
+            culprits: true,
+            all_netns: false,
+            duration: None,
+            record: None,
+            kernel_log: false,
+        }
     }
 }
 
@@ -116,13 +130,15 @@ pub struct Session {
     clock: MonotonicClock,
     /// Writes the recording (`config.record`); shared with the command (facts it looks up).
     recorder: Option<Rc<RefCell<Recorder>>>,
+    /// Forwards the programs' log lines (`config.kernel_log`).
+    kernel_log: Option<KernelLog>,
 }
 
 impl Session {
     /// Resolves the namespace and loads the programs; nothing is attached yet.
     pub fn load(config: SessionConfig) -> anyhow::Result<Loaded> {
         let netns = NetnsTarget::resolve(config.netns.as_deref())?;
-        let (ebpf, kernel) = loader::load()?;
+        let (ebpf, kernel) = loader::programs::load_options(LoadOptions { kernel_log: config.kernel_log })?;
         Ok(Loaded { ebpf, kernel, netns, config })
     }
 }
@@ -133,6 +149,17 @@ impl Loaded {
     pub fn start(self, filter: &KernelFilter, stop: StopToken) -> anyhow::Result<Session> {
         let Self { mut ebpf, kernel, netns, config } = self;
         let events = EventSource::new(&mut ebpf)?;
+        let kernel_log = if config.kernel_log {
+            match KernelLog::init(&mut ebpf) {
+                Ok(log) => Some(log),
+                Err(err) => {
+                    warn!(error = %err, "kernel log lines are not available");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         filter.apply(&mut ebpf)?;
         let attached = attach_all(&mut ebpf, &netns, &kernel)?;
         let mut watch = NodeWatch::new(&netns)?;
@@ -187,6 +214,7 @@ impl Loaded {
             culprits,
             clock,
             recorder,
+            kernel_log,
         })
     }
 }
@@ -288,6 +316,9 @@ impl Session {
                 }
             })?;
             pass_attributed(&mut self.culprits, &self.watch, false, &mut consumer);
+            if let Some(log) = self.kernel_log.as_mut() {
+                log.flush();
+            }
             if !consumer.done {
                 tick(SystemTime::now());
             }
@@ -295,6 +326,9 @@ impl Session {
         // Drops still waiting for their culprit are attributed now, not lost (unless the
         // consumer has had enough).
         pass_attributed(&mut self.culprits, &self.watch, true, &mut consumer);
+        if let Some(log) = self.kernel_log.as_mut() {
+            log.flush();
+        }
         if let Some(r) = recorder.as_ref() {
             let mut r = r.borrow_mut();
             r.finish();
@@ -378,5 +412,6 @@ mod tests {
         assert!(c.culprits, "culprit rules are named by default");
         assert!(!c.all_netns, "only the node's namespaces by default");
         assert_eq!(c.duration, None);
+        assert!(!c.kernel_log, "no kernel log lines by default");
     }
 }

@@ -27,6 +27,17 @@ fn release_build_passes_the_verifier() {
     assert_all_hooks(&info, "release");
 }
 
+/// With `--kernel-log` the programs' log statements are live code (off, `AYA_LOG_LEVEL` is a
+/// read-only 0 and the verifier may treat them as dead code): they must pass too.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn release_build_with_kernel_log_lines_passes_the_verifier() {
+    require_root();
+    let options = observer::loader::programs::LoadOptions { kernel_log: true };
+    let (_ebpf, info) = observer::loader::programs::load_options(options).expect("load with kernel log lines on");
+    assert_all_hooks(&info, "release, kernel log on");
+}
+
 /// The environment variable naming the debug-profile eBPF object (set by `cargo xtask test`).
 const DEBUG_OBJECT_VAR: &str = "OBSERVER_EBPF_DEBUG_OBJECT";
 
@@ -43,6 +54,11 @@ fn debug_build_passes_the_verifier() {
     });
     let object = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("reading the debug eBPF object {}: {e}", std::path::Path::new(&path).display()));
-    let (_ebpf, info) = observer::loader::programs::load_object(&object).expect("load the debug build");
+    let (ebpf, info) = observer::loader::programs::load_object(&object).expect("load the debug build");
     assert_all_hooks(&info, "debug");
+    drop(ebpf);
+    let options = observer::loader::programs::LoadOptions { kernel_log: true };
+    let (_ebpf, info) =
+        observer::loader::programs::load_with(&object, options).expect("load the debug build, kernel log on");
+    assert_all_hooks(&info, "debug, kernel log on");
 }

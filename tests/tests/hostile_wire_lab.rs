@@ -11,6 +11,11 @@ use std::{collections::BTreeMap, process::Command, thread, time::Duration};
 use support::{netns::Netns, require_root, Running};
 
 fn frames() -> Vec<Vec<u8>> {
+    named_frames().into_iter().map(|(_, frame)| frame).collect()
+}
+
+/// The frames with their names.
+fn named_frames() -> Vec<(String, Vec<u8>)> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../observer/tests/hostile/frames.py");
     let out = Command::new("python3").arg(script).output().expect("run python3");
     assert!(
@@ -24,7 +29,8 @@ fn frames() -> Vec<Vec<u8>> {
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).expect("json");
             let hex = v["hex"].as_str().expect("hex");
-            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+            let bytes = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"));
+            (v["name"].as_str().expect("name").to_string(), bytes.collect())
         })
         .collect()
 }
@@ -108,4 +114,54 @@ fn hostile_frames_have_the_same_fate_with_and_without_observer() {
     assert!(without.0.get("hb.rx.packets").copied().unwrap_or(0) >= frames.len() as i64, "frames arrived: {without:?}");
     assert_eq!(with.0, without.0, "the receiving namespace's counters differ with observer attached");
     assert_eq!(with.1, without.1, "the sender's counters (answers received) differ with observer attached");
+}
+
+/// `--kernel-log` end to end: `observer trace` on a namespace receiving 200 IPv6 SYNs behind 9
+/// destination-options headers (one more than the programs' bounded walk) logs the parse bound
+/// reached, at most once per CPU within the second (never per packet); without the flag, the
+/// same frames log nothing from the kernel.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn kernel_log_lines_of_a_parse_bound_reach_the_log_only_with_the_flag_and_never_per_packet() {
+    require_root();
+    let frame = named_frames()
+        .into_iter()
+        .find(|(name, _)| name == "ipv6 9 destination-option headers")
+        .map(|(_, frame)| frame)
+        .expect("the 9-header frame of frames.py");
+    let (node, peer) = (Netns::new("kln"), Netns::new("klp"));
+    node.ip(&["link", "add", "kb", "type", "veth", "peer", "name", "ka", "netns", &peer.0]);
+    node.ip(&["link", "set", "kb", "up"]);
+    peer.ip(&["link", "set", "ka", "up"]);
+    let burst = vec![frame; 200];
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel_lines = |stderr: &[String]| -> Vec<String> {
+        stderr.iter().filter(|l| l.contains("kernel: IPv6 extension header walk limit")).cloned().collect()
+    };
+    for flag in [true, false] {
+        let mut args = vec!["trace", "--netns", &node.0, "--output", "json"];
+        if flag {
+            args.push("--kernel-log");
+        }
+        let mut observer = Running::start(&args);
+        peer.send_frames("ka", &burst);
+        // The log buffer is read at least every 100 ms.
+        thread::sleep(Duration::from_millis(1000));
+        assert!(observer.alive(), "observer exited: {:?}", observer.stderr());
+        let (status, stderr) = observer.stop_with_stderr();
+        assert!(status.success(), "observer exit {status}: {stderr:?}");
+        let lines = kernel_lines(&stderr);
+        if flag {
+            assert!(
+                (1..=cpus).contains(&lines.len()),
+                "one line per CPU within the second for 200 packets, got {}: {lines:#?}",
+                lines.len()
+            );
+            assert!(lines[0].contains("WARN"), "{}", lines[0]);
+            assert!(lines[0].contains("limit (8) reached (next header 60)"), "{}", lines[0]);
+        } else {
+            assert!(lines.is_empty(), "kernel log lines without --kernel-log: {lines:#?}");
+            assert!(!stderr.iter().any(|l| l.contains("kernel: ")), "{stderr:#?}");
+        }
+    }
 }

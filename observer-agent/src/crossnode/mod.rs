@@ -33,10 +33,12 @@ use observer::{
 };
 use tokio::sync::mpsc;
 
-use crate::{
-    state::Shared,
-    update::{FindingKey, FindingUpdate},
+use observer::diagnosis::{
+    report::{self, FindingKey},
+    FindingUpdate,
 };
+
+use crate::state::Shared;
 
 /// How long after the inquiry's window an answer is waited for; then the path is `unknown`.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -123,14 +125,15 @@ impl CrossNode {
     pub fn on_update(&self, update: &mut FindingUpdate) -> bool {
         let f = match update {
             FindingUpdate::New(f) | FindingUpdate::Updated(f) => f,
-            FindingUpdate::Cleared(key) => {
+            FindingUpdate::Cleared(f) => {
+                let key = report::key(f);
                 let mut state = self.state();
-                state.held.remove(key);
-                state.paths.remove(key);
+                state.held.remove(&key);
+                state.paths.remove(&key);
                 return false;
             }
         };
-        let key = FindingKey::of(f);
+        let key = report::key(f);
         let mut state = self.state();
         if let Some(path) = state.paths.get(&key) {
             if f.path.is_none() {

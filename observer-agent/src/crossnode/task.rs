@@ -25,7 +25,9 @@ use super::{
     budget::{Budget, Verdict},
     webhook, wire, Ask, State, ANSWER_DELAY, ANSWER_TIMEOUT,
 };
-use crate::{state::Shared, update::FindingUpdate};
+use observer::diagnosis::FindingUpdate;
+
+use crate::state::Shared;
 
 /// Inquiries answered or webhook Events handled, remembered (names) so that a relisted Event is
 /// not handled twice.
@@ -37,7 +39,7 @@ const WEBHOOK_SLACK: Duration = Duration::from_secs(5);
 
 /// An inquiry sent, waiting for its answer.
 struct Pending {
-    key: crate::update::FindingKey,
+    key: observer::diagnosis::report::FindingKey,
     to_node: String,
     query: FlowQuery,
     deadline: SystemTime,

@@ -28,7 +28,7 @@ fn silent_to_details() -> Finding {
 #[test]
 fn a_silent_handshake_to_a_pod_on_another_node_is_asked_about_with_a_widened_window() {
     let f = silent_to_details();
-    let key = FindingKey::of(&f);
+    let key = observer::diagnosis::report::key(&f);
     let ask = ask_for(&f, &key, "node-a", &inventory()).expect("ask");
     assert_eq!(ask.to_node, "node-b");
     assert_eq!(
@@ -44,24 +44,36 @@ fn nothing_is_asked_about_drops_local_destinations_or_foreign_sources() {
     let inv = inventory();
     let mut dropped = silent_to_details();
     dropped.mechanism = Mechanism::Dropped;
-    assert!(ask_for(&dropped, &FindingKey::of(&dropped), "node-a", &inv).is_none(), "this node saw the drop");
+    assert!(
+        ask_for(&dropped, &observer::diagnosis::report::key(&dropped), "node-a", &inv).is_none(),
+        "this node saw the drop"
+    );
     let f = silent_to_details();
-    assert!(ask_for(&f, &FindingKey::of(&f), "node-b", &inv).is_none(), "the source is not this node's pod");
+    assert!(
+        ask_for(&f, &observer::diagnosis::report::key(&f), "node-b", &inv).is_none(),
+        "the source is not this node's pod"
+    );
     let mut local = silent_to_details();
     local.dst.ip = Some("10.244.1.11".parse().expect("ip")); // reviews, node-a
     local.dst.pod = None;
-    assert!(ask_for(&local, &FindingKey::of(&local), "node-a", &inv).is_none(), "same node: nobody to ask");
+    assert!(
+        ask_for(&local, &observer::diagnosis::report::key(&local), "node-a", &inv).is_none(),
+        "same node: nobody to ask"
+    );
     let mut unknown = silent_to_details();
     unknown.dst.ip = Some("192.0.2.1".parse().expect("ip"));
     unknown.dst.pod = None;
-    assert!(ask_for(&unknown, &FindingKey::of(&unknown), "node-a", &inv).is_none(), "not a pod: no node to ask");
+    assert!(
+        ask_for(&unknown, &observer::diagnosis::report::key(&unknown), "node-a", &inv).is_none(),
+        "not a pod: no node to ask"
+    );
 }
 
 #[test]
 fn a_service_address_is_asked_about_as_the_pod_behind_it() {
     let mut f = silent_to_details();
     f.dst.ip = Some("10.96.1.12".parse().expect("ip")); // the details Service
-    let ask = ask_for(&f, &FindingKey::of(&f), "node-a", &inventory()).expect("ask");
+    let ask = ask_for(&f, &observer::diagnosis::report::key(&f), "node-a", &inventory()).expect("ask");
     assert_eq!(ask.server.to_string(), "10.244.2.11");
 }
 
@@ -69,7 +81,7 @@ fn a_service_address_is_asked_about_as_the_pod_behind_it() {
 fn decided_paths_are_bounded_and_resolve_the_hold() {
     let mut state = State::default();
     let f = silent_to_details();
-    let key = FindingKey::of(&f);
+    let key = observer::diagnosis::report::key(&f);
     state.held.insert(key.clone(), Instant::now());
     let own = observer::diagnosis::flows::FlowReport::default();
     state.decide(key.clone(), Some(observer::diagnosis::path::locate("node-a", "node-b", &own, None)));
@@ -79,7 +91,10 @@ fn decided_paths_are_bounded_and_resolve_the_hold() {
     for i in 0..(MAX_PATHS + 3) {
         let mut g = silent_to_details();
         g.src.workload = Some(format!("w{i}"));
-        state.decide(FindingKey::of(&g), Some(observer::diagnosis::path::locate("node-a", "node-b", &own, None)));
+        state.decide(
+            observer::diagnosis::report::key(&g),
+            Some(observer::diagnosis::path::locate("node-a", "node-b", &own, None)),
+        );
     }
     assert_eq!(state.paths.len(), MAX_PATHS);
     assert!(!state.paths.contains_key(&key), "the oldest forgotten");

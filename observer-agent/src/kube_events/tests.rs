@@ -4,7 +4,7 @@ use crate::testing::xds_drop;
 #[test]
 fn the_event_is_on_the_source_pod_with_the_fields_the_api_requires() {
     let f = xds_drop(40000);
-    let key = FindingKey::of(&f);
+    let key = report::key(&f);
     let e = new_event(&f, "node-a", &key, Some("uid-1".into())).expect("event");
     assert_eq!(e.metadata.namespace.as_deref(), Some("shop"));
     let regarding = e.regarding.as_ref().expect("regarding");
@@ -30,8 +30,8 @@ fn the_event_is_on_the_source_pod_with_the_fields_the_api_requires() {
 
 #[test]
 fn names_are_stable_per_node_and_finding_and_valid() {
-    let key = FindingKey::of(&xds_drop(1));
-    assert_eq!(event_name("cart-1", "node-a", &key), event_name("cart-1", "node-a", &FindingKey::of(&xds_drop(2))));
+    let key = report::key(&xds_drop(1));
+    assert_eq!(event_name("cart-1", "node-a", &key), event_name("cart-1", "node-a", &report::key(&xds_drop(2))));
     assert_ne!(event_name("cart-1", "node-a", &key), event_name("cart-1", "node-b", &key));
     let long = event_name(&"p".repeat(300), "node-a", &key);
     assert!(long.len() <= 253, "{}", long.len());

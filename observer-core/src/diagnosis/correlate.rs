@@ -295,10 +295,16 @@ impl Correlator {
         out
     }
 
-    /// Connections nothing was seen of for `idle` at `now` (healthy established ones are kept
-    /// aside, quiet, in case they stall later), to be concluded.
-    pub fn take_idle(&mut self, now: SystemTime, idle: std::time::Duration) -> Vec<Connection> {
-        let out = self.connections.take_idle(now, idle);
+    /// Connections nothing was seen of for `idle` at `now`, to be concluded; healthy established
+    /// ones are kept aside, quiet, in case they stall later: their clients are added to
+    /// `quieted` (still held: [`Correlator::get`] finds them).
+    pub fn take_idle(
+        &mut self,
+        now: SystemTime,
+        idle: std::time::Duration,
+        quieted: &mut Vec<(IpAddr, u16)>,
+    ) -> Vec<Connection> {
+        let out = self.connections.take_idle(now, idle, quieted);
         if !out.is_empty() {
             self.forget_aliases();
         }

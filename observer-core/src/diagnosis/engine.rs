@@ -14,7 +14,9 @@
 //! Updates: `new` the first time a finding's key is reported, `updated` when a concluded
 //! connection adds evidence to it, `cleared` when a later connection between the same ends on
 //! the same port was established (the problem is gone; the finding stays in the report, as it
-//! happened).
+//! happened): when that connection is concluded or, kept open, goes quiet at a tick (so a
+//! long-running process clears without waiting for its end), or, with [`EngineConfig::expire`],
+//! when the finding had no new evidence for that long.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -46,11 +48,16 @@ pub struct EngineConfig {
     pub idle: Duration,
     /// Connections being decided at once (default [`DEFAULT_CAPACITY`]).
     pub capacity: usize,
+    /// A reported finding with no new evidence for this long (by its last-seen time, none of
+    /// its connections still being decided) is cleared by [`Engine::tick`]: a long-running
+    /// process (the agent) stops showing a problem that no longer happens even when no working
+    /// connection came to clear it. Default None: findings clear only by a working connection.
+    pub expire: Option<Duration>,
 }
 
 impl EngineConfig {
     pub fn new(node: impl Into<String>) -> Self {
-        Self { node: node.into(), idle: DEFAULT_IDLE, capacity: DEFAULT_CAPACITY }
+        Self { node: node.into(), idle: DEFAULT_IDLE, capacity: DEFAULT_CAPACITY, expire: None }
     }
 }
 
@@ -62,7 +69,8 @@ pub enum FindingUpdate {
     New(Finding),
     /// A reported finding with more evidence (the aggregate so far).
     Updated(Finding),
-    /// A reported finding whose flow works again (the aggregate as it was).
+    /// A reported finding whose flow works again, or (with [`EngineConfig::expire`]) that was
+    /// not seen for that long (the aggregate as it was).
     Cleared(Finding),
 }
 
@@ -162,13 +170,48 @@ impl Engine {
         self.correlator.follow_snat(translated, original, o);
     }
 
-    /// Concludes the connections idle for [`EngineConfig::idle`] at `now`.
+    /// Concludes the connections idle for [`EngineConfig::idle`] at `now`, then clears the
+    /// findings expired at `now` ([`EngineConfig::expire`]).
     pub fn tick(&mut self, now: SystemTime) -> Vec<FindingUpdate> {
         let mut updates = Vec::new();
-        for c in self.correlator.take_idle(now, self.config.idle) {
+        let mut quieted = Vec::new();
+        for c in self.correlator.take_idle(now, self.config.idle, &mut quieted) {
             self.conclude(c, &mut updates);
         }
+        // A working connection gone quiet (kept, not concluded) clears as a concluded one would.
+        for client in quieted {
+            if let Some(c) = self.correlator.get(client).filter(|c| self.may_clear(c)).cloned() {
+                self.clear_for(&c, &mut updates);
+            }
+        }
+        if let Some(expire) = self.config.expire {
+            self.expire(now, expire, &mut updates);
+        }
         updates
+    }
+
+    /// Clears the reported findings last seen `expire` or longer before `now`, unless one of
+    /// their connections is still being decided.
+    fn expire(&mut self, now: SystemTime, expire: Duration, updates: &mut Vec<FindingUpdate>) {
+        let pending: BTreeSet<&FindingKey> = self.announced.values().collect();
+        let stale: Vec<FindingKey> = self
+            .findings
+            .iter()
+            .filter(|(k, f)| {
+                self.reported.contains(*k)
+                    && !pending.contains(k)
+                    && f.evidence.last_seen.checked_add(expire).is_some_and(|t| t <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(f) = self.findings.get(&key) {
+                updates.push(FindingUpdate::Cleared(f.clone()));
+            }
+            // A recurrence is new again.
+            self.reported.remove(&key);
+            self.cleared.insert(key);
+        }
     }
 
     /// Concludes every connection held (the end of a run); returns the last updates.
@@ -253,11 +296,22 @@ impl Engine {
         }
     }
 
-    /// A working connection clears the findings about the same ends and port.
-    fn clear_for(&mut self, c: &Connection, updates: &mut Vec<FindingUpdate>) {
-        let Some((server, port)) = c.server else { return };
+    /// The ends and port a working connection `c` would clear findings of.
+    fn clear_key(c: &Connection) -> Option<(String, String, u16)> {
+        let (server, port) = c.server?;
         let src = c.src.workload.clone().or_else(|| c.src.pod.clone()).unwrap_or_else(|| c.client.0.to_string());
         let dst = c.dst.service.clone().or_else(|| c.dst.pod.clone()).unwrap_or_else(|| server.to_string());
+        Some((src, dst, port))
+    }
+
+    /// Whether a working connection `c` may clear a finding (cheap: no finding, nothing to do).
+    fn may_clear(&self, c: &Connection) -> bool {
+        !self.findings.is_empty() && c.outcome() == Outcome::Established
+    }
+
+    /// A working connection clears the findings about the same ends and port.
+    fn clear_for(&mut self, c: &Connection, updates: &mut Vec<FindingUpdate>) {
+        let Some((src, dst, port)) = Self::clear_key(c) else { return };
         let keys: Vec<FindingKey> = self
             .findings
             .range((src.clone(), dst.clone(), port, super::Mechanism::Dropped, super::Kind::ControlPlaneBlocked)..)

@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod cgroup;
 pub mod filter;
+pub mod kernel_log;
 pub mod link_sync;
 pub mod netlink;
 pub mod netns;

@@ -17,7 +17,10 @@ use crate::kernel::{
     offsets::{self, OffsetsError},
 };
 
-use super::preflight::{check_btf, check_privileges, PreflightError, VMLINUX_BTF};
+use super::{
+    kernel_log,
+    preflight::{check_btf, check_privileges, PreflightError, VMLINUX_BTF},
+};
 
 /// Program names in the object (the Rust function names).
 pub const TC_INGRESS: &str = "observer_tc_ingress";
@@ -130,13 +133,31 @@ impl KernelInfo {
     }
 }
 
+/// How the programs are loaded. `LoadOptions::default()`: kernel log lines off.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// The programs' log lines of rare paths ([`super::kernel_log`]) on; off, the programs skip
+    /// them (`AYA_LOG_LEVEL` 0) and their log ring buffer is one page.
+    pub kernel_log: bool,
+}
+
 /// Checks privileges and BTF, resolves offsets, loads the object and its programs (not attached).
 pub fn load() -> Result<(Ebpf, KernelInfo), LoadError> {
-    load_object(OBJECT)
+    load_with(OBJECT, LoadOptions::default())
 }
 
 /// [`load`] for another build of the same programs (tests load the debug-profile object too).
 pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
+    load_with(object, LoadOptions::default())
+}
+
+/// [`load`] with `options`.
+pub fn load_options(options: LoadOptions) -> Result<(Ebpf, KernelInfo), LoadError> {
+    load_with(OBJECT, options)
+}
+
+/// [`load_object`] with `options`.
+pub fn load_with(object: &[u8], options: LoadOptions) -> Result<(Ebpf, KernelInfo), LoadError> {
     if object.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -151,11 +172,15 @@ pub fn load_object(object: &[u8]) -> Result<(Ebpf, KernelInfo), LoadError> {
 
     let ring_bytes = ring_buffer_bytes();
     debug!(ring_bytes, "event ring buffer size");
-    let mut ebpf = EbpfLoader::new()
-        .override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true)
-        .map_max_entries(EVENTS_MAP, ring_bytes)
-        .load(object)
-        .map_err(|e| LoadError::Object(Box::new(e)))?;
+    let mut loader = EbpfLoader::new();
+    loader.override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true).map_max_entries(EVENTS_MAP, ring_bytes);
+    let log_level = if options.kernel_log { kernel_log::LEVEL_ON } else { kernel_log::LEVEL_OFF };
+    // Not must-exist: an object built without any log statement has neither.
+    loader.override_global(kernel_log::LEVEL_GLOBAL, &log_level, false);
+    if !options.kernel_log {
+        loader.map_max_entries(kernel_log::LOG_MAP, page_size());
+    }
+    let mut ebpf = loader.load(object).map_err(|e| LoadError::Object(Box::new(e)))?;
     for name in [TC_INGRESS, TC_EGRESS] {
         let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
         program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
@@ -233,6 +258,13 @@ pub const RINGBUF_BYTES_ENV: &str = "OBSERVER_RINGBUF_BYTES";
 /// (`observer_common::maps::events_ringbuf_bytes`), or [`RINGBUF_BYTES_ENV`] when it holds a
 /// valid size (an invalid one is a warning and the default is used); when the CPU count cannot be
 /// read, the size for one CPU, with a warning.
+/// The page size (the smallest ring buffer), 4096 when unknown.
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(bytes).ok().filter(|b| *b > 0).unwrap_or(4096)
+}
+
 fn ring_buffer_bytes() -> u32 {
     if let Ok(text) = std::env::var(RINGBUF_BYTES_ENV) {
         match valid_ring_size(&text) {

@@ -105,7 +105,8 @@ fn probe_all(
         };
         plan.push((i, netns, c.src.ip, probe_target(inventory, c), as_proxy));
     }
-    let config = SessionConfig { netns: args.node.netns.clone(), ..SessionConfig::default() };
+    let config =
+        SessionConfig { netns: args.node.netns.clone(), kernel_log: args.node.kernel_log, ..SessionConfig::default() };
     let mut session = Session::load(config)?.start(&KernelFilter::default(), stop.clone())?;
     let stop = stop.clone();
     let worker = std::thread::spawn(move || {

@@ -20,10 +20,12 @@ use super::{
     Bench, TOOLS_CPU,
 };
 
-/// Seconds of idle measurement, of flood, and of drain after it.
+/// Seconds of idle measurement, of flood, and of drain after it. The drain outlasts the engine's
+/// 30 s idle conclusion (the flood's connections are counted then) plus one Event series update
+/// interval (5 s), so the series count and the writes include the conclusion.
 const IDLE_SECS: u64 = 10;
 const FLOOD_SECS: f64 = 5.0;
-const DRAIN_SECS: u64 = 10;
+const DRAIN_SECS: u64 = 40;
 /// SYNs per second of the flood (each SYN is a distinct dropped connection).
 const FLOOD_RATE: u64 = 20_000;
 

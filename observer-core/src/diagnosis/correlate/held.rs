@@ -82,8 +82,9 @@ impl Held {
     }
 
     /// Connections with nothing seen for `idle` at `now`, least recently used first. Healthy
-    /// established ones move to the quiet LRU instead (a stall may still come).
-    pub(super) fn take_idle(&mut self, now: SystemTime, idle: Duration) -> Vec<Connection> {
+    /// established ones move to the quiet LRU instead (a stall may still come): their keys are
+    /// added to `quieted`.
+    pub(super) fn take_idle(&mut self, now: SystemTime, idle: Duration, quieted: &mut Vec<Key>) -> Vec<Connection> {
         let mut out = Vec::new();
         while let Some((_, c)) = self.active.peek_lru() {
             if c.last_seen + idle > now {
@@ -91,6 +92,7 @@ impl Held {
             }
             let Some((key, c)) = self.active.pop_lru() else { break };
             if c.outcome() == Outcome::Established {
+                quieted.push(key);
                 if let Some((old_key, old)) = self.quiet.push(key, c) {
                     if old_key != key {
                         out.push(old);

@@ -154,3 +154,78 @@ fn quiet_established_connections_are_kept_aside_and_counted_at_the_end() {
     assert!(done.is_empty());
     assert_eq!((e.stats().connections, e.stats().established), (1, 1));
 }
+
+#[test]
+fn with_expire_a_finding_not_seen_again_is_cleared_by_tick_and_a_recurrence_is_new_again() {
+    let inv = inventory();
+    let expire = Duration::from_secs(300);
+    let mut e = Engine::new(EngineConfig { expire: Some(expire), ..EngineConfig::new("node-a") }, Arc::clone(&inv));
+    e.observe(&obs(&inv, 0, Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), syn()));
+    let first = e.observe(&obs(&inv, 0, Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), netfilter_drop()));
+    assert!(matches!(first.as_slice(), [FindingUpdate::New(_)]), "{first:?}");
+    // A second connection of the same flow is still being decided at 299 s: not expired.
+    e.observe(&obs(&inv, 299, Hook::TcEgress, (PP, 40001), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 299, Hook::KfreeSkb, (PP, 40001), (ISTIOD, 15012), netfilter_drop()));
+    let concluded = e.tick(at(60));
+    assert!(
+        matches!(concluded.as_slice(), [FindingUpdate::Updated(f)] if f.evidence.connections == 1),
+        "{concluded:?}"
+    );
+    assert!(e.tick(at(310)).is_empty(), "last seen at 0 but a connection of it is pending (seen at 299)");
+    let grown = e.tick(at(299) + DEFAULT_IDLE);
+    assert!(matches!(grown.as_slice(), [FindingUpdate::Updated(f)] if f.evidence.connections == 2), "{grown:?}");
+    assert!(e.tick(at(299 + 299)).is_empty(), "seen 299 s ago: still current");
+    let cleared = e.tick(at(299 + 300));
+    let [FindingUpdate::Cleared(f)] = cleared.as_slice() else { panic!("expired: {cleared:?}") };
+    assert_eq!((f.kind, f.mechanism, f.evidence.connections), (Kind::ControlPlaneBlocked, Mechanism::Dropped, 2));
+    assert!(e.tick(at(2000)).is_empty(), "cleared once");
+    assert_eq!(e.findings().len(), 1, "the report keeps what happened");
+    // It happens again: announced as new.
+    e.observe(&obs(&inv, 3000, Hook::TcEgress, (PP, 40002), (ISTIOD, 15012), syn()));
+    let again = e.observe(&obs(&inv, 3000, Hook::KfreeSkb, (PP, 40002), (ISTIOD, 15012), netfilter_drop()));
+    assert!(matches!(again.as_slice(), [FindingUpdate::New(_)]), "{again:?}");
+}
+
+#[test]
+fn without_expire_findings_stay_current() {
+    let inv = inventory();
+    let mut e = engine(&inv);
+    e.observe(&obs(&inv, 0, Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 0, Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), netfilter_drop()));
+    assert_eq!(e.tick(at(60)).len(), 1);
+    assert!(e.tick(at(1_000_000)).is_empty());
+}
+
+#[test]
+fn a_working_connection_clears_the_finding_while_running_when_it_goes_quiet() {
+    let inv = inventory();
+    let mut e = engine(&inv);
+    e.observe(&obs(&inv, 0, Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 0, Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), netfilter_drop()));
+    // The rule is removed: the next attempt is answered and the connection stays open, quiet.
+    e.observe(&obs(&inv, 10, Hook::TcEgress, (PP, 40001), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 10, Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), syn_ack()));
+    let concluded = e.tick(at(30));
+    assert!(matches!(concluded.as_slice(), [FindingUpdate::Updated(_)]), "the drop concluded: {concluded:?}");
+    let cleared = e.tick(at(40));
+    assert!(
+        matches!(cleared.as_slice(), [FindingUpdate::Cleared(f)] if f.mechanism == Mechanism::Dropped),
+        "cleared when the working connection goes quiet, not at the end of the run: {cleared:?}"
+    );
+    assert_eq!(e.connections_held(), 1, "the working connection is kept (a later stall is still seen)");
+    assert!(e.finish().is_empty(), "cleared once");
+}
+
+#[test]
+fn a_working_connection_does_not_clear_a_drop_seen_after_it_started() {
+    let inv = inventory();
+    let mut e = engine(&inv);
+    e.observe(&obs(&inv, 10, Hook::TcEgress, (PP, 40001), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 10, Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), syn_ack()));
+    // Another pod of the same workload is still dropped after the working connection started.
+    e.observe(&obs(&inv, 11, Hook::TcEgress, (PP, 40002), (ISTIOD, 15012), syn()));
+    e.observe(&obs(&inv, 11, Hook::KfreeSkb, (PP, 40002), (ISTIOD, 15012), netfilter_drop()));
+    let updates = e.tick(at(41));
+    assert!(matches!(updates.as_slice(), [FindingUpdate::Updated(_)]), "{updates:?}");
+    assert!(e.tick(at(100)).is_empty(), "the drop is newer than the working connection: still current");
+}
