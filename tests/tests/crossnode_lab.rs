@@ -135,11 +135,15 @@ impl TwoNodes {
         f
     }
 
-    /// The Event on cart carries the path in its note (written once the path was decided).
+    /// node-a's Event on cart carries the path in its note (written once the path was decided).
+    /// node-b's agent may write its own about the same pod (a drop it saw itself).
     fn event_note(&self) -> String {
         let cart = self.pod("cart");
-        let e = wait_until("cart's Event", Duration::from_secs(20), || {
-            self.api.observer_events(&cart.namespace).into_iter().find(|e| e["regarding"]["name"] == cart.name.as_str())
+        let e = wait_until("node-a's Event on cart", Duration::from_secs(20), || {
+            self.api
+                .observer_events(&cart.namespace)
+                .into_iter()
+                .find(|e| e["regarding"]["name"] == cart.name.as_str() && e["reportingInstance"] == "node-a")
         });
         e["note"].as_str().expect("note").to_string()
     }

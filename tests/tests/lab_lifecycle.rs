@@ -49,7 +49,8 @@ fn inventory_and_cgroups_match_the_pods() {
     for pod in pods {
         let uid = pod["metadata"]["uid"].as_str().expect("uid");
         let slice = format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_"));
-        let dir = lab.cgroup().join("kubepods.slice/kubepods-besteffort.slice").join(&slice);
+        let node = pod["spec"]["nodeName"].as_str().expect("nodeName");
+        let dir = lab.node_cgroup(node).join("kubepods.slice/kubepods-besteffort.slice").join(&slice);
         assert!(dir.is_dir(), "missing {}", dir.display());
         for status in pod["status"]["containerStatuses"].as_array().expect("statuses") {
             let id = status["containerID"].as_str().and_then(|s| s.strip_prefix("containerd://")).expect("id");

@@ -210,7 +210,7 @@ impl Lab {
         }
         let uid = pod_uid(&self.name, pod);
         for (container, id) in container_ids(&self.name, pod) {
-            let cg = container_cgroup(&self.cgroup, &uid, &id);
+            let cg = container_cgroup(&self.node_cgroup(&pod.node), &uid, &id);
             self.mkdir_cgroup(&cg)?;
             let placement =
                 Placement { netns: &ns, cgroup: &cg, uid: (container == "istio-proxy").then_some(PROXY_UID) };
@@ -230,9 +230,9 @@ impl Lab {
         Ok(())
     }
 
-    /// The cgroup the node's kubelet stand-in runs in (under the lab's).
+    /// The cgroup the node's kubelet stand-in runs in (under the node's, as systemd places it).
     fn kubelet_cgroup(&self, node: &str) -> PathBuf {
-        self.cgroup.join(format!("kubelet-{node}.scope"))
+        self.node_cgroup(node).join("system.slice/kubelet.service")
     }
 
     fn add_netns(&mut self, short: &str) -> Result<String, LabError> {
@@ -289,9 +289,16 @@ impl Lab {
         Ok(format!("{}-{}", self.name, self.pod(app)?.app))
     }
 
-    /// The lab's cgroup (parent of its kubepods.slice).
+    /// The lab's cgroup: the parent of every node's cgroup ([`Lab::node_cgroup`]).
     pub fn cgroup(&self) -> &Path {
         &self.cgroup
+    }
+
+    /// A node's cgroup, the parent of its `kubepods.slice`: what a real node's cgroup root holds.
+    /// The lab's nodes share one kernel, so an agent that stands for one node watches this
+    /// (`--cgroup-root`): the lab's cgroup would show it the other nodes' pods' sockets too.
+    pub fn node_cgroup(&self, node: &str) -> PathBuf {
+        self.cgroup.join(node)
     }
 
     /// The inventory file (Kubernetes `List` JSON).
@@ -352,7 +359,7 @@ impl Lab {
             .iter()
             .find(|(c, _)| (c == "istio-proxy") == proxy)
             .ok_or_else(|| LabError::NoSuchPod(format!("{app} (no istio-proxy container)")))?;
-        let cg = container_cgroup(&self.cgroup, &pod_uid(&self.name, pod), id);
+        let cg = container_cgroup(&self.node_cgroup(&pod.node), &pod_uid(&self.name, pod), id);
         let placement = Placement { netns: &ns, cgroup: &cg, uid: proxy.then_some(PROXY_UID) };
         let ms = timeout.as_millis().to_string();
         let target_text = target.to_string();

@@ -161,7 +161,7 @@ pub fn http(port: u16, path: &str) -> (u16, String) {
 pub fn start_agent(lab: &Lab, api: &ApiServer, node: &str, port: u16) -> Proc {
     let observer = bin_dir().join("observer");
     let (kubeconfig, netns, listen) = (api.kubeconfig(), lab.node_netns(node), format!("127.0.0.1:{port}"));
-    let cgroup = lab.cgroup().display().to_string();
+    let cgroup = lab.node_cgroup(node).display().to_string();
     Proc::spawn(
         &observer,
         &[
