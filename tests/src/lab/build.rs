@@ -15,7 +15,7 @@ use super::{
     inventory::{container_ids, inventory},
     processes::{run_bounded, spawn_ready, Placement},
     sidecar::{istio_iptables_rules, kube_proxy_rules, PROXY_UID},
-    spec::{LabSpec, NodeSpec, PodAttachment, PodSpec},
+    spec::{LabSpec, NodeSpec, Overlay, PodAttachment, PodSpec},
     state::LabState,
     ConnectOutcome, LabError, Tools, LAB_PREFIX,
 };
@@ -32,6 +32,7 @@ pub struct Lab {
     persisted: bool,
 }
 
+mod overlay;
 mod topology;
 
 use topology::lab_dir;
@@ -82,6 +83,9 @@ impl Lab {
         for node in self.spec.nodes.clone() {
             self.build_node(&router, &node)?;
         }
+        for node in self.spec.nodes.clone() {
+            self.build_overlay(&node)?;
+        }
         for pod in self.spec.pods.clone() {
             self.build_pod(&pod)?;
         }
@@ -120,7 +124,13 @@ impl Lab {
         for dst in &v4_routes {
             cmd::run("ip", &["-n", &ns, "route", "add", dst, "via", &node.router_ip.to_string()])?;
         }
-        cmd::run("ip", &["-n", router, "route", "add", &node.pod_cidr_string(), "via", &node.uplink_ip.to_string()])?;
+        // Over an overlay the router knows only the uplinks: pod traffic reaches it encapsulated.
+        if self.spec.overlay == Overlay::None {
+            cmd::run(
+                "ip",
+                &["-n", router, "route", "add", &node.pod_cidr_string(), "via", &node.uplink_ip.to_string()],
+            )?;
+        }
         if let (Some(up6), Some(rt6), Some((net6, len6))) = (node.uplink_ip6, node.router_ip6, node.pod_cidr6) {
             sysctl(router, "net.ipv6.conf.all.forwarding", "1")?;
             sysctl(&ns, "net.ipv6.conf.all.forwarding", "1")?;
@@ -130,7 +140,12 @@ impl Lab {
             for dst in &v6_routes {
                 cmd::run("ip", &["-n", &ns, "-6", "route", "add", dst, "via", &rt6.to_string()])?;
             }
-            cmd::run("ip", &["-n", router, "-6", "route", "add", &format!("{net6}/{len6}"), "via", &up6.to_string()])?;
+            if !self.spec.overlay.carries_ipv6() {
+                cmd::run(
+                    "ip",
+                    &["-n", router, "-6", "route", "add", &format!("{net6}/{len6}"), "via", &up6.to_string()],
+                )?;
+            }
         }
         if node.pod_attachment == PodAttachment::Routed {
             // Calico: no bridge; a /32 per pod (added with the pod) and a blackhole for the rest

@@ -1,0 +1,216 @@
+//! The lab's overlay variants (issue 17): pod traffic between nodes encapsulated as flannel
+//! (VXLAN), Calico (IPIP) and Geneve build it, the router seeing only outer packets; and
+//! `observer diagnose` over them.
+// Test helpers below fail loudly with context (STYLE: tests panic with context).
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use observer_lab::{Lab, LabError, LabSpec, Overlay, Tools};
+use support::{require_root, Running};
+
+/// A lab of `spec`, or `None` when the running kernel cannot build its tunnel devices (this
+/// must then be the documented [`LabError::UnsupportedLink`], naming the kernel option).
+fn overlay_lab(spec: LabSpec) -> Option<Lab> {
+    let overlay = spec.overlay;
+    let tools = Tools { lab_pod: std::path::PathBuf::from(env!("CARGO_BIN_EXE_lab-pod")) };
+    match Lab::up(spec, tools) {
+        Ok(lab) => Some(lab),
+        Err(LabError::UnsupportedLink { kind, config }) => {
+            assert_eq!(Some(kind), overlay.link_kind(), "the error names the overlay's link kind");
+            assert!(config.starts_with("CONFIG_"), "{config}");
+            eprintln!("SKIPPED: this kernel lacks {config}: no {kind} overlay to test");
+            None
+        }
+        Err(err) => panic!("lab up ({overlay:?}): {err}"),
+    }
+}
+
+fn ip(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip").args(["-n", ns]).args(args).output().expect("ip");
+    assert!(out.status.success(), "ip -n {ns} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The tunnel device of `kind` in a node's namespace, and its MTU (from `ip -d -j link`).
+fn tunnel_devices(lab: &Lab, node: &str, kind: &str) -> Vec<(String, u64)> {
+    let links: serde_json::Value =
+        serde_json::from_str(&ip(&lab.node_netns(node), &["-d", "-j", "link", "show"])).expect("ip -j");
+    links
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter(|l| l["linkinfo"]["info_kind"] == kind && l["operstate"] != "DOWN")
+        .map(|l| (l["ifname"].as_str().unwrap_or_default().to_string(), l["mtu"].as_u64().unwrap_or_default()))
+        .collect()
+}
+
+/// Pod-to-pod connections across the nodes work (IPv4, and IPv6 where the overlay carries
+/// it), the tunnel device has the underlay MTU minus the overhead, the router knows no pod
+/// route, and dropping the outer packets on the router cuts pod traffic (it is encapsulated).
+fn overlay_carries_pod_traffic(overlay: Overlay) {
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(overlay).with_underlay_mtu("node-a", 1400)) else {
+        return;
+    };
+    let details = lab.pod("details").expect("pod").clone();
+    let kind = overlay.link_kind().expect("an overlay");
+    for (node, underlay) in [("node-a", 1400), ("node-b", 1500)] {
+        let devs = tunnel_devices(&lab, node, kind);
+        assert!(!devs.is_empty(), "{node} has a {kind} device");
+        for (name, mtu) in devs {
+            assert_eq!(mtu, u64::from(underlay - overlay.overhead()), "{node} {name}");
+        }
+    }
+    let router = format!("{}-router", lab.name);
+    let routes = ip(&router, &["route", "show"]) + &ip(&router, &["-6", "route", "show"]);
+    assert!(!routes.contains("10.244."), "the router routes no IPv4 pod CIDR: {routes}");
+    assert_eq!(routes.contains("fd00:10:244:"), !overlay.carries_ipv6(), "{routes}");
+    let to = |addr: std::net::IpAddr| SocketAddr::from((addr, 9080));
+    let out = lab.connect_as_proxy("productpage", to(details.ip.into()), Duration::from_secs(3)).expect("connect");
+    assert_eq!((out.result.as_str(), out.reply.as_str()), ("ok", "details:9080 ok"), "{out:?}");
+    let v6 = details.ip6.expect("dual-stack");
+    let out = lab.connect_as_proxy("productpage", to(v6.into()), Duration::from_secs(3)).expect("connect");
+    assert_eq!(out.result, "ok", "IPv6 {out:?}");
+    // A large reply crosses the tunnel (PMTU discovery against the tunnel's MTU works).
+    let out =
+        lab.connect_as_proxy_bulk("productpage", to(details.ip.into()), Duration::from_secs(4), 8000).expect("bulk");
+    assert_eq!(out.result, "ok", "{out:?}");
+    // The router drops the encapsulation's outer packets: pod traffic stops.
+    let outer = match overlay.udp_port() {
+        Some(port) => format!("udp dport {port} drop"),
+        None => "ip protocol ipip drop".into(),
+    };
+    let script = format!(
+        "table inet lab_outer {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    {outer}\n  }}\n}}\n"
+    );
+    lab.nft_in_netns(&router, &script).expect("nft");
+    let out = lab.connect_as_proxy("productpage", to(details.ip.into()), Duration::from_millis(1500)).expect("connect");
+    assert_eq!(out.result, "timeout", "pod traffic rides the outer packets the router dropped: {out:?}");
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn vxlan_overlay_carries_pod_traffic_in_outer_packets() {
+    require_root();
+    overlay_carries_pod_traffic(Overlay::Vxlan);
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn ipip_overlay_carries_pod_traffic_in_outer_packets() {
+    require_root();
+    overlay_carries_pod_traffic(Overlay::Ipip);
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn geneve_overlay_carries_pod_traffic_in_outer_packets() {
+    require_root();
+    overlay_carries_pod_traffic(Overlay::Geneve);
+}
+
+/// Tearing an overlay lab down leaves no namespace (the tunnel devices live in the nodes').
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn an_overlay_lab_tears_down_completely() {
+    require_root();
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(Overlay::Vxlan)) else { return };
+    let (name, cgroup) = (lab.name.clone(), lab.cgroup().to_path_buf());
+    lab.down().expect("down");
+    let list = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&name), "namespaces of {name} left");
+    assert!(!cgroup.exists(), "{} left", cgroup.display());
+}
+
+/// Starts `observer diagnose --output json` on `node`, runs `traffic`, stops it (SIGINT), and
+/// returns (exit code, report).
+fn diagnose(lab: &Lab, node: &str, traffic: impl FnOnce()) -> (i32, serde_json::Value) {
+    let inventory = lab.inventory_path().display().to_string();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let running = Running::start(&[
+        "diagnose",
+        "--inventory",
+        &inventory,
+        "--netns",
+        &lab.node_netns(node),
+        "--node-name",
+        node,
+        "--cgroup-root",
+        &cgroup_root,
+        "--output",
+        "json",
+    ]);
+    traffic();
+    std::thread::sleep(Duration::from_millis(500));
+    let lines_handle = running.lines_handle();
+    let (status, stderr) = running.stop_with_stderr();
+    let text = lines_handle.lock().expect("lock").join("\n");
+    let report =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}\n{stderr:?}"));
+    (status.code().unwrap_or(-1), report)
+}
+
+fn findings(report: &serde_json::Value) -> Vec<serde_json::Value> {
+    report["findings"].as_array().cloned().unwrap_or_default()
+}
+
+/// Healthy cross-node traffic over `overlay`, watched on both nodes: `rounds` x 4 connections
+/// (app via sidecars to the other node's pod, proxy to istiod by service and by pod, IPv6 when
+/// the overlay carries it), zero findings, all established.
+fn healthy_over(overlay: Overlay, rounds: usize) {
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(overlay)) else { return };
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let details = lab.pod("details").expect("pod").clone();
+    let svc = lab.spec.services.iter().find(|s| s.name == "istiod").expect("svc").cluster_ip;
+    for node in ["node-a", "node-b"] {
+        let (code, report) = diagnose(&lab, node, || {
+            for _ in 0..rounds {
+                let mut targets = vec![
+                    ("productpage", SocketAddr::from((details.ip, 9080)), false),
+                    ("reviews", SocketAddr::from((svc, 15012)), true),
+                    ("productpage", SocketAddr::from((istiod.ip, 15010)), true),
+                ];
+                if overlay.carries_ipv6() {
+                    targets.push(("reviews", SocketAddr::from((details.ip6.expect("v6"), 9080)), true));
+                } else {
+                    targets.push(("reviews", SocketAddr::from((details.ip, 9080)), true));
+                }
+                for (app, target, proxy) in targets {
+                    let out = if proxy {
+                        lab.connect_as_proxy(app, target, Duration::from_secs(2))
+                    } else {
+                        lab.connect(app, target, Duration::from_secs(2))
+                    }
+                    .expect("connect");
+                    assert_eq!(out.result, "ok", "{app} -> {target}");
+                }
+            }
+        });
+        assert_eq!(code, 0, "{node}: {report:#}");
+        assert!(findings(&report).is_empty(), "{node}: {report:#}");
+        assert!(report["stats"]["established"].as_u64().is_some_and(|n| n as usize >= rounds * 3), "{report:#}");
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn healthy_traffic_over_vxlan_gives_zero_findings_on_both_nodes() {
+    require_root();
+    healthy_over(Overlay::Vxlan, 25);
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn healthy_traffic_over_ipip_gives_zero_findings_on_both_nodes() {
+    require_root();
+    healthy_over(Overlay::Ipip, 25);
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn healthy_traffic_over_geneve_gives_zero_findings_on_both_nodes() {
+    require_root();
+    healthy_over(Overlay::Geneve, 25);
+}
