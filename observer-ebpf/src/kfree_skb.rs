@@ -4,14 +4,14 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
     counters,
-    event::{DropEvent, FlowTuple, EVENT_KIND_DROP},
+    event::{DropEvent, Encap, FlowTuple, EVENT_KIND_DROP},
 };
 
 use crate::{
     counters::bump,
     emit::{reserve, submit},
     filter::{active, capture_limit, wanted},
-    kmem::{opaque, read_at, read_ptr, skb_capture, skb_flow, skb_netns},
+    kmem::{opaque, read_at, read_ptr, skb_capture, skb_flow_encap, skb_netns},
     maps::offset,
 };
 
@@ -33,8 +33,10 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
     bump(counters::DROPS_SEEN);
     // Parse first (on the stack) so the filter can decide before the ring buffer is touched;
     // a drop whose headers cannot be read is only reported when no filter is set.
+    // An outer packet (dropped on the underlay side) is reported with its inner (pod) flow.
     let mut flow = FlowTuple::default();
-    let headers = skb_flow(skb, &mut flow).map(|h| opaque(h as u32) as usize);
+    let mut encap = Encap::default();
+    let headers = skb_flow_encap(skb, &mut flow, &mut encap).map(|h| opaque(h as u32) as usize);
     let parsed = headers.is_some();
     if (parsed && !wanted(&flow)) || (!parsed && active()) {
         return;
@@ -55,6 +57,7 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
     if let Some(headers) = headers {
         event.flow = flow;
         event.flow_valid = 1;
+        event.encap = encap;
         event.packet_len = skb_capture(skb, &mut event.packet, capture_limit(headers));
     } else {
         bump(counters::DROP_PARSE_ERRORS);

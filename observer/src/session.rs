@@ -134,6 +134,7 @@ impl Loaded {
         let Self { mut ebpf, kernel, netns, config } = self;
         let events = EventSource::new(&mut ebpf)?;
         filter.apply(&mut ebpf)?;
+        loader::tunnel_ports::apply(&mut ebpf, &loader::tunnel_ports::configured()?)?;
         let attached = attach_all(&mut ebpf, &netns, &kernel)?;
         let mut watch = NodeWatch::new(&netns)?;
         let cgroup_root = match &config.cgroup_root {

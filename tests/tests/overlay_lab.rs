@@ -214,3 +214,96 @@ fn healthy_traffic_over_geneve_gives_zero_findings_on_both_nodes() {
     require_root();
     healthy_over(Overlay::Geneve, 25);
 }
+
+/// Issue 17: on an overlay node's uplink the SYN is an outer VXLAN packet; the event carries
+/// the inner (pod) 5-tuple and the tunnel (kind, outer addresses = the nodes' uplinks, VNI,
+/// port); on the tunnel device the same SYN is seen decapsulated (no encapsulation). IPv6 pod
+/// traffic inside IPv4 outer packets too.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn trace_on_a_vxlan_uplink_reports_the_inner_flow_and_the_tunnel() {
+    require_root();
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(Overlay::Vxlan)) else { return };
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (a, b) = (lab.spec.node("node-a").expect("a").clone(), lab.spec.node("node-b").expect("b").clone());
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "9080"]);
+    for dst in [std::net::IpAddr::from(details.ip), details.ip6.expect("v6").into()] {
+        let out =
+            lab.connect_as_proxy("productpage", SocketAddr::from((dst, 9080)), Duration::from_secs(3)).expect("c");
+        assert_eq!(out.result, "ok", "{out:?}");
+        let sport = out.local_addr().expect("local").port();
+        let src = if dst.is_ipv4() { productpage.ip.to_string() } else { productpage.ip6.expect("v6").to_string() };
+        let syn = observer.wait_for("the SYN leaving on the uplink", Duration::from_secs(5), |v| {
+            v["interface"] == "eth0" && v["hook"] == "tc-egress" && v["flow"]["sport"] == sport
+        });
+        assert_eq!(
+            (syn["flow"]["src"].as_str(), syn["flow"]["dst"].as_str()),
+            (Some(src.as_str()), Some(dst.to_string().as_str()))
+        );
+        assert_eq!((syn["flow"]["dport"].as_u64(), syn["tcp_flags"].as_str()), (Some(9080), Some("SYN")), "{syn}");
+        let e = &syn["encap"];
+        assert_eq!(e["tunnel"], "vxlan", "{syn}");
+        assert_eq!(
+            (e["outer_src"].as_str(), e["outer_dst"].as_str()),
+            (Some(a.uplink_ip.to_string().as_str()), Some(b.uplink_ip.to_string().as_str())),
+            "{syn}"
+        );
+        assert_eq!((e["vni"].as_u64(), e["udp_port"].as_u64()), (Some(1), Some(8472)), "{syn}");
+        let inner = observer.wait_for("the SYN on the tunnel device", Duration::from_secs(5), |v| {
+            v["interface"] == "flannel.1" && v["hook"] == "tc-egress" && v["flow"]["sport"] == sport
+        });
+        assert!(inner.get("encap").is_none(), "decapsulated view: {inner}");
+        let synack = observer.wait_for("the SYN-ACK arriving on the uplink", Duration::from_secs(5), |v| {
+            v["interface"] == "eth0" && v["hook"] == "tc-ingress" && v["flow"]["dport"] == sport
+        });
+        assert_eq!(synack["tcp_flags"], "SYN|ACK");
+        assert_eq!(synack["encap"]["outer_src"], b.uplink_ip.to_string(), "{synack}");
+    }
+    assert!(observer.stop().success());
+}
+
+/// The classic field report "firewalld blocks 8472": node-b's INPUT drops the VXLAN port. The
+/// drop on node-b is of the outer packet, reported with the pod flow inside, the tunnel, the
+/// uplink, and the culprit rule (evaluated against the outer packet, as netfilter saw it).
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_dropped_vxlan_port_is_traced_as_the_pod_flows_outer_packet_with_its_rule() {
+    require_root();
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(Overlay::Vxlan)) else { return };
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let a = lab.spec.node("node-a").expect("a").clone();
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-b"), "--output", "json", "--verdict", "dropped"]);
+    lab.firewall("node-b", "iptables", &["-A", "INPUT", "-p", "udp", "--dport", "8472", "-j", "DROP"]).expect("fw");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(1500))
+        .expect("connect");
+    assert_eq!(out.result, "timeout", "{out:?}");
+    let sport = out.local_addr().expect("local").port();
+    let drop = observer.wait_for("the outer packet's drop", Duration::from_secs(5), |v| {
+        v["type"] == "drop" && v["flow"]["sport"] == sport
+    });
+    assert_eq!(
+        (drop["flow"]["src"].as_str(), drop["flow"]["dst"].as_str()),
+        (Some(productpage.ip.to_string().as_str()), Some(details.ip.to_string().as_str()))
+    );
+    assert_eq!(
+        (drop["flow"]["dport"].as_u64(), drop["drop_reason"].as_str()),
+        (Some(9080), Some("NETFILTER_DROP")),
+        "{drop}"
+    );
+    assert_eq!(drop["interface"], "eth0", "{drop}");
+    assert_eq!(
+        (drop["encap"]["tunnel"].as_str(), drop["encap"]["udp_port"].as_u64()),
+        (Some("vxlan"), Some(8472)),
+        "{drop}"
+    );
+    assert_eq!(drop["encap"]["outer_src"], a.uplink_ip.to_string(), "{drop}");
+    let c = &drop["culprit"];
+    assert_eq!(c["rule"], "-A INPUT -p udp -m udp --dport 8472 -j DROP", "{drop:#}");
+    assert_eq!((c["chain"].as_str(), c["confidence"].as_str()), (Some("INPUT"), Some("confirmed")), "{drop:#}");
+    assert!(observer.stop().success());
+}

@@ -37,6 +37,7 @@ impl Scenario {
             _ => (flow.src, (flow.dst, flow.dport)),
         };
         let o = Observation {
+            encap: None,
             time: UNIX_EPOCH + Duration::from_secs(self.t),
             hook,
             ifindex: 3,
@@ -531,6 +532,7 @@ fn a_connection_is_followed_across_a_port_changing_snat_by_what_conntrack_says()
     s.see(Hook::SockOps, (node, 41000), (cart, 8080), socket(SocketMilestone::Connecting));
     let flow = tcp(("169.254.7.127", 20417), (cart, 8080));
     let syn = Observation {
+        encap: None,
         time: UNIX_EPOCH + Duration::from_secs(10),
         hook: Hook::TcEgress,
         ifindex: 3,

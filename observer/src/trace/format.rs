@@ -161,6 +161,7 @@ mod tests {
 
     fn syn() -> Observation {
         Observation {
+            encap: None,
             time: UNIX_EPOCH + Duration::from_micros(3_723_000_042),
             hook: Hook::TcIngress,
             ifindex: 5,
