@@ -307,3 +307,54 @@ fn a_dropped_vxlan_port_is_traced_as_the_pod_flows_outer_packet_with_its_rule() 
     assert_eq!((c["chain"].as_str(), c["confidence"].as_str()), (Some("INPUT"), Some("confirmed")), "{drop:#}");
     assert!(observer.stop().success());
 }
+
+/// "firewalld blocks 8472" watched by `observer diagnose` on the receiving node: one finding
+/// for the pod flow, saying the overlay's transport (VXLAN, UDP 8472) was dropped at node-b's
+/// uplink and naming the rule; nothing else blamed.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn diagnose_names_the_rule_dropping_the_vxlan_transport_on_the_receiving_node() {
+    require_root();
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(Overlay::Vxlan)) else { return };
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-b", || {
+        lab.firewall("node-b", "iptables", &["-A", "INPUT", "-p", "udp", "--dport", "8472", "-j", "DROP"]).expect("fw");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    // Not a port policy between workloads: the pod network between the nodes is cut.
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R3"), Some("endpoint-unreachable"), Some("dropped")),
+        "{f:#}"
+    );
+    assert_eq!(f["node"], "node-b");
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(details.key().as_str()), Some(9080)));
+    let ev = &f["evidence"];
+    assert_eq!((ev["interface"].as_str(), ev["drop_reason"].as_str()), (Some("eth0"), Some("NETFILTER_DROP")), "{f:#}");
+    let t = &ev["tunnel"];
+    assert_eq!(
+        (t["tunnel"].as_str(), t["udp_port"].as_u64(), t["vni"].as_u64()),
+        (Some("vxlan"), Some(8472), Some(1)),
+        "{f:#}"
+    );
+    let (a, b) = (lab.spec.node("node-a").expect("a"), lab.spec.node("node-b").expect("b"));
+    assert_eq!(t["outer_src"], a.uplink_ip.to_string());
+    assert_eq!(t["outer_dst"], b.uplink_ip.to_string());
+    let c = &f["culprit"];
+    assert_eq!(c["rule"], "-A INPUT -p udp -m udp --dport 8472 -j DROP", "{f:#}");
+    assert_eq!(c["confidence"], "confirmed", "{f:#}");
+    let r = f["remediation"].as_str().expect("remediation");
+    assert!(
+        r.contains("overlay's transport is blocked") && r.contains("UDP 8472") && r.contains("--dport 8472"),
+        "{r}"
+    );
+}

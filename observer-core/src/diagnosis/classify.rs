@@ -39,6 +39,11 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
         (dst.role == Some(Role::Istiod)).then(|| istio_ports::port_name(istio_ports::Component::Istiod, port)).flatten()
     });
     let in_mesh = |m: Option<MeshMode>| matches!(m, Some(MeshMode::Sidecar | MeshMode::Ambient));
+    // The node dropped the tunnel's outer packet: the overlay's transport, not a port policy.
+    let tunnel = match &outcome {
+        Outcome::Dropped { .. } | Outcome::Rejected { .. } => c.drops.iter().find_map(|d| d.encap),
+        _ => None,
+    };
     let unnamed_pod_address = !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| c.contains(&server_ip));
     if mechanism == Mechanism::Established && !unnamed_pod_address {
         return None;
@@ -67,7 +72,12 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
         Mechanism::Silent | Mechanism::NoRoute | Mechanism::Stalled | Mechanism::PmtuBlackhole
     ) {
         (Requirement::R3, Kind::EndpointUnreachable)
-    } else if in_mesh(src.mesh) && in_mesh(dst.mesh) && by_firewall(&outcome) && !named.is_some_and(|k| k.blanket) {
+    } else if in_mesh(src.mesh)
+        && in_mesh(dst.mesh)
+        && by_firewall(&outcome)
+        && !named.is_some_and(|k| k.blanket)
+        && tunnel.is_none()
+    {
         // A firewall rule (netfilter drop, ICMP prohibited) between mesh workloads that singles
         // out ports or peers; any other drop reason, or a rule that blocks everything between
         // the endpoints, is a reachability problem, not a policy.
@@ -82,6 +92,7 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     };
     let mut evidence = Evidence {
         icmp_errors_dropped: icmp_errors_dropped(&c.icmp_drops),
+        tunnel,
         neighbour_solicitation: c.neighbour.as_ref().map(|d| super::NeighbourEvidence {
             target: d.target,
             drop_reason: d.reason.name.to_string(),
@@ -155,7 +166,9 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     };
     let culprit =
         matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected).then(|| c.culprit.as_deref().cloned()).flatten();
-    let remediation = if ambient_probe {
+    let remediation = if let Some(e) = &tunnel {
+        super::overlay::remediation(e, &dst_party, culprit.as_ref(), node)
+    } else if ambient_probe {
         probe_remediation(mechanism, &dst_party, &evidence, culprit.as_ref(), node)
     } else {
         // A packet freed by failed neighbour resolution: the dropped solicitations explain it.

@@ -86,6 +86,9 @@ pub struct ConnectionDrop {
     /// The interface, when in the watched namespace.
     pub interface: Option<String>,
     pub hook: Hook,
+    /// The dropped packet was the outer packet of a tunnel carrying the connection's (the
+    /// overlay's transport was dropped, e.g. a firewall closing VXLAN's UDP port).
+    pub encap: Option<crate::model::Encapsulation>,
 }
 
 /// An address and port.
@@ -409,6 +412,7 @@ impl Correlator {
                         netns: *netns,
                         interface: o.interface.clone(),
                         hook: o.hook,
+                        encap: o.encap,
                     });
                     let client = c.client;
                     if let Some(d) = self.solicitations.failed(flow.dst, client) {
@@ -423,6 +427,7 @@ impl Correlator {
                         netns: *netns,
                         interface: o.interface.clone(),
                         hook: o.hook,
+                        encap: o.encap,
                     });
                     if let Some(new) = culprit {
                         if c.culprit.as_ref().is_none_or(|old| new.confidence > old.confidence) {

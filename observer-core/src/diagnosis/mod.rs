@@ -5,6 +5,7 @@
 mod classify;
 mod correlate;
 pub mod engine;
+mod overlay;
 pub mod report;
 
 use std::{net::IpAddr, time::SystemTime};
@@ -106,6 +107,10 @@ pub struct Evidence {
     /// `neigh_invalidate`) and a solicitation for their destination was dropped: where.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub neighbour_solicitation: Option<NeighbourEvidence>,
+    /// The dropped packet was the outer packet of a tunnel (the overlay's transport): which
+    /// tunnel, between which node addresses, on which port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::model::Encapsulation>,
     /// For `stalled` / `pmtu-blackhole`: the retransmissions and the MTUs seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall: Option<StallEvidence>,
@@ -132,6 +137,7 @@ impl Default for Evidence {
             icmp: None,
             icmp_errors_dropped: Vec::new(),
             neighbour_solicitation: None,
+            tunnel: None,
             stall: None,
             attempts: 0,
             connections: 0,
