@@ -57,6 +57,7 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
     let mut engine = Engine::new(EngineConfig::new(node.clone()), Arc::clone(&inventory));
     // Interface MTUs on the node's path, for PMTU findings.
     engine.set_interface_mtus(session.interface_mtus());
+    engine.set_tunnel_interfaces(session.tunnel_interfaces());
     // The node's conntrack, to follow connections across source NAT (istio-cni's probe SNAT,
     // masquerades) by their entries rather than by matching ports.
     let mut conntrack = match session.netns.run_inside(crate::netfilter::conntrack::Conntrack::open) {

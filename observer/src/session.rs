@@ -324,6 +324,11 @@ impl Session {
     pub fn interface_mtus(&mut self) -> std::collections::HashMap<String, u32> {
         self.watch.interface_mtus()
     }
+
+    /// The watched node's tunnel devices (by link kind).
+    pub fn tunnel_interfaces(&mut self) -> std::collections::HashSet<String> {
+        self.watch.tunnel_interfaces()
+    }
 }
 
 /// Hands on the netfilter drops whose culprit is known (all of them when `flush`), as long as

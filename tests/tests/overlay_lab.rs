@@ -47,6 +47,21 @@ fn tunnel_devices(lab: &Lab, node: &str, kind: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The router's interface on `node`'s underlay link (the one with the node's router address).
+fn router_link_to(lab: &Lab, node: &str) -> String {
+    let router_ip = lab.spec.node(node).expect("node").router_ip.to_string();
+    let addrs: serde_json::Value =
+        serde_json::from_str(&ip(&format!("{}-router", lab.name), &["-j", "addr", "show"])).expect("ip -j");
+    addrs
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["addr_info"].as_array().is_some_and(|a| a.iter().any(|i| i["local"] == router_ip.as_str())))
+        .and_then(|l| l["ifname"].as_str())
+        .expect("router link")
+        .to_string()
+}
+
 /// Pod-to-pod connections across the nodes work (IPv4, and IPv6 where the overlay carries
 /// it), the tunnel device has the underlay MTU minus the overhead, the router knows no pod
 /// route, and dropping the outer packets on the router cuts pod traffic (it is encapsulated).
@@ -357,4 +372,130 @@ fn diagnose_names_the_rule_dropping_the_vxlan_transport_on_the_receiving_node() 
         r.contains("overlay's transport is blocked") && r.contains("UDP 8472") && r.contains("--dport 8472"),
         "{r}"
     );
+}
+
+/// Issue 17 acceptance 2 (one node's view) over VXLAN: node-b's FORWARD drops the pod flow
+/// after decapsulation. The drop is on the tunnel device, the inner packet's rule is named, and
+/// the uplink's (outer) and the tunnel's (inner) sightings are one connection.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_forward_drop_after_decapsulation_is_found_at_the_tunnel_device_with_its_rule() {
+    use observer_lab::{FirewallRule, Hook};
+    require_root();
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(Overlay::Vxlan)) else { return };
+    let details = lab.pod("details").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-b", || {
+        lab.inject("node-b", &FirewallRule::drop_tcp_to(Hook::Forward, details.ip.into(), 9080)).expect("inject");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((details.ip, 9080)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = &all[0];
+    assert_eq!((f["requirement"].as_str(), f["kind"].as_str()), (Some("R4"), Some("policy-conflict")), "{f:#}");
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(details.key().as_str()), Some(9080)));
+    let ev = &f["evidence"];
+    assert_eq!(
+        (ev["interface"].as_str(), ev["drop_reason"].as_str()),
+        (Some("flannel.1"), Some("NETFILTER_DROP")),
+        "{f:#}"
+    );
+    assert_eq!(ev["tunnel"], serde_json::Value::Null, "the inner packet was dropped, not the transport: {f:#}");
+    assert!(ev["attempts"].as_u64().is_some_and(|a| a >= 2), "{f:#}");
+    assert_eq!(ev["connections"], 1, "outer and inner sightings are one connection: {f:#}");
+    assert_eq!(report["stats"]["connections"], 1, "{report:#}");
+    let c = &f["culprit"];
+    assert_eq!(c["rule"], format!("-A FORWARD -d {}/32 -p tcp -m tcp --dport 9080 -j DROP", details.ip), "{f:#}");
+    assert_eq!(c["confidence"], "confirmed", "{f:#}");
+}
+
+/// Issue 17 acceptance 5, one node's view: over VXLAN, node-a's underlay link is 1400 bytes and
+/// the underlay drops fragments and its own fragmentation-needed answers (a cloud firewall). The
+/// handshake to istiod succeeds; istiod's large segments, sized for node-b's tunnel MTU, vanish
+/// after leaving node-b. Watched on node-b: R5 pmtu-blackhole naming the tunnel device and MTU.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_pmtu_blackhole_over_vxlan_names_the_tunnel_mtu() {
+    require_root();
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(Overlay::Vxlan).with_underlay_mtu("node-a", 1400))
+    else {
+        return;
+    };
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let (code, report) = diagnose(&lab, "node-b", || {
+        // The underlay drops IP fragments (as many cloud networks and middleboxes do) on its
+        // 1400-byte link to node-a: the outer packets of full-size inner ones, which the router
+        // fragments (VXLAN's outer DF is unset), never arrive.
+        let router = format!("{}-router", lab.name);
+        let link = router_link_to(&lab, "node-a");
+        let filter = format!(
+            "table netdev lab_frag_filter {{\n  chain egress {{\n    type filter hook egress device \"{link}\" priority 0; policy accept;\n    ip frag-off & 0x3fff != 0 drop\n  }}\n}}\n"
+        );
+        lab.nft_in_netns(&router, &filter).expect("filter");
+        let out = lab
+            .connect_as_proxy_bulk("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(4), 8000)
+            .expect("connect");
+        assert!(!out.local.is_empty() && out.result != "ok", "handshake done, reply lost: {out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "nothing else blamed: {report:#}");
+    let f = &all[0];
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R5"), Some("control-plane-blocked"), Some("pmtu-blackhole")),
+        "{f:#}"
+    );
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(istiod.key().as_str()), Some(15012)));
+    assert_eq!(f["evidence"]["drop_reason"], serde_json::Value::Null, "nothing dropped on node-b: {f:#}");
+    let st = &f["evidence"]["stall"];
+    assert!(st["retransmits"].as_u64().is_some_and(|n| n >= 3), "{f:#}");
+    // node-b's tunnel MTU (1450) sized the segments (its own fragmentation-needed told istiod).
+    assert!(st["packet_bytes"].as_u64().is_some_and(|b| b > 1400 - 50 && b <= 1450), "{f:#}");
+    let t = &st["tunnel"];
+    assert_eq!(
+        (t["type"].as_str(), t["device"].as_str(), t["mtu"].as_u64()),
+        (Some("vxlan"), Some("flannel.1"), Some(1450)),
+        "{f:#}"
+    );
+    assert_eq!(t["overhead"], 50);
+    assert!(t["outer_packet_bytes"].as_u64().is_some_and(|b| b > 1400), "outer packets exceed the 1400 hop: {f:#}");
+    let (a, b) = (lab.spec.node("node-a").expect("a"), lab.spec.node("node-b").expect("b"));
+    assert_eq!(
+        (t["outer_src"].as_str(), t["outer_dst"].as_str()),
+        (Some(b.uplink_ip.to_string().as_str()), Some(a.uplink_ip.to_string().as_str())),
+        "{f:#}"
+    );
+    let r = f["remediation"].as_str().expect("remediation");
+    assert!(r.contains("flannel.1 (MTU 1450)") && r.contains("beyond node node-b"), "{r}");
+}
+
+/// The same lower-MTU underlay over VXLAN, healthy (fragments and ICMP pass): large replies
+/// arrive and nothing is reported on either node.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn healthy_large_replies_over_vxlan_and_a_lower_mtu_underlay_give_zero_findings() {
+    require_root();
+    let Some(lab) = overlay_lab(LabSpec::bookinfo().with_overlay(Overlay::Vxlan).with_underlay_mtu("node-a", 1400))
+    else {
+        return;
+    };
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    for node in ["node-b", "node-a"] {
+        let (code, report) = diagnose(&lab, node, || {
+            for app in ["productpage", "reviews"] {
+                let out = lab
+                    .connect_as_proxy_bulk(app, SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3), 8000)
+                    .expect("connect");
+                assert_eq!(out.result, "ok", "{out:?}");
+            }
+        });
+        assert_eq!(code, 0, "{node}: {report:#}");
+        assert!(findings(&report).is_empty(), "{node}: {report:#}");
+    }
 }

@@ -140,6 +140,15 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
                 path_mtus: stall.path_mtus.clone(),
                 exceeds_known_mtu: stall.exceeds_known_mtu,
                 fragmentation_needed_seen: stall.fragmentation_needed_seen,
+                tunnel: stall.tunnel.as_ref().map(|t| super::TunnelMtuEvidence {
+                    tunnel: t.encap.tunnel,
+                    device: t.device.as_ref().map(|(d, _)| d.clone()),
+                    mtu: t.device.as_ref().and_then(|(_, m)| *m),
+                    overhead: t.overhead,
+                    outer_packet_bytes: stall.packet_bytes.map(|p| p + t.overhead),
+                    outer_src: t.encap.outer_src,
+                    outer_dst: t.encap.outer_dst,
+                }),
             })
         }
         _ => {}
@@ -267,6 +276,9 @@ fn pmtu_advice(stall: Option<&super::StallEvidence>, node: &str) -> String {
     } else {
         format!("they fit node {node}'s MTUs, so a hop beyond it has a smaller MTU")
     };
+    if let Some(t) = stall.and_then(|s| s.tunnel.as_ref()) {
+        return super::overlay::pmtu_advice(t, &packet, &mtus, node);
+    }
     format!(
         "{packet} packets are retransmitted without progress and no ICMP fragmentation-needed/packet-too-big came back ({beyond}; MTUs on this node's path: {mtus}): let ICMP type 3 code 4 and ICMPv6 type 2 through the underlay's firewalls, or set the CNI/pod MTU to the underlay's (minus any encapsulation), or enable net.ipv4.tcp_mtu_probing"
     )

@@ -180,6 +180,29 @@ pub struct StallEvidence {
     pub exceeds_known_mtu: bool,
     /// An ICMP fragmentation-needed / packet-too-big about the flow came back.
     pub fragmentation_needed_seen: bool,
+    /// The connection rides a tunnel (seen encapsulated on the uplink): its device and MTU, and
+    /// the size of the outer packets the retransmitted ones became.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelMtuEvidence>,
+}
+
+/// The tunnel of a stalled connection (sizes in bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TunnelMtuEvidence {
+    #[serde(rename = "type")]
+    pub tunnel: crate::model::TunnelKind,
+    /// The node's tunnel device (by link kind) and its MTU, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Bytes the encapsulation adds, and the outer packets' size.
+    pub overhead: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer_packet_bytes: Option<u32>,
+    /// The tunnel's endpoints (this node's and the peer's underlay addresses).
+    pub outer_src: IpAddr,
+    pub outer_dst: IpAddr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

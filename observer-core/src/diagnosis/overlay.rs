@@ -46,6 +46,27 @@ pub fn remediation(e: &Encapsulation, dst: &Endpoint, culprit: Option<&Culprit>,
     )
 }
 
+/// The advice for large packets lost over a tunnel: they left this node as outer packets too
+/// large for a hop of the underlay beyond it, and neither its fragmentation-needed nor the
+/// fragments came through.
+pub fn pmtu_advice(t: &super::TunnelMtuEvidence, packet: &str, mtus: &str, node: &str) -> String {
+    let device = match (&t.device, t.mtu) {
+        (Some(d), Some(m)) => format!("tunnel device {d} (MTU {m})"),
+        (Some(d), None) => format!("tunnel device {d}"),
+        _ => "the tunnel".to_string(),
+    };
+    let outer = t.outer_packet_bytes.map_or_else(String::new, |o| format!(" as {o}-byte outer packets"));
+    format!(
+        "{packet} packets cross {device} and leave node {node}{outer} ({} {} -> {}, {} bytes of encapsulation), and are lost beyond node {node} on the underlay towards {}: a hop there has a smaller MTU and neither its ICMP fragmentation-needed nor the fragments come through (MTUs on this node's path: {mtus}). Set the tunnel MTU to the underlay path's MTU minus {} (the CNI's MTU setting), or let ICMP type 3 code 4 and IP fragments through the underlay",
+        t.tunnel.as_str(),
+        t.outer_src,
+        t.outer_dst,
+        t.overhead,
+        t.outer_dst,
+        t.overhead,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,6 +229,12 @@ pub struct Observation {
     pub dst: Option<Endpoint>,
 }
 
+/// Link kinds (rtnetlink `IFLA_INFO_KIND`) of tunnel devices: the decapsulated side of an
+/// overlay (flannel's `vxlan`, Calico's `ipip` tunl0 and `vxlan`, OVN's `geneve`, 6in4 `sit`,
+/// `ip6tnl`, GRE, WireGuard).
+pub const TUNNEL_LINK_KINDS: [&str; 10] =
+    ["vxlan", "geneve", "ipip", "sit", "ip6tnl", "gre", "gretap", "ip6gre", "ip6gretap", "wireguard"];
+
 /// What kind of tunnel carried an encapsulated packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -244,6 +250,16 @@ pub enum TunnelKind {
 }
 
 impl TunnelKind {
+    /// Bytes the encapsulation adds to the inner packet over an outer header of `outer_v6`
+    /// (VXLAN/Geneve: outer IP + UDP 8 + 8 + inner Ethernet 14, Geneve options not counted).
+    pub fn overhead(self, outer_v6: bool) -> u32 {
+        let ip = if outer_v6 { 40 } else { 20 };
+        match self {
+            TunnelKind::Vxlan | TunnelKind::Geneve => ip + 8 + 8 + 14,
+            TunnelKind::Ipip | TunnelKind::Ip6InIp => ip,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TunnelKind::Vxlan => "vxlan",
