@@ -378,6 +378,23 @@ impl Lab {
             .map_err(|e| LabError::NotReady { what: format!("connect from {app}"), detail: format!("{e}: {out}") })
     }
 
+    /// Sends one crafted datagram from the pod's application container: `lab-pod send` arguments
+    /// (`["udp", "IP:PORT", HEX]` or `["ip", IPV4, PROTOCOL, HEX]`), e.g. a tunnel's outer packet.
+    pub fn send_from(&self, app: &str, args: &[&str]) -> Result<(), LabError> {
+        let pod = self.pod(app)?;
+        let ns = self.pod_netns(app)?;
+        let ids = container_ids(&self.name, pod);
+        let (_, id) = ids
+            .iter()
+            .find(|(c, _)| c != "istio-proxy")
+            .ok_or_else(|| LabError::NoSuchPod(format!("{app} (no application container)")))?;
+        let cg = container_cgroup(&self.cgroup, &pod_uid(&self.name, pod), id);
+        let placement = Placement { netns: &ns, cgroup: &cg, uid: None };
+        let mut all = vec!["send"];
+        all.extend_from_slice(args);
+        run_bounded(&placement, &self.tools.lab_pod, &all, Duration::from_secs(5)).map(drop)
+    }
+
     /// A kubelet-style probe: one connection attempt from the node's own namespace (a process in
     /// the node's kubelet cgroup), as root.
     pub fn probe_from_node(
