@@ -160,9 +160,13 @@ impl Loaded {
             }
             None => None,
         };
+        // Tunnel devices (by link kind): the decapsulated side of an overlay.
+        let mut tunnels: Vec<String> = watch.tunnel_interfaces().into_iter().collect();
+        tunnels.sort();
         info!(
             netns = %netns.name,
             interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
+            tunnels = %tunnels.join(","),
             drops = attached.drops,
             tcp_tracepoints = attached.tcp_tracepoints,
             connect = cgroup_hooks.connect,

@@ -92,7 +92,8 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     };
     let mut evidence = Evidence {
         icmp_errors_dropped: icmp_errors_dropped(&c.icmp_drops),
-        tunnel,
+        // Unanswered SYNs that left through a tunnel: which one, towards which node.
+        tunnel: tunnel.or_else(|| (mechanism == Mechanism::Silent).then_some(c.tunnel).flatten()),
         neighbour_solicitation: c.neighbour.as_ref().map(|d| super::NeighbourEvidence {
             target: d.target,
             drop_reason: d.reason.name.to_string(),
@@ -183,7 +184,11 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
         // A packet freed by failed neighbour resolution: the dropped solicitations explain it.
         let neighbour_failure = matches!(&outcome, Outcome::Dropped { reason, location, .. }
             if mechanism == Mechanism::Dropped && super::correlate::is_neighbour_failure(reason, location));
-        remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node, neighbour_failure)
+        let text = remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node, neighbour_failure);
+        match (&evidence.tunnel, mechanism) {
+            (Some(e), Mechanism::Silent) => format!("{text} {}", super::overlay::silent_advice(e, node)),
+            _ => text,
+        }
     };
     Some(Finding {
         requirement,

@@ -67,6 +67,19 @@ pub fn pmtu_advice(t: &super::TunnelMtuEvidence, packet: &str, mtus: &str, node:
     )
 }
 
+/// What to add when unanswered SYNs left this node through a tunnel: where they went.
+pub fn silent_advice(e: &Encapsulation, node: &str) -> String {
+    format!(
+        "The SYNs left node {node} encapsulated ({} {} -> {}, {}): check the underlay between the nodes for {} (cloud firewall, security group) and the node at {}.",
+        e.tunnel.as_str(),
+        e.outer_src,
+        e.outer_dst,
+        transport(e),
+        transport(e),
+        e.outer_dst
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

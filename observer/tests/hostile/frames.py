@@ -152,6 +152,7 @@ frame("vxlan with garbage", udp4(4789, VXLAN(vni=1) / Raw(garbage(30, 5))), 0, 0
 frame("vxlan with a syn inside", udp4(4789, VXLAN(vni=1) / raw(syn4())), 0, 0, tc_events=1)
 frame("vxlan (8472) with a syn inside", udp4(8472, VXLAN(vni=1) / raw(syn4())), 0, 0, tc_events=1)
 frame("vxlan with an ipv6 syn inside", udp4(4789, VXLAN(vni=1) / raw(eth() / IPv6(src=A6, dst=B6) / TCP(flags="S"))), 0, 0, tc_events=1)
+frame("vxlan over ipv6 with a syn inside", eth() / IPv6(src=A6, dst=B6) / UDP(sport=50000, dport=4789) / VXLAN(vni=1) / raw(syn4()), 0, 0, tc_events=1)
 frame("vxlan without its vni flag", udp4(4789, VXLAN(flags=0, vni=1) / raw(syn4())), 0, 0)
 frame("vxlan on a port that is no tunnel's", udp4(4790, VXLAN(vni=1) / raw(syn4())), 0, 0)
 frame("vxlan with the inner ip header cut", raw(udp4(4789, VXLAN(vni=1) / raw(syn4())))[:-28], 0, 0)
