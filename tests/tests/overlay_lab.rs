@@ -244,12 +244,14 @@ fn trace_on_a_vxlan_uplink_reports_the_inner_flow_and_the_tunnel() {
     let (a, b) = (lab.spec.node("node-a").expect("a").clone(), lab.spec.node("node-b").expect("b").clone());
     let observer =
         Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "9080"]);
-    // The tunnel device is known by its link kind (named in the ready line).
-    assert!(
-        observer.stderr().iter().any(|l| l.contains("ready") && l.contains("tunnels=flannel.1")),
-        "{:?}",
-        observer.stderr()
-    );
+    // The tunnel device is known by its link kind (named in the ready line, which the reader
+    // thread signals just before it keeps it).
+    let named = |o: &Running| o.stderr().iter().any(|l| l.contains("ready") && l.contains("tunnels=flannel.1"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !named(&observer) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(named(&observer), "{:?}", observer.stderr());
     for dst in [std::net::IpAddr::from(details.ip), details.ip6.expect("v6").into()] {
         let out =
             lab.connect_as_proxy("productpage", SocketAddr::from((dst, 9080)), Duration::from_secs(3)).expect("c");
