@@ -89,3 +89,103 @@ pub fn parse_inner<S: PacketSource>(src: &S, flow: &mut FlowTuple, l4: &L4, enca
     encap.kind = kind;
     Some((l3, il4))
 }
+
+/// Outer IPv4 header without options, UDP, VXLAN, inner Ethernet: where the inner IP header
+/// starts in an Ethernet frame.
+const VXLAN_INNER_L3: usize = ETH_HLEN + 20 + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+/// IP-in-IP (outer IPv4 without options): the inner IP header's offset.
+const IPIP_INNER_L3: usize = ETH_HLEN + 20;
+
+/// The fast path of the uplink of an overlay node: whether the frame is certainly an outer
+/// packet (IPv4 without options, not a fragment; VXLAN on a `TUNNEL_PORTS` port, or IP-in-IP)
+/// whose inner packet is a TCP segment without SYN or RST (inner IPv4 without options, or IPv6
+/// without extension headers), read with direct packet access. Such packets are most of an
+/// overlay uplink's traffic and no hook reports them. `false` means "look closer", never
+/// "skip": anything else (Geneve, options, headers outside the linear data) takes the full path.
+#[inline(always)]
+pub fn ordinary_encapsulated_segment(skb: &aya_ebpf::programs::sk_buff::SkBuff) -> bool {
+    // SAFETY: reading the context's data pointers; the verifier turns them into packet pointers.
+    let (data, end) = unsafe { ((*skb.skb).data as usize, (*skb.skb).data_end as usize) };
+    // Outer Ethernet + IPv4 (20) + UDP ports: enough to tell VXLAN or IP-in-IP apart.
+    if data + ETH_HLEN + 20 + 4 > end {
+        return false;
+    }
+    // SAFETY: data..data+38 was bounds-checked above.
+    let (type_hi, type_lo, ver_ihl, frag_hi, frag_lo, protocol) = unsafe {
+        (
+            *((data + 12) as *const u8),
+            *((data + 13) as *const u8),
+            *((data + ETH_HLEN) as *const u8),
+            *((data + ETH_HLEN + 6) as *const u8),
+            *((data + ETH_HLEN + 7) as *const u8),
+            *((data + ETH_HLEN + 9) as *const u8),
+        )
+    };
+    if u16::from_be_bytes([type_hi, type_lo]) != ETH_P_IP || ver_ihl != 0x45 || (frag_hi & 0x3f) | frag_lo != 0 {
+        return false;
+    }
+    let inner = match protocol {
+        PROTO_IPIP => IPIP_INNER_L3,
+        PROTO_UDP => {
+            // SAFETY: the UDP ports are within the 38 bytes checked above.
+            let dport = unsafe {
+                u16::from_be_bytes([*((data + ETH_HLEN + 22) as *const u8), *((data + ETH_HLEN + 23) as *const u8)])
+            };
+            // SAFETY: a read-only lookup; the value is copied out at once.
+            if unsafe { TUNNEL_PORTS.get(&dport) }.copied() != Some(TUNNEL_VXLAN) {
+                return false;
+            }
+            VXLAN_INNER_L3
+        }
+        _ => return false,
+    };
+    // The inner IP header and a whole TCP header (IPv4 without options: 40 bytes; IPv6 without
+    // extension headers: 60), one window each (a one-byte check teaches the verifier nothing).
+    if data + inner + 40 > end {
+        return false;
+    }
+    // SAFETY: data..data+inner+40 was bounds-checked above.
+    let (version, v4_frag_hi, v4_frag_lo, v4_protocol) = unsafe {
+        (
+            *((data + inner) as *const u8),
+            *((data + inner + 6) as *const u8),
+            *((data + inner + 7) as *const u8),
+            *((data + inner + 9) as *const u8),
+        )
+    };
+    if protocol == PROTO_UDP {
+        // VXLAN's I flag, and an IPv4 or IPv6 inner Ethernet type agreeing with the version.
+        // SAFETY: within the bounds checked above (the VXLAN header precedes the inner IP header).
+        let (flags, eth_hi, eth_lo) = unsafe {
+            (
+                *((data + ETH_HLEN + 20 + UDP_HLEN) as *const u8),
+                *((data + inner - 2) as *const u8),
+                *((data + inner - 1) as *const u8),
+            )
+        };
+        let want = if version == 0x45 { ETH_P_IP } else { ETH_P_IPV6 };
+        if flags & VXLAN_FLAG_VNI == 0 || u16::from_be_bytes([eth_hi, eth_lo]) != want {
+            return false;
+        }
+    }
+    let tcp_flags = if version == 0x45 {
+        if v4_protocol != observer_common::event::PROTO_TCP || (v4_frag_hi & 0x1f) | v4_frag_lo != 0 {
+            return false;
+        }
+        // SAFETY: inner+20+13 < inner+40, checked above.
+        unsafe { *((data + inner + 20 + 13) as *const u8) }
+    } else if version >> 4 == 6 && protocol == PROTO_UDP {
+        if data + inner + 60 > end {
+            return false;
+        }
+        // SAFETY: data..data+inner+60 was bounds-checked just above.
+        let (next, flags) = unsafe { (*((data + inner + 6) as *const u8), *((data + inner + 40 + 13) as *const u8)) };
+        if next != observer_common::event::PROTO_TCP {
+            return false;
+        }
+        flags
+    } else {
+        return false;
+    };
+    tcp_flags & (observer_common::event::TCP_SYN | observer_common::event::TCP_RST) == 0
+}

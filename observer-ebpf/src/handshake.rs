@@ -13,7 +13,7 @@ use observer_common::{
 use crate::{
     counters::bump,
     emit::{reserve, submit},
-    encap::parse_inner,
+    encap::{ordinary_encapsulated_segment, parse_inner},
     fastpath::ordinary_tcp_segment,
     filter::{capture_limit, wanted},
     flow_state::record,
@@ -39,6 +39,10 @@ pub fn observe(skb: &SkBuff, hook: u8) {
         return;
     }
     if ordinary_tcp_segment(skb, ethertype) {
+        return;
+    }
+    // An overlay uplink's ordinary traffic: outer packets of inner segments without SYN/RST.
+    if (hook == HOOK_TC_INGRESS || hook == HOOK_TC_EGRESS) && ordinary_encapsulated_segment(skb) {
         return;
     }
     let src = SkbBytes(skb);
