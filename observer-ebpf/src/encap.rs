@@ -39,7 +39,7 @@ pub fn parse_inner<S: PacketSource>(src: &S, flow: &mut FlowTuple, l4: &L4, enca
         PROTO_IPV6_IN_IP => (TUNNEL_IP6IP, l4.offset, ETH_P_IPV6, 0),
         PROTO_UDP => {
             // SAFETY: a read-only lookup; the value is copied out at once.
-            let kind = unsafe { TUNNEL_PORTS.get(&flow.dport) }.copied()?;
+            let kind = unsafe { TUNNEL_PORTS.get(flow.dport) }.copied()?;
             let hdr: [u8; 8] = within.read(l4.offset + UDP_HLEN)?;
             let vni = u32::from_be_bytes([0, hdr[4], hdr[5], hdr[6]]);
             let payload = l4.offset + UDP_HLEN;
@@ -132,7 +132,7 @@ pub fn ordinary_encapsulated_segment(skb: &aya_ebpf::programs::sk_buff::SkBuff) 
                 u16::from_be_bytes([*((data + ETH_HLEN + 22) as *const u8), *((data + ETH_HLEN + 23) as *const u8)])
             };
             // SAFETY: a read-only lookup; the value is copied out at once.
-            if unsafe { TUNNEL_PORTS.get(&dport) }.copied() != Some(TUNNEL_VXLAN) {
+            if unsafe { TUNNEL_PORTS.get(dport) }.copied() != Some(TUNNEL_VXLAN) {
                 return false;
             }
             VXLAN_INNER_L3

@@ -18,7 +18,7 @@ use crate::{
     filter::{capture_limit, wanted},
     flow_state::record,
     kmem::opaque,
-    maps::ENCAP_SCRATCH,
+    maps::{ENCAP_SCRATCH, ENCAP_SLOT_TC},
     packet::{parse_ip, PacketSource, Within, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, L4},
 };
 
@@ -78,7 +78,7 @@ pub fn observe(skb: &SkBuff, hook: u8) {
 /// An outer packet of a tunnel: its inner TCP handshake packet is reported with the tunnel.
 #[inline(always)]
 fn observe_encapsulated(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &mut FlowTuple, l4: &L4) {
-    let Some(scratch) = ENCAP_SCRATCH.get_ptr_mut(0) else { return };
+    let Some(scratch) = ENCAP_SCRATCH.get_ptr_mut(ENCAP_SLOT_TC) else { return };
     // SAFETY: this CPU's slot of a per-CPU map, used by this program run alone.
     let Some((_, inner)) = parse_inner(src, flow, l4, unsafe { &mut *scratch }) else { return };
     if inner.later_fragment || flow.protocol != PROTO_TCP {

@@ -37,9 +37,13 @@ pub static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_WATCH
 #[map(name = "TUNNEL_PORTS")]
 pub static TUNNEL_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_TUNNEL_PORTS, 0);
 
-/// Per-CPU scratch for the TC hooks' [`Encap`] (the 512-byte stack has no room for it).
+/// Per-CPU scratch for an [`Encap`] (the 512-byte stack has no room for it): slot
+/// [`ENCAP_SLOT_TC`] for the TC hooks, [`ENCAP_SLOT_DROP`] for the drop tracepoint (which may
+/// run in process context and be interrupted by a TC hook on the same CPU).
 #[map(name = "ENCAP_SCRATCH")]
-pub static ENCAP_SCRATCH: PerCpuArray<Encap> = PerCpuArray::with_max_entries(1, 0);
+pub static ENCAP_SCRATCH: PerCpuArray<Encap> = PerCpuArray::with_max_entries(2, 0);
+pub const ENCAP_SLOT_TC: u32 = 0;
+pub const ENCAP_SLOT_DROP: u32 = 1;
 
 /// Watched IPv4 and IPv6 prefixes (addresses in network order).
 #[map(name = "WATCHED_V4")]
