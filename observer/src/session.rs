@@ -148,7 +148,7 @@ impl Loaded {
 
         let recorder = match &config.record {
             Some(RecordTo { path, node }) => {
-                let header = record::header(
+                let mut header = record::header(
                     clock,
                     (netns.inode as u32, &netns.name),
                     node,
@@ -156,6 +156,7 @@ impl Loaded {
                     &watch.interface_mtus(),
                     &kernel.drop_reasons,
                 );
+                header.tunnel_interfaces = watch.tunnel_interfaces().into_iter().collect();
                 Some(Rc::new(RefCell::new(Recorder::create(path, &header)?)))
             }
             None => None,

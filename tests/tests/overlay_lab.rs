@@ -142,21 +142,29 @@ fn an_overlay_lab_tears_down_completely() {
 /// Starts `observer diagnose --output json` on `node`, runs `traffic`, stops it (SIGINT), and
 /// returns (exit code, report).
 fn diagnose(lab: &Lab, node: &str, traffic: impl FnOnce()) -> (i32, serde_json::Value) {
+    diagnose_with(lab, node, &[], traffic)
+}
+
+/// [`diagnose`] with extra arguments (e.g. `--record FILE`).
+fn diagnose_with(lab: &Lab, node: &str, extra: &[&str], traffic: impl FnOnce()) -> (i32, serde_json::Value) {
     let inventory = lab.inventory_path().display().to_string();
     let cgroup_root = lab.cgroup().display().to_string();
-    let running = Running::start(&[
+    let netns = lab.node_netns(node);
+    let mut args = vec![
         "diagnose",
         "--inventory",
         &inventory,
         "--netns",
-        &lab.node_netns(node),
+        &netns,
         "--node-name",
         node,
         "--cgroup-root",
         &cgroup_root,
         "--output",
         "json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let running = Running::start(&args);
     traffic();
     std::thread::sleep(Duration::from_millis(500));
     let lines_handle = running.lines_handle();
@@ -435,7 +443,9 @@ fn a_pmtu_blackhole_over_vxlan_names_the_tunnel_mtu() {
         return;
     };
     let istiod = lab.pod("istiod").expect("pod").clone();
-    let (code, report) = diagnose(&lab, "node-b", || {
+    let recording = std::env::temp_dir().join(format!("{}-pmtu-over-vxlan.jsonl", lab.name));
+    let record_to = recording.display().to_string();
+    let (code, report) = diagnose_with(&lab, "node-b", &["--record", &record_to], || {
         // The underlay drops IP fragments (as many cloud networks and middleboxes do) on its
         // 1400-byte link to node-a: the outer packets of full-size inner ones, which the router
         // fragments (VXLAN's outer DF is unset), never arrive.
@@ -481,6 +491,18 @@ fn a_pmtu_blackhole_over_vxlan_names_the_tunnel_mtu() {
     );
     let r = f["remediation"].as_str().expect("remediation");
     assert!(r.contains("flannel.1 (MTU 1450)") && r.contains("beyond node node-b"), "{r}");
+    // The recording replays into the same finding, the tunnel device included.
+    let inventory = lab.inventory_path().display().to_string();
+    let out = Command::new(support::observer_bin())
+        .args(["diagnose", "--replay", &record_to, "--inventory", &inventory, "--output", "json"])
+        .output()
+        .expect("replay");
+    let _ = std::fs::remove_file(&recording);
+    let replayed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("replay JSON");
+    let again = findings(&replayed);
+    assert_eq!(again.len(), 1, "{replayed:#}");
+    assert_eq!(again[0]["evidence"]["stall"]["tunnel"], *t, "{replayed:#}");
+    assert_eq!(again[0]["mechanism"], "pmtu-blackhole");
 }
 
 /// The same lower-MTU underlay over VXLAN, healthy (fragments and ICMP pass): large replies
