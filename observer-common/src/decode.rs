@@ -1,8 +1,9 @@
 //! Length-checked decoding of ring-buffer records (userspace only).
 
 use crate::event::{
-    ConnectEvent, DropEvent, EventHeader, IcmpErrorEvent, PacketEvent, SockOpsEvent, TcpEvent, EVENT_KIND_CONNECT,
-    EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, EVENT_KIND_SOCKOPS, EVENT_KIND_TCP, EVENT_VERSION,
+    ConnectEvent, DropEvent, Encap, EventHeader, IcmpErrorEvent, PacketEvent, SockOpsEvent, TcpEvent,
+    EVENT_KIND_CONNECT, EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, EVENT_KIND_SOCKOPS, EVENT_KIND_TCP,
+    EVENT_VERSION, EVENT_VERSION_V2,
 };
 
 /// A decoded ring-buffer record.
@@ -36,29 +37,41 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader =
         read_prefix(bytes).ok_or(DecodeError::ShortHeader { len: bytes.len(), header: size_of::<EventHeader>() })?;
     match header.kind {
-        EVENT_KIND_PACKET => read_exact(bytes, &header, "PacketEvent").map(Event::Packet),
-        EVENT_KIND_DROP => read_exact(bytes, &header, "DropEvent").map(Event::Drop),
-        EVENT_KIND_ICMP_ERROR => read_exact(bytes, &header, "IcmpErrorEvent").map(Event::IcmpError),
-        EVENT_KIND_CONNECT => read_exact(bytes, &header, "ConnectEvent").map(Event::Connect),
-        EVENT_KIND_SOCKOPS => read_exact(bytes, &header, "SockOpsEvent").map(Event::SockOps),
-        EVENT_KIND_TCP => read_exact(bytes, &header, "TcpEvent").map(Event::Tcp),
+        // Version 3 appended an `Encap` to these two: a version-2 record lacks it (zeroed: not
+        // encapsulated).
+        EVENT_KIND_PACKET => read_exact(bytes, &header, "PacketEvent", size_of::<Encap>()).map(Event::Packet),
+        EVENT_KIND_DROP => read_exact(bytes, &header, "DropEvent", size_of::<Encap>()).map(Event::Drop),
+        EVENT_KIND_ICMP_ERROR => read_exact(bytes, &header, "IcmpErrorEvent", 0).map(Event::IcmpError),
+        EVENT_KIND_CONNECT => read_exact(bytes, &header, "ConnectEvent", 0).map(Event::Connect),
+        EVENT_KIND_SOCKOPS => read_exact(bytes, &header, "SockOpsEvent", 0).map(Event::SockOps),
+        EVENT_KIND_TCP => read_exact(bytes, &header, "TcpEvent", 0).map(Event::Tcp),
         kind => Err(DecodeError::UnknownKind { kind }),
     }
 }
 
-fn read_exact<T: Copy>(bytes: &[u8], header: &EventHeader, kind_name: &'static str) -> Result<T, DecodeError> {
+/// Reads a `T` of this wire version, or of version 2 (`v2_missing` bytes shorter: the fields
+/// version 3 appended, read as zero).
+fn read_exact<T: Copy>(
+    bytes: &[u8],
+    header: &EventHeader,
+    kind_name: &'static str,
+    v2_missing: usize,
+) -> Result<T, DecodeError> {
     let kind = header.kind;
-    let expected = size_of::<T>();
-    if header.version != EVENT_VERSION {
-        return Err(DecodeError::Version { kind, found: header.version, expected: EVENT_VERSION });
-    }
+    let expected = match header.version {
+        EVENT_VERSION => size_of::<T>(),
+        EVENT_VERSION_V2 => size_of::<T>() - v2_missing,
+        found => return Err(DecodeError::Version { kind, found, expected: EVENT_VERSION }),
+    };
     if header.size as usize != expected {
         return Err(DecodeError::DeclaredSize { kind, kind_name, declared: header.size, expected });
     }
     if bytes.len() != expected {
         return Err(DecodeError::Length { kind, kind_name, len: bytes.len(), expected });
     }
-    read_prefix(bytes).ok_or(DecodeError::Length { kind, kind_name, len: bytes.len(), expected })
+    let mut full = bytes.to_vec();
+    full.resize(size_of::<T>(), 0);
+    read_prefix(&full).ok_or(DecodeError::Length { kind, kind_name, len: bytes.len(), expected })
 }
 
 /// Reads a `T` from the start of `bytes` if there are enough of them.
@@ -87,6 +100,7 @@ pub fn encode<T: Copy>(event: &T) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::event::{FlowTuple, FAMILY_IPV4, HOOK_TC_INGRESS, PROTO_TCP, TCP_SYN};
+    use crate::EVENT_VERSION_V2;
 
     fn packet() -> PacketEvent {
         let mut flow =
@@ -204,6 +218,35 @@ mod tests {
     }
 
     #[test]
+    fn round_trips_an_encapsulated_packet_and_reads_version_2_records_as_not_encapsulated() {
+        let mut event = packet();
+        event.encap = Encap {
+            outer_saddr: [172, 31, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            outer_daddr: [172, 31, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            vni: 1,
+            outer_dport: 8472,
+            kind: crate::event::TUNNEL_VXLAN,
+            outer_family: FAMILY_IPV4,
+        };
+        assert_eq!(decode(&encode(&event)), Ok(Event::Packet(event)));
+        // A version-2 record: the same bytes without the trailing Encap.
+        let mut v2 = packet();
+        v2.header.version = EVENT_VERSION_V2;
+        v2.header.size = (size_of::<PacketEvent>() - size_of::<Encap>()) as u32;
+        let bytes = encode(&v2);
+        let decoded = decode(&bytes[..v2.header.size as usize]);
+        let Ok(Event::Packet(p)) = decoded else { panic!("{decoded:?}") };
+        assert_eq!((p.flow, p.tcp_seq, p.encap), (v2.flow, 1234, Encap::default()));
+        let mut d = drop_event();
+        d.header.version = EVENT_VERSION_V2;
+        d.header.size = 216;
+        let decoded = decode(&encode(&d)[..216]);
+        assert!(matches!(decoded, Ok(Event::Drop(e)) if e.encap == Encap::default() && e.reason == 12), "{decoded:?}");
+        // A version-2 record of the new size is a lie.
+        assert!(decode(&encode(&d)).is_err());
+    }
+
+    #[test]
     fn rejects_records_shorter_than_the_header() {
         for len in 0..size_of::<EventHeader>() {
             assert_eq!(decode(&vec![0u8; len]), Err(DecodeError::ShortHeader { len, header: 16 }), "len {len}");
@@ -215,8 +258,8 @@ mod tests {
         let bytes = encode(&packet());
         let short = &bytes[..bytes.len() - 1];
         let err = decode(short).err();
-        assert_eq!(err, Some(DecodeError::Length { kind: 1, kind_name: "PacketEvent", len: 71, expected: 72 }));
-        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("71 bytes"));
+        assert_eq!(err, Some(DecodeError::Length { kind: 1, kind_name: "PacketEvent", len: 111, expected: 112 }));
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("111 bytes"));
     }
 
     #[test]
@@ -225,7 +268,7 @@ mod tests {
         bytes.extend_from_slice(&[0xAA; 8]);
         assert_eq!(
             decode(&bytes),
-            Err(DecodeError::Length { kind: 2, kind_name: "DropEvent", len: 224, expected: 216 })
+            Err(DecodeError::Length { kind: 2, kind_name: "DropEvent", len: 264, expected: 256 })
         );
     }
 
@@ -235,7 +278,7 @@ mod tests {
         event.header.size = 4096;
         assert_eq!(
             decode(&encode(&event)),
-            Err(DecodeError::DeclaredSize { kind: 1, kind_name: "PacketEvent", declared: 4096, expected: 72 })
+            Err(DecodeError::DeclaredSize { kind: 1, kind_name: "PacketEvent", declared: 4096, expected: 112 })
         );
     }
 

@@ -1,7 +1,11 @@
 //! Events the kernel side sends through the ring buffer. Each starts with an [`EventHeader`].
 
 /// Version of the wire layout; bumped whenever a struct below changes.
-pub const EVENT_VERSION: u16 = 2;
+/// Version 3 appended [`Encap`] to [`PacketEvent`] and [`DropEvent`]; version 2 records are
+/// still read (`decode`: as not encapsulated).
+pub const EVENT_VERSION: u16 = 3;
+/// The previous wire version, still decoded.
+pub const EVENT_VERSION_V2: u16 = 2;
 
 /// Bytes of a dropped or rejecting packet kept for `--pcap` (from its IP header on).
 pub const CAPTURE_BYTES: usize = 128;
@@ -65,6 +69,36 @@ pub const HOOK_TC_EGRESS: u8 = 2;
 pub const HOOK_CGROUP_INGRESS: u8 = 3;
 pub const HOOK_CGROUP_EGRESS: u8 = 4;
 
+/// [`Encap::kind`] values: what encapsulated the packet whose inner flow an event carries.
+/// 0: not encapsulated (the flow is the packet's own).
+pub const TUNNEL_NONE: u8 = 0;
+/// VXLAN (RFC 7348) over UDP: flannel, Calico VXLAN, Cilium VXLAN (ports 4789, 8472).
+pub const TUNNEL_VXLAN: u8 = 1;
+/// Geneve (RFC 8926) over UDP (port 6081): OVN-Kubernetes, Cilium Geneve, AWS GWLB.
+pub const TUNNEL_GENEVE: u8 = 2;
+/// IPv4 in IP (IP protocol 4): Calico IPIP.
+pub const TUNNEL_IPIP: u8 = 3;
+/// IPv6 in IP (IP protocol 41: 6in4 / IP6-in-IP6).
+pub const TUNNEL_IP6IP: u8 = 4;
+
+/// The outer packet of an encapsulated one (one level): set when a hook saw the outer packet
+/// (on the underlay side) and parsed the inner headers, whose 5-tuple is the event's `flow`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Encap {
+    /// Outer source and destination (network order; IPv4 in the first 4 bytes).
+    pub outer_saddr: [u8; 16],
+    pub outer_daddr: [u8; 16],
+    /// VXLAN/Geneve virtual network identifier (24 bits), 0 for IP-in-IP.
+    pub vni: u32,
+    /// Outer UDP destination port (host order) for VXLAN/Geneve, 0 for IP-in-IP.
+    pub outer_dport: u16,
+    /// One of the `TUNNEL_*` values (`TUNNEL_NONE`: not encapsulated, the rest is zero).
+    pub kind: u8,
+    /// `FAMILY_IPV4` or `FAMILY_IPV6` of the outer header.
+    pub outer_family: u8,
+}
+
 /// First bytes of every record in the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -111,6 +145,8 @@ pub struct PacketEvent {
     /// TCP sequence number (host order), to tell retransmissions from new attempts.
     pub tcp_seq: u32,
     pub _pad2: u32,
+    /// What encapsulated the packet when the hook saw its outer packet (`flow` is the inner).
+    pub encap: Encap,
 }
 
 /// A packet the kernel dropped, from the `skb:kfree_skb` tracepoint.
@@ -134,8 +170,11 @@ pub struct DropEvent {
     /// How many bytes of `packet` are valid (0 when the headers were unreadable).
     pub packet_len: u16,
     pub _pad2: [u8; 6],
-    /// The dropped packet from its IP header on (first [`CAPTURE_BYTES`]).
+    /// The dropped packet from its IP header on (first [`CAPTURE_BYTES`]); for an encapsulated
+    /// packet, the outer IP header on.
     pub packet: [u8; CAPTURE_BYTES],
+    /// What encapsulated the dropped packet, when it was an outer packet (`flow` is the inner).
+    pub encap: Encap,
 }
 
 /// An ICMP or ICMPv6 error seen at a TC hook, with the flow it quotes: a firewall REJECT
@@ -266,6 +305,7 @@ impl Default for DropEvent {
             packet_len: 0,
             _pad2: [0; 6],
             packet: [0; CAPTURE_BYTES],
+            encap: Encap::default(),
         }
     }
 }

@@ -33,3 +33,14 @@ pub const WATCHED_V6_MAP: &str = "WATCHED_V6";
 /// Capacity of the port set and of each CIDR trie.
 pub const MAX_WATCHED_PORTS: u32 = 1024;
 pub const MAX_WATCHED_CIDRS: u32 = 256;
+
+/// UDP destination ports (host order) whose payload is parsed as an encapsulation header:
+/// port -> `TUNNEL_VXLAN` or `TUNNEL_GENEVE` (`crate::event`). Filled by userspace at load
+/// time (defaults: [`DEFAULT_TUNNEL_PORTS`]); a port not in it is plain UDP.
+pub const TUNNEL_PORTS_MAP: &str = "TUNNEL_PORTS";
+/// Capacity of [`TUNNEL_PORTS_MAP`].
+pub const MAX_TUNNEL_PORTS: u32 = 16;
+/// The well-known encapsulation ports: VXLAN's IANA port 4789 (Calico VXLAN, Cilium), the Linux
+/// kernel's and flannel's 8472, Geneve's 6081.
+pub const DEFAULT_TUNNEL_PORTS: [(u16, u8); 3] =
+    [(4789, crate::event::TUNNEL_VXLAN), (8472, crate::event::TUNNEL_VXLAN), (6081, crate::event::TUNNEL_GENEVE)];

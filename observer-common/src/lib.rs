@@ -19,7 +19,7 @@ mod pod_impls;
 
 pub use config::KernelOffsets;
 pub use event::{
-    ConnectEvent, DropEvent, EventHeader, FlowTuple, IcmpErrorEvent, PacketEvent, SockOpsEvent, TcpEvent,
+    ConnectEvent, DropEvent, Encap, EventHeader, FlowTuple, IcmpErrorEvent, PacketEvent, SockOpsEvent, TcpEvent,
     EVENT_KIND_CONNECT, EVENT_KIND_DROP, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, EVENT_KIND_SOCKOPS, EVENT_KIND_TCP,
-    EVENT_VERSION,
+    EVENT_VERSION, EVENT_VERSION_V2,
 };

@@ -41,6 +41,10 @@ pub struct Header {
     pub interfaces: BTreeMap<u32, String>,
     /// Their MTUs (name -> bytes), for PMTU findings.
     pub interface_mtus: BTreeMap<String, u32>,
+    /// Which of them are tunnel devices (by rtnetlink link kind), for findings over an overlay.
+    /// Absent in recordings made before overlays were followed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub tunnel_interfaces: std::collections::BTreeSet<String>,
     /// The running kernel's `enum skb_drop_reason` (number -> name without `SKB_DROP_REASON_`).
     pub drop_reasons: BTreeMap<u32, String>,
 }

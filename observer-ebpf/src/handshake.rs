@@ -5,18 +5,20 @@ use aya_ebpf::programs::sk_buff::SkBuff;
 use observer_common::{
     counters,
     event::{
-        FlowTuple, IcmpErrorEvent, PacketEvent, CAPTURE_BYTES, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET, PROTO_ICMP,
-        PROTO_ICMPV6, PROTO_TCP, TCP_RST, TCP_SYN,
+        Encap, FlowTuple, IcmpErrorEvent, PacketEvent, CAPTURE_BYTES, EVENT_KIND_ICMP_ERROR, EVENT_KIND_PACKET,
+        HOOK_TC_EGRESS, HOOK_TC_INGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_RST, TCP_SYN,
     },
 };
 
 use crate::{
     counters::bump,
     emit::{reserve, submit},
+    encap::{ordinary_encapsulated_segment, parse_inner},
     fastpath::ordinary_tcp_segment,
     filter::{capture_limit, wanted},
     flow_state::record,
     kmem::opaque,
+    maps::{ENCAP_SCRATCH, ENCAP_SLOT_TC},
     packet::{parse_ip, PacketSource, Within, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, L4},
 };
 
@@ -39,6 +41,10 @@ pub fn observe(skb: &SkBuff, hook: u8) {
     if ordinary_tcp_segment(skb, ethertype) {
         return;
     }
+    // An overlay uplink's ordinary traffic: outer packets of inner segments without SYN/RST.
+    if (hook == HOOK_TC_INGRESS || hook == HOOK_TC_EGRESS) && ordinary_encapsulated_segment(skb) {
+        return;
+    }
     let src = SkbBytes(skb);
     let mut flow = FlowTuple::default();
     let Some(l3) = network_offset(&src, ethertype) else {
@@ -57,31 +63,60 @@ pub fn observe(skb: &SkBuff, hook: u8) {
         return;
     }
     if flow.protocol != PROTO_TCP {
+        // On the underlay side of an overlay: the pod's packet inside the outer one. Only the
+        // TC hooks see outer packets (cgroup hooks see the sockets' own). Its own path, so the
+        // verifier never merges it with the plain one: inner TCP handshakes only (an inner ICMP
+        // error is reported where it travels decapsulated, on the tunnel device).
+        if hook == HOOK_TC_INGRESS || hook == HOOK_TC_EGRESS {
+            observe_encapsulated(skb, &src, hook, &mut flow, &l4);
+        }
         return;
     }
+    report_tcp(skb, &src, hook, &flow, &l4, None);
+}
+
+/// An outer packet of a tunnel: its inner TCP handshake packet is reported with the tunnel.
+#[inline(always)]
+fn observe_encapsulated(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &mut FlowTuple, l4: &L4) {
+    let Some(scratch) = ENCAP_SCRATCH.get_ptr_mut(ENCAP_SLOT_TC) else { return };
+    // SAFETY: this CPU's slot of a per-CPU map, used by this program run alone.
+    let Some((_, inner)) = parse_inner(src, flow, l4, unsafe { &mut *scratch }) else { return };
+    if inner.later_fragment || flow.protocol != PROTO_TCP {
+        return;
+    }
+    report_tcp(skb, src, hook, flow, &inner, Some(scratch));
+}
+
+/// Reports a TCP SYN, SYN-ACK or RST (with what encapsulated it, if anything).
+#[inline(always)]
+fn report_tcp(skb: &SkBuff, src: &SkbBytes<'_>, hook: u8, flow: &FlowTuple, l4: &L4, encap: Option<*mut Encap>) {
     // Bytes 4..8: sequence number; byte 13: flags (within the IP packet's own length).
-    let l4_bytes = Within { src: &src, end: l4.end };
+    let l4_bytes = Within { src, end: l4.end };
     let (Some(seq), Some(flags)) = (l4_bytes.read::<[u8; 4]>(l4.offset + 4), l4_bytes.read::<u8>(l4.offset + 13))
     else {
         bump(counters::TC_PARSE_ERRORS);
         return;
     };
-    if flags & (TCP_SYN | TCP_RST) == 0 || !wanted(&flow) {
+    if flags & (TCP_SYN | TCP_RST) == 0 || !wanted(flow) {
         return;
     }
-    record(&flow, flags, hook);
+    record(flow, flags, hook);
     let Some(mut entry) = reserve::<PacketEvent>(EVENT_KIND_PACKET) else {
         return;
     };
     let event = entry.as_mut_ptr();
     // SAFETY: `reserve` initialised the slot; we own it until submit.
     unsafe {
-        (*event).flow = flow;
+        (*event).flow = *flow;
         // SAFETY: the context pointer is valid for the program's run.
         (*event).ifindex = (*skb.skb).ifindex;
         (*event).hook = hook;
         (*event).tcp_flags = flags;
         (*event).tcp_seq = u32::from_be_bytes(seq);
+        if let Some(scratch) = encap {
+            // SAFETY: the per-CPU slot `parse_inner` filled in this run.
+            (*event).encap = *scratch;
+        }
     }
     submit(entry, counters::TC_EVENTS);
 }

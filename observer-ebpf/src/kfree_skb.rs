@@ -4,15 +4,15 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
     counters,
-    event::{DropEvent, FlowTuple, EVENT_KIND_DROP},
+    event::{DropEvent, Encap, FlowTuple, EVENT_KIND_DROP},
 };
 
 use crate::{
     counters::bump,
     emit::{reserve, submit},
     filter::{active, capture_limit, wanted},
-    kmem::{opaque, read_at, read_ptr, skb_capture, skb_flow, skb_netns},
-    maps::offset,
+    kmem::{opaque, read_at, read_ptr, skb_capture, skb_flow_encap, skb_netns},
+    maps::{offset, ENCAP_SCRATCH, ENCAP_SLOT_DROP},
 };
 
 /// `trace_kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`.
@@ -33,8 +33,15 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
     bump(counters::DROPS_SEEN);
     // Parse first (on the stack) so the filter can decide before the ring buffer is touched;
     // a drop whose headers cannot be read is only reported when no filter is set.
+    // An outer packet (dropped on the underlay side) is reported with its inner (pod) flow.
+    // The tunnel's description lives in this program's per-CPU scratch slot (stack is short).
+    let Some(scratch) = ENCAP_SCRATCH.get_ptr_mut(ENCAP_SLOT_DROP) else { return };
+    // SAFETY: this CPU's slot for the drop tracepoint, which does not nest on a CPU (tracing
+    // programs' recursion protection); reset for this run.
+    let encap = unsafe { &mut *scratch };
+    *encap = Encap::default();
     let mut flow = FlowTuple::default();
-    let headers = skb_flow(skb, &mut flow).map(|h| opaque(h as u32) as usize);
+    let headers = skb_flow_encap(skb, &mut flow, encap).map(|h| opaque(h as u32) as usize);
     let parsed = headers.is_some();
     if (parsed && !wanted(&flow)) || (!parsed && active()) {
         return;
@@ -55,6 +62,7 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
     if let Some(headers) = headers {
         event.flow = flow;
         event.flow_valid = 1;
+        event.encap = *encap;
         event.packet_len = skb_capture(skb, &mut event.packet, capture_limit(headers));
     } else {
         bump(counters::DROP_PARSE_ERRORS);

@@ -2,9 +2,10 @@
 //! from BTF, with `bpf_probe_read_kernel` (a bad pointer fails the read instead of faulting).
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use observer_common::event::{FlowTuple, CAPTURE_BYTES, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP};
+use observer_common::event::{Encap, FlowTuple, CAPTURE_BYTES, FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP};
 
 use crate::{
+    encap::parse_inner,
     maps::offset,
     packet::{headers_len, parse_ip, PacketSource, Within},
 };
@@ -69,6 +70,27 @@ pub fn skb_flow(skb: *const u8, flow: &mut FlowTuple) -> Option<usize> {
     let len = (tail - network_header as u32) as usize;
     let bytes = KernelBytes { base: head.wrapping_add(network_header as usize), len };
     let l4 = parse_ip(&bytes, 0, ethertype, flow)?;
+    Some(headers_len(&Within { src: &bytes, end: l4.end }, 0, &l4, flow.protocol))
+}
+
+/// [`skb_flow`] looking through one level of encapsulation: for an outer packet (VXLAN,
+/// Geneve, IP-in-IP) `flow` is the inner packet's 5-tuple, `encap` describes the outer one, and
+/// the headers' length runs from the outer IP header to the end of the inner headers.
+#[inline(always)]
+pub fn skb_flow_encap(skb: *const u8, flow: &mut FlowTuple, encap: &mut Encap) -> Option<usize> {
+    let head = read_ptr(skb, offset!(skb_head));
+    let network_header: u16 = read_at(skb, offset!(skb_network_header))?;
+    let tail: u32 = read_at(skb, offset!(skb_tail))?;
+    let ethertype = u16::from_be(read_at::<u16>(skb, offset!(skb_protocol))?);
+    if head.is_null() || network_header == u16::MAX || tail <= network_header as u32 {
+        return None;
+    }
+    let len = (tail - network_header as u32) as usize;
+    let bytes = KernelBytes { base: head.wrapping_add(network_header as usize), len };
+    let l4 = parse_ip(&bytes, 0, ethertype, flow)?;
+    if let Some((il3, il4)) = parse_inner(&bytes, flow, &l4, encap) {
+        return Some(il3 + headers_len(&Within { src: &bytes, end: il4.end }, il3, &il4, flow.protocol));
+    }
     Some(headers_len(&Within { src: &bytes, end: l4.end }, 0, &l4, flow.protocol))
 }
 

@@ -7,6 +7,7 @@ mod cgroup_skb;
 mod connect;
 mod counters;
 mod emit;
+mod encap;
 mod fastpath;
 mod filter;
 mod flow_state;

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use observer_common::{
     counters,
-    event::FlowState,
-    filter::{FilterConfig, MAX_WATCHED_CIDRS, MAX_WATCHED_PORTS},
+    event::{Encap, FlowState},
+    filter::{FilterConfig, MAX_TUNNEL_PORTS, MAX_WATCHED_CIDRS, MAX_WATCHED_PORTS},
     maps::{EVENTS_RINGBUF_BYTES, FLOWS_MAX},
     FlowTuple, KernelOffsets,
 };
@@ -32,6 +32,18 @@ pub static FILTER_CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
 /// Watched ports (host order).
 #[map(name = "WATCHED_PORTS")]
 pub static WATCHED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_WATCHED_PORTS, 0);
+
+/// UDP ports carrying VXLAN/Geneve (host order) -> `TUNNEL_*` kind.
+#[map(name = "TUNNEL_PORTS")]
+pub static TUNNEL_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_TUNNEL_PORTS, 0);
+
+/// Per-CPU scratch for an [`Encap`] (the 512-byte stack has no room for it): slot
+/// [`ENCAP_SLOT_TC`] for the TC hooks, [`ENCAP_SLOT_DROP`] for the drop tracepoint (which may
+/// run in process context and be interrupted by a TC hook on the same CPU).
+#[map(name = "ENCAP_SCRATCH")]
+pub static ENCAP_SCRATCH: PerCpuArray<Encap> = PerCpuArray::with_max_entries(2, 0);
+pub const ENCAP_SLOT_TC: u32 = 0;
+pub const ENCAP_SLOT_DROP: u32 = 1;
 
 /// Watched IPv4 and IPv6 prefixes (addresses in network order).
 #[map(name = "WATCHED_V4")]

@@ -103,6 +103,7 @@ pub fn diagnose_recording(
     let node = node.map_or_else(|| replay.header.node.clone(), String::from);
     let mut engine = Engine::new(EngineConfig::new(node.clone()), Arc::clone(inventory));
     engine.set_interface_mtus(replay.header.interface_mtus.clone().into_iter().collect());
+    engine.set_tunnel_interfaces(replay.header.tunnel_interfaces.iter().cloned().collect());
     let (first, last) = (replay.observations.first().map(|o| o.time), replay.observations.last().map(|o| o.time));
     let mut out = sinks();
     for (i, o) in replay.observations.iter().enumerate() {

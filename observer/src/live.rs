@@ -34,10 +34,11 @@ pub struct LiveEngine {
 }
 
 impl LiveEngine {
-    /// Prepares `engine` for `session`: the node's interface MTUs (PMTU findings) and its
-    /// conntrack, opened inside the watched namespace (a warning, not an error, when refused).
+    /// Prepares `engine` for `session`: the node's interface MTUs and tunnel devices (PMTU
+    /// findings, overlays) and its conntrack, opened inside the watched namespace (a warning, not an error, when refused).
     pub fn new(session: &mut Session, mut engine: Engine) -> Self {
         engine.set_interface_mtus(session.interface_mtus());
+        engine.set_tunnel_interfaces(session.tunnel_interfaces());
         let conntrack = match session.netns.run_inside(Conntrack::open) {
             Ok(Ok(ct)) => Some(ct),
             Ok(Err(e)) => {

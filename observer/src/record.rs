@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use observer_common::{
     decode::{decode, encode, Event},
-    event::EVENT_VERSION,
+    event::{EVENT_VERSION, EVENT_VERSION_V2},
 };
 use observer_core::{
     inventory::Inventory,
@@ -156,10 +156,13 @@ pub fn replay(path: &Path, inventory: Option<&Arc<Inventory>>) -> Result<Replay,
     let recording = Recording::parse(&text).map_err(|source| ReplayError::Format { path: path.into(), source })?;
     let bad = |line: usize, why: String| ReplayError::Record { path: path.into(), line, why };
     let header = recording.header;
-    if header.wire_version != EVENT_VERSION {
+    if header.wire_version != EVENT_VERSION && header.wire_version != EVENT_VERSION_V2 {
         return Err(bad(
             1,
-            format!("wire version {} (this build decodes version {EVENT_VERSION})", header.wire_version),
+            format!(
+                "wire version {} (this build decodes versions {EVENT_VERSION_V2} and {EVENT_VERSION})",
+                header.wire_version
+            ),
         ));
     }
     // Decode first: the cgroup paths recorded with connects name them all.

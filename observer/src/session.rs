@@ -161,6 +161,7 @@ impl Loaded {
             None
         };
         filter.apply(&mut ebpf)?;
+        loader::tunnel_ports::apply(&mut ebpf, &loader::tunnel_ports::configured()?)?;
         let attached = attach_all(&mut ebpf, &netns, &kernel)?;
         let mut watch = NodeWatch::new(&netns)?;
         let cgroup_root = match &config.cgroup_root {
@@ -174,7 +175,7 @@ impl Loaded {
 
         let recorder = match &config.record {
             Some(RecordTo { path, node }) => {
-                let header = record::header(
+                let mut header = record::header(
                     clock,
                     (netns.inode as u32, &netns.name),
                     node,
@@ -182,13 +183,18 @@ impl Loaded {
                     &watch.interface_mtus(),
                     &kernel.drop_reasons,
                 );
+                header.tunnel_interfaces = watch.tunnel_interfaces().into_iter().collect();
                 Some(Rc::new(RefCell::new(Recorder::create(path, &header)?)))
             }
             None => None,
         };
+        // Tunnel devices (by link kind): the decapsulated side of an overlay.
+        let mut tunnels: Vec<String> = watch.tunnel_interfaces().into_iter().collect();
+        tunnels.sort();
         info!(
             netns = %netns.name,
             interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
+            tunnels = %tunnels.join(","),
             drops = attached.drops,
             tcp_tracepoints = attached.tcp_tracepoints,
             connect = cgroup_hooks.connect,
@@ -356,6 +362,11 @@ impl Session {
     /// MTUs of the watched node's interfaces (name -> bytes).
     pub fn interface_mtus(&mut self) -> std::collections::HashMap<String, u32> {
         self.watch.interface_mtus()
+    }
+
+    /// The watched node's tunnel devices (by link kind).
+    pub fn tunnel_interfaces(&mut self) -> std::collections::HashSet<String> {
+        self.watch.tunnel_interfaces()
     }
 }
 

@@ -49,6 +49,7 @@ fn drops_are_counted_by_reason_with_a_bounded_set_of_names() {
         ifindex: 0,
         interface: None,
         flow: None,
+        encap: None,
         src: None,
         dst: None,
         process: None,

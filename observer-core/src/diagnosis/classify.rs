@@ -39,6 +39,11 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
         (dst.role == Some(Role::Istiod)).then(|| istio_ports::port_name(istio_ports::Component::Istiod, port)).flatten()
     });
     let in_mesh = |m: Option<MeshMode>| matches!(m, Some(MeshMode::Sidecar | MeshMode::Ambient));
+    // The node dropped the tunnel's outer packet: the overlay's transport, not a port policy.
+    let tunnel = match &outcome {
+        Outcome::Dropped { .. } | Outcome::Rejected { .. } => c.drops.iter().find_map(|d| d.encap),
+        _ => None,
+    };
     let unnamed_pod_address = !dst_known && src.pod.is_some() && pod_cidrs.iter().any(|c| c.contains(&server_ip));
     if mechanism == Mechanism::Established && !unnamed_pod_address {
         return None;
@@ -67,7 +72,12 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
         Mechanism::Silent | Mechanism::NoRoute | Mechanism::Stalled | Mechanism::PmtuBlackhole
     ) {
         (Requirement::R3, Kind::EndpointUnreachable)
-    } else if in_mesh(src.mesh) && in_mesh(dst.mesh) && by_firewall(&outcome) && !named.is_some_and(|k| k.blanket) {
+    } else if in_mesh(src.mesh)
+        && in_mesh(dst.mesh)
+        && by_firewall(&outcome)
+        && !named.is_some_and(|k| k.blanket)
+        && tunnel.is_none()
+    {
         // A firewall rule (netfilter drop, ICMP prohibited) between mesh workloads that singles
         // out ports or peers; any other drop reason, or a rule that blocks everything between
         // the endpoints, is a reachability problem, not a policy.
@@ -82,6 +92,8 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     };
     let mut evidence = Evidence {
         icmp_errors_dropped: icmp_errors_dropped(&c.icmp_drops),
+        // Unanswered SYNs that left through a tunnel: which one, towards which node.
+        tunnel: tunnel.or_else(|| (mechanism == Mechanism::Silent).then_some(c.tunnel).flatten()),
         neighbour_solicitation: c.neighbour.as_ref().map(|d| super::NeighbourEvidence {
             target: d.target,
             drop_reason: d.reason.name.to_string(),
@@ -129,6 +141,15 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
                 path_mtus: stall.path_mtus.clone(),
                 exceeds_known_mtu: stall.exceeds_known_mtu,
                 fragmentation_needed_seen: stall.fragmentation_needed_seen,
+                tunnel: stall.tunnel.as_ref().map(|t| super::TunnelMtuEvidence {
+                    tunnel: t.encap.tunnel,
+                    device: t.device.as_ref().map(|(d, _)| d.clone()),
+                    mtu: t.device.as_ref().and_then(|(_, m)| *m),
+                    overhead: t.overhead,
+                    outer_packet_bytes: stall.packet_bytes.map(|p| p + t.overhead),
+                    outer_src: t.encap.outer_src,
+                    outer_dst: t.encap.outer_dst,
+                }),
             })
         }
         _ => {}
@@ -155,13 +176,19 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     };
     let culprit =
         matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected).then(|| c.culprit.as_deref().cloned()).flatten();
-    let remediation = if ambient_probe {
+    let remediation = if let Some(e) = &tunnel {
+        super::overlay::remediation(e, &dst_party, culprit.as_ref(), node)
+    } else if ambient_probe {
         probe_remediation(mechanism, &dst_party, &evidence, culprit.as_ref(), node)
     } else {
         // A packet freed by failed neighbour resolution: the dropped solicitations explain it.
         let neighbour_failure = matches!(&outcome, Outcome::Dropped { reason, location, .. }
             if mechanism == Mechanism::Dropped && super::correlate::is_neighbour_failure(reason, location));
-        remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node, neighbour_failure)
+        let text = remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node, neighbour_failure);
+        match (&evidence.tunnel, mechanism) {
+            (Some(e), Mechanism::Silent) => format!("{text} {}", super::overlay::silent_advice(e, node)),
+            _ => text,
+        }
     };
     Some(Finding {
         requirement,
@@ -255,6 +282,9 @@ fn pmtu_advice(stall: Option<&super::StallEvidence>, node: &str) -> String {
     } else {
         format!("they fit node {node}'s MTUs, so a hop beyond it has a smaller MTU")
     };
+    if let Some(t) = stall.and_then(|s| s.tunnel.as_ref()) {
+        return super::overlay::pmtu_advice(t, &packet, &mtus, node);
+    }
     format!(
         "{packet} packets are retransmitted without progress and no ICMP fragmentation-needed/packet-too-big came back ({beyond}; MTUs on this node's path: {mtus}): let ICMP type 3 code 4 and ICMPv6 type 2 through the underlay's firewalls, or set the CNI/pod MTU to the underlay's (minus any encapsulation), or enable net.ipv4.tcp_mtu_probing"
     )

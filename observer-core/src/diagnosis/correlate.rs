@@ -86,6 +86,9 @@ pub struct ConnectionDrop {
     /// The interface, when in the watched namespace.
     pub interface: Option<String>,
     pub hook: Hook,
+    /// The dropped packet was the outer packet of a tunnel carrying the connection's (the
+    /// overlay's transport was dropped, e.g. a firewall closing VXLAN's UDP port).
+    pub encap: Option<crate::model::Encapsulation>,
 }
 
 /// An address and port.
@@ -134,6 +137,15 @@ pub struct Connection {
     pub largest_retransmit: Option<Segment>,
     /// An ICMP fragmentation-needed / packet-too-big quoting this flow was seen.
     pub pmtu_signal: bool,
+    /// The smallest next-hop MTU such a signal announced (0: none said).
+    pub pmtu_signal_mtu: Option<u32>,
+    /// Its packets were seen as the inner packets of a tunnel (on the node's uplink), oriented
+    /// client -> server (outer source: the client's side).
+    pub tunnel: Option<crate::model::Encapsulation>,
+    /// The retransmissions in ESTABLISHED were the server's (its segments to the client).
+    pub server_retransmits: bool,
+    /// The node's tunnel device (by link kind) its packets crossed decapsulated.
+    pub tunnel_device: Option<String>,
     /// MTUs of the interfaces of this node its packets crossed (name -> bytes).
     pub path_mtus: BTreeMap<String, u32>,
     /// Its packets were freed by failed neighbour resolution for the destination, and a
@@ -168,6 +180,10 @@ impl Connection {
             retransmitted_seqs: Vec::new(),
             largest_retransmit: None,
             pmtu_signal: false,
+            pmtu_signal_mtu: None,
+            tunnel: None,
+            server_retransmits: false,
+            tunnel_device: None,
             path_mtus: BTreeMap::new(),
             neighbour: None,
             snat_source: None,
@@ -252,6 +268,8 @@ pub struct Correlator {
     last_touched: Option<(IpAddr, u16)>,
     /// MTUs of the watched node's interfaces, by name (read via rtnetlink by the caller).
     mtus: HashMap<String, u32>,
+    /// Names of the watched node's tunnel devices (by link kind).
+    tunnels: std::collections::HashSet<String>,
     /// (server, client port) -> client and when, of connections opened by sockets that are no
     /// pod's (a node's processes: their packets may be source-NATed), to follow them across SNAT.
     by_server_and_port: HashMap<(HostPort, u16), (HostPort, SystemTime)>,
@@ -265,6 +283,12 @@ impl Correlator {
     /// Sets the MTUs of the node's interfaces (name -> bytes) recorded on connections crossing them.
     pub fn set_interface_mtus(&mut self, mtus: HashMap<String, u32>) {
         self.mtus = mtus;
+    }
+
+    /// Sets which of the node's interfaces are tunnel devices (by their link kind, see
+    /// [`crate::model::TUNNEL_LINK_KINDS`]), recorded on connections crossing them.
+    pub fn set_tunnel_interfaces(&mut self, names: std::collections::HashSet<String>) {
+        self.tunnels = names;
     }
 
     /// A correlator holding at most `capacity` connections being decided (and as many quiet
@@ -415,6 +439,7 @@ impl Correlator {
                         netns: *netns,
                         interface: o.interface.clone(),
                         hook: o.hook,
+                        encap: o.encap,
                     });
                     let client = c.client;
                     if let Some(d) = self.solicitations.failed(flow.dst, client) {
@@ -429,6 +454,7 @@ impl Correlator {
                         netns: *netns,
                         interface: o.interface.clone(),
                         hook: o.hook,
+                        encap: o.encap,
                     });
                     if let Some(new) = culprit {
                         if c.culprit.as_ref().is_none_or(|old| new.confidence > old.confidence) {
@@ -437,12 +463,14 @@ impl Correlator {
                     }
                 }
             }
-            Detail::IcmpError { meaning, quoted: Some(q), .. } => {
+            Detail::IcmpError { meaning, quoted: Some(q), mtu, .. } => {
                 let pmtu = meaning.is_pmtu();
+                let signalled = (pmtu && *mtu > 0).then_some(*mtu);
                 // About the server's segment (server -> client) of a followed connection.
                 if !self.connections.contains(&(q.src, q.sport)) && self.connections.contains(&(q.dst, q.dport)) {
                     if let Some(c) = self.existing((q.dst, q.dport), o) {
                         c.pmtu_signal |= pmtu;
+                        c.note_pmtu_mtu(signalled);
                     }
                     return;
                 }
@@ -450,6 +478,7 @@ impl Correlator {
                 c.server.get_or_insert((q.dst, q.dport));
                 c.icmp = Some(*meaning);
                 c.pmtu_signal |= pmtu;
+                c.note_pmtu_mtu(signalled);
                 merge(&mut c.src, &o.src);
                 merge(&mut c.dst, &o.dst);
             }
@@ -477,7 +506,9 @@ impl Correlator {
                     let key = [(flow.src, flow.sport), (flow.dst, flow.dport)]
                         .into_iter()
                         .find(|k| self.connections.contains(k));
+                    let by_server = key == Some((flow.dst, flow.dport));
                     if let Some(c) = key.and_then(|k| self.existing(k, o)) {
+                        c.server_retransmits |= by_server;
                         c.note_retransmit(*segment);
                     }
                 }
@@ -493,6 +524,15 @@ impl Correlator {
         c.last_seen = c.last_seen.max(o.time);
         c.first_seen = c.first_seen.min(o.time);
         // The node's interfaces its packets cross, with their MTUs (a few at most).
+        if let Some(mut e) = o.encap {
+            if o.flow.is_some_and(|f| (f.dst, f.dport) == client) {
+                (e.outer_src, e.outer_dst) = (e.outer_dst, e.outer_src);
+            }
+            c.tunnel.get_or_insert(e);
+        }
+        if let Some(name) = o.interface.as_ref().filter(|i| o.hook.is_tc() && self.tunnels.contains(*i)) {
+            c.tunnel_device.get_or_insert_with(|| name.clone());
+        }
         if let Some(mtu) = o.interface.as_ref().filter(|_| o.hook.is_tc()).and_then(|i| self.mtus.get(i)) {
             if let Some(name) = o.interface.clone() {
                 c.path_mtus.insert(name, *mtu);

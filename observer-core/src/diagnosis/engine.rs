@@ -123,6 +123,12 @@ impl Engine {
         self.correlator.set_interface_mtus(mtus);
     }
 
+    /// Sets which of the node's interfaces are tunnel devices (by rtnetlink link kind), for
+    /// findings over an overlay.
+    pub fn set_tunnel_interfaces(&mut self, names: std::collections::HashSet<String>) {
+        self.correlator.set_tunnel_interfaces(names);
+    }
+
     /// Replaces the inventory (e.g. an agent's watch saw pods change); connections already
     /// held keep the names they were given.
     pub fn set_inventory(&mut self, inventory: Arc<Inventory>) {

@@ -6,6 +6,7 @@ mod classify;
 mod correlate;
 pub mod engine;
 pub mod flows;
+mod overlay;
 pub mod path;
 pub mod report;
 
@@ -108,6 +109,10 @@ pub struct Evidence {
     /// `neigh_invalidate`) and a solicitation for their destination was dropped: where.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub neighbour_solicitation: Option<NeighbourEvidence>,
+    /// The dropped packet was the outer packet of a tunnel (the overlay's transport): which
+    /// tunnel, between which node addresses, on which port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::model::Encapsulation>,
     /// For `stalled` / `pmtu-blackhole`: the retransmissions and the MTUs seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall: Option<StallEvidence>,
@@ -134,6 +139,7 @@ impl Default for Evidence {
             icmp: None,
             icmp_errors_dropped: Vec::new(),
             neighbour_solicitation: None,
+            tunnel: None,
             stall: None,
             attempts: 0,
             connections: 0,
@@ -176,6 +182,29 @@ pub struct StallEvidence {
     pub exceeds_known_mtu: bool,
     /// An ICMP fragmentation-needed / packet-too-big about the flow came back.
     pub fragmentation_needed_seen: bool,
+    /// The connection rides a tunnel (seen encapsulated on the uplink): its device and MTU, and
+    /// the size of the outer packets the retransmitted ones became.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelMtuEvidence>,
+}
+
+/// The tunnel of a stalled connection (sizes in bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TunnelMtuEvidence {
+    #[serde(rename = "type")]
+    pub tunnel: crate::model::TunnelKind,
+    /// The node's tunnel device (by link kind) and its MTU, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Bytes the encapsulation adds, and the outer packets' size.
+    pub overhead: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer_packet_bytes: Option<u32>,
+    /// The tunnel's endpoints (this node's and the peer's underlay addresses).
+    pub outer_src: IpAddr,
+    pub outer_dst: IpAddr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

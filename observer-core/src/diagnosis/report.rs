@@ -166,6 +166,21 @@ pub fn text(report: &Report<'_>) -> String {
                     if st.fragmentation_needed_seen { "yes" } else { "no" }
                 ));
             }
+            if let Some(t) = &e.tunnel {
+                facts.push(format!("tunnel {t}"));
+            }
+            if let Some(t) = e.stall.as_ref().and_then(|st| st.tunnel.as_ref()) {
+                facts.push(format!(
+                    "over {} {} -> {}: device {} (MTU {}), outer packets {} bytes ({} of encapsulation)",
+                    t.tunnel.as_str(),
+                    t.outer_src,
+                    t.outer_dst,
+                    t.device.as_deref().unwrap_or("?"),
+                    t.mtu.map_or("?".into(), |m| m.to_string()),
+                    t.outer_packet_bytes.map_or("?".into(), |b| b.to_string()),
+                    t.overhead
+                ));
+            }
             for d in &e.icmp_errors_dropped {
                 facts.push(format!("ICMP error dropped on the node: {d}"));
             }

@@ -18,11 +18,21 @@ struct Scenario {
     inv: Inventory,
     correlator: Correlator,
     t: u64,
+    /// What the next observations are seen through: an outer packet of this tunnel, on this
+    /// interface (default: not encapsulated, on cni0).
+    encap: Option<crate::model::Encapsulation>,
+    interface: &'static str,
 }
 
 impl Scenario {
     fn new() -> Self {
-        Self { inv: Inventory::from_json(LAB).expect("inventory"), correlator: Correlator::default(), t: 0 }
+        Self {
+            inv: Inventory::from_json(LAB).expect("inventory"),
+            correlator: Correlator::default(),
+            t: 0,
+            encap: None,
+            interface: "cni0",
+        }
     }
 
     fn see(&mut self, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) {
@@ -37,10 +47,11 @@ impl Scenario {
             _ => (flow.src, (flow.dst, flow.dport)),
         };
         let o = Observation {
+            encap: self.encap,
             time: UNIX_EPOCH + Duration::from_secs(self.t),
             hook,
             ifindex: 3,
-            interface: Some("cni0".into()),
+            interface: Some(self.interface.into()),
             flow: Some(flow),
             detail,
             src: Some(self.inv.describe(s, None)),
@@ -407,6 +418,91 @@ fn small_segments_stalling_or_a_pmtu_signal_are_a_plain_stall_and_few_retransmit
     assert!(s.findings().is_empty(), "ordinary loss recovery is no finding");
 }
 
+fn vxlan(src: &str, dst: &str) -> crate::model::Encapsulation {
+    crate::model::Encapsulation {
+        tunnel: crate::model::TunnelKind::Vxlan,
+        outer_src: ip(src),
+        outer_dst: ip(dst),
+        vni: Some(1),
+        udp_port: Some(8472),
+    }
+}
+
+/// A node dropping a tunnel's outer packets (INPUT drops VXLAN's port) cuts every pod flow
+/// inside: R3 with the tunnel as evidence, never a port policy between the workloads.
+#[test]
+fn a_dropped_outer_packet_is_the_overlay_transport_blocked_not_a_policy() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 40000), ("10.244.2.11", 9080), packet(TcpFlags::SYN));
+    s.encap = Some(vxlan("172.31.1.2", "172.31.2.2"));
+    s.interface = "eth0";
+    for _ in 0..2 {
+        s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.2.11", 9080), dropped("NETFILTER_DROP"));
+    }
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!((f.requirement, f.kind, f.mechanism), (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Dropped));
+    assert_eq!(f.evidence.tunnel, Some(vxlan("172.31.1.2", "172.31.2.2")));
+    assert_eq!(f.evidence.interface.as_deref(), Some("eth0"));
+    assert!(f.remediation.contains("overlay's transport is blocked: vxlan UDP 8472"), "{}", f.remediation);
+}
+
+/// Over a tunnel, the node's own fragmentation-needed (the tunnel device's MTU) was obeyed and
+/// the segments, now sized for it, still vanish: a blackhole beyond the node, with the tunnel.
+#[test]
+fn segments_sized_for_the_tunnel_mtu_still_lost_are_a_pmtu_blackhole_naming_the_tunnel() {
+    let mut s = Scenario::new();
+    s.correlator.set_interface_mtus([("cni0".to_string(), 1500), ("flannel.1".to_string(), 1450)].into());
+    s.correlator.set_tunnel_interfaces(["flannel.1".to_string()].into());
+    s.encap = Some(vxlan("172.31.1.2", "172.31.2.2"));
+    s.interface = "eth0";
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    (s.encap, s.interface) = (None, "flannel.1");
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.interface = "cni0";
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    let frag_needed = Detail::IcmpError {
+        icmp_type: 3,
+        icmp_code: 4,
+        meaning: IcmpKind::FragmentationNeeded,
+        quoted: Some(tcp((ISTIOD, 15012), (PP, 40000))),
+        mtu: 1450,
+        packet: Captured::default(),
+    };
+    s.see_proto(Protocol::ICMP, Hook::TcEgress, ("10.244.2.0", 0), (ISTIOD, 0), frag_needed);
+    for _ in 0..STALL_RETRANSMITS {
+        s.see(Hook::TcpRetransmit, (ISTIOD, 15012), (PP, 40000), retransmit(1398, 9_000, 1398));
+    }
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].mechanism, Mechanism::PmtuBlackhole, "{f:?}");
+    let st = f[0].evidence.stall.as_ref().expect("stall");
+    assert!(st.fragmentation_needed_seen);
+    let t = st.tunnel.as_ref().expect("tunnel");
+    assert_eq!(
+        (t.device.as_deref(), t.mtu, t.overhead, t.outer_packet_bytes),
+        (Some("flannel.1"), Some(1450), 50, Some(1488))
+    );
+    // The lost segments are istiod's: from node-b's address back to node-a's.
+    assert_eq!((t.outer_src, t.outer_dst), (ip("172.31.2.2"), ip("172.31.1.2")));
+    assert!(f[0].remediation.contains("flannel.1 (MTU 1450)"), "{}", f[0].remediation);
+
+    // Segments larger than the MTU a signal announced: the signal explains the loss (a stall).
+    let mut s = Scenario::new();
+    stalled_xds(&mut s, 1448, STALL_RETRANSMITS);
+    let frag_needed = Detail::IcmpError {
+        icmp_type: 3,
+        icmp_code: 4,
+        meaning: IcmpKind::FragmentationNeeded,
+        quoted: Some(tcp((ISTIOD, 15012), (PP, 40000))),
+        mtu: 1450,
+        packet: Captured::default(),
+    };
+    s.see_proto(Protocol::ICMP, Hook::TcEgress, ("10.244.2.0", 0), (ISTIOD, 0), frag_needed);
+    assert_eq!(s.findings()[0].mechanism, Mechanism::Stalled);
+}
+
 #[test]
 fn a_node_socket_is_followed_across_the_ambient_probe_snat_and_the_block_is_r4() {
     let mut s = Scenario::new();
@@ -531,6 +627,7 @@ fn a_connection_is_followed_across_a_port_changing_snat_by_what_conntrack_says()
     s.see(Hook::SockOps, (node, 41000), (cart, 8080), socket(SocketMilestone::Connecting));
     let flow = tcp(("169.254.7.127", 20417), (cart, 8080));
     let syn = Observation {
+        encap: None,
         time: UNIX_EPOCH + Duration::from_secs(10),
         hook: Hook::TcEgress,
         ifindex: 3,

@@ -7,4 +7,6 @@ pub mod observation;
 
 pub use endpoint::Endpoint;
 pub use kinds::{Captured, DropClass, DropReason, IcmpKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState};
-pub use observation::{Detail, Flow, Hook, Observation, Process, Protocol, Segment};
+pub use observation::{
+    Detail, Encapsulation, Flow, Hook, Observation, Process, Protocol, Segment, TunnelKind, TUNNEL_LINK_KINDS,
+};

@@ -212,6 +212,10 @@ pub struct Observation {
     /// Interface name when the ifindex belongs to the watched namespace.
     pub interface: Option<String>,
     pub flow: Option<Flow>,
+    /// When the hook saw the outer packet of an encapsulation (an uplink of an overlay node):
+    /// the tunnel; `flow` is the inner packet's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encap: Option<Encapsulation>,
     #[serde(flatten)]
     pub detail: Detail,
     /// The process that opened the connection (from its connect() and the socket's cookie).
@@ -223,6 +227,76 @@ pub struct Observation {
     pub src: Option<Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst: Option<Endpoint>,
+}
+
+/// Link kinds (rtnetlink `IFLA_INFO_KIND`) of tunnel devices: the decapsulated side of an
+/// overlay (flannel's `vxlan`, Calico's `ipip` tunl0 and `vxlan`, OVN's `geneve`, 6in4 `sit`,
+/// `ip6tnl`, GRE, WireGuard).
+pub const TUNNEL_LINK_KINDS: [&str; 10] =
+    ["vxlan", "geneve", "ipip", "sit", "ip6tnl", "gre", "gretap", "ip6gre", "ip6gretap", "wireguard"];
+
+/// What kind of tunnel carried an encapsulated packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TunnelKind {
+    /// VXLAN over UDP (RFC 7348): flannel, Calico VXLAN, Cilium.
+    Vxlan,
+    /// Geneve over UDP (RFC 8926): OVN-Kubernetes, Cilium.
+    Geneve,
+    /// IPv4 in IP (protocol 4): Calico IPIP.
+    Ipip,
+    /// IPv6 in IP (protocol 41).
+    Ip6InIp,
+}
+
+impl TunnelKind {
+    /// Bytes the encapsulation adds to the inner packet over an outer header of `outer_v6`
+    /// (VXLAN/Geneve: outer IP + UDP 8 + 8 + inner Ethernet 14, Geneve options not counted).
+    pub fn overhead(self, outer_v6: bool) -> u32 {
+        let ip = if outer_v6 { 40 } else { 20 };
+        match self {
+            TunnelKind::Vxlan | TunnelKind::Geneve => ip + 8 + 8 + 14,
+            TunnelKind::Ipip | TunnelKind::Ip6InIp => ip,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelKind::Vxlan => "vxlan",
+            TunnelKind::Geneve => "geneve",
+            TunnelKind::Ipip => "ipip",
+            TunnelKind::Ip6InIp => "ip6-in-ip",
+        }
+    }
+}
+
+/// The outer packet of an encapsulated one, as a hook on the underlay side saw it; the
+/// observation's `flow` is then the inner (pod) packet's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Encapsulation {
+    pub tunnel: TunnelKind,
+    /// Outer source and destination: the tunnel's endpoints (node addresses).
+    pub outer_src: IpAddr,
+    pub outer_dst: IpAddr,
+    /// VXLAN/Geneve virtual network identifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// Outer UDP destination port (VXLAN/Geneve).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
+}
+
+impl fmt::Display for Encapsulation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} -> {}", self.tunnel.as_str(), self.outer_src, self.outer_dst)?;
+        if let Some(port) = self.udp_port {
+            write!(f, " udp/{port}")?;
+        }
+        if let Some(vni) = self.vni {
+            write!(f, " vni {vni}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A process, as the connect hook saw it.

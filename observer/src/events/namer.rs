@@ -123,6 +123,7 @@ impl Namer<'_> {
     fn name(&self, event: &Event) -> Observation {
         match event {
             Event::Packet(p) => Observation {
+                encap: wire::encap(&p.encap),
                 src: None,
                 dst: None,
                 process: None,
@@ -134,6 +135,7 @@ impl Namer<'_> {
                 detail: Detail::Packet { tcp_flags: TcpFlags::from_bits_truncate(p.tcp_flags), tcp_seq: p.tcp_seq },
             },
             Event::IcmpError(e) => Observation {
+                encap: None,
                 src: None,
                 dst: None,
                 process: None,
@@ -156,6 +158,7 @@ impl Namer<'_> {
                 let pod = cgroup.as_deref().and_then(pod_of);
                 let comm_len = c.comm.iter().position(|&b| b == 0).unwrap_or(c.comm.len());
                 Observation {
+                    encap: None,
                     src: None,
                     dst: None,
                     process: None,
@@ -177,6 +180,7 @@ impl Namer<'_> {
                 }
             }
             Event::SockOps(s) => Observation {
+                encap: None,
                 src: None,
                 dst: None,
                 process: None,
@@ -199,6 +203,7 @@ impl Namer<'_> {
                 },
             },
             Event::Tcp(t) => Observation {
+                encap: None,
                 src: None,
                 dst: None,
                 process: None,
@@ -225,6 +230,7 @@ impl Namer<'_> {
                 },
             },
             Event::Drop(d) => Observation {
+                encap: (d.flow_valid != 0).then(|| wire::encap(&d.encap)).flatten(),
                 src: None,
                 dst: None,
                 process: None,

@@ -74,6 +74,23 @@ impl NodeWatch {
         }
     }
 
+    /// Names of the watched namespace's tunnel devices, by their link kind (rtnetlink
+    /// IFLA_INFO_KIND in [`observer_core::model::TUNNEL_LINK_KINDS`]), never by name; empty
+    /// (with a warning) when the links cannot be listed.
+    pub fn tunnel_interfaces(&mut self) -> std::collections::HashSet<String> {
+        match self.requests.links() {
+            Ok(links) => links
+                .into_iter()
+                .filter(|l| l.kind.as_deref().is_some_and(|k| observer_core::model::TUNNEL_LINK_KINDS.contains(&k)))
+                .map(|l| l.name)
+                .collect(),
+            Err(err) => {
+                warn!("listing links for their kinds: {err}; tunnel devices will not be named");
+                Default::default()
+            }
+        }
+    }
+
     /// Whether a drop in namespace `inode` belongs to this node.
     pub fn in_scope(&self, inode: u32) -> bool {
         self.scope.contains_key(&inode)

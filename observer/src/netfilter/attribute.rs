@@ -22,7 +22,7 @@ use super::{
     read::{read_here, Snapshot},
     route::NamespaceRoutes,
 };
-use observer_core::model::{Detail, DropClass, Observation};
+use observer_core::model::{Detail, DropClass, Encapsulation, Observation, TunnelKind};
 
 use crate::loader::NetnsTarget;
 
@@ -362,12 +362,37 @@ fn packet_of(observation: &Observation, routes: &mut NamespaceRoutes) -> Option<
     let flow = observation.flow?;
     let Detail::Drop { packet, .. } = &observation.detail else { return None };
     let captured = packet.bytes();
+    // An outer packet (its inner flow is the observation's): netfilter judged the outer one.
+    if let Some(encap) = observation.encap {
+        return Some(outer_packet_of(&encap, captured, observation.ifindex, routes));
+    }
     // skb->dev at a drop is the input device, except on output where it is not set yet.
     let route = routes.route(flow.src, flow.dst, Some(observation.ifindex), false);
     let flags = tcp_flags(captured, flow.src);
     let mut packet = Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route);
     packet.icmp = icmp_header(captured, flow.src);
     Some(packet)
+}
+
+/// The outer packet of an encapsulated drop as netfilter saw it: the tunnel's endpoints, the
+/// outer protocol and (UDP tunnels) ports read from the captured outer headers.
+fn outer_packet_of(encap: &Encapsulation, captured: &[u8], ifindex: u32, routes: &mut NamespaceRoutes) -> Packet {
+    let (src, dst) = (encap.outer_src, encap.outer_dst);
+    let (protocol, l4) = match src {
+        IpAddr::V4(_) => (captured.get(9).copied(), captured.first().map(|b| usize::from(b & 0x0f) * 4)),
+        IpAddr::V6(_) => (captured.get(6).copied(), Some(40)),
+    };
+    let udp = matches!(encap.tunnel, TunnelKind::Vxlan | TunnelKind::Geneve);
+    let protocol = protocol.unwrap_or(match encap.tunnel {
+        TunnelKind::Vxlan | TunnelKind::Geneve => 17,
+        TunnelKind::Ipip => 4,
+        TunnelKind::Ip6InIp => 41,
+    });
+    let port =
+        |at: usize| l4.and_then(|l4| Some(u16::from_be_bytes([*captured.get(l4 + at)?, *captured.get(l4 + at + 1)?])));
+    let (sport, dport) = if udp { (port(0).unwrap_or(0), port(2).or(encap.udp_port).unwrap_or(0)) } else { (0, 0) };
+    let route = routes.route(src, dst, Some(ifindex), false);
+    Packet::routed(protocol, src, dst, sport, dport, None, route)
 }
 
 /// ICMP/ICMPv6 type and code of a captured packet (IP header first; IPv6 without extension

@@ -158,6 +158,7 @@ mod tests {
         let flow =
             Flow { protocol: Protocol(6), src: src.parse().expect("ip"), sport, dst: dst.parse().expect("ip"), dport };
         Observation {
+            encap: None,
             time: UNIX_EPOCH,
             hook: Hook::TcIngress,
             ifindex: 1,

@@ -61,6 +61,11 @@ pub fn text_line(o: &Observation) -> String {
         }
         _ => String::new(),
     };
+    // The tunnel an outer packet belonged to (the flow shown is the inner one).
+    let what = match &o.encap {
+        Some(e) => format!("{what} in {e}"),
+        None => what,
+    };
     let who = match (&o.src, &o.dst) {
         (None, None) => String::new(),
         (src, dst) => format!(
@@ -161,6 +166,7 @@ mod tests {
 
     fn syn() -> Observation {
         Observation {
+            encap: None,
             time: UNIX_EPOCH + Duration::from_micros(3_723_000_042),
             hook: Hook::TcIngress,
             ifindex: 5,
@@ -191,6 +197,22 @@ mod tests {
         assert!(line.ends_with(" SYN"));
         assert_eq!(line.find("tc-ingress"), TEXT_HEADER.find("HOOK"));
         assert_eq!(line.find("TCP "), TEXT_HEADER.find("FLOW"));
+    }
+
+    #[test]
+    fn an_outer_packet_shows_its_inner_flow_and_the_tunnel() {
+        let mut o = syn();
+        o.interface = Some("eth0".into());
+        o.encap = Some(crate::events::model::Encapsulation {
+            tunnel: crate::events::model::TunnelKind::Vxlan,
+            outer_src: IpAddr::V4(Ipv4Addr::new(172, 31, 1, 2)),
+            outer_dst: IpAddr::V4(Ipv4Addr::new(172, 31, 2, 2)),
+            vni: Some(1),
+            udp_port: Some(8472),
+        });
+        let line = text_line(&o);
+        assert!(line.contains("TCP 10.244.1.10:43512 -> 10.244.2.10:15012"), "{line}");
+        assert!(line.ends_with(" SYN in vxlan 172.31.1.2 -> 172.31.2.2 udp/8472 vni 1"), "{line}");
     }
 
     #[test]

@@ -8,8 +8,11 @@ an event is a TCP SYN or RST, or an ICMP/ICMPv6 destination-unreachable / fragme
 packet-too-big error; a parse error is an IP header, transport header or ICMP header that is
 not all there (within the frame and within the IP header's own length), or an ICMP error whose
 quoted packet has no readable flow (then the error is still reported, without the quoted flow).
-Later fragments, other protocols, tunnels (the outer UDP/IPIP is not TCP) and VLAN-tagged frames
-(skb->protocol is the tag's ethertype) are neither. Frames shorter than the kernel's test-run
+Later fragments, other protocols and VLAN-tagged frames (skb->protocol is the tag's ethertype)
+are neither. Tunnels (VXLAN/Geneve on the ports of TUNNEL_PORTS, IP-in-IP 4 and 41): the TC hooks
+report the inner TCP SYN/RST (`tc_events`, when it differs from `events`, which the cgroup
+hooks, never seeing outer packets, keep); garbage or a cut inner packet is no event and no parse
+error (the outer packet itself parsed fine). Frames shorter than the kernel's test-run
 accepts are on the wire in the lab test instead.
 """
 import json
@@ -28,9 +31,12 @@ A6, B6 = "fd00:10:244:1::a", "fd00:10:244:2::a"
 FRAMES = []
 
 
-def frame(name, pkt, events, parse_errors):
+def frame(name, pkt, events, parse_errors, tc_events=None):
     data = pkt if isinstance(pkt, bytes) else raw(pkt)
-    FRAMES.append(dict(name=name, hex=data.hex(), events=events, parse_errors=parse_errors))
+    f = dict(name=name, hex=data.hex(), events=events, parse_errors=parse_errors)
+    if tc_events is not None:
+        f["tc_events"] = tc_events
+    FRAMES.append(f)
 
 
 def eth(**kw):
@@ -140,13 +146,33 @@ frame("vlan-tagged syn", eth() / Dot1Q(vlan=10) / IP(src=A4, dst=B4) / TCP(sport
 frame("qinq-tagged syn", eth() / Dot1AD(vlan=20) / Dot1Q(vlan=10) / IP(src=A4, dst=B4) / TCP(flags="S"), 0, 0)
 frame("vlan tag with garbage", eth() / Dot1Q(vlan=10, type=0x0800) / Raw(garbage(40, 4)), 0, 0)
 
-# Tunnels with garbage (or a whole SYN) inside: the outer packet is UDP / IPIP, not reported.
+# Tunnels: garbage inside is nothing; a SYN inside is the TC hooks' event (the inner flow).
 udp4 = lambda port, inner: eth() / IP(src=A4, dst=B4) / UDP(sport=50000, dport=port) / inner
 frame("vxlan with garbage", udp4(4789, VXLAN(vni=1) / Raw(garbage(30, 5))), 0, 0)
-frame("vxlan with a syn inside", udp4(4789, VXLAN(vni=1) / raw(syn4())), 0, 0)
+frame("vxlan with a syn inside", udp4(4789, VXLAN(vni=1) / raw(syn4())), 0, 0, tc_events=1)
+frame("vxlan (8472) with a syn inside", udp4(8472, VXLAN(vni=1) / raw(syn4())), 0, 0, tc_events=1)
+frame("vxlan with an ipv6 syn inside", udp4(4789, VXLAN(vni=1) / raw(eth() / IPv6(src=A6, dst=B6) / TCP(flags="S"))), 0, 0, tc_events=1)
+frame("vxlan over ipv6 with a syn inside", eth() / IPv6(src=A6, dst=B6) / UDP(sport=50000, dport=4789) / VXLAN(vni=1) / raw(syn4()), 0, 0, tc_events=1)
+ack4 = eth() / IP(src=A4, dst=B4) / TCP(sport=40000, dport=15012, flags="A") / Raw(b"x")
+frame("vxlan with an ack inside (the encapsulated fast path)", udp4(8472, VXLAN(vni=1) / raw(ack4)), 0, 0)
+frame("vxlan with an ipv6 ack inside", udp4(8472, VXLAN(vni=1) / raw(eth() / IPv6(src=A6, dst=B6) / TCP(flags="A"))), 0, 0)
+frame("vxlan with a rst inside", udp4(8472, VXLAN(vni=1) / raw(eth() / IP(src=A4, dst=B4) / TCP(flags="R"))), 0, 0, tc_events=1)
+frame("vxlan with an ipv6 rst inside", udp4(8472, VXLAN(vni=1) / raw(eth() / IPv6(src=A6, dst=B6) / TCP(flags="RA"))), 0, 0, tc_events=1)
+frame("vxlan whose inner ethernet type lies", udp4(8472, VXLAN(vni=1) / raw(Ether(type=0x86DD) / IP(src=A4, dst=B4) / TCP(flags="A"))), 0, 0)
+frame("vxlan without its vni flag", udp4(4789, VXLAN(flags=0, vni=1) / raw(syn4())), 0, 0)
+frame("vxlan on a port that is no tunnel's", udp4(4790, VXLAN(vni=1) / raw(syn4())), 0, 0)
+frame("vxlan with the inner ip header cut", raw(udp4(4789, VXLAN(vni=1) / raw(syn4())))[:-28], 0, 0)
+frame("vxlan with the inner ethernet header cut", raw(udp4(4789, VXLAN(vni=1) / raw(syn4())))[:14 + 20 + 8 + 8 + 10], 0, 0)
+frame("vxlan in a later fragment", eth() / IP(src=A4, dst=B4, proto=17, frag=100) / raw(UDP(sport=1, dport=4789) / VXLAN(vni=1) / raw(syn4())), 0, 0)
 frame("geneve with garbage", udp4(6081, GENEVE(vni=2) / Raw(garbage(30, 6))), 0, 0)
+frame("geneve with a syn inside", udp4(6081, GENEVE(vni=2, proto=0x6558) / raw(syn4())), 0, 0, tc_events=1)
+frame("geneve with options and a syn inside", udp4(6081, GENEVE(vni=2, proto=0x6558, optionlen=2) / Raw(b"\x01\x02\x80\x01" + b"\x09" * 4) / raw(syn4())), 0, 0, tc_events=1)
+frame("geneve with options longer than the packet", udp4(6081, GENEVE(vni=2, proto=0x6558, optionlen=63) / Raw(b"\x00" * 16)), 0, 0)
+frame("geneve carrying ip directly", udp4(6081, GENEVE(vni=2, proto=0x0800) / raw(IP(src=A4, dst=B4) / TCP(flags="S"))), 0, 0, tc_events=1)
 frame("ipip with garbage", eth() / IP(src=A4, dst=B4, proto=4) / Raw(garbage(30, 7)), 0, 0)
-frame("ipip with a syn inside", eth() / IP(src=A4, dst=B4) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="S"), 0, 0)
+frame("ipip with a syn inside", eth() / IP(src=A4, dst=B4) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="S"), 0, 0, tc_events=1)
+frame("ipip with an ack inside", eth() / IP(src=A4, dst=B4) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="A"), 0, 0)
+frame("6in4 with an ipv6 syn inside", eth() / IP(src=A4, dst=B4) / IPv6(src=A6, dst=B6) / TCP(flags="S"), 0, 0, tc_events=1)
 frame("6in4 with garbage", eth() / IP(src=A4, dst=B4, proto=41) / Raw(garbage(50, 8)), 0, 0)
 frame("gre with garbage", eth() / IP(src=A4, dst=B4) / GRE() / Raw(garbage(30, 9)), 0, 0)
 frame("udp cut after the ports", raw(udp4(53, Raw(b"")))[:38], 0, 0)

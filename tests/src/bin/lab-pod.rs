@@ -8,6 +8,8 @@
 //!   the original destination), inbound capture on 15006 (connects to 127.0.0.1:<original port>),
 //!   and the listeners 15008/15020/15021/15090.
 //! - `connect IP:PORT [TIMEOUT_MS]`: one connection attempt; prints one JSON line.
+//! - `send udp IP:PORT HEX` / `send ip IPV4 PROTOCOL HEX`: one crafted datagram (a UDP payload,
+//!   or an IPv4 payload of that protocol through a raw socket), e.g. a tunnel's outer packet.
 //!
 //! Hand-written argument parsing keeps this helper dependency-free; it is test support only.
 
@@ -30,6 +32,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("serve") if args.len() >= 3 => serve(&args[1], &args[2..]),
         Some("proxy") if args.len() == 2 => proxy(&args[1]),
+        Some("send") if args.len() >= 4 => send(&args[1..]),
         Some("connect") if args.len() >= 2 => {
             connect(&args[1], args.get(2).map(String::as_str), args.get(3).map(String::as_str))
         }
@@ -38,6 +41,56 @@ fn main() {
     if let Err(err) = result {
         eprintln!("lab-pod: {err}");
         std::process::exit(2);
+    }
+}
+
+/// Sends one crafted datagram: `udp IP:PORT HEX` or `ip IPV4 PROTOCOL HEX`.
+fn send(args: &[String]) -> Result<(), String> {
+    let hex = args.last().map(String::as_str).unwrap_or_default();
+    if !hex.len().is_multiple_of(2) {
+        return Err(format!("odd-length hex `{hex}`"));
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| format!("bad hex at {i}: {e}")))
+        .collect::<Result<Vec<u8>, String>>()?;
+    match (args[0].as_str(), args.len()) {
+        ("udp", 3) => {
+            let to: SocketAddr = args[1].parse().map_err(|e| format!("bad address {}: {e}", args[1]))?;
+            let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| format!("bind: {e}"))?;
+            socket.send_to(&bytes, to).map_err(|e| format!("send to {to}: {e}"))?;
+            Ok(())
+        }
+        ("ip", 4) => {
+            let to: std::net::Ipv4Addr = args[1].parse().map_err(|e| format!("bad address {}: {e}", args[1]))?;
+            let protocol: i32 = args[2].parse().map_err(|e| format!("bad protocol {}: {e}", args[2]))?;
+            // SAFETY: socket(2), sendto(2) and close(2) on a descriptor we own, with a valid
+            // sockaddr_in and a buffer of `bytes.len()` bytes.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, protocol);
+                if fd < 0 {
+                    return Err(format!("raw socket for protocol {protocol}: {}", std::io::Error::last_os_error()));
+                }
+                let mut addr: libc::sockaddr_in = std::mem::zeroed();
+                addr.sin_family = libc::AF_INET as libc::sa_family_t;
+                addr.sin_addr.s_addr = u32::from_ne_bytes(to.octets());
+                let sent = libc::sendto(
+                    fd,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                );
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if sent < 0 {
+                    return Err(format!("sendto {to}: {err}"));
+                }
+            }
+            Ok(())
+        }
+        _ => Err("usage: lab-pod send udp IP:PORT HEX | send ip IPV4 PROTOCOL HEX".into()),
     }
 }
 

@@ -15,7 +15,7 @@ use super::{
     inventory::{container_ids, inventory},
     processes::{run_bounded, spawn_ready, Placement},
     sidecar::{istio_iptables_rules, kube_proxy_rules, PROXY_UID},
-    spec::{LabSpec, NodeSpec, PodAttachment, PodSpec},
+    spec::{LabSpec, NodeSpec, Overlay, PodAttachment, PodSpec},
     state::LabState,
     ConnectOutcome, LabError, Tools, LAB_PREFIX,
 };
@@ -32,6 +32,7 @@ pub struct Lab {
     persisted: bool,
 }
 
+mod overlay;
 mod topology;
 
 use topology::lab_dir;
@@ -82,6 +83,9 @@ impl Lab {
         for node in self.spec.nodes.clone() {
             self.build_node(&router, &node)?;
         }
+        for node in self.spec.nodes.clone() {
+            self.build_overlay(&node)?;
+        }
         for pod in self.spec.pods.clone() {
             self.build_pod(&pod)?;
         }
@@ -120,7 +124,13 @@ impl Lab {
         for dst in &v4_routes {
             cmd::run("ip", &["-n", &ns, "route", "add", dst, "via", &node.router_ip.to_string()])?;
         }
-        cmd::run("ip", &["-n", router, "route", "add", &node.pod_cidr_string(), "via", &node.uplink_ip.to_string()])?;
+        // Over an overlay the router knows only the uplinks: pod traffic reaches it encapsulated.
+        if self.spec.overlay == Overlay::None {
+            cmd::run(
+                "ip",
+                &["-n", router, "route", "add", &node.pod_cidr_string(), "via", &node.uplink_ip.to_string()],
+            )?;
+        }
         if let (Some(up6), Some(rt6), Some((net6, len6))) = (node.uplink_ip6, node.router_ip6, node.pod_cidr6) {
             sysctl(router, "net.ipv6.conf.all.forwarding", "1")?;
             sysctl(&ns, "net.ipv6.conf.all.forwarding", "1")?;
@@ -130,7 +140,12 @@ impl Lab {
             for dst in &v6_routes {
                 cmd::run("ip", &["-n", &ns, "-6", "route", "add", dst, "via", &rt6.to_string()])?;
             }
-            cmd::run("ip", &["-n", router, "-6", "route", "add", &format!("{net6}/{len6}"), "via", &up6.to_string()])?;
+            if !self.spec.overlay.carries_ipv6() {
+                cmd::run(
+                    "ip",
+                    &["-n", router, "-6", "route", "add", &format!("{net6}/{len6}"), "via", &up6.to_string()],
+                )?;
+            }
         }
         if node.pod_attachment == PodAttachment::Routed {
             // Calico: no bridge; a /32 per pod (added with the pod) and a blackhole for the rest
@@ -368,6 +383,23 @@ impl Lab {
         let out = run_bounded(&placement, &self.tools.lab_pod, &args, timeout * 2 + Duration::from_secs(2))?;
         serde_json::from_str(out.trim())
             .map_err(|e| LabError::NotReady { what: format!("connect from {app}"), detail: format!("{e}: {out}") })
+    }
+
+    /// Sends one crafted datagram from the pod's application container: `lab-pod send` arguments
+    /// (`["udp", "IP:PORT", HEX]` or `["ip", IPV4, PROTOCOL, HEX]`), e.g. a tunnel's outer packet.
+    pub fn send_from(&self, app: &str, args: &[&str]) -> Result<(), LabError> {
+        let pod = self.pod(app)?;
+        let ns = self.pod_netns(app)?;
+        let ids = container_ids(&self.name, pod);
+        let (_, id) = ids
+            .iter()
+            .find(|(c, _)| c != "istio-proxy")
+            .ok_or_else(|| LabError::NoSuchPod(format!("{app} (no application container)")))?;
+        let cg = container_cgroup(&self.cgroup, &pod_uid(&self.name, pod), id);
+        let placement = Placement { netns: &ns, cgroup: &cg, uid: None };
+        let mut all = vec!["send"];
+        all.extend_from_slice(args);
+        run_bounded(&placement, &self.tools.lab_pod, &all, Duration::from_secs(5)).map(drop)
     }
 
     /// A kubelet-style probe: one connection attempt from the node's own namespace (a process in

@@ -43,6 +43,8 @@ pub enum LabError {
     NotRoot,
     #[error("no cgroup v2 mount found (looked in /proc/mounts for cgroup2)")]
     NoCgroup2,
+    #[error("this kernel cannot create `{kind}` links (it lacks {config}): the overlay variant needs them")]
+    UnsupportedLink { kind: &'static str, config: &'static str },
     #[error("lab state file {}: {detail}", path.display())]
     State { path: PathBuf, detail: String },
 }

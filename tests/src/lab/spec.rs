@@ -25,6 +25,63 @@ pub enum PodAttachment {
     Routed,
 }
 
+/// How pod traffic crosses between nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overlay {
+    /// Routed underlay: the router between the nodes routes the pod CIDRs (no encapsulation).
+    #[default]
+    None,
+    /// VXLAN as flannel's `vxlan` backend builds it: a `flannel.1` device per node (VNI 1, UDP
+    /// 8472, local = the node's uplink address, `nolearning`), the pod CIDR's `.0` on it, and
+    /// per peer a route via the peer's `.0` (onlink), a permanent neighbour entry and an FDB
+    /// entry sending that MAC to the peer's uplink address. IPv6 pod traffic rides the same
+    /// device (IPv6 inner, IPv4 outer).
+    Vxlan,
+    /// IP-in-IP as Calico's IPIP mode: `tunl0` up, the pod CIDR's `.0` on it, a route per peer
+    /// to its pod CIDR via the peer's uplink address (onlink) through `tunl0`. IPv4 only, as
+    /// Calico's IPIP: IPv6 pod traffic stays routed by the underlay. Needs CONFIG_NET_IPIP.
+    Ipip,
+    /// Geneve (VNI 1, UDP 6081): one point-to-point `geneve` device per peer (remote = the
+    /// peer's uplink address), routed like the VXLAN variant. Needs CONFIG_GENEVE.
+    Geneve,
+}
+
+impl Overlay {
+    /// Bytes the encapsulation adds over an IPv4 underlay (outer IPv4 20 + UDP 8 + VXLAN or
+    /// Geneve 8 + inner Ethernet 14; IPIP: outer IPv4 20).
+    pub fn overhead(self) -> u32 {
+        match self {
+            Overlay::None => 0,
+            Overlay::Vxlan | Overlay::Geneve => 50,
+            Overlay::Ipip => 20,
+        }
+    }
+
+    /// The UDP port of the encapsulation (VXLAN: flannel's 8472; Geneve: 6081), if any.
+    pub fn udp_port(self) -> Option<u16> {
+        match self {
+            Overlay::Vxlan => Some(8472),
+            Overlay::Geneve => Some(6081),
+            Overlay::None | Overlay::Ipip => None,
+        }
+    }
+
+    /// Whether IPv6 pod traffic is encapsulated too (else it stays routed by the underlay).
+    pub fn carries_ipv6(self) -> bool {
+        matches!(self, Overlay::Vxlan | Overlay::Geneve)
+    }
+
+    /// The `ip link` kind of the node's tunnel device (rtnetlink IFLA_INFO_KIND).
+    pub fn link_kind(self) -> Option<&'static str> {
+        match self {
+            Overlay::None => None,
+            Overlay::Vxlan => Some("vxlan"),
+            Overlay::Ipip => Some("ipip"),
+            Overlay::Geneve => Some("geneve"),
+        }
+    }
+}
+
 /// A simulated Kubernetes node: a network namespace with its pods (bridged or routed) and an
 /// uplink to the underlay router.
 #[derive(Clone, Debug)]
@@ -53,6 +110,19 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
+    /// The node's address on its tunnel device (the pod CIDR's `.0`, as flannel and Calico give
+    /// their VTEP/tunnel device), and the IPv6 one (`<pod CIDR6>::`).
+    pub fn tunnel_ip(&self) -> Ipv4Addr {
+        self.pod_cidr.0
+    }
+    pub fn tunnel_ip6(&self) -> Option<Ipv6Addr> {
+        self.pod_cidr6.map(|(net, _)| net)
+    }
+    /// The node's underlay MTU (1500 unless lowered).
+    pub fn underlay_mtu_or_default(&self) -> u32 {
+        self.underlay_mtu.unwrap_or(1500)
+    }
+
     pub fn bridge_ip(&self) -> Ipv4Addr {
         let [a, b, c, _] = self.pod_cidr.0.octets();
         Ipv4Addr::new(a, b, c, 1)
@@ -139,6 +209,8 @@ pub struct LabSpec {
     pub nodes: Vec<NodeSpec>,
     pub pods: Vec<PodSpec>,
     pub services: Vec<ServiceSpec>,
+    /// How pod traffic crosses between the nodes (default: routed underlay).
+    pub overlay: Overlay,
 }
 
 fn port(name: &str, port: u16, target_port: u16) -> ServicePort {
@@ -292,7 +364,16 @@ impl LabSpec {
                 svc("bookinfo", "reviews", [10, 96, 1, 11], "reviews", vec![port("http", 9080, 9080)]),
                 svc("bookinfo", "details", [10, 96, 1, 12], "details", vec![port("http", 9080, 9080)]),
             ],
+            overlay: Overlay::None,
         }
+    }
+
+    /// The same lab with pod traffic between nodes encapsulated by `overlay` (the router then
+    /// sees, and can drop, only the outer packets). Composes with [`Self::with_underlay_mtu`]:
+    /// the tunnel's MTU is the node's underlay MTU minus [`Overlay::overhead`]; pods keep 1500.
+    pub fn with_overlay(mut self, overlay: Overlay) -> Self {
+        self.overlay = overlay;
+        self
     }
 
     /// The same lab with every node's uplink carrying only routes to its peers (no default

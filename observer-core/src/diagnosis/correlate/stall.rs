@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::Connection;
-use crate::model::Segment;
+use crate::model::{Encapsulation, Segment};
 
 /// Retransmissions of the same segment before the connection is called stalled (the initial
 /// RTO and two backoffs: about 1.4 s on a LAN).
@@ -33,6 +33,18 @@ pub struct Stall {
     pub fragmentation_needed_seen: bool,
     /// The verdict: large packets lost without a PMTU signal (see [`Connection::outcome`]).
     pub pmtu_blackhole: bool,
+    /// The connection rides a tunnel: what its retransmitted packets become on the underlay.
+    pub tunnel: Option<TunnelPath>,
+}
+
+/// A stalled connection's tunnel: the inner packets become larger outer ones on the uplink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelPath {
+    pub encap: Encapsulation,
+    /// The node's tunnel device the inner packets crossed, and its MTU, when known.
+    pub device: Option<(String, Option<u32>)>,
+    /// Bytes the encapsulation adds (the minimum for its kind and outer family).
+    pub overhead: u32,
 }
 
 impl Connection {
@@ -54,6 +66,24 @@ impl Connection {
         let exceeds_known_mtu = matches!((packet_bytes, lowest), (Some(p), Some(m)) if p > m);
         let full_size = self.largest_retransmit.is_some_and(|s| s.mss > 0 && s.largest_packet_payload() >= s.mss)
             && packet_bytes.is_some_and(|p| p >= if v6 { MIN_MTU_V6 } else { MIN_MTU_V4 });
+        // A PMTU signal only explains the loss when the sender had not yet obeyed it: packets no
+        // larger than the announced MTU still lost mean a smaller hop beyond, silent.
+        let obeyed = matches!((packet_bytes, self.pmtu_signal_mtu), (Some(p), Some(m)) if p <= m);
+        // Oriented as the lost segments travel (the server's back to the client, or the client's).
+        let oriented = self.tunnel.map(|mut e| {
+            if self.server_retransmits {
+                (e.outer_src, e.outer_dst) = (e.outer_dst, e.outer_src);
+            }
+            e
+        });
+        let tunnel = oriented.map(|encap| TunnelPath {
+            encap,
+            device: self.tunnel_device.clone().map(|d| {
+                let mtu = self.path_mtus.get(&d).copied();
+                (d, mtu)
+            }),
+            overhead: encap.tunnel.overhead(encap.outer_src.is_ipv6()),
+        });
         Some(Stall {
             retransmits,
             segment: self.largest_retransmit,
@@ -61,8 +91,16 @@ impl Connection {
             path_mtus: self.path_mtus.clone(),
             exceeds_known_mtu,
             fragmentation_needed_seen: self.pmtu_signal,
-            pmtu_blackhole: !self.pmtu_signal && (exceeds_known_mtu || full_size),
+            pmtu_blackhole: (!self.pmtu_signal || obeyed) && (exceeds_known_mtu || full_size),
+            tunnel,
         })
+    }
+
+    /// Keeps the smallest MTU a fragmentation-needed / packet-too-big announced.
+    pub(super) fn note_pmtu_mtu(&mut self, mtu: Option<u32>) {
+        if let Some(m) = mtu {
+            self.pmtu_signal_mtu = Some(self.pmtu_signal_mtu.map_or(m, |old| old.min(m)));
+        }
     }
 
     pub(super) fn note_retransmit(&mut self, segment: Option<Segment>) {

@@ -27,6 +27,7 @@ fn ip(s: &str) -> IpAddr {
 fn obs(inv: &Inventory, t: u64, hook: Hook, src: (&str, u16), dst: (&str, u16), detail: Detail) -> Observation {
     let flow = Flow { protocol: Protocol::TCP, src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 };
     Observation {
+        encap: None,
         time: at(t),
         hook,
         ifindex: 3,

@@ -29,6 +29,7 @@ pub(crate) fn packet(
         ifindex: 3,
         interface: Some(interface.into()),
         flow: Some(Flow { protocol: Protocol::TCP, src: ip(src.0), sport: src.1, dst: ip(dst.0), dport: dst.1 }),
+        encap: None,
         detail: Detail::Packet { tcp_flags: flags, tcp_seq: 1 },
         process: None,
         src: None,

@@ -9,7 +9,7 @@ use std::{
 use super::{sysctl, Lab};
 use crate::lab::{
     cmd::{self, in_netns, in_netns_with_input},
-    spec::{NodeSpec, PodSpec, UplinkRoutes},
+    spec::{NodeSpec, Overlay, PodSpec, UplinkRoutes},
     state::STATE_DIR,
     LabError,
 };
@@ -54,8 +54,12 @@ impl Lab {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for peer in self.spec.nodes.iter().filter(|n| n.name != node.name) {
             let [a, b, c, _] = peer.uplink_ip.octets();
-            v4.extend([peer.pod_cidr_string(), format!("{a}.{b}.{c}.0/24")]);
-            if let Some((net6, len6)) = peer.pod_cidr6 {
+            // Over an overlay the peers' pod CIDRs are routed through the tunnel instead.
+            if self.spec.overlay == Overlay::None {
+                v4.push(peer.pod_cidr_string());
+            }
+            v4.push(format!("{a}.{b}.{c}.0/24"));
+            if let (Some((net6, len6)), false) = (peer.pod_cidr6, self.spec.overlay.carries_ipv6()) {
                 v6.push(format!("{net6}/{len6}"));
             }
             if let Some(up6) = peer.uplink_ip6 {
