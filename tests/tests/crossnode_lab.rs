@@ -22,9 +22,9 @@ use std::{
 };
 
 use agents::{free_port, http, metric, start_agent, tempdir, wait_finding, wait_until, ApiServer, Proc};
-use observer_lab::{FirewallRule, Hook, Lab, LabSpec, PodSpec};
+use observer_lab::{FirewallRule, Hook, Lab, LabSpec, Overlay, PodSpec};
 use serde_json::{json, Value};
-use support::{lab_with, require_root};
+use support::{overlay_lab, require_root};
 
 /// A lab with the API server and an agent on each of its two nodes, both ready.
 /// Fields drop in order: the agents stop before the API server and the lab go.
@@ -41,12 +41,13 @@ struct TwoNodes {
 }
 
 impl TwoNodes {
-    fn up(spec: LabSpec, tag: &str) -> Self {
+    /// `None` (the test is skipped, saying why) when the kernel cannot build the spec's overlay.
+    fn up(spec: LabSpec, tag: &str) -> Option<Self> {
         Self::with_agents(spec, tag, true)
     }
 
-    fn with_agents(spec: LabSpec, tag: &str, on_b: bool) -> Self {
-        let lab = lab_with(spec);
+    fn with_agents(spec: LabSpec, tag: &str, on_b: bool) -> Option<Self> {
+        let lab = overlay_lab(spec)?;
         let dir = tempdir(tag);
         let api = ApiServer::start(&lab, &dir, free_port(), 1000);
         let (port_a, port_b) = (free_port(), free_port());
@@ -59,11 +60,20 @@ impl TwoNodes {
         // The agents' Event watches list first; the flow memory must cover the slack before the
         // first SYN (a window starting before the agent watched is answered as incomplete).
         thread::sleep(Duration::from_secs(6));
-        Self { a, b, api, lab, port_a, port_b, connected: std::cell::Cell::new(None) }
+        Some(Self { a, b, api, lab, port_a, port_b, connected: std::cell::Cell::new(None) })
     }
 
     fn pod(&self, app: &str) -> PodSpec {
         self.lab.pod(app).expect("pod").clone()
+    }
+
+    /// Drops, at the router, the TCP segments of the pod flow that match `what` (see
+    /// [`inner_tcp`]) however they cross the underlay.
+    fn drop_at_router(&self, what: &str) {
+        let script = format!(
+            "table inet crossnode_fault {{\n  chain lab_forward {{\n    type filter hook forward priority 0; policy accept;\n    {what} drop\n  }}\n}}\n"
+        );
+        self.lab.nft_in_netns(&self.router(), &script).expect("router rule");
     }
 
     fn router(&self) -> String {
@@ -150,10 +160,9 @@ impl TwoNodes {
 }
 
 fn between_nodes(spec: LabSpec, uplink: &str) {
-    let n = TwoNodes::up(spec, "between");
-    let catalog = n.pod("catalog");
-    let rule = FirewallRule::drop_tcp_to(Hook::Forward, catalog.ip.into(), 8080);
-    n.lab.inject_in_netns(&n.router(), &rule).expect("router rule");
+    let overlay = spec.overlay;
+    let Some(n) = TwoNodes::up(spec, "between") else { return };
+    n.drop_at_router(&inner_tcp(overlay, None, Some(8080), Flags::Syn));
     n.cart_to_catalog_times_out(8080);
     let f = n.located();
     let p = &f["path"];
@@ -171,7 +180,7 @@ fn between_nodes(spec: LabSpec, uplink: &str) {
 }
 
 fn at_destination_node(spec: LabSpec) {
-    let n = TwoNodes::up(spec, "atdest");
+    let Some(n) = TwoNodes::up(spec, "atdest") else { return };
     let catalog = n.pod("catalog");
     n.lab.inject("node-b", &FirewallRule::drop_tcp_to(Hook::Forward, catalog.ip.into(), 8080)).expect("rule");
     n.cart_to_catalog_times_out(8080);
@@ -193,6 +202,52 @@ fn at_destination_node(spec: LabSpec) {
     drop(n);
 }
 
+/// Which handshake segment a router rule matches.
+#[derive(Clone, Copy)]
+enum Flags {
+    /// A SYN (no ACK): the request.
+    Syn,
+    /// A SYN-ACK: the reply.
+    SynAck,
+}
+
+/// An nft match for a TCP segment of the pod flow as the router sees it: the routed segment
+/// itself, or, inside a VXLAN/Geneve (outer UDP) or IPIP (outer IPv4) packet, the inner TCP
+/// header at its fixed offset (outer and inner IPv4 without options, no Geneve options: the lab's
+/// overlays). Raw payload offsets are in bits: VXLAN/Geneve: UDP 8 + header 8 + Ethernet 14 +
+/// IPv4 20 = the inner TCP header 50 bytes after the outer transport header; IPIP: outer IPv4
+/// 20 + inner IPv4 20 = 40 bytes after the outer network header.
+fn inner_tcp(overlay: Overlay, sport: Option<u16>, dport: Option<u16>, flags: Flags) -> String {
+    let bits = match flags {
+        Flags::Syn => "0x02",
+        Flags::SynAck => "0x12",
+    };
+    let (carrier, base, at) = match overlay {
+        Overlay::None => {
+            let mut m = String::from("meta l4proto tcp");
+            if let Some(p) = sport {
+                m += &format!(" tcp sport {p}");
+            }
+            if let Some(p) = dport {
+                m += &format!(" tcp dport {p}");
+            }
+            return format!("{m} tcp flags & (syn | ack) == {bits}");
+        }
+        Overlay::Vxlan | Overlay::Geneve => {
+            (format!("udp dport {}", overlay.udp_port().expect("UDP overlay")), "th", 50 * 8)
+        }
+        Overlay::Ipip => ("ip protocol 4".to_string(), "nh", 40 * 8),
+    };
+    let mut m = carrier;
+    if let Some(p) = sport {
+        m += &format!(" @{base},{at},16 {p}");
+    }
+    if let Some(p) = dport {
+        m += &format!(" @{base},{},16 {p}", at + 16);
+    }
+    format!("{m} @{base},{},8 & 0x12 == {bits}", at + 13 * 8)
+}
+
 /// A listener in a pod's network namespace, opened by this test process. The lab's nodes share
 /// one kernel and one cgroup tree, so each agent's cgroup hooks also see the other node's pods'
 /// sockets (a real node's kernel never does); a server outside the lab's cgroups keeps node-a's
@@ -211,10 +266,9 @@ fn listen_in(netns: &str, port: u16) -> TcpListener {
 }
 
 fn no_answer(spec: LabSpec) {
-    let n = TwoNodes::with_agents(spec, "noanswer", false);
-    let catalog = n.pod("catalog");
-    let rule = FirewallRule::drop_tcp_to(Hook::Forward, catalog.ip.into(), 8080);
-    n.lab.inject_in_netns(&n.router(), &rule).expect("router rule");
+    let overlay = spec.overlay;
+    let Some(n) = TwoNodes::with_agents(spec, "noanswer", false) else { return };
+    n.drop_at_router(&inner_tcp(overlay, None, Some(8080), Flags::Syn));
     n.cart_to_catalog_times_out(8080);
     let f = n.located();
     let p = &f["path"];
@@ -229,14 +283,10 @@ fn no_answer(spec: LabSpec) {
 }
 
 fn reply_lost(spec: LabSpec, uplink: &str) {
-    let n = TwoNodes::up(spec, "reply");
-    let catalog = n.pod("catalog");
+    let overlay = spec.overlay;
+    let Some(n) = TwoNodes::up(spec, "reply") else { return };
     let _server = listen_in(&n.lab.pod_netns("catalog").expect("netns"), 18080);
-    let script = format!(
-        "table inet crossnode_fault {{\n  chain lab_forward {{\n    type filter hook forward priority 0; policy accept;\n    ip saddr {} tcp sport 18080 tcp flags & (syn | ack) == syn | ack drop\n  }}\n}}\n",
-        catalog.ip
-    );
-    n.lab.nft_in_netns(&n.router(), &script).expect("router rule");
+    n.drop_at_router(&inner_tcp(overlay, Some(18080), None, Flags::SynAck));
     n.cart_to_catalog_times_out(18080);
     let f = n.located();
     let p = &f["path"];
@@ -294,7 +344,7 @@ fn call_from_outside(n: &TwoNodes, istiod: IpAddr) -> String {
 }
 
 fn before_node(spec: LabSpec) {
-    let n = TwoNodes::up(spec, "before");
+    let Some(n) = TwoNodes::up(spec, "before") else { return };
     let istiod = n.pod("istiod");
     let ip = IpAddr::from(istiod.ip);
     // A slow webhook whose SYN did arrive: the same timeout message is no evidence of a loss
@@ -361,7 +411,7 @@ fn connections_from(netns: &str, target: SocketAddr, count: usize, every: Durati
 }
 
 fn healthy(spec: LabSpec) {
-    let n = TwoNodes::up(spec, "healthy");
+    let Some(n) = TwoNodes::up(spec, "healthy") else { return };
     let catalog = n.pod("catalog");
     let netns = n.lab.pod_netns("cart").expect("netns");
     let ok = connections_from(
@@ -427,3 +477,46 @@ fn healthy_cross_node_traffic_makes_no_finding_and_no_inquiry() {
     require_root();
     healthy(LabSpec::bookinfo());
 }
+
+/// The scenarios over the overlays (issue 17, acceptance 4 and 7): the router sees only outer
+/// packets, so its rules match the inner TCP header inside them ([`inner_tcp`]); the last place
+/// node-a saw the SYN is its uplink, where it left encapsulated.
+macro_rules! over_overlay {
+    ($($name:ident: $overlay:expr),+ $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[test]
+                #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+                fn a_syn_dropped_between_the_nodes_is_between_nodes() {
+                    require_root();
+                    between_nodes(LabSpec::bookinfo().with_overlay($overlay), "eth0");
+                }
+
+                #[test]
+                #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+                fn a_syn_dropped_by_the_destination_nodes_forward_rule_names_that_node_and_rule() {
+                    require_root();
+                    at_destination_node(LabSpec::bookinfo().with_overlay($overlay));
+                }
+
+                #[test]
+                #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+                fn a_syn_ack_dropped_on_its_way_back_is_reply_lost() {
+                    require_root();
+                    reply_lost(LabSpec::bookinfo().with_overlay($overlay), "eth0");
+                }
+
+                #[test]
+                #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+                fn healthy_cross_node_traffic_makes_no_finding_and_no_inquiry() {
+                    require_root();
+                    healthy(LabSpec::bookinfo().with_overlay($overlay));
+                }
+            }
+        )+
+    };
+}
+
+over_overlay!(vxlan: Overlay::Vxlan, ipip: Overlay::Ipip, geneve: Overlay::Geneve);

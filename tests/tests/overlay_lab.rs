@@ -8,25 +8,8 @@ mod support;
 
 use std::{net::SocketAddr, process::Command, time::Duration};
 
-use observer_lab::{Lab, LabError, LabSpec, Overlay, Tools};
-use support::{require_root, Running};
-
-/// A lab of `spec`, or `None` when the running kernel cannot build its tunnel devices (this
-/// must then be the documented [`LabError::UnsupportedLink`], naming the kernel option).
-fn overlay_lab(spec: LabSpec) -> Option<Lab> {
-    let overlay = spec.overlay;
-    let tools = Tools { lab_pod: std::path::PathBuf::from(env!("CARGO_BIN_EXE_lab-pod")) };
-    match Lab::up(spec, tools) {
-        Ok(lab) => Some(lab),
-        Err(LabError::UnsupportedLink { kind, config }) => {
-            assert_eq!(Some(kind), overlay.link_kind(), "the error names the overlay's link kind");
-            assert!(config.starts_with("CONFIG_"), "{config}");
-            eprintln!("SKIPPED: this kernel lacks {config}: no {kind} overlay to test");
-            None
-        }
-        Err(err) => panic!("lab up ({overlay:?}): {err}"),
-    }
-}
+use observer_lab::{Lab, LabSpec, Overlay};
+use support::{overlay_lab, require_root, Running};
 
 fn ip(ns: &str, args: &[&str]) -> String {
     let out = Command::new("ip").args(["-n", ns]).args(args).output().expect("ip");

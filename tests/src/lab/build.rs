@@ -223,9 +223,8 @@ impl Lab {
         if pod.sidecar {
             in_netns_with_input(&ns, "iptables-restore", &["-w"], &istio_iptables_rules())?;
         }
-        let uid = pod_uid(&self.name, pod);
         for (container, id) in container_ids(&self.name, pod) {
-            let cg = container_cgroup(&self.node_cgroup(&pod.node), &uid, &id);
+            let cg = self.container_cgroup(pod, &id);
             self.mkdir_cgroup(&cg)?;
             let placement =
                 Placement { netns: &ns, cgroup: &cg, uid: (container == "istio-proxy").then_some(PROXY_UID) };
@@ -243,6 +242,11 @@ impl Lab {
             self.children.push(child);
         }
         Ok(())
+    }
+
+    /// A pod's container's cgroup, under its node's.
+    fn container_cgroup(&self, pod: &PodSpec, container_id: &str) -> PathBuf {
+        container_cgroup(&self.node_cgroup(&pod.node), &pod_uid(&self.name, pod), container_id)
     }
 
     /// The cgroup the node's kubelet stand-in runs in (under the node's, as systemd places it).
@@ -374,7 +378,7 @@ impl Lab {
             .iter()
             .find(|(c, _)| (c == "istio-proxy") == proxy)
             .ok_or_else(|| LabError::NoSuchPod(format!("{app} (no istio-proxy container)")))?;
-        let cg = container_cgroup(&self.node_cgroup(&pod.node), &pod_uid(&self.name, pod), id);
+        let cg = self.container_cgroup(pod, id);
         let placement = Placement { netns: &ns, cgroup: &cg, uid: proxy.then_some(PROXY_UID) };
         let ms = timeout.as_millis().to_string();
         let target_text = target.to_string();
@@ -395,7 +399,7 @@ impl Lab {
             .iter()
             .find(|(c, _)| c != "istio-proxy")
             .ok_or_else(|| LabError::NoSuchPod(format!("{app} (no application container)")))?;
-        let cg = container_cgroup(&self.cgroup, &pod_uid(&self.name, pod), id);
+        let cg = self.container_cgroup(pod, id);
         let placement = Placement { netns: &ns, cgroup: &cg, uid: None };
         let mut all = vec!["send"];
         all.extend_from_slice(args);

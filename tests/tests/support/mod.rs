@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use observer_lab::{Lab, LabSpec, Tools};
+use observer_lab::{Lab, LabError, LabSpec, Tools};
 
 /// The first statement of every privileged test (netns, eBPF, firewall rules): such a test is
 /// marked `#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]`, so plain
@@ -65,6 +65,24 @@ pub fn lab() -> Lab {
 pub fn lab_with(spec: LabSpec) -> Lab {
     let tools = Tools { lab_pod: PathBuf::from(env!("CARGO_BIN_EXE_lab-pod")) };
     Lab::up(spec, tools).expect("lab up")
+}
+
+/// A lab of `spec`, or `None` when the running kernel cannot build its overlay's tunnel devices
+/// (this must then be the documented [`LabError::UnsupportedLink`], naming the kernel option; the
+/// test says SKIPPED and why).
+pub fn overlay_lab(spec: LabSpec) -> Option<Lab> {
+    let overlay = spec.overlay;
+    let tools = Tools { lab_pod: PathBuf::from(env!("CARGO_BIN_EXE_lab-pod")) };
+    match Lab::up(spec, tools) {
+        Ok(lab) => Some(lab),
+        Err(LabError::UnsupportedLink { kind, config }) => {
+            assert_eq!(Some(kind), overlay.link_kind(), "the error names the overlay's link kind");
+            assert!(config.starts_with("CONFIG_"), "{config}");
+            eprintln!("SKIPPED: this kernel lacks {config}: no {kind} overlay to test");
+            None
+        }
+        Err(err) => panic!("lab up ({overlay:?}): {err}"),
+    }
 }
 
 /// `observer` running in the background with its stdout lines collected.
