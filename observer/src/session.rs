@@ -30,7 +30,7 @@ use crate::{
     inventory::Inventory,
     loader::{
         self,
-        attach::{attach_all, Attached},
+        attach::{attach_all, detach_all, Attached, TcAttachMode},
         cgroup,
         filter::KernelFilter,
         node_watch::NodeWatch,
@@ -66,11 +66,21 @@ pub struct SessionConfig {
     /// Record every event handed on, with the facts to name it, to this file (docs/recording.md).
     /// Default None.
     pub record: Option<RecordTo>,
+    /// How the classifiers are attached to interfaces (see [`TcAttachMode`]). Default tcx.
+    pub tc_attach: TcAttachMode,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { netns: None, cgroup_root: None, culprits: true, all_netns: false, duration: None, record: None }
+        Self {
+            netns: None,
+            cgroup_root: None,
+            culprits: true,
+            all_netns: false,
+            duration: None,
+            record: None,
+            tc_attach: TcAttachMode::Tcx,
+        }
     }
 }
 
@@ -118,6 +128,15 @@ pub struct Session {
     recorder: Option<Rc<RefCell<Recorder>>>,
 }
 
+/// Netlink (`cls_bpf`) classifiers outlive the process: a session removes them when it ends.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.attached.tc_mode == TcAttachMode::Netlink {
+            detach_all(&mut self.ebpf, &self.netns, &mut self.attached);
+        }
+    }
+}
+
 impl Session {
     /// Resolves the namespace and loads the programs; nothing is attached yet.
     pub fn load(config: SessionConfig) -> anyhow::Result<Loaded> {
@@ -134,7 +153,7 @@ impl Loaded {
         let Self { mut ebpf, kernel, netns, config } = self;
         let events = EventSource::new(&mut ebpf)?;
         filter.apply(&mut ebpf)?;
-        let attached = attach_all(&mut ebpf, &netns, &kernel)?;
+        let attached = attach_all(&mut ebpf, &netns, &kernel, config.tc_attach)?;
         let mut watch = NodeWatch::new(&netns)?;
         let cgroup_root = match &config.cgroup_root {
             Some(path) => path.clone(),
@@ -264,8 +283,9 @@ impl Session {
                     r.borrow_mut().interfaces(&namer.interfaces);
                 }
             }
-            // Drops waiting for their culprit are checked on often; otherwise wake up every 100 ms.
-            let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 10 } else { 100 };
+            // Drops waiting for their culprit are checked on often (the worker's answer is handed
+            // on within 2 ms of arriving); otherwise wake up every 100 ms.
+            let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 2 } else { 100 };
             let (watch, out_of_scope, culprits) = (&self.watch, &mut self.out_of_scope, &mut self.culprits);
             self.events.poll(timeout_ms, |event| {
                 if consumer.done {

@@ -10,6 +10,7 @@ pub mod node_watch;
 pub mod pod_scope;
 pub mod preflight;
 pub mod programs;
+pub mod tc_orphans;
 
 pub use netns::NetnsTarget;
 pub use programs::load;

@@ -38,6 +38,7 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
         all_netns: args.all_netns,
         duration: args.duration.map(Duration::from_secs),
         record: args.record.clone().map(|path| RecordTo { path, node: netns.name.clone() }),
+        tc_attach: args.tc_attach,
     };
     let loaded = Session::load(config)?;
     let kernel = &loaded.kernel;
