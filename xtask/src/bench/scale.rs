@@ -97,9 +97,13 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
     })
 }
 
+/// (veths, (s to ready with tcx, with netlink), s to ready with one pair, (ms per tcx link from
+/// one thread, from several)).
+type AttachTimes = (usize, (f64, f64), f64, (f64, f64));
+
 /// Time from start to `ready` of `observer trace` on a scratch namespace with 100 veth pairs
 /// (200 veths; tcx links, then netlink filters), and with one pair (tcx).
-fn attach_time(b: &Bench<'_>) -> anyhow::Result<(usize, (f64, f64), f64, (f64, f64))> {
+fn attach_time(b: &Bench<'_>) -> anyhow::Result<AttachTimes> {
     let mut measured = Vec::new();
     let mut netlink = 0.0;
     let mut links_ms = (0.0, 0.0);
