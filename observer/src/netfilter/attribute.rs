@@ -30,7 +30,7 @@ use crate::loader::NetnsTarget;
 /// read. Not for the counters: netfilter counts a rule's match before the drop reaches
 /// kfree_skb, so they have moved by the time its event is read. How often a namespace's rules
 /// are read is bounded by [`MIN_READ_INTERVAL`], not by this.
-pub const SETTLE: Duration = Duration::from_millis(5);
+pub const SETTLE: Duration = Duration::from_millis(1);
 /// A namespace's rulesets are read at most this often.
 pub const MIN_READ_INTERVAL: Duration = Duration::from_millis(250);
 const KEPT_SNAPSHOTS: usize = 3;

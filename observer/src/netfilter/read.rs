@@ -2,7 +2,8 @@
 //! without changing anything: `iptables-*-save -c` (nft and legacy backends, IPv4 and IPv6)
 //! and `nft -j list ruleset`, with the members of ipsets (`ipset save`). A missing tool is a note, not an error: the others still count.
 //! The tools run side by side, and their end is noticed when they close their output (no
-//! polling interval adds to a drop's attribution).
+//! polling interval adds to a drop's attribution). iptables-legacy-save runs only where the
+//! kernel lists legacy tables for the namespace.
 
 use std::{
     io::Read as _,
@@ -49,6 +50,7 @@ pub fn read_here() -> Snapshot {
     let mut problems = Vec::new();
     let iptables: Vec<_> = IPTABLES
         .iter()
+        .filter(|(_, backend, family)| *backend != Backend::IptablesLegacy || has_legacy_tables(*family))
         .map(|(tool, backend, family)| (*tool, *backend, *family, Running::start(tool, &["-c"], TOOL_TIMEOUT)))
         .collect();
     let nft_json = Running::start("nft", &["-j", "list", "ruleset"], TOOL_TIMEOUT);
@@ -91,6 +93,21 @@ pub fn read_here() -> Snapshot {
         (Err(err), _) | (_, Err(err)) => problems.push(err),
     }
     Snapshot { tables, started, finished: SystemTime::now(), problems }
+}
+
+/// Whether the current thread's namespace has legacy (x_tables) tables of `family`: the kernel
+/// lists them in `/proc/thread-self/net/ip_tables_names` (`ip6_tables_names`), the very list
+/// iptables-legacy-save dumps. Absent (module not loaded) or empty: nothing to read, and not
+/// running the tool also spares loading the module. Unreadable otherwise: read, to be safe.
+fn has_legacy_tables(family: Family) -> bool {
+    let file = match family {
+        Family::Ip6 => "ip6_tables_names",
+        _ => "ip_tables_names",
+    };
+    match std::fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
+        Ok(names) => !names.trim().is_empty(),
+        Err(err) => err.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// How long one ruleset tool may take (a hung `nft` must not hold a drop's attribution forever).
