@@ -132,12 +132,13 @@ pub fn attach_interface_here(
 ) -> Result<TcLinks, AttachError> {
     let tcx_exists = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
     if mode == TcAttachMode::Netlink || !tcx_exists {
-        // The filters hang off a clsact qdisc; it may already exist.
+        // The filters hang off a clsact qdisc; it may already exist, and then hold filters a killed
+        // observer left behind (their programs held by no process): those are removed. A qdisc
+        // just made holds nothing.
         if let Err(err) = tc::qdisc_add_clsact(name) {
             debug!(iface = %name, "clsact: {err}");
+            super::tc_orphans::remove_here(name);
         }
-        // Filters a killed observer left behind (their programs held by no process).
-        super::tc_orphans::remove_here(name);
         match attach_each(ebpf, name, netns, true) {
             Err(err) if tcx_exists && nix::net::if_::if_nametoindex(name).is_ok() => {
                 warn!(iface = %name, "netlink (cls_bpf) attach failed ({err}); using tcx links there");
