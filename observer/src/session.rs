@@ -284,8 +284,8 @@ impl Session {
                 }
             }
             // Drops waiting for their culprit are checked on often (the worker's answer is handed
-            // on within 2 ms of arriving); otherwise wake up every 100 ms.
-            let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 2 } else { 100 };
+            // on within 1 ms of arriving); otherwise wake up every 100 ms.
+            let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 1 } else { 100 };
             let (watch, out_of_scope, culprits) = (&self.watch, &mut self.out_of_scope, &mut self.culprits);
             self.events.poll(timeout_ms, |event| {
                 if consumer.done {

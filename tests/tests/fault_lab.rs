@@ -322,7 +322,7 @@ fn syn_then(dst: &str, port: u16, change: &str) -> String {
 /// Issue 15, "the rulesets changing while evaluated": the pod's dropping rule is replaced by a
 /// different rule that would drop the same packet (iptables-restore of the table, nft -f
 /// swapping a table), deleted, or its chain flushed, right after the SYN it dropped and before
-/// observer reads the rules (it waits SETTLE = 1 ms, then reads). observer never names the replacement,
+/// observer reads the rules (it reads at once: SETTLE = 0). observer never names the replacement,
 /// which dropped nothing: the culprit is the rule that dropped (confirmed or evaluated, when the
 /// read came first) or `not-identified` with a note (the counters of what the read finds did not move, or
 /// no rule read drops it). observer keeps running.

@@ -220,7 +220,7 @@ pub fn markdown(r: &Results) -> String {
             f.cpu_us_per_event
         ));
     }
-    s.push_str("\n## 3. Detection latency\n\nFrom just before the client starts its connection to the `finding:` line of `observer diagnose`\n(includes starting the client process; each trial has a fresh `observer diagnose`, started and\nready before the clock starts, since a diagnosis announces a flow's finding once). A netfilter drop is announced once its culprit rule\nis known (a drop waits 1 ms to be batched, and a namespace's rules are read at most every\n250 ms, on a worker thread); a silent drop needs the first SYN\nretransmission (1 s) to be told from a slow answer.\n\n");
+    s.push_str("\n## 3. Detection latency\n\nFrom just before the client starts its connection to the `finding:` line of `observer diagnose`\n(includes starting the client process; each trial has a fresh `observer diagnose`, started and\nready before the clock starts, since a diagnosis announces a flow's finding once). A netfilter drop is announced once its culprit rule\nis known (drops read from the ring buffer together share one read, and a namespace's rules are read at most every\n250 ms, on a worker thread); a silent drop needs the first SYN\nretransmission (1 s) to be told from a slow answer.\n\n");
     s.push_str("| case | trials | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |\n");
     for l in &r.latency {
         s.push_str(&format!("| {} | {} | {:.1} | {:.1} | {:.1} |\n", l.case, l.trials, l.p50_ms, l.p99_ms, l.max_ms));
@@ -418,8 +418,8 @@ fn push_directions(s: &mut String, r: &Results) {
              (iptables-save variants, two nft listings) run side by side and their end is noticed when they\n  \
              close their output (they ran one after another, each polled every 5 ms: p50 64.7 ms in the\n  \
              previous full run); iptables-legacy-save runs only where the kernel lists legacy tables for the\n  \
-             namespace; a drop waits 1 ms (5 before) to share a read; the event loop checks for the worker's\n  \
-             answer every 2 ms (10 before): p50 {:.1} ms with the culprit, {plain:.1} ms without.\n  \
+             namespace; a drop no longer waits (5 ms before) to share a read; the event loop checks for the worker's\n  \
+             answer every 1 ms (10 before): p50 {:.1} ms with the culprit, {plain:.1} ms without.\n  \
              Not done: skipping reads of unchanged rulesets (nftables' generation id) cannot help here,\n  \
              since the culprit's evidence is the counters, which move without a new generation.\n",
             l.p50_ms
