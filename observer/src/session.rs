@@ -30,7 +30,7 @@ use crate::{
     inventory::Inventory,
     loader::{
         self,
-        attach::{attach_all, Attached},
+        attach::{attach_all, detach_all, Attached, TcAttachMode},
         cgroup,
         filter::KernelFilter,
         kernel_log::KernelLog,
@@ -72,6 +72,8 @@ pub struct SessionConfig {
     /// target `observer::kernel` ([`crate::loader::kernel_log`]). Default false: the programs
     /// skip them and nothing reads their log buffer.
     pub kernel_log: bool,
+    /// How the classifiers are attached to interfaces (see [`TcAttachMode`]). Default tcx.
+    pub tc_attach: TcAttachMode,
 }
 
 impl Default for SessionConfig {
@@ -84,6 +86,7 @@ impl Default for SessionConfig {
             duration: None,
             record: None,
             kernel_log: false,
+            tc_attach: TcAttachMode::Tcx,
         }
     }
 }
@@ -134,6 +137,15 @@ pub struct Session {
     kernel_log: Option<KernelLog>,
 }
 
+/// Netlink (`cls_bpf`) classifiers outlive the process: a session removes them when it ends.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.attached.tc_mode == TcAttachMode::Netlink {
+            detach_all(&mut self.ebpf, &self.netns, &mut self.attached);
+        }
+    }
+}
+
 impl Session {
     /// Resolves the namespace and loads the programs; nothing is attached yet.
     pub fn load(config: SessionConfig) -> anyhow::Result<Loaded> {
@@ -162,7 +174,7 @@ impl Loaded {
         };
         filter.apply(&mut ebpf)?;
         loader::tunnel_ports::apply(&mut ebpf, &loader::tunnel_ports::configured()?)?;
-        let attached = attach_all(&mut ebpf, &netns, &kernel)?;
+        let attached = attach_all(&mut ebpf, &netns, &kernel, config.tc_attach)?;
         let mut watch = NodeWatch::new(&netns)?;
         let cgroup_root = match &config.cgroup_root {
             Some(path) => path.clone(),
@@ -298,8 +310,9 @@ impl Session {
                     r.borrow_mut().interfaces(&namer.interfaces);
                 }
             }
-            // Drops waiting for their culprit are checked on often; otherwise wake up every 100 ms.
-            let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 10 } else { 100 };
+            // Drops waiting for their culprit are checked on often (the worker's answer is handed
+            // on within 1 ms of arriving); otherwise wake up every 100 ms.
+            let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 1 } else { 100 };
             let (watch, out_of_scope, culprits) = (&self.watch, &mut self.out_of_scope, &mut self.culprits);
             self.events.poll(timeout_ms, |event| {
                 if consumer.done {

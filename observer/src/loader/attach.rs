@@ -4,7 +4,11 @@
 use std::collections::BTreeMap;
 
 use aya::{
-    programs::{tc, tc::SchedClassifierLinkId, BtfTracePoint, ProgramError, SchedClassifier, TcAttachType},
+    programs::{
+        tc,
+        tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions},
+        BtfTracePoint, LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+    },
     util::KernelVersion,
     Ebpf,
 };
@@ -36,6 +40,25 @@ pub enum AttachError {
 /// fd) alive until exit.
 pub type TcLinks = Vec<(&'static str, SchedClassifierLinkId)>;
 
+/// How the classifiers hang off an interface.
+///
+/// - `Tcx` (kernel >= 6.6): one BPF link per hook, owned by observer's process, so the kernel
+///   detaches it when observer exits for any reason (SIGKILL included). Each attach waits for an
+///   RCU grace period inside the RTNL lock (kernel/bpf/tcx.c `tcx_prog_attach` ->
+///   `synchronize_rcu`): about 14 ms per hook on a loaded VM, serialised across threads, i.e.
+///   seconds on a node with hundreds of pod interfaces.
+/// - `Netlink`: a `clsact` qdisc with a `cls_bpf` filter per hook (what `tc filter add ... bpf
+///   da` makes; the only way before 6.6), about 0.3 ms per interface. A filter is no file: it
+///   stays attached when observer is killed (a clean exit removes it); the next start replaces
+///   filters of observer's programs that no running process holds. An interface where the
+///   netlink attach fails (e.g. an `ingress` qdisc instead of `clsact`) gets tcx links instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TcAttachMode {
+    #[default]
+    Tcx,
+    Netlink,
+}
+
 /// What got attached: interface names by ifindex (in the watched namespace).
 #[derive(Debug, Default)]
 pub struct Attached {
@@ -44,12 +67,22 @@ pub struct Attached {
     pub tc_links: BTreeMap<u32, TcLinks>,
     pub drops: bool,
     pub tcp_tracepoints: bool,
+    /// How new interfaces are attached (the mode asked for, or `Netlink` before tcx existed).
+    pub tc_mode: TcAttachMode,
 }
 
 /// Attaches ingress and egress classifiers to every non-loopback interface of `netns`
-/// (entering it on this thread only), then the drop tracepoint when it was loaded.
-pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, loaded: &KernelInfo) -> Result<Attached, AttachError> {
-    let (interfaces, tc_links) = netns.run_inside(|| attach_tc_here(ebpf, &netns.name))??;
+/// (entering it on this thread only) in `mode` (`Netlink` on kernels without tcx), then the drop
+/// tracepoint when it was loaded.
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    netns: &NetnsTarget,
+    loaded: &KernelInfo,
+    mode: TcAttachMode,
+) -> Result<Attached, AttachError> {
+    let tcx_exists = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    let tc_mode = if tcx_exists { mode } else { TcAttachMode::Netlink };
+    let (interfaces, tc_links) = netns.run_inside(|| attach_tc_here(ebpf, &netns.name, tc_mode))??;
     let drops = loaded.drops_available && {
         let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB).map_err(Box::new)?;
         program.attach().map_err(|e| AttachError::Tracepoint(Box::new(e)))?;
@@ -65,12 +98,12 @@ pub fn attach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, loaded: &KernelInfo) -> 
             }
         }
     }
-    Ok(Attached { interfaces, tc_links, drops, tcp_tracepoints })
+    Ok(Attached { interfaces, tc_links, drops, tcp_tracepoints, tc_mode })
 }
 
 type Interfaces = (BTreeMap<u32, String>, BTreeMap<u32, TcLinks>);
 
-fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<Interfaces, AttachError> {
+fn attach_tc_here(ebpf: &mut Ebpf, netns: &str, mode: TcAttachMode) -> Result<Interfaces, AttachError> {
     let listed = nix::net::if_::if_nameindex()
         .map_err(|source| AttachError::ListInterfaces { netns: netns.to_string(), source })?;
     let interfaces: BTreeMap<u32, String> = listed
@@ -83,28 +116,53 @@ fn attach_tc_here(ebpf: &mut Ebpf, netns: &str) -> Result<Interfaces, AttachErro
     }
     let mut links = BTreeMap::new();
     for (index, name) in &interfaces {
-        links.insert(*index, attach_interface_here(ebpf, name, netns)?);
+        links.insert(*index, attach_interface_here(ebpf, name, netns, mode)?);
     }
     Ok((interfaces, links))
 }
 
-/// Attaches both classifiers to one interface of the current thread's namespace and returns
-/// their links (none when the interface vanished before the attach: a warning, not an error).
-/// On an error, the links made so far are detached again.
-pub fn attach_interface_here(ebpf: &mut Ebpf, name: &str, netns: &str) -> Result<TcLinks, AttachError> {
-    let use_netlink = !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-    if use_netlink {
-        // Before tcx (6.6), TC programs hang off a clsact qdisc; it may already exist.
+/// Attaches both classifiers to one interface of the current thread's namespace (in `mode`;
+/// see [`TcAttachMode`]) and returns their links (none when the interface vanished before the
+/// attach: a warning, not an error). On an error, the links made so far are detached again.
+pub fn attach_interface_here(
+    ebpf: &mut Ebpf,
+    name: &str,
+    netns: &str,
+    mode: TcAttachMode,
+) -> Result<TcLinks, AttachError> {
+    let tcx_exists = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    if mode == TcAttachMode::Netlink || !tcx_exists {
+        // The filters hang off a clsact qdisc; it may already exist, and then hold filters a killed
+        // observer left behind (their programs held by no process): those are removed. A qdisc
+        // just made holds nothing.
         if let Err(err) = tc::qdisc_add_clsact(name) {
             debug!(iface = %name, "clsact: {err}");
+            super::tc_orphans::remove_here(name);
+        }
+        match attach_each(ebpf, name, netns, true) {
+            Err(err) if tcx_exists && nix::net::if_::if_nametoindex(name).is_ok() => {
+                warn!(iface = %name, "netlink (cls_bpf) attach failed ({err}); using tcx links there");
+            }
+            other => return other,
         }
     }
+    attach_each(ebpf, name, netns, false)
+}
+
+/// Attaches ingress, then egress (as `cls_bpf` filters when `netlink`, else tcx links, last in
+/// their hook's order); see [`attach_interface_here`].
+fn attach_each(ebpf: &mut Ebpf, name: &str, netns: &str, netlink: bool) -> Result<TcLinks, AttachError> {
     let mut links = TcLinks::new();
     for (program, attach_type) in [(TC_INGRESS, TcAttachType::Ingress), (TC_EGRESS, TcAttachType::Egress)] {
+        let options = if netlink {
+            TcAttachOptions::Netlink(NlOptions::default())
+        } else {
+            TcAttachOptions::TcxOrder(LinkOrder::default())
+        };
         let attached = program_mut::<SchedClassifier>(ebpf, program)
             .map_err(|e| AttachError::Load(Box::new(e)))
             .and_then(|classifier| {
-                classifier.attach(name, attach_type).map_err(|source| AttachError::Tc {
+                classifier.attach_with_options(name, attach_type, options).map_err(|source| AttachError::Tc {
                     program,
                     iface: name.to_string(),
                     netns: netns.to_string(),
@@ -139,5 +197,21 @@ pub fn detach_interface(ebpf: &mut Ebpf, name: &str, links: TcLinks) {
             }
             Err(err) => debug!(iface = %name, program, "detach: {err}"),
         }
+    }
+}
+
+/// Detaches every classifier in `attached` (entering `netns` on this thread: netlink filters
+/// are found by ifindex in the namespace of the socket). Needed for `Netlink` filters, which
+/// outlive the process; tcx links go with their fds anyway.
+pub fn detach_all(ebpf: &mut Ebpf, netns: &NetnsTarget, attached: &mut Attached) {
+    let links = std::mem::take(&mut attached.tc_links);
+    let detached = netns.run_inside(|| {
+        for (index, links) in links {
+            let name = attached.interfaces.get(&index).cloned().unwrap_or_default();
+            detach_interface(ebpf, &name, links);
+        }
+    });
+    if let Err(err) = detached {
+        warn!("detaching the classifiers: {err}; `tc filter show` lists what is left");
     }
 }

@@ -51,7 +51,8 @@ pub fn apply(
                     continue;
                 }
                 forget(ebpf, attached, index);
-                let links = netns.run_inside(|| attach_interface_here(ebpf, &name, &netns.name))??;
+                let links =
+                    netns.run_inside(|| attach_interface_here(ebpf, &name, &netns.name, attached.tc_mode))??;
                 if links.is_empty() {
                     continue;
                 }

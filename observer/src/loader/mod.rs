@@ -11,6 +11,7 @@ pub mod node_watch;
 pub mod pod_scope;
 pub mod preflight;
 pub mod programs;
+pub mod tc_orphans;
 pub mod tunnel_ports;
 
 pub use netns::NetnsTarget;

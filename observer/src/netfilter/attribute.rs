@@ -26,11 +26,12 @@ use observer_core::model::{Detail, DropClass, Encapsulation, Observation, Tunnel
 
 use crate::loader::NetnsTarget;
 
-/// How long a drop waits before it is attributed, so that drops of the same moment share one
-/// read. Not for the counters: netfilter counts a rule's match before the drop reaches
+/// How long a drop waits before it is attributed: none. Drops of the same moment still share a
+/// read (those read from the ring buffer together go in one job, later ones wait for the next
+/// read), and the counters need no wait: netfilter counts a rule's match before the drop reaches
 /// kfree_skb, so they have moved by the time its event is read. How often a namespace's rules
-/// are read is bounded by [`MIN_READ_INTERVAL`], not by this.
-pub const SETTLE: Duration = Duration::from_millis(5);
+/// are read is bounded by [`MIN_READ_INTERVAL`].
+pub const SETTLE: Duration = Duration::ZERO;
 /// A namespace's rulesets are read at most this often.
 pub const MIN_READ_INTERVAL: Duration = Duration::from_millis(250);
 const KEPT_SNAPSHOTS: usize = 3;

@@ -39,6 +39,7 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
         duration: args.duration.map(Duration::from_secs),
         record: args.record.clone().map(|path| RecordTo { path, node: netns.name.clone() }),
         kernel_log: args.kernel_log,
+        tc_attach: args.tc_attach,
     };
     let loaded = Session::load(config)?;
     let kernel = &loaded.kernel;

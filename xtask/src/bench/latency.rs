@@ -1,6 +1,7 @@
 //! 3. Detection latency: from the first blocked SYN (just before the client starts) to the
-//!    `finding:` line of `observer diagnose`, over repeated trials: a netfilter drop on node-a
-//!    (with and without naming the culprit rule), and a silent drop in the underlay.
+//!    `finding:` line of `observer diagnose`, over repeated trials (each with an observer of its
+//!    own, started before the trial's clock): a netfilter drop on node-a (with and without
+//!    naming the culprit rule), and a silent drop in the underlay.
 
 use std::{net::SocketAddr, time::Duration, time::Instant};
 
@@ -47,10 +48,12 @@ fn measure(
 ) -> anyhow::Result<LatencyResult> {
     let mut args = vec!["diagnose", "--output", "json"];
     args.extend(extra);
-    let observer = b.start_observer(&args, false)?;
     let target = SocketAddr::from((b.server_ip, port));
     let mut samples = Vec::with_capacity(trials);
     for _ in 0..trials {
+        // A fresh observer per trial: a diagnosis announces a finding once (later attempts of the
+        // same flow update it silently), so each trial's attempt must be a new finding.
+        let observer = b.start_observer(&args, false)?;
         let started = Instant::now();
         b.lab.connect(&b.client_app, target, client_timeout).context("connect")?;
         let needle = format!(":{port}");
@@ -64,10 +67,14 @@ fn measure(
             }
             std::thread::sleep(Duration::from_millis(2));
         };
-        let at = seen.with_context(|| format!("{case}: no finding within 5 s"))?;
+        let at = seen.with_context(|| {
+            let lines = observer.lines();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            format!("{case}: no finding within 5 s; observer's last lines:\n{tail}")
+        })?;
         samples.push(at.duration_since(started).as_secs_f64() * 1e3);
+        observer.stop();
     }
-    observer.stop();
     let result = LatencyResult {
         case,
         trials,

@@ -26,8 +26,11 @@ pub struct Scale {
     pub syns_sent: u64,
     pub maps: Vec<MapSize>,
     pub veths: usize,
-    /// Start to `ready` with the veths present, and on a namespace with one veth pair.
+    /// Start to `ready` with the veths present (default tcx links), and on a namespace with one
+    /// veth pair.
     pub ready_secs_with_veths: f64,
+    /// Start to `ready` with the veths present and `--tc-attach netlink` (cls_bpf filters).
+    pub ready_secs_with_veths_netlink: f64,
     pub ready_secs_baseline: f64,
     /// The same namespace's veths given an empty classifier by tcx links (ingress and egress)
     /// from one thread, then from [`PARALLEL_THREADS`] threads at once: ms per link.
@@ -69,8 +72,12 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
         rss_idle_kib / 1024,
         rss_with_flows_kib / 1024
     );
-    let (veths, ready_secs_with_veths, ready_secs_baseline, (serial, parallel)) = attach_time(b)?;
-    println!("   ready with {veths} veths: {ready_secs_with_veths:.2} s (1 veth pair: {ready_secs_baseline:.2} s)");
+    let (veths, (ready_secs_with_veths, ready_secs_with_veths_netlink), ready_secs_baseline, (serial, parallel)) =
+        attach_time(b)?;
+    println!(
+        "   ready with {veths} veths: {ready_secs_with_veths:.2} s with tcx links, \
+         {ready_secs_with_veths_netlink:.2} s with netlink filters (1 veth pair: {ready_secs_baseline:.2} s)"
+    );
     println!(
         "   tcx attach: {serial:.2} ms per link from one thread, {parallel:.2} ms with {PARALLEL_THREADS} threads"
     );
@@ -82,6 +89,7 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
         maps,
         veths,
         ready_secs_with_veths,
+        ready_secs_with_veths_netlink,
         ready_secs_baseline,
         tcx_attach_ms_serial: serial,
         tcx_attach_ms_parallel: parallel,
@@ -89,10 +97,15 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
     })
 }
 
+/// (veths, (s to ready with tcx, with netlink), s to ready with one pair, (ms per tcx link from
+/// one thread, from several)).
+type AttachTimes = (usize, (f64, f64), f64, (f64, f64));
+
 /// Time from start to `ready` of `observer trace` on a scratch namespace with 100 veth pairs
-/// (200 veths), and with one pair.
-fn attach_time(b: &Bench<'_>) -> anyhow::Result<(usize, f64, f64, (f64, f64))> {
+/// (200 veths; tcx links, then netlink filters), and with one pair (tcx).
+fn attach_time(b: &Bench<'_>) -> anyhow::Result<AttachTimes> {
     let mut measured = Vec::new();
+    let mut netlink = 0.0;
     let mut links_ms = (0.0, 0.0);
     for pairs in [100usize, 1] {
         let ns = format!("{}-scale{pairs}", b.lab.name);
@@ -115,22 +128,29 @@ fn attach_time(b: &Bench<'_>) -> anyhow::Result<(usize, f64, f64, (f64, f64))> {
                 std::io::Write::write_all(&mut stdin, up.as_bytes())?;
             }
             child.wait()?;
-            let started = Instant::now();
-            let observer = Background::start(
-                in_netns(None, Some(TOOLS_CPU), &b.observer, &["trace", "--netns", &ns, "--output", "json"]),
-                false,
-            )?;
-            let at = observer.wait_for("ready", Duration::from_secs(120))?;
-            observer.stop();
+            let ready = |mode: &str| -> anyhow::Result<f64> {
+                let started = Instant::now();
+                let args = ["trace", "--netns", &ns, "--output", "json", "--tc-attach", mode];
+                let observer = Background::start(in_netns(None, Some(TOOLS_CPU), &b.observer, &args), false)?;
+                let at = observer.wait_for("ready", Duration::from_secs(120))?;
+                observer.stop();
+                Ok(at.duration_since(started).as_secs_f64())
+            };
+            // Netlink first: a tcx run's exit detaches its links one RCU grace period each, under
+            // the RTNL lock the next run's attaches need.
+            if pairs > 1 {
+                netlink = ready("netlink")?;
+            }
+            let tcx = ready("tcx")?;
             if pairs > 1 {
                 links_ms = tcx_attach_ms(&ns)?;
             }
-            Ok::<_, anyhow::Error>(at.duration_since(started).as_secs_f64())
+            Ok::<_, anyhow::Error>(tcx)
         })();
         let _ = output_of(in_netns(None, None, "ip", &["netns", "del", &ns]));
         measured.push(result?);
     }
-    Ok((200, measured[0], measured[1], links_ms))
+    Ok((200, (measured[0], netlink), measured[1], links_ms))
 }
 
 /// ms per tcx link of an empty classifier on every interface of `ns` (ingress and egress),
