@@ -16,7 +16,6 @@ mod support;
 
 use std::{
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -332,17 +331,11 @@ fn failed_create(n: &TwoNodes, name: &str, istiod: IpAddr) -> Value {
 /// The API server's call from outside every node: one connect to istiod's webhook port from the
 /// lab's control-plane namespace (a managed API server's network behind the router).
 fn call_from_outside(n: &TwoNodes, istiod: IpAddr) -> String {
-    let lab_pod = PathBuf::from(env!("CARGO_BIN_EXE_lab-pod"));
-    let target = SocketAddr::from((istiod, 15017)).to_string();
-    let cp = n.lab.control_plane_netns().expect("the lab has a control plane (LabSpec::with_control_plane)");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &cp])
-        .arg(&lab_pod)
-        .args(["connect", &target, "3000"])
-        .output()
-        .expect("lab-pod connect");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("connect said ({e}): {out:?}"));
-    v["result"].as_str().unwrap_or_default().to_string()
+    let target = SocketAddr::from((istiod, 15017));
+    n.lab
+        .connect_from_control_plane(target, Duration::from_millis(3000))
+        .expect("connect from the control plane")
+        .result
 }
 
 fn before_node(spec: LabSpec) {

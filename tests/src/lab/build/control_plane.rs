@@ -1,8 +1,10 @@
 //! A control plane outside every node ([`crate::lab::spec::ControlPlaneSpec`]): its own
 //! namespace on its own subnet behind the router, as a managed API server's network is.
 
+use std::{net::SocketAddr, time::Duration};
+
 use super::Lab;
-use crate::lab::{cmd, spec::Overlay, LabError};
+use crate::lab::{cmd, spec::Overlay, ConnectOutcome, LabError};
 
 /// The router's routing table for traffic from the control plane's subnet over an overlay
 /// (a cloud's per-subnet route table).
@@ -51,5 +53,23 @@ impl Lab {
     /// ([`crate::lab::spec::LabSpec::with_control_plane`]).
     pub fn control_plane_netns(&self) -> Option<String> {
         self.spec.control_plane.as_ref().map(|_| format!("{}-control-plane", self.name))
+    }
+
+    /// One connection attempt from the control plane (the API server calling a webhook, say):
+    /// `lab-pod connect` in its namespace, bounded by `timeout`.
+    ///
+    /// Errors: [`LabError::NoControlPlane`] when the lab was built without one.
+    pub fn connect_from_control_plane(
+        &self,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<ConnectOutcome, LabError> {
+        let ns = self.control_plane_netns().ok_or(LabError::NoControlPlane)?;
+        let lab_pod = self.tools.lab_pod.display().to_string();
+        let out = cmd::in_netns(&ns, &lab_pod, &["connect", &target.to_string(), &timeout.as_millis().to_string()])?;
+        serde_json::from_str(out.trim()).map_err(|e| LabError::NotReady {
+            what: "connect from the control plane".into(),
+            detail: format!("{e}: {out}"),
+        })
     }
 }
