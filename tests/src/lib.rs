@@ -6,6 +6,6 @@ pub mod lab;
 
 pub use lab::{
     faults::{Backend, FirewallRule, Hook, Table, Verdict},
-    spec::{LabSpec, NodeSpec, Overlay, PodAttachment, PodSpec, UplinkRoutes},
+    spec::{ControlPlaneSpec, LabSpec, NodeSpec, Overlay, PodAttachment, PodSpec, UplinkRoutes},
     ConnectOutcome, Lab, LabError, Tools,
 };

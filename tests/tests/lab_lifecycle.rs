@@ -1,5 +1,5 @@
-//! The lab itself: traffic through the sidecar capture, the inventory, cgroups, and teardown
-//! (also after a panic).
+//! The lab itself: traffic through the sidecar capture, the inventory, cgroups, a control plane
+//! outside the nodes, and teardown (also after a panic).
 
 mod support;
 
@@ -142,4 +142,55 @@ fn the_lab_works_when_its_helpers_live_in_a_private_folder() {
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(2))
         .expect("connect as the proxy");
     assert_eq!(out.result, "ok", "{out:?}");
+}
+
+/// A control plane outside the nodes (issue 17): its namespace reaches a pod on every node
+/// through the router, on the routed underlay, over an overlay (the router's table for its
+/// subnet), and with peers-only uplinks (the nodes' route back to its subnet); the pods see the
+/// control plane's own address (no NAT); a FORWARD rule in the router stops it; teardown removes it.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_control_plane_behind_the_router_reaches_every_nodes_pods_and_is_torn_down() {
+    use observer_lab::{FirewallRule, Hook, LabSpec, Overlay, UplinkRoutes};
+    require_root();
+    let specs = [
+        LabSpec::bookinfo(),
+        LabSpec::bookinfo().with_overlay(Overlay::Vxlan),
+        LabSpec::bookinfo().with_uplink_routes(UplinkRoutes::PeersOnly),
+    ];
+    for spec in specs {
+        let what = format!("{:?} {:?}", spec.overlay, spec.nodes[0].uplink_routes);
+        let Some(lab) = support::overlay_lab(spec.with_control_plane()) else { continue };
+        let cp = lab.spec.control_plane.clone().expect("control plane");
+        let ns = lab.control_plane_netns().expect("control-plane netns");
+        assert!(netns_exists(&ns), "{what}: {ns}");
+        for app in ["productpage", "istiod"] {
+            let pod = lab.pod(app).expect("pod").clone();
+            let out = lab
+                .connect_from_control_plane(
+                    SocketAddr::from((pod.ip, *pod.ports.first().expect("a port"))),
+                    Duration::from_secs(3),
+                )
+                .expect("connect");
+            assert_eq!(out.result, "ok", "{what}: control plane -> {app} on {}: {out:?}", pod.node);
+            assert!(out.local.starts_with(&format!("{}:", cp.address)), "{what}: {out:?}");
+        }
+        assert!(lab.pod("kube-apiserver").is_err(), "a managed control plane has no pod on the nodes");
+        let istiod = lab.pod("istiod").expect("pod").clone();
+        lab.inject_in_netns(
+            &format!("{}-router", lab.name),
+            &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15017),
+        )
+        .expect("router rule");
+        let out = lab
+            .connect_from_control_plane(SocketAddr::from((istiod.ip, 15017)), Duration::from_millis(1500))
+            .expect("connect");
+        assert_eq!(out.result, "timeout", "{what}: the router's FORWARD rule drops it: {out:?}");
+        lab.down().expect("teardown");
+        assert!(!netns_exists(&ns), "{what}: {ns} left behind");
+    }
+    let plain = lab();
+    assert_eq!(plain.control_plane_netns(), None);
+    let err = plain.connect_from_control_plane("10.244.2.10:15017".parse().expect("addr"), Duration::from_secs(1));
+    assert!(matches!(err, Err(observer_lab::LabError::NoControlPlane)), "{err:?}");
 }

@@ -32,6 +32,7 @@ pub struct Lab {
     persisted: bool,
 }
 
+mod control_plane;
 mod overlay;
 mod topology;
 
@@ -83,6 +84,7 @@ impl Lab {
         for node in self.spec.nodes.clone() {
             self.build_node(&router, &node)?;
         }
+        self.build_control_plane(&router)?;
         for node in self.spec.nodes.clone() {
             self.build_overlay(&node)?;
         }

@@ -59,7 +59,7 @@ pub fn inventory(lab: &str, spec: &LabSpec) -> Value {
             .map(|p| json!({"name": p.name, "port": p.port, "protocol": "TCP", "targetPort": p.target_port}))
             .collect();
         let mut labels = json!({"app": svc.selector_app});
-        if svc.namespace == "default" && svc.name == "kubernetes" {
+        if LabSpec::is_apiserver(svc) {
             labels = json!({"component": "apiserver", "provider": "kubernetes"});
         }
         items.push(json!({
@@ -68,15 +68,21 @@ pub fn inventory(lab: &str, spec: &LabSpec) -> Value {
             "spec": {"type": "ClusterIP", "clusterIP": svc.cluster_ip.to_string(), "clusterIPs": [svc.cluster_ip.to_string()],
                      "ipFamilies": ["IPv4"], "ports": ports, "selector": {"app": svc.selector_app}}
         }));
-        let endpoints: Vec<Value> = spec
-            .pods
-            .iter()
-            .filter(|p| p.app == svc.selector_app)
-            .map(|p| json!({
-                "addresses": [p.ip.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false},
-                "nodeName": p.node, "targetRef": {"kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": pod_uid(lab, p)}
-            }))
-            .collect();
+        let endpoints: Vec<Value> = match (&spec.control_plane, LabSpec::is_apiserver(svc)) {
+            // A managed API server: an address outside every node, no pod, no node.
+            (Some(cp), true) => vec![json!({
+                "addresses": [cp.address.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}
+            })],
+            _ => spec
+                .pods
+                .iter()
+                .filter(|p| p.app == svc.selector_app)
+                .map(|p| json!({
+                    "addresses": [p.ip.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false},
+                    "nodeName": p.node, "targetRef": {"kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": pod_uid(lab, p)}
+                }))
+                .collect(),
+        };
         let ep_ports: Vec<Value> =
             svc.ports.iter().map(|p| json!({"name": p.name, "port": p.target_port, "protocol": "TCP"})).collect();
         items.push(json!({
@@ -173,5 +179,30 @@ mod tests {
         assert!(pp["metadata"]["annotations"]["sidecar.istio.io/status"].is_string());
         let istiod = items.iter().find(|i| i["kind"] == "Service" && i["metadata"]["name"] == "istiod").expect("svc");
         assert_eq!(istiod["spec"]["ports"][2]["targetPort"], 15017);
+    }
+
+    #[test]
+    fn a_managed_control_plane_is_the_kubernetes_endpoint_and_no_pod() {
+        let spec = LabSpec::bookinfo().with_control_plane();
+        let inv = inventory("obl00000", &spec);
+        let items = inv["items"].as_array().expect("items");
+        assert!(!items.iter().any(|i| i["kind"] == "Pod" && i["metadata"]["labels"]["component"] == "kube-apiserver"));
+        let slice = items
+            .iter()
+            .find(|i| {
+                i["kind"] == "EndpointSlice" && i["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+            })
+            .expect("kubernetes slice");
+        assert_eq!(
+            slice["endpoints"],
+            json!([{"addresses": ["172.31.250.10"], "conditions": {"ready": true, "serving": true, "terminating": false}}])
+        );
+        assert_eq!(slice["ports"][0]["port"], 6443);
+        // The other services keep their pods.
+        let istiod = items
+            .iter()
+            .find(|i| i["kind"] == "EndpointSlice" && i["metadata"]["labels"]["kubernetes.io/service-name"] == "istiod")
+            .expect("istiod slice");
+        assert_eq!(istiod["endpoints"][0]["addresses"], json!(["10.244.2.10"]));
     }
 }

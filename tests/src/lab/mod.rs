@@ -37,6 +37,8 @@ pub enum LabError {
     NoSuchPod(String),
     #[error("no node named `{0}` in the lab")]
     NoSuchNode(String),
+    #[error("the lab has no control-plane namespace (build it with `LabSpec::with_control_plane()`)")]
+    NoControlPlane,
     #[error("lab process `{what}` did not become ready: {detail}")]
     NotReady { what: String, detail: String },
     #[error("the lab needs root (network namespaces, cgroups, iptables)")]

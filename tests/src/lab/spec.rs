@@ -211,6 +211,29 @@ pub struct LabSpec {
     pub services: Vec<ServiceSpec>,
     /// How pod traffic crosses between the nodes (default: routed underlay).
     pub overlay: Overlay,
+    /// A control plane outside every node (a managed API server's network), or none.
+    pub control_plane: Option<ControlPlaneSpec>,
+}
+
+/// A control plane outside the nodes, as a managed Kubernetes offering runs it: the API server
+/// on a subnet of its own behind the router (its gateway), reaching the pods through the
+/// router, not through any node's namespace. The lab's `default/kubernetes` endpoints are its
+/// address (with the service's target port), as they are on such clusters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlPlaneSpec {
+    /// The control plane's subnet (network address, prefix length).
+    pub subnet: (Ipv4Addr, u8),
+    /// The API server's address on it.
+    pub address: Ipv4Addr,
+    /// The router's address on it (the control plane's gateway).
+    pub router_ip: Ipv4Addr,
+}
+
+impl ControlPlaneSpec {
+    /// `net/len` of the control plane's subnet.
+    pub fn subnet_string(&self) -> String {
+        format!("{}/{}", self.subnet.0, self.subnet.1)
+    }
 }
 
 fn port(name: &str, port: u16, target_port: u16) -> ServicePort {
@@ -365,7 +388,29 @@ impl LabSpec {
                 svc("bookinfo", "details", [10, 96, 1, 12], "details", vec![port("http", 9080, 9080)]),
             ],
             overlay: Overlay::None,
+            control_plane: None,
         }
+    }
+
+    /// The same lab with a managed control plane: the API server in a namespace of its own on
+    /// 172.31.250.0/24 behind the router (`.1`), at 172.31.250.10, which becomes the
+    /// `default/kubernetes` endpoint; the in-cluster `kube-apiserver` pod goes (a managed
+    /// cluster has none on its nodes). The router reaches every node's pod CIDR: routed on the
+    /// underlay, and over an overlay via each node's uplink address, as a cloud's route table
+    /// sends pod CIDRs to the node that owns them (the node forwards it to the pod unencapsulated).
+    pub fn with_control_plane(mut self) -> Self {
+        self.pods.retain(|p| p.role != PodRole::ApiServer);
+        self.control_plane = Some(ControlPlaneSpec {
+            subnet: (Ipv4Addr::new(172, 31, 250, 0), 24),
+            address: Ipv4Addr::new(172, 31, 250, 10),
+            router_ip: Ipv4Addr::new(172, 31, 250, 1),
+        });
+        self
+    }
+
+    /// Whether `svc` is the API server's service (`default/kubernetes`).
+    pub fn is_apiserver(svc: &ServiceSpec) -> bool {
+        svc.namespace == "default" && svc.name == "kubernetes"
     }
 
     /// The same lab with pod traffic between nodes encapsulated by `overlay` (the router then
@@ -421,8 +466,12 @@ impl LabSpec {
         self.pods.iter().filter(move |p| p.node == node)
     }
 
-    /// Endpoints (pod IP, target port) behind a service port.
+    /// Endpoints (pod IP, target port) behind a service port; for `default/kubernetes` with a
+    /// control plane outside the nodes, its address.
     pub fn endpoints(&self, svc: &ServiceSpec) -> Vec<Ipv4Addr> {
+        if let (Some(cp), true) = (&self.control_plane, Self::is_apiserver(svc)) {
+            return vec![cp.address];
+        }
         self.pods.iter().filter(|p| p.app == svc.selector_app).map(|p| p.ip).collect()
     }
 }

@@ -46,7 +46,8 @@ impl Lab {
     }
 
     /// What the node's uplink routes via the router: everything (a default route), or only the
-    /// other nodes' pod CIDRs and uplink subnets. (IPv4, IPv6) destinations.
+    /// other nodes' pod CIDRs and uplink subnets and the control plane's subnet. (IPv4, IPv6)
+    /// destinations.
     pub(super) fn uplink_destinations(&self, node: &NodeSpec) -> (Vec<String>, Vec<String>) {
         if node.uplink_routes == UplinkRoutes::Default {
             return (vec!["default".into()], vec!["default".into()]);
@@ -68,6 +69,8 @@ impl Lab {
                 v6.push(format!("{}/64", std::net::Ipv6Addr::from(o)));
             }
         }
+        // The control plane outside the nodes reaches the pods, and they answer it, via the router.
+        v4.extend(self.spec.control_plane.as_ref().map(|cp| cp.subnet_string()));
         (v4, v6)
     }
 
