@@ -10,8 +10,6 @@
 // Test helpers below fail loudly with context (STYLE: tests panic with context).
 #![allow(clippy::expect_used, clippy::panic)]
 
-#[path = "crossnode/agents.rs"]
-mod agents;
 mod support;
 
 use std::{
@@ -21,9 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agents::{free_port, http, metric, start_agent, tempdir, wait_finding, wait_until, ApiServer, Proc};
 use observer_lab::{FirewallRule, Hook, Lab, LabSpec, Overlay, PodSpec};
 use serde_json::{json, Value};
+use support::agents::{free_port, http, metric, start_agent, tempdir, wait_finding, wait_until, ApiServer, Proc};
 use support::{overlay_lab, require_root};
 
 /// A lab with the API server and an agent on each of its two nodes, both ready.

@@ -3,6 +3,7 @@
 // Test support: failing loudly with context is the point (STYLE: tests panic with context).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod agents;
 pub mod bpf_query;
 pub mod netns;
 

@@ -1,6 +1,5 @@
-//! The agents of two lab nodes against the test API server: processes, the API server, HTTP
-//! probes (the same helpers as agent_lab.rs, kept here so that the two test files stay apart).
-#![allow(dead_code)]
+//! `observer agent` on lab nodes against the test API server (agent_lab, crossnode_lab):
+//! processes, the API server, HTTP probes, metrics.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -15,7 +14,7 @@ use std::{
 use observer_lab::Lab;
 use serde_json::Value;
 
-use crate::support::bin_dir;
+use super::bin_dir;
 
 /// A background process with its stderr lines collected; killed (SIGTERM) when dropped.
 pub struct Proc {
@@ -78,8 +77,28 @@ impl Drop for Proc {
     }
 }
 
+/// A port free now, outside the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), never
+/// handed out twice by this process. A port-0 port (the ephemeral range) is free only until
+/// someone else takes it: any outgoing connection of this namespace may get it as its local port
+/// before the agent or the test API server binds it, and while the API server is down for the
+/// outage the agent's own client, retrying `127.0.0.1:PORT`, can even connect to itself on it,
+/// so the restarted server cannot bind. Ports below the range are only ever taken by an explicit
+/// bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u32 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_000).max(1));
+    // Spread parallel test processes over the span; this process walks it from there.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(first + (start + n) % span).expect("port below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {first}..{low}");
 }
 
 /// The test API server on `port`, serving the lab's inventory, its state in `dir`.
@@ -124,6 +143,10 @@ impl ApiServer {
         let url = format!("https://127.0.0.1:{}{path}", self.port);
         let auth = format!("Authorization: Bearer {}", token.trim());
         let mut args = vec!["-sS", "--max-time", "10", "--cacert", &ca, "-H", &auth, "-X", method];
+        // A GET is safe to repeat: on a loaded machine a slow answer is retried, not a failure.
+        if method == "GET" {
+            args.extend(["--retry", "3", "--retry-all-errors", "--retry-delay", "1"]);
+        }
         let data;
         if let Some(body) = body {
             data = body.to_string();
@@ -132,7 +155,9 @@ impl ApiServer {
         args.push(&url);
         let out = Command::new("curl").args(&args).output().expect("curl");
         let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("{method} {path}: not JSON ({e}): {text} (curl: {})", String::from_utf8_lossy(&out.stderr))
+        })
     }
 
     /// observer's Events in a namespace (events.k8s.io/v1).
@@ -159,6 +184,11 @@ pub fn http(port: u16, path: &str) -> (u16, String) {
 }
 
 pub fn start_agent(lab: &Lab, api: &ApiServer, node: &str, port: u16) -> Proc {
+    start_agent_with(lab, api, node, port, &[])
+}
+
+/// [`start_agent`] with more arguments.
+pub fn start_agent_with(lab: &Lab, api: &ApiServer, node: &str, port: u16, more: &[&str]) -> Proc {
     let observer = bin_dir().join("observer");
     let (kubeconfig, netns, listen) = (api.kubeconfig(), lab.node_netns(node), format!("127.0.0.1:{port}"));
     let cgroup = lab.node_cgroup(node).display().to_string();
@@ -176,7 +206,10 @@ pub fn start_agent(lab: &Lab, api: &ApiServer, node: &str, port: u16) -> Proc {
             &listen,
             "--cgroup-root",
             &cgroup,
-        ],
+        ]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect::<Vec<_>>(),
     )
 }
 
@@ -206,7 +239,7 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Opt
 }
 
 pub fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("observer-crossnode-lab-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("observer-agent-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
