@@ -47,10 +47,18 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
     // Payload leaves the kernel only for the pcap file (headers only otherwise).
     let kernel_filter = KernelFilter { capture_payload: args.pcap.is_some(), ..kernel_filter };
     let mut session = loaded.start(&kernel_filter, stop.clone())?;
-    let mut output = Output::new(args, filter)?;
+    let output = std::cell::RefCell::new(Output::new(args, filter)?);
     if args.count != Some(0) {
-        session.run(inventory.as_deref(), |_, observation| output.observe(observation))?;
+        // Lines are written once per ring-buffer drain (the tick follows each), not one by one.
+        session.run_ticking(
+            inventory.as_deref(),
+            |_, observation| output.borrow_mut().observe(observation),
+            |_| {
+                let _ = output.borrow_mut().lines.flush();
+            },
+        )?;
     }
+    let mut output = output.into_inner();
     output.end()?;
     report_handshakes(&session.ebpf);
     let counters = session.counters()?;

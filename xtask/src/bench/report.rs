@@ -411,6 +411,24 @@ fn push_directions(s: &mut String, r: &Results) {
             f.events_per_sec, f.ringbuf_full
         ))
     ));
+    s.push_str(
+        "- **Trace lines written per drain** (kept): `observer trace` wrote and flushed every line (one\n  \
+         `write(2)` per event); its lines are now buffered (64 KiB) and written once the ring buffer is\n  \
+         drained, before observer waits again, so no line is held back while it waits. Interleaved\n  \
+         `--only pipeline` runs on the loaded 2-CPU machine (perf3, 03:13-03:33 UTC, load 1.7-3.7): at\n  \
+         100k SYN/s (400k events/s) 0 lost before and after in the quieter runs (823 lost in one loaded\n  \
+         run after); flat out, before: 929,616 events/s with 282,719 lost, 483,008/s with 103,041 lost,\n  \
+         391,590/s with 214,707 lost, 471,770/s with 219,981 lost; after: 926,370/s with 118,716 lost,\n  \
+         451,680/s with 75,584 lost, 412,074/s with 246,701 lost. The runs swing more than the change:\n  \
+         kept as the cheaper design, not as a proven gain.\n\
+         - **Reader nap under load** (dropped): after a drain of 256+ records, sleeping 1 ms and draining\n  \
+         instead of `poll(2)` (the kernel wakes a waiting reader for the first record after it caught up,\n  \
+         so a reader keeping up with a flood pays a wake-up every few records). Quiet pair: 2.40 -> 1.70 us\n  \
+         CPU per event at 400k events/s, flat out 282,719 -> 111,565 lost at ~929k events/s; but in a\n  \
+         loaded run it lost 54,745 at 129k events/s where the reader without the nap, just after, lost\n  \
+         none at 692k/s: a reader that sleeps while records wait gives its CPU away on a busy node.\n  \
+         `BPF_RB_NO_WAKEUP` with a threshold (`bpf_ringbuf_query`) was not tried.\n",
+    );
     if let Some(l) = r.latency.iter().find(|l| l.case.contains("culprit named")) {
         let plain = r.latency.iter().find(|l| l.case.contains("no-culprit")).map_or(0.0, |l| l.p50_ms);
         s.push_str(&format!(
