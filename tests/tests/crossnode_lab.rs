@@ -246,10 +246,8 @@ fn inner_tcp(overlay: Overlay, sport: Option<u16>, dport: Option<u16>, flags: Fl
     format!("{m} @{base},{},8 & 0x12 == {bits}", at + 13 * 8)
 }
 
-/// A listener in a pod's network namespace, opened by this test process. The lab's nodes share
-/// one kernel and one cgroup tree, so each agent's cgroup hooks also see the other node's pods'
-/// sockets (a real node's kernel never does); a server outside the lab's cgroups keeps node-a's
-/// agent from seeing node-b's SYN-ACK leave the server's socket, as on two real nodes.
+/// A listener in a pod's network namespace, opened by this test process (outside every lab
+/// cgroup: no agent's cgroup hooks see its socket, only the TC hooks its SYN-ACK crosses).
 fn listen_in(netns: &str, port: u16) -> TcpListener {
     let path = format!("/run/netns/{netns}");
     thread::spawn(move || {
