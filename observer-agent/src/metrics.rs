@@ -16,7 +16,7 @@
 //! | `observer_inventory_lists_total`, `observer_inventory_watch_errors_total` | counter | `kind` |
 //! | `observer_inventory_build_errors_total` | counter | — |
 //! | `observer_kubernetes_events_total` | counter | `result` (created, updated, recreated, rate_limited, failed, no_pod) |
-//! | `observer_crossnode_messages_total` | counter | `message` (inquiry, answer, webhook), `result` (sent, received, rate_limited, deduplicated, expired, not_destination, timed_out, failed, before_node, not_before_node) |
+//! | `observer_crossnode_messages_total` | counter | `message` (inquiry, answer, webhook), `result` (sent, received, rate_limited, deduplicated, expired, not_destination, timed_out, failed, before_node, not_before_node, not_istio) |
 //! | `observer_build_info` | gauge 1 | `version` |
 //!
 //! `src_workload` and `dst_service` are bounded by the inventory; in addition at most

@@ -314,6 +314,11 @@ fn failed_create(n: &TwoNodes, name: &str, istiod: IpAddr) -> Value {
     let note = format!(
         "Error creating: Internal error occurred: failed calling webhook \"namespace.sidecar-injector.istio.io\": failed to call webhook: Post \"https://istiod.istio-system.svc:443/inject?timeout=3s\": dial tcp {istiod}:15017: i/o timeout"
     );
+    failed_create_with(n, name, &note)
+}
+
+/// A `FailedCreate` Warning Event with `note`.
+fn failed_create_with(n: &TwoNodes, name: &str, note: &str) -> Value {
     let event = json!({
         "metadata": {"name": name, "namespace": "bookinfo"},
         "eventTime": now_rfc3339(), "reportingController": "replicaset-controller",
@@ -347,6 +352,18 @@ fn before_node(spec: LabSpec) {
         (n.crossnode(n.port_b, "webhook", "not_before_node") >= 1.0).then_some(())
     });
     assert_eq!(findings(n.port_b), Vec::<Value>::new(), "a SYN arrived: not before-node");
+    // Another admission webhook (a policy engine's, served by a pod of node-b) timed out and no
+    // SYN of it arrived: no Istio requirement, not judged, whatever the network did.
+    let catalog = n.pod("catalog");
+    let other = format!(
+        "Error creating: admission webhook \"validate.kyverno.svc-fail\" denied the request: failed calling webhook \"validate.kyverno.svc-fail\": failed to call webhook: Post \"https://kyverno-svc.kyverno.svc:443/validate/fail?timeout=10s\": dial tcp {}:9443: i/o timeout",
+        catalog.ip
+    );
+    failed_create_with(&n, "ratings-v1-6f8d9c7b5.kyverno", &other);
+    wait_until("the other webhook's timeout seen", Duration::from_secs(30), || {
+        (n.crossnode(n.port_b, "webhook", "not_istio") >= 1.0).then_some(())
+    });
+    assert_eq!(findings(n.port_b), Vec::<Value>::new(), "not Istio's webhook: no R5");
     // Out of that call's window, the network between the control plane and the nodes (the
     // router's FORWARD chain, a cloud firewall) drops 15017 to istiod.
     thread::sleep(Duration::from_secs(9));

@@ -25,7 +25,7 @@ use super::{
     budget::{Budget, Verdict},
     webhook, wire, Ask, State, ANSWER_DELAY, ANSWER_TIMEOUT,
 };
-use observer::diagnosis::FindingUpdate;
+use observer::{diagnosis::FindingUpdate, inventory::Role};
 
 use crate::state::Shared;
 
@@ -288,14 +288,21 @@ impl Task {
         self.webhooks.push((end + WEBHOOK_DELAY, check));
     }
 
-    /// Judges a webhook timeout: for each of this node's pods the call was meant for, no SYN
-    /// seen arriving in the window (complete memory) -> a before-node finding.
+    /// Judges a webhook timeout: for each of this node's istiod pods the call was meant for, no
+    /// SYN seen arriving in the window (complete memory) -> a before-node finding. Another
+    /// admission webhook's timeout (Kyverno, cert-manager, ...) is no Istio requirement: it is
+    /// not judged (R5 is the API server reaching istiod, ../shared/ISTIO.md).
     async fn judge(&mut self, check: WebhookCheck) {
         let inventory = self.shared.inventory.borrow().clone();
         for (ip, port) in webhook::targets(&check.timed_out.called, &inventory) {
             let Some(pod) = inventory.pod_by_ip(ip).filter(|p| p.node.as_deref() == Some(self.node())) else {
                 continue;
             };
+            if pod.role != Role::Istiod {
+                info!(event = %check.event, pod = %pod.key(), "webhook timeout: not Istio's control plane");
+                self.count("webhook", "not_istio");
+                continue;
+            }
             let q = FlowQuery { client: None, server: ip, port, from: check.window.0, until: check.window.1 };
             let seen = self.report(&q);
             let apiserver = webhook::apiserver(&inventory);

@@ -238,8 +238,13 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Opt
     }
 }
 
+/// A fresh directory (under the temp dir) for one test's API server state: CA, token, store.
 pub fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("observer-agent-test-{name}-{}", std::process::id()));
+    // Unique per call: tests of one process run in parallel, several with the same name (a
+    // scenario per overlay), and a shared directory would mix their API servers' CA and token.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("observer-agent-test-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
