@@ -28,6 +28,12 @@ use crate::{
     netfilter::Culprit,
 };
 
+/// SYNs sent (the first and its retransmissions) after which an unanswered handshake whose
+/// client has not given up is `silent`: Linux sends them 1 s and 3 s after the first
+/// (`TCP_TIMEOUT_INIT`, doubling), so a third SYN means two losses in a row, 3 s into the
+/// attempt. One retransmission is ordinary loss (a congested link, a full accept queue) and no
+/// infrastructure block; a client's own give-up (`ConnectFailed`) decides at once.
+pub const SILENT_AFTER_ATTEMPTS: u32 = 3;
 /// How a connection attempt ended, as far as this node saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -254,7 +260,7 @@ impl Connection {
         if self.server_reset {
             return Outcome::Reset;
         }
-        if self.failed || self.attempts() > 1 {
+        if self.failed || self.attempts() >= SILENT_AFTER_ATTEMPTS {
             return Outcome::Silent;
         }
         Outcome::Pending

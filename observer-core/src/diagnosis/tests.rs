@@ -314,6 +314,7 @@ fn a_dropped_icmp_error_is_evidence_on_the_connection_it_quotes() {
     let details = "10.244.2.11";
     s.see(Hook::TcIngress, (PP, 40000), (details, 9080), packet(TcpFlags::SYN));
     s.see(Hook::SockOps, (PP, 40000), (details, 9080), socket(SocketMilestone::Rto));
+    s.see(Hook::SockOps, (PP, 40000), (details, 9080), socket(SocketMilestone::ConnectFailed));
     // The client's socket already closed: the late admin-prohibited error is freed unread.
     let quoted = Some(tcp((PP, 40000), (details, 9080)));
     s.see_proto(Protocol::ICMP, Hook::KfreeSkb, ("172.31.1.1", 0), (PP, 0), dropped_icmp("QUEUE_PURGE", quoted));

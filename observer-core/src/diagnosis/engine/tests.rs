@@ -76,24 +76,27 @@ fn inventory() -> Arc<Inventory> {
 fn a_silent_connection_is_reported_by_tick_within_the_idle_bound_while_running() {
     let inv = inventory();
     let mut e = engine(&inv);
-    // A SYN to istiod's xDS port, retransmitted once, never answered, nothing dropped here.
+    // A SYN to istiod's xDS port, retransmitted twice, never answered, nothing dropped here.
     let mut updates = e.observe(&obs(&inv, 0, Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), syn()));
     assert!(updates.is_empty(), "a single SYN in flight decides nothing: {updates:?}");
     updates = e.observe(&obs(&inv, 1, Hook::SockOps, (PP, 40000), (ISTIOD, 15012), rto()));
-    let live = updates.iter().find(|u| matches!(u, FindingUpdate::New(_))).expect("announced when it retransmitted");
+    assert!(updates.is_empty(), "one retransmission is ordinary loss: {updates:?}");
+    updates = e.observe(&obs(&inv, 3, Hook::SockOps, (PP, 40000), (ISTIOD, 15012), rto()));
+    let live =
+        updates.iter().find(|u| matches!(u, FindingUpdate::New(_))).expect("announced at the second retransmission");
     assert_eq!(live.finding().mechanism, Mechanism::Silent);
     // The process keeps running: nothing else happens to that connection. Before the bound, the
     // connection is still held; at last_seen + idle, tick concludes it.
-    assert!(e.tick(at(1) + DEFAULT_IDLE - Duration::from_secs(1)).is_empty());
+    assert!(e.tick(at(3) + DEFAULT_IDLE - Duration::from_secs(1)).is_empty());
     assert_eq!(e.connections_held(), 1);
-    let concluded = e.tick(at(1) + DEFAULT_IDLE);
+    let concluded = e.tick(at(3) + DEFAULT_IDLE);
     assert_eq!(e.connections_held(), 0, "concluded by time, not by exit");
     assert_eq!(concluded.len(), 1, "{concluded:?}");
     let FindingUpdate::Updated(f) = &concluded[0] else {
         panic!("the announced finding gets its evidence: {concluded:?}")
     };
     assert_eq!((f.requirement, f.kind, f.mechanism), (Requirement::R5, Kind::ControlPlaneBlocked, Mechanism::Silent));
-    assert_eq!((f.evidence.attempts, f.evidence.connections), (2, 1));
+    assert_eq!((f.evidence.attempts, f.evidence.connections), (3, 1));
     assert_eq!(f.dst.ip, Some(ip(ISTIOD)));
     assert_eq!(e.findings().len(), 1);
     assert_eq!(e.stats().connections, 1);
@@ -133,6 +136,7 @@ fn memory_is_bounded_and_the_least_recent_connection_is_concluded_first() {
     e.observe(&obs(&inv, 0, Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), syn()));
     e.observe(&obs(&inv, 1, Hook::TcEgress, (PP, 40001), (ISTIOD, 15012), syn()));
     // Touching the first makes the second the least recently seen.
+    e.observe(&obs(&inv, 2, Hook::SockOps, (PP, 40000), (ISTIOD, 15012), rto()));
     e.observe(&obs(&inv, 2, Hook::SockOps, (PP, 40000), (ISTIOD, 15012), rto()));
     let pushed = e.observe(&obs(&inv, 3, Hook::TcEgress, (PP, 40002), (ISTIOD, 15012), syn()));
     assert_eq!(e.connections_held(), 2);
