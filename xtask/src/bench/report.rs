@@ -220,7 +220,7 @@ pub fn markdown(r: &Results) -> String {
             f.cpu_us_per_event
         ));
     }
-    s.push_str("\n## 3. Detection latency\n\nFrom just before the client starts its connection to the `finding:` line of `observer diagnose`\n(includes starting the client process; each trial has a fresh `observer diagnose`, started and\nready before the clock starts, since a diagnosis announces a flow's finding once). A netfilter drop is announced once its culprit rule\nis known (drops read from the ring buffer together share one read, and a namespace's rules are read at most every\n250 ms, on a worker thread); a silent drop needs the first SYN\nretransmission (1 s) to be told from a slow answer.\n\n");
+    s.push_str("\n## 3. Detection latency\n\nFrom just before the client starts its connection to the `finding:` line of `observer diagnose`\n(includes starting the client process; each trial has a fresh `observer diagnose`, started and\nready before the clock starts, since a diagnosis announces a flow's finding once). A netfilter drop is announced once its culprit rule\nis known (drops read from the ring buffer together share one read, and a namespace's rules are read at most every\n250 ms, on a worker thread); a silent drop is decided when the\nclient gives up (the bench's client: 1.3 s) or at its third SYN (3 s).\n\n");
     s.push_str("| case | trials | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |\n");
     for l in &r.latency {
         s.push_str(&format!("| {} | {} | {:.1} | {:.1} | {:.1} |\n", l.case, l.trials, l.p50_ms, l.p99_ms, l.max_ms));
