@@ -211,7 +211,10 @@ fn readyz_waits_for_the_first_sync_and_an_api_outage_keeps_the_last_inventory() 
 
     // Back with a new resourceVersion history: the agent relists and publishes again.
     api.restart(&lab, 5_000_000);
-    let requests = wait_until("relists on the new server", Duration::from_secs(60), || {
+    // kube-runtime's watcher backoff (client-go's: 0.8 s doubling to 30 s, each delay plus up to
+    // 100 % jitter, reset by a success) may be in a 51 s sleep when the server returns, and the
+    // 410 Gone that follows costs one more backoff (30-60 s) before the relist: up to ~111 s.
+    let requests = wait_until("relists on the new server", Duration::from_secs(150), || {
         let metrics = http(port, "/metrics").1;
         let age = metric(&metrics, "observer_inventory_age_seconds", &[])?;
         let lists = metric(&metrics, "observer_inventory_lists_total{", &["kind=\"pods\""])?;
