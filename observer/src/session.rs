@@ -203,9 +203,19 @@ impl Loaded {
         // Tunnel devices (by link kind): the decapsulated side of an overlay.
         let mut tunnels: Vec<String> = watch.tunnel_interfaces().into_iter().collect();
         tunnels.sort();
+        // Bridges carry no classifiers of their own (their ports do): named apart.
+        let named = |carries: bool| -> Vec<&str> {
+            let listed = attached.interfaces.iter();
+            listed
+                .filter(|(index, _)| attached.tc_links.contains_key(index) == carries)
+                .map(|(_, n)| n.as_str())
+                .collect()
+        };
+        let (with_classifiers, bridges) = (named(true), named(false));
         info!(
             netns = %netns.name,
-            interfaces = %attached.interfaces.values().cloned().collect::<Vec<_>>().join(","),
+            interfaces = %with_classifiers.join(","),
+            bridges = %bridges.join(","),
             tunnels = %tunnels.join(","),
             drops = attached.drops,
             tcp_tracepoints = attached.tcp_tracepoints,
@@ -215,7 +225,7 @@ impl Loaded {
             cgroup_root = %cgroup_root.display(),
             pod_namespaces = watch.scope().len() - 1,
             "ready: attached to {} interfaces",
-            attached.interfaces.len()
+            with_classifiers.len()
         );
         Ok(Session {
             ebpf,

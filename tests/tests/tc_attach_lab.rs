@@ -169,3 +169,72 @@ fn netlink_filters_see_packets_are_removed_at_exit_and_a_killed_observers_are_re
         }
     });
 }
+
+/// A bridge carries no classifiers of its own: its ports do, and they see every packet that
+/// crosses it (a port's ingress runs before the bridge's rx handler, its egress after the
+/// bridge forwards). A SYN from a port to the bridge's own address is seen where it enters the
+/// port and never at the bridge, and its drop (no TCP checksum) on the bridge is named after the
+/// bridge (the name table still holds it); a bridge made while observer runs gets no classifiers
+/// either, its new port both.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_bridge_carries_no_classifiers_and_its_ports_see_its_packets() {
+    require_root();
+    let ns = Netns::new("tcbr");
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "br0", "address", "02:00:00:00:00:02"]);
+    ns.ip(&["addr", "add", "10.98.0.2/24", "dev", "br0"]);
+    ns.ip(&["link", "add", "ta", "type", "veth", "peer", "name", "tb"]);
+    ns.ip(&["link", "set", "tb", "master", "br0"]);
+    for iface in ["br0", "ta", "tb"] {
+        ns.ip(&["link", "set", iface, "up"]);
+    }
+    let cgroup = Cgroup::new("tcbr");
+    let args =
+        ["trace", "--netns", &ns.0, "--cgroup-root", cgroup.0.to_str().unwrap(), "--port", "80", "--output", "json"];
+    let observer = Running::start(&args);
+    let programs = |iface| support::bpf_query::tcx_programs(&ns.0, iface);
+    assert_eq!(programs("br0"), (0, 0), "no classifier on the bridge");
+    assert_eq!((programs("ta"), programs("tb")), ((1, 1), (1, 1)), "both ends of the port's veth");
+    let ready = observer.stderr().into_iter().find(|l| l.contains("ready: attached to")).expect("ready line");
+    assert!(ready.contains("attached to 2 interfaces") && ready.contains("bridges=br0"), "{ready}");
+
+    // ta -> tb (the bridge's port) -> br0 -> the namespace's stack.
+    send_frames(&ns.0, "ta", (0..3).map(|i| syn_frame([2, 0, 0, 0, 0, 2], 4000 + i)).collect());
+    let seen = observer.wait_for("the SYN entering the bridge's port", Duration::from_secs(10), |v| {
+        v["type"] == "packet" && v["hook"] == "tc-ingress" && v["flow"]["sport"] == 4000
+    });
+    assert_eq!(seen["interface"], "tb", "{seen}");
+    assert_eq!((seen["flow"]["src"].as_str(), seen["flow"]["dst"].as_str()), (Some("10.98.0.1"), Some("10.98.0.2")));
+    // The crafted SYN carries no TCP checksum: the bridge's stack drops it, and the drop keeps
+    // the bridge's name.
+    let drop = observer.wait_for("the drop on the bridge", Duration::from_secs(10), |v| {
+        v["type"] == "drop" && v["flow"]["sport"] == 4000
+    });
+    assert_eq!((drop["interface"].as_str(), drop["drop_reason"].as_str()), (Some("br0"), Some("TCP_CSUM")), "{drop}");
+    assert!(!observer.json().iter().any(|v| v["type"] == "packet" && v["interface"] == "br0"), "nothing at br0");
+
+    // A bridge and a port made while observer runs.
+    ns.ip(&["link", "add", "br1", "type", "bridge"]);
+    ns.ip(&["link", "add", "tc", "type", "veth", "peer", "name", "td"]);
+    ns.ip(&["link", "set", "td", "master", "br1"]);
+    for iface in ["br1", "tc", "td"] {
+        ns.ip(&["link", "set", iface, "up"]);
+    }
+    wait_until("the new port's classifiers", Duration::from_secs(10), || {
+        let state = (programs("tc"), programs("td"));
+        if state == ((1, 1), (1, 1)) {
+            Ok(())
+        } else {
+            Err(format!("{state:?}"))
+        }
+    });
+    assert_eq!(programs("br1"), (0, 0), "no classifier on the new bridge");
+    assert!(
+        observer.stderr().iter().any(|l| l.contains("new bridge") && l.contains("br1")),
+        "the new bridge is logged: {:?}",
+        observer.stderr()
+    );
+    let (status, stderr) = observer.stop_with_stderr();
+    assert!(status.success(), "observer exit {status}: {stderr:?}");
+}

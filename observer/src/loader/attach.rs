@@ -15,6 +15,7 @@ use aya::{
 use tracing::{debug, warn};
 
 use super::{
+    netlink::{Link, RouteSocket},
     netns::{NetnsError, NetnsTarget},
     programs::{program_mut, KernelInfo, LoadError, KFREE_SKB, TCP_RETRANSMIT, TCP_SEND_RESET, TC_EGRESS, TC_INGRESS},
 };
@@ -25,8 +26,8 @@ pub enum AttachError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Load(#[from] Box<LoadError>),
-    #[error("listing interfaces of network namespace `{netns}`: {source}")]
-    ListInterfaces { netns: String, source: nix::Error },
+    #[error("listing interfaces of network namespace `{netns}` (rtnetlink): {source}")]
+    ListInterfaces { netns: String, source: std::io::Error },
     #[error("no interface to attach to in network namespace `{0}` (only loopback?)")]
     NoInterfaces(String),
     #[error("attaching `{program}` to {iface} in `{netns}`: {source}")]
@@ -62,8 +63,11 @@ pub enum TcAttachMode {
 /// What got attached: interface names by ifindex (in the watched namespace).
 #[derive(Debug, Default)]
 pub struct Attached {
+    /// Every interface of the watched namespace but loopback (names for the hooks' and the
+    /// drops' ifindex), bridges included.
     pub interfaces: BTreeMap<u32, String>,
-    /// The classifier links of each interface in `interfaces`, by the same ifindex.
+    /// The classifier links of the interfaces in `interfaces` that carry classifiers (all but
+    /// bridges, see [`carries_classifiers`]), by the same ifindex.
     pub tc_links: BTreeMap<u32, TcLinks>,
     pub drops: bool,
     pub tcp_tracepoints: bool,
@@ -103,20 +107,37 @@ pub fn attach_all(
 
 type Interfaces = (BTreeMap<u32, String>, BTreeMap<u32, TcLinks>);
 
+/// Whether observer's classifiers go on `link`: every interface but loopback and bridges.
+///
+/// A bridge device's own hooks would see each packet a second time. A frame entering the bridge
+/// from a port passes the port's TC ingress first (`__netif_receive_skb_core` runs the ingress
+/// hook before the bridge's `rx_handler`, net/core/dev.c), and a frame the bridge sends out of a
+/// port passes the port's TC egress (`br_dev_queue_push_xmit` -> `dev_queue_xmit`,
+/// net/bridge/br_forward.c); the bridge device's hooks only see the frames between a port and the
+/// host's stack, which a port's hooks already saw. Every port is an interface of the same
+/// namespace, so it carries the classifiers itself: two program runs per packet saved on
+/// bridge-based CNIs (flannel's `cni0`, the bridge plugin, docker0) at no loss of evidence.
+pub fn carries_classifiers(link: &Link) -> bool {
+    link.name != "lo" && link.kind.as_deref() != Some("bridge")
+}
+
 fn attach_tc_here(ebpf: &mut Ebpf, netns: &str, mode: TcAttachMode) -> Result<Interfaces, AttachError> {
-    let listed = nix::net::if_::if_nameindex()
+    let listed = RouteSocket::open()
+        .and_then(|mut socket| socket.links())
         .map_err(|source| AttachError::ListInterfaces { netns: netns.to_string(), source })?;
-    let interfaces: BTreeMap<u32, String> = listed
-        .iter()
-        .map(|iface| (iface.index(), iface.name().to_string_lossy().into_owned()))
-        .filter(|(_, name)| name != "lo")
-        .collect();
-    if interfaces.is_empty() {
+    let listed: Vec<&Link> = listed.iter().filter(|l| l.name != "lo").collect();
+    if listed.is_empty() {
         return Err(AttachError::NoInterfaces(netns.to_string()));
     }
+    let mut interfaces = BTreeMap::new();
     let mut links = BTreeMap::new();
-    for (index, name) in &interfaces {
-        links.insert(*index, attach_interface_here(ebpf, name, netns, mode)?);
+    for link in listed {
+        interfaces.insert(link.index, link.name.clone());
+        if carries_classifiers(link) {
+            links.insert(link.index, attach_interface_here(ebpf, &link.name, netns, mode)?);
+        } else {
+            debug!(iface = %link.name, "bridge: no classifiers of its own (its ports carry them)");
+        }
     }
     Ok((interfaces, links))
 }

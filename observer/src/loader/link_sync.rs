@@ -8,7 +8,7 @@ use aya::Ebpf;
 use tracing::info;
 
 use super::{
-    attach::{attach_interface_here, detach_interface, AttachError, Attached},
+    attach::{attach_interface_here, carries_classifiers, detach_interface, AttachError, Attached},
     netlink::{Link, LinkChange},
     netns::NetnsTarget,
 };
@@ -34,7 +34,8 @@ pub fn reconcile(known: &BTreeMap<u32, String>, listed: &[Link]) -> Vec<LinkChan
 }
 
 /// Applies link changes to `attached`: new interfaces get the classifiers (entering `netns` on
-/// this thread), deleted ones are detached and forgotten. Returns whether anything changed.
+/// this thread; a new bridge is only named, see [`carries_classifiers`]), deleted ones are
+/// detached and forgotten. Returns whether anything changed.
 ///
 /// Errors: entering the namespace, or an attach that failed while its interface still exists.
 pub fn apply(
@@ -46,11 +47,19 @@ pub fn apply(
     let mut changed = false;
     for change in changes {
         match change {
-            LinkChange::New(Link { index, name, .. }) if name != "lo" => {
-                if attached.interfaces.get(&index) == Some(&name) {
+            LinkChange::New(link) if link.name != "lo" => {
+                let Link { index, ref name, .. } = link;
+                if attached.interfaces.get(&index) == Some(name) {
                     continue;
                 }
                 forget(ebpf, attached, index);
+                if !carries_classifiers(&link) {
+                    info!(iface = %name, ifindex = index, "new bridge: named, no classifiers (its ports carry them)");
+                    attached.interfaces.insert(index, link.name);
+                    changed = true;
+                    continue;
+                }
+                let name = link.name;
                 let links =
                     netns.run_inside(|| attach_interface_here(ebpf, &name, &netns.name, attached.tc_mode))??;
                 if links.is_empty() {

@@ -329,19 +329,18 @@ fn synthetic_costs(names: &BTreeMap<u64, String>) -> anyhow::Result<Vec<Syntheti
     Ok(out)
 }
 
-/// The empty classifier attached alone to every non-loopback interface of the node's namespace
-/// during a request/response run (the statistics on): (ns per run, runs per round trip), None
-/// when it made no runs.
+/// The empty classifier attached alone where observer attaches its classifiers (every interface
+/// of the node's namespace but loopback and bridges) during a request/response run (the
+/// statistics on): (ns per run, runs per round trip), None when it made no runs.
 fn empty_in_traffic(b: &Bench<'_>, server: &str) -> anyhow::Result<Option<(f64, f64)>> {
-    let listed = output_of(in_netns(None, None, "ip", &["-n", &b.node_ns, "-o", "link", "show"]))?;
+    let listed = output_of(in_netns(None, None, "ip", &["-n", &b.node_ns, "-j", "-d", "link", "show"]))?;
+    let listed: serde_json::Value = serde_json::from_str(&listed).context("`ip -j -d link show`'s JSON")?;
     let ifindexes: Vec<u32> = listed
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.split(':');
-            let index = parts.next()?.trim().parse().ok()?;
-            let name = parts.next()?.trim();
-            (name != "lo").then_some(index)
-        })
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["ifname"] != "lo" && l["linkinfo"]["info_kind"] != "bridge")
+        .filter_map(|l| l["ifindex"].as_u64().and_then(|i| u32::try_from(i).ok()))
         .collect();
     let empty = testrun::load_empty()?;
     let links = testrun::attach_tcx(&empty, std::path::Path::new(&format!("/run/netns/{}", b.node_ns)), &ifindexes)?;

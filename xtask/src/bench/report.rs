@@ -361,12 +361,15 @@ fn push_directions(s: &mut String, r: &Results) {
          under the statistics in this load; at ingress observer is also the first to read the packet's\n  \
          headers, likely a cache miss the kernel's own IP receive would otherwise pay a moment later (not\n  \
          measured separately).\n\
-         - **Attach only where evidence is needed** (measured, not changed): a pod-to-pod round trip across the\n  \
-         node crosses {:.1} observer program runs (the pod's veth and the bridge device each way, the uplink\n  \
-         each way, the cgroup_skb hooks at both sockets). The bridge device's hooks repeat the pod veth's for\n  \
-         routed traffic, but they alone see packets of ports that are no veth, and the diagnosis scenarios\n  \
-         localize drops by the last hook that saw a packet; removing them needs the scenarios re-proved and\n  \
-         was not done.\n\
+         - **Attach only where evidence is needed** (bridges: kept): a pod-to-pod round trip across the\n  \
+         node crosses {:.1} observer program runs (the pod's veth and the uplink each way, the cgroup_skb\n  \
+         hooks at both sockets; 10.0 before). A bridge device carries no classifiers any more: every frame\n  \
+         crossing a bridge passes a port's ingress before the bridge's rx handler and a port's egress after\n  \
+         the bridge forwards, and every port is an interface observer attaches to, so the bridge's own\n  \
+         hooks saw each packet between a port and the host stack a second time (2 of the 10 runs). Drops on\n  \
+         the bridge keep its name; the diagnosis, trace, culprit, overlay and cross-node lab scenarios pass\n  \
+         unchanged. The cgroup_skb hooks stay: they are the only view of pods whose traffic passes no\n  \
+         veth of the node (ipvlan, macvlan, host-network) and of delivery to the socket.\n\
          - **Parallel attach** ({}): a tcx link costs {:.1} ms from one thread and {:.1} ms per link\n  \
          from {} threads. The kernel attaches under the RTNL lock and waits for an RCU grace period\n  \
          (`synchronize_rcu`) inside it, so attaches serialise whoever issues them. The start-up with {}\n  \
