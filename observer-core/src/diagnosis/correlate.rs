@@ -95,7 +95,54 @@ pub struct ConnectionDrop {
     /// The dropped packet was the outer packet of a tunnel carrying the connection's (the
     /// overlay's transport was dropped, e.g. a firewall closing VXLAN's UDP port).
     pub encap: Option<crate::model::Encapsulation>,
+    /// When it was freed.
+    pub time: SystemTime,
+    /// The packet travelled server -> client (a SYN-ACK or the server's data).
+    pub reply: bool,
 }
+
+/// Drops kept per connection: the first ones and the latest (a long stall frees a segment at
+/// every retransmission).
+const MAX_DROPS: usize = 16;
+
+/// Drop reasons that are the kernel's ordinary work rather than a packet lost on its way, and
+/// so never a connection's fate: a frame for another host seen by a bystander on a flooding
+/// bridge (`OTHERHOST`), segments purged or refused at and after a normal close or already
+/// received (`QUEUE_PURGE`, `TCP_CLOSE`, `TCP_OLD_DATA`, `TCP_OFOMERGE`, ...). Names as in the
+/// kernel's `enum skb_drop_reason` (include/net/dropreason-core.h); read from BTF at run time.
+const HOUSEKEEPING_DROPS: [&str; 12] = [
+    "OTHERHOST",
+    "QUEUE_PURGE",
+    "TCP_CLOSE",
+    "TCP_RESET",
+    "TCP_OLD_DATA",
+    "TCP_OFOMERGE",
+    "TCP_OLD_SEQUENCE",
+    "TCP_OLD_ACK",
+    "TCP_TOO_OLD_ACK",
+    "TCP_ACK_UNSENT_DATA",
+    "TCP_ZEROWINDOW",
+    "DUP_FRAG",
+];
+
+/// Kernel functions (prefixes of the freeing symbol) of the socket layer: a `NOT_SPECIFIED`
+/// drop there is TCP's own bookkeeping (a retransmitted SYN freed because its request socket
+/// exists, a segment for a socket that just closed), while one in the IP layer (`ip_error` for a
+/// blackhole or prohibit route) is a packet lost on its way.
+const SOCKET_LAYER: [&str; 5] = ["tcp_", "inet_", "sk_", "__sk_", "skb_queue_purge"];
+
+/// Whether a drop (`reason`, freed at kernel symbol `location`) is the kernel's ordinary work and
+/// never what happened to a connection (see [`HOUSEKEEPING_DROPS`], [`SOCKET_LAYER`]).
+pub fn is_housekeeping(reason: &DropReason, location: &str) -> bool {
+    reason.class == DropClass::Other
+        && (HOUSEKEEPING_DROPS.contains(&&*reason.name)
+            || (&*reason.name == "NOT_SPECIFIED" && SOCKET_LAYER.iter().any(|p| location.starts_with(p))))
+}
+
+/// The first ephemeral port of Linux's default `net.ipv4.ip_local_port_range` (32768-60999):
+/// a connection known only from a dropped packet is oriented by it (a service port below, the
+/// client's port at or above).
+const EPHEMERAL_PORTS_START: u16 = 32768;
 
 /// An address and port.
 type HostPort = (IpAddr, u16);
@@ -122,7 +169,16 @@ pub struct Connection {
     pub src: Endpoint,
     pub dst: Endpoint,
     pub syn_seen: bool,
+    /// A socket on this node saw the handshake complete (sock_ops), or the SYN-ACK reached the
+    /// client's socket (cgroup_skb ingress); when first.
     pub established: bool,
+    pub established_at: Option<SystemTime>,
+    /// The latest SYN-ACK seen at any TC hook (it reached this node; it may still be dropped
+    /// here: a TC ingress runs before the node's routing and netfilter).
+    pub answered_at: Option<SystemTime>,
+    /// The latest SYN-ACK seen leaving at a TC egress or arriving at the client's socket (past
+    /// this node's netfilter on its way to the client).
+    pub answer_left_at: Option<SystemTime>,
     pub refused_by_application: bool,
     pub server_reset: bool,
     pub failed: bool,
@@ -174,6 +230,9 @@ impl Connection {
             dst: Endpoint::default(),
             syn_seen: false,
             established: false,
+            established_at: None,
+            answered_at: None,
+            answer_left_at: None,
             refused_by_application: false,
             server_reset: false,
             failed: false,
@@ -212,14 +271,79 @@ impl Connection {
         }
     }
 
+    fn set_established(&mut self, at: SystemTime) {
+        self.established = true;
+        self.established_at = Some(self.established_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Keeps a drop: the first [`MAX_DROPS`]` - 1` and the latest.
+    fn note_drop(&mut self, d: ConnectionDrop) {
+        if self.drops.len() >= MAX_DROPS {
+            self.drops.pop();
+        }
+        self.drops.push(d);
+    }
+
     /// Attempts: the first SYN and every retransmission.
     pub fn attempts(&self) -> u32 {
         1 + self.rtos.max(self.syn_retransmits)
     }
 
+    /// Whether drop `d` still explains the connection: no packet of the same direction got past
+    /// this node after it (a SYN answered later, a SYN-ACK that left later: the drop was a loss
+    /// the handshake recovered from).
+    fn drop_stands(&self, d: &ConnectionDrop) -> bool {
+        let later = if d.reply { self.answer_left_at } else { self.answered_at };
+        later.is_none_or(|t| t <= d.time)
+    }
+
+    /// The drop that decides the connection, if any: among those that still stand (before the
+    /// handshake completed) or came after it (once established), the most telling class (a
+    /// firewall or policy, then no route, a failed neighbour, anything else), the first of it.
+    pub fn decisive_drop(&self) -> Option<&ConnectionDrop> {
+        let rank = |d: &ConnectionDrop| match d.reason.class {
+            DropClass::Netfilter | DropClass::Policy => 0,
+            DropClass::NoRoute => 1,
+            DropClass::Neighbour => 2,
+            _ => 3,
+        };
+        let standing = |d: &&ConnectionDrop| match self.established_at {
+            Some(at) => d.time >= at,
+            None => self.drop_stands(d),
+        };
+        let mut best: Option<&ConnectionDrop> = None;
+        for d in self.drops.iter().filter(standing) {
+            if best.is_none_or(|b| rank(d) < rank(b)) {
+                best = Some(d);
+            }
+        }
+        best
+    }
+
+    fn dropped(d: &ConnectionDrop) -> Outcome {
+        if d.reason.class == DropClass::NoRoute {
+            return Outcome::NoRoute(NoRouteBy::Drop(d.reason.clone()));
+        }
+        Outcome::Dropped {
+            reason: d.reason.clone(),
+            location: d.location.clone(),
+            netns: d.netns,
+            interface: d.interface.clone(),
+        }
+    }
+
+    /// How the connection ended as far as this node saw. A handshake is complete when a
+    /// socket here saw it, or when its SYN-ACK reached this node and no drop here explains a
+    /// failure (a SYN-ACK seen at the uplink's ingress may still be dropped by the node's
+    /// netfilter or reverse-path filter). An established connection that stalls is `Dropped`
+    /// when this node dropped its packets after the handshake, else `Stalled`.
     pub fn outcome(&self) -> Outcome {
-        if self.established {
-            return self.stall().map_or(Outcome::Established, Outcome::Stalled);
+        let decisive = self.decisive_drop();
+        if self.established || (self.answered_at.is_some() && !self.failed && decisive.is_none()) {
+            return match self.stall() {
+                None => Outcome::Established,
+                Some(stall) => decisive.map_or(Outcome::Stalled(stall), Self::dropped),
+            };
         }
         if self.refused_by_application {
             return Outcome::RefusedByApplication;
@@ -246,16 +370,8 @@ impl Connection {
                 Outcome::Rejected { meaning }
             };
         }
-        if let Some(d) = self.drops.first() {
-            if d.reason.class == DropClass::NoRoute {
-                return Outcome::NoRoute(NoRouteBy::Drop(d.reason.clone()));
-            }
-            return Outcome::Dropped {
-                reason: d.reason.clone(),
-                location: d.location.clone(),
-                netns: d.netns,
-                interface: d.interface.clone(),
-            };
+        if let Some(d) = decisive {
+            return Self::dropped(d);
         }
         if self.server_reset {
             return Outcome::Reset;
@@ -416,7 +532,17 @@ impl Correlator {
                     self.note_node_socket(server, (flow.src, flow.sport), o);
                 } else if tcp_flags.is_syn_ack() {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
-                        c.established = true;
+                        let at = Some(o.time);
+                        match o.hook {
+                            Hook::TcIngress => c.answered_at = c.answered_at.max(at),
+                            Hook::TcEgress => {
+                                c.answered_at = c.answered_at.max(at);
+                                c.answer_left_at = c.answer_left_at.max(at);
+                            }
+                            // The client's socket got it.
+                            Hook::CgroupIngress => c.set_established(o.time),
+                            _ => {}
+                        }
                     }
                 } else if tcp_flags.is_rst() {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
@@ -424,28 +550,50 @@ impl Correlator {
                     }
                 }
             }
+            // The kernel's ordinary work (a normal close, a bystander of a flooded frame): no
+            // connection's fate.
+            Detail::Drop { drop_reason, location, .. } if is_housekeeping(drop_reason, location) => {}
             Detail::Drop { drop_reason, location, netns, culprit, .. } => {
-                let key = if self.connections.contains(&(flow.dst, flow.dport)) {
-                    (flow.dst, flow.dport)
+                let (forward, backward) = ((flow.src, flow.sport), (flow.dst, flow.dport));
+                let key = if self.connections.contains(&backward) {
+                    backward
+                } else if self.connections.contains(&forward) {
+                    forward
+                } else if drop_reason.class == DropClass::Other {
+                    // Of a connection not followed: an unusual drop (a checksum, a full queue)
+                    // is evidence on a followed connection, never one by itself.
+                    return;
+                } else if flow.sport < EPHEMERAL_PORTS_START && flow.dport >= EPHEMERAL_PORTS_START {
+                    // A server's packet of a connection opened before observer watched.
+                    backward
                 } else {
-                    (flow.src, flow.sport)
+                    forward
                 };
+                let reply = key == backward;
                 let c = self.entry(key, o);
-                if key == (flow.src, flow.sport) {
-                    c.server.get_or_insert((flow.dst, flow.dport));
+                let new = c.server.is_none();
+                c.server.get_or_insert(if reply { forward } else { backward });
+                // Names from the packet: its own direction's always (the pod is known after
+                // DNAT, the service before), a reply's only for a connection it made.
+                if !reply {
                     merge(&mut c.src, &o.src);
                     merge(&mut c.dst, &o.dst);
+                } else if new {
+                    merge(&mut c.src, &o.dst);
+                    merge(&mut c.dst, &o.src);
                 }
                 if drop_reason.class == DropClass::NoSocket {
                     c.refused_by_application = true;
                 } else if neighbour::is_neighbour_failure(drop_reason, location) {
-                    c.drops.push(ConnectionDrop {
+                    c.note_drop(ConnectionDrop {
                         reason: drop_reason.clone(),
                         location: location.clone(),
                         netns: *netns,
                         interface: o.interface.clone(),
                         hook: o.hook,
                         encap: o.encap,
+                        time: o.time,
+                        reply,
                     });
                     let client = c.client;
                     if let Some(d) = self.solicitations.failed(flow.dst, client) {
@@ -454,13 +602,15 @@ impl Correlator {
                         }
                     }
                 } else {
-                    c.drops.push(ConnectionDrop {
+                    c.note_drop(ConnectionDrop {
                         reason: drop_reason.clone(),
                         location: location.clone(),
                         netns: *netns,
                         interface: o.interface.clone(),
                         hook: o.hook,
                         encap: o.encap,
+                        time: o.time,
+                        reply,
                     });
                     if let Some(new) = culprit {
                         if c.culprit.as_ref().is_none_or(|old| new.confidence > old.confidence) {
@@ -491,8 +641,8 @@ impl Correlator {
             Detail::Socket { event, .. } => match *event {
                 // Before the SYN leaves (and before any SNAT): the socket's own addresses.
                 SocketMilestone::Connecting => self.note_node_socket((flow.dst, flow.dport), (flow.src, flow.sport), o),
-                SocketMilestone::Established => self.entry((flow.src, flow.sport), o).established = true,
-                SocketMilestone::PassiveEstablished => self.entry((flow.dst, flow.dport), o).established = true,
+                SocketMilestone::Established => self.entry((flow.src, flow.sport), o).set_established(o.time),
+                SocketMilestone::PassiveEstablished => self.entry((flow.dst, flow.dport), o).set_established(o.time),
                 SocketMilestone::Rto => self.entry((flow.src, flow.sport), o).rtos += 1,
                 SocketMilestone::ConnectFailed => self.entry((flow.src, flow.sport), o).failed = true,
                 SocketMilestone::Unknown => {}

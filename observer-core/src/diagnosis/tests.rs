@@ -675,3 +675,148 @@ fn a_routers_address_unreachable_for_a_refused_solicitation_is_no_routing_proble
     assert_eq!((f[0].mechanism, f[0].kind), (Mechanism::Dropped, Kind::EndpointUnreachable));
     assert_eq!(f[0].culprit.as_ref().and_then(|c| c.chain.as_deref()), Some("INPUT"));
 }
+
+fn dropped_at(reason: &str, location: &str) -> Detail {
+    match dropped(reason) {
+        Detail::Drop { drop_reason, netns, culprit, quoted, packet, solicited, .. } => {
+            Detail::Drop { drop_reason, location: location.into(), netns, culprit, quoted, packet, solicited }
+        }
+        other => other,
+    }
+}
+
+/// A connection opened before observer watched closes normally: the kernel frees its last
+/// segments (`NOT_SPECIFIED` in tcp_v4_rcv, `QUEUE_PURGE`, `TCP_CLOSE`, `TCP_OLD_DATA`), and a
+/// flooded frame's bystander frees its copy (`OTHERHOST`). None of it is a connection or a
+/// finding, whatever its direction.
+#[test]
+fn the_kernels_ordinary_frees_at_a_normal_close_are_no_connection_and_no_finding() {
+    let mut s = Scenario::new();
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 54528), dropped_at("NOT_SPECIFIED", "tcp_v4_rcv+0x91"));
+    s.see(Hook::KfreeSkb, (PP, 54528), (ISTIOD, 15012), dropped_at("QUEUE_PURGE", "skb_queue_purge_reason+0xdf"));
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 54528), dropped_at("TCP_CLOSE", "tcp_rcv_state_process+0x1a"));
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 54528), dropped_at("TCP_OLD_DATA", "tcp_rcv_established+0x3"));
+    s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.1.11", 15021), dropped_at("OTHERHOST", "ip_rcv_core+0x1"));
+    assert_eq!(s.correlator.len(), 0, "no connection made of the kernel's ordinary work");
+    assert!(s.findings().is_empty());
+    // An unusual drop (a bad checksum) of a connection not followed is no connection either.
+    s.see(Hook::KfreeSkb, (PP, 40001), (ISTIOD, 15012), dropped_at("TCP_CSUM", "tcp_v4_rcv+0x40"));
+    assert_eq!(s.correlator.len(), 0);
+}
+
+/// A bystander's OTHERHOST beside the real drop of a followed connection is no evidence: the
+/// finding's drop is the rule's, in its namespace.
+#[test]
+fn a_bystanders_drop_of_a_flooded_frame_is_not_the_findings_evidence() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped_at("OTHERHOST", "ip_rcv_core+0x1"));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].evidence.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+    assert_eq!(f[0].evidence.location.as_deref(), Some("nft_do_chain+0x3e8"));
+}
+
+/// A server's packet dropped by a rule, of a connection observer did not see open: the
+/// connection is the client's (the ephemeral port's), towards the server's port.
+#[test]
+fn a_drop_that_opens_a_connection_is_oriented_towards_the_service_port() {
+    let mut s = Scenario::new();
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 54528), dropped("NETFILTER_DROP"));
+    let c = s.correlator.connections().next().expect("a connection");
+    assert_eq!(c.client, (ip(PP), 54528));
+    assert_eq!(c.server, Some((ip(ISTIOD), 15012)));
+    assert!(c.drops[0].reply, "the dropped packet was the server's");
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].src.pod.as_deref(), Some("bookinfo/productpage-v1-7d9f8c6b5-x2k4q"));
+    assert_eq!(f[0].dst.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"));
+    assert_eq!((f[0].requirement, f[0].mechanism), (Requirement::R5, Mechanism::Dropped));
+}
+
+/// The SYN-ACK reaches the node (seen at the uplink's ingress) and the node's FORWARD rule, or
+/// its reverse-path filter, drops it: the client never completes its handshake. Not
+/// `established`: dropped, with the reply's drop as evidence.
+#[test]
+fn a_syn_ack_dropped_on_the_node_after_its_ingress_is_dropped_not_established() {
+    for (reason, location) in [("NETFILTER_DROP", "nft_do_chain+0x3e8"), ("IP_RPFILTER", "ip_rcv_finish_core+0x2")] {
+        let mut s = Scenario::new();
+        s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+        for _ in 0..3 {
+            s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+            s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 40000), dropped_at(reason, location));
+        }
+        s.see(Hook::SockOps, (PP, 40000), (ISTIOD, 15012), socket(SocketMilestone::ConnectFailed));
+        let c = s.correlator.get((ip(PP), 40000)).expect("connection");
+        assert!(!c.established);
+        assert!(c.decisive_drop().is_some_and(|d| d.reply && &*d.reason.name == reason), "{reason}");
+        let f = s.findings();
+        assert_eq!(f.len(), 1, "{reason}");
+        // Whichever mechanism the reason's class gives (a rule: dropped; the reverse-path
+        // filter: a routing matter), never established.
+        assert_eq!(f[0].requirement, Requirement::R5, "{reason}");
+        assert!(matches!(f[0].mechanism, Mechanism::Dropped | Mechanism::NoRoute), "{reason}: {:?}", f[0].mechanism);
+        assert_eq!(f[0].evidence.drop_reason.as_deref(), Some(reason));
+    }
+}
+
+/// A SYN-ACK that got past the node (left at a TC egress) after an earlier one was dropped, or
+/// a SYN dropped once and then answered: the handshake recovered, no finding. A SYN-ACK that
+/// arrived with nothing dropped after it is an answer as before.
+#[test]
+fn a_handshake_that_recovered_from_a_drop_is_established() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 40000), dropped("NETFILTER_DROP"));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    s.see(Hook::TcEgress, (ISTIOD, 15012), (PP, 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    s.see(Hook::TcIngress, (PP, 40001), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40001), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    s.see(Hook::TcIngress, (PP, 40001), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), packet(TcpFlags::SYN | TcpFlags::ACK));
+    s.see(Hook::TcIngress, (PP, 40002), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40002), packet(TcpFlags::SYN | TcpFlags::ACK));
+    for port in [40000, 40001, 40002] {
+        assert_eq!(s.correlator.get((ip(PP), port)).expect("connection").outcome(), Outcome::Established, "{port}");
+    }
+    assert!(s.findings().is_empty());
+}
+
+/// After the handshake, the node's rule drops the connection's data and the sender retransmits
+/// without progress: the node's drop, not "stalled beyond the node". A drop before the handshake
+/// completed does not explain a later stall, and a lone drop of a working connection is nothing.
+#[test]
+fn a_stall_the_node_caused_by_dropping_data_is_dropped_with_its_rule() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 40000), (ISTIOD, 15012), socket(SocketMilestone::Established));
+    for _ in 0..STALL_RETRANSMITS {
+        s.see(Hook::TcpRetransmit, (PP, 40000), (ISTIOD, 15012), retransmit(900, 7_000, 1448));
+        s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    }
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0].requirement, f[0].mechanism), (Requirement::R5, Mechanism::Dropped));
+    assert_eq!(f[0].evidence.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+    assert!(f[0].evidence.stall.is_none());
+
+    // A drop during the handshake, then established, then a stall with nothing dropped: stalled.
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    s.see(Hook::SockOps, (PP, 40000), (ISTIOD, 15012), socket(SocketMilestone::Established));
+    for _ in 0..STALL_RETRANSMITS {
+        s.see(Hook::TcpRetransmit, (PP, 40000), (ISTIOD, 15012), retransmit(900, 7_000, 1448));
+    }
+    assert!(matches!(s.correlator.get((ip(PP), 40000)).expect("c").outcome(), Outcome::Stalled(_)));
+
+    // Established, one segment dropped (a late packet after close, conntrack INVALID), no stall.
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 40000), (ISTIOD, 15012), socket(SocketMilestone::Established));
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 40000), dropped("NETFILTER_DROP"));
+    assert_eq!(s.correlator.get((ip(PP), 40000)).expect("c").outcome(), Outcome::Established);
+    assert!(s.findings().is_empty());
+}

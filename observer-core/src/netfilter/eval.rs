@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use super::model::{
     Action, Field, HookPoint, MarkChange, Match, NatKind, Policy, Rule, Table, Value, CTS_DNAT, CTS_SNAT, CT_DNAT,
-    CT_ESTABLISHED, CT_NEW, CT_SNAT, CT_UNTRACKED,
+    CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_SNAT, CT_UNTRACKED,
 };
 
 /// The bridge ports of a bridged packet (br_netfilter): netfilter sees the bridge as both input
@@ -192,18 +192,39 @@ enum Flow {
 
 const MAX_DEPTH: usize = 64;
 
+/// Evaluates `packet` against `tables` (see [`Evaluation`]).
+///
+/// A TCP packet without SYN is taken as conntrack ESTABLISHED. When that meets no drop at all,
+/// the packet may have been INVALID to conntrack (a SYN-ACK or segment whose connection conntrack
+/// does not know: asymmetric routing, a SYN that bypassed conntrack, an entry flushed or timed
+/// out), which rules like `-m conntrack --ctstate INVALID -j DROP` (kube-proxy's, firewalld's)
+/// drop: it is evaluated again as INVALID, every drop it meets then a candidate with that doubt
+/// (the rule's counters confirm it).
 pub fn evaluate(tables: &[Table], packet: &Packet) -> Evaluation {
-    let (mut out, other_drops) = walk_all(tables, packet);
+    let (mut out, mut other_drops) = walk_all(tables, packet, packet.ct_state());
+    if out.candidates.is_empty() && packet.ct_state() == Some(CT_ESTABLISHED) && packet.proto == 6 {
+        let (mut invalid, others) = walk_all(tables, packet, Some(CT_INVALID));
+        if !invalid.candidates.is_empty() {
+            let doubt = "conntrack state: INVALID assumed, ESTABLISHED meets no drop".to_string();
+            for c in &mut invalid.candidates {
+                c.doubt.get_or_insert_with(|| doubt.clone());
+            }
+            invalid.decided = None;
+            invalid.doubts.insert(0, doubt);
+            (out, other_drops) = (invalid, others);
+        }
+    }
     // A bridged packet may also meet bridge-family tables, which are not read.
     out.sole = out.candidates.len() == 1 && !other_drops && packet.bridged.is_none();
     out
 }
 
-fn walk_all(tables: &[Table], packet: &Packet) -> (Evaluation, bool) {
-    let ct_new = packet.ct_state() == Some(CT_NEW);
+fn walk_all(tables: &[Table], packet: &Packet, ct: Option<u8>) -> (Evaluation, bool) {
+    let ct_new = ct == Some(CT_NEW);
     let mut walk = Walk {
         tables,
         packet,
+        ct,
         mark: Some(0),
         ctmark: ct_new.then_some(0),
         out: Evaluation::default(),
@@ -298,6 +319,8 @@ struct Walk<'a> {
     mark: Option<u32>,
     /// The connection mark: 0 for a new connection until a rule sets it; unknown otherwise.
     ctmark: Option<u32>,
+    /// The conntrack state the packet is evaluated in (a CT_* bit; None: unknown).
+    ct: Option<u8>,
     out: Evaluation,
     hook: HookPoint,
     /// Why the current base chain may have ended before the current rule (an undecided
@@ -497,7 +520,7 @@ impl Walk<'_> {
             Field::Sport | Field::Dport => Outcome::No,
             Field::IifName => iface(p.iif.as_deref()),
             Field::OifName => iface(p.oif.as_deref()),
-            Field::CtState => match p.ct_state() {
+            Field::CtState => match self.ct {
                 Some(state) => self.ct_state_in(state, values),
                 None => Outcome::Unknown,
             },
@@ -600,7 +623,7 @@ impl Walk<'_> {
     /// Source NAT is set up at POSTROUTING of a connection's first packet: before it, a new
     /// connection is not source-NATed; nor is any where no rule translates sources.
     fn snat(&self) -> Option<bool> {
-        let new = self.packet.ct_state() == Some(CT_NEW);
+        let new = self.ct == Some(CT_NEW);
         let before_snat = self.hook != HookPoint::Postrouting && self.hook != HookPoint::Input;
         (!self.snat_rules || (new && before_snat)).then_some(false)
     }

@@ -434,3 +434,35 @@ fn icmp_types_and_untracked_neighbour_discovery_are_decided() {
         })
     );
 }
+
+/// A SYN-ACK conntrack has no entry for (its SYN took another path, or bypassed conntrack) is
+/// INVALID, and the usual `--ctstate INVALID -j DROP` drops it. Taken as ESTABLISHED it meets no
+/// drop (the accept of established traffic), so it is evaluated again as INVALID: the INVALID
+/// rule is the candidate, named by its counters, or as the only drop on the path.
+#[test]
+fn a_non_syn_packet_no_rule_drops_as_established_is_evaluated_as_invalid() {
+    let tables = tables_of(
+        "*filter\n:FORWARD ACCEPT [0:0]\n\
+         -A FORWARD -m conntrack --ctstate INVALID -j DROP\n\
+         -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A FORWARD -p tcp --dport 15012 -j ACCEPT\nCOMMIT\n",
+    );
+    let syn_ack = Packet {
+        iif: Some("eth0".into()),
+        oif: Some("cni0".into()),
+        ..Packet::between(6, "10.244.2.7".parse().unwrap(), "10.244.1.5".parse().unwrap(), 15012, 40_000, Some(0x12))
+    };
+    let evaluation = evaluate(&tables, &syn_ack);
+    assert_eq!(evaluation.candidates.len(), 1, "{evaluation:?}");
+    assert!(evaluation.candidates[0].doubt.as_deref().is_some_and(|d| d.contains("INVALID")), "{evaluation:?}");
+    let invalid_rule = evaluation.candidates[0].site;
+    let c = resolve(&tables, &evaluation, &|site| Some(site == invalid_rule), "FORWARD");
+    assert_eq!((c.confidence, c.position), (Confidence::Confirmed, Some(1)), "{c:?}");
+    assert_eq!(c.rule.as_deref(), Some("-A FORWARD -m conntrack --ctstate INVALID -j DROP"));
+    let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| None, "FORWARD");
+    assert_eq!((c.confidence, c.position), (Confidence::Evaluated, Some(1)), "the only drop on the path: {c:?}");
+    // The SYN itself is NEW: accepted by the port's rule, no candidate, no second guess.
+    let syn =
+        Packet { tcp_flags: Some(0x02), sport: 40_000, dport: 15012, src: syn_ack.dst, dst: syn_ack.src, ..syn_ack };
+    assert!(evaluate(&tables, &syn).candidates.is_empty());
+}

@@ -137,6 +137,8 @@ fn attach_tc_here(ebpf: &mut Ebpf, netns: &str, mode: TcAttachMode) -> Result<In
             links.insert(link.index, attach_interface_here(ebpf, &link.name, netns, mode)?);
         } else {
             debug!(iface = %link.name, "bridge: no classifiers of its own (its ports carry them)");
+            // A killed observer of another version (or mode) may have left filters on it.
+            super::tc_orphans::remove_here(&link.name);
         }
     }
     Ok((interfaces, links))

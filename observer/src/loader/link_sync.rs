@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use aya::Ebpf;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     attach::{attach_interface_here, carries_classifiers, detach_interface, AttachError, Attached},
@@ -55,6 +55,9 @@ pub fn apply(
                 forget(ebpf, attached, index);
                 if !carries_classifiers(&link) {
                     info!(iface = %name, ifindex = index, "new bridge: named, no classifiers (its ports carry them)");
+                    if let Err(err) = netns.run_inside(|| super::tc_orphans::remove_here(name)) {
+                        warn!(iface = %name, "looking for filters a stopped observer left on the bridge: {err}");
+                    }
                     attached.interfaces.insert(index, link.name);
                     changed = true;
                     continue;
