@@ -340,9 +340,13 @@ impl Connection {
     pub fn outcome(&self) -> Outcome {
         let decisive = self.decisive_drop();
         if self.established || (self.answered_at.is_some() && !self.failed && decisive.is_none()) {
+            // A firewall, route or neighbour drop after the handshake explains a stall; another
+            // (PKT_TOO_BIG: the node's own part of path-MTU discovery, a full queue) leaves it
+            // to the stall's analysis.
+            let firewall_or_route = decisive.filter(|d| d.reason.class != DropClass::Other);
             return match self.stall() {
                 None => Outcome::Established,
-                Some(stall) => decisive.map_or(Outcome::Stalled(stall), Self::dropped),
+                Some(stall) => firewall_or_route.map_or(Outcome::Stalled(stall), Self::dropped),
             };
         }
         if self.refused_by_application {

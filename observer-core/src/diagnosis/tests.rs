@@ -820,3 +820,19 @@ fn a_stall_the_node_caused_by_dropping_data_is_dropped_with_its_rule() {
     assert_eq!(s.correlator.get((ip(PP), 40000)).expect("c").outcome(), Outcome::Established);
     assert!(s.findings().is_empty());
 }
+
+/// A node that drops a too-big packet (PKT_TOO_BIG in ip_forward, sending fragmentation-needed
+/// back) is path-MTU discovery at work: the stall's analysis decides, not the drop.
+#[test]
+fn a_too_big_drop_after_the_handshake_leaves_the_stall_to_its_analysis() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 40000), (ISTIOD, 15012), socket(SocketMilestone::Established));
+    for _ in 0..STALL_RETRANSMITS {
+        s.see(Hook::TcpRetransmit, (PP, 40000), (ISTIOD, 15012), retransmit(1448, 7_000, 1448));
+        s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped_at("PKT_TOO_BIG", "ip_forward+0x2c0"));
+    }
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].mechanism, Mechanism::PmtuBlackhole, "{:?}", f[0]);
+}
