@@ -552,3 +552,47 @@ fn the_real_firewalld_ruleset_passes_what_it_admits_and_blocks_what_it_rejects()
         );
     }
 }
+
+/// A rule on the return path (node-a's FORWARD drops SYN-ACKs from 15012): every SYN passes, the
+/// handshake cannot complete. The xDS flows of node-a's pods to istiod on node-b are blocked at
+/// the node by that rule, the reason being the reply.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_rule_dropping_the_replies_blocks_the_flows_whose_syn_passes() {
+    require_root();
+    let lab = lab();
+    let rule = [
+        "-w",
+        "-I",
+        "FORWARD",
+        "1",
+        "-p",
+        "tcp",
+        "--sport",
+        "15012",
+        "--tcp-flags",
+        "SYN,ACK",
+        "SYN,ACK",
+        "-j",
+        "DROP",
+    ];
+    lab.firewall("node-a", "iptables", &rule).expect("rule");
+    let (code, report) = verify(&lab, "node-a", false);
+    assert_eq!(code, 3, "a required flow is blocked: {report:#}");
+    let blocked = blocked(&report);
+    assert!(!blocked.is_empty(), "{report:#}");
+    for c in &blocked {
+        assert_eq!((c["dst"]["port"].as_u64(), c["at"].as_str()), (Some(15012), Some("node")), "{c:#}");
+        assert_eq!(
+            c["culprit"]["rule"], "-A FORWARD -p tcp -m tcp --sport 15012 --tcp-flags SYN,ACK SYN,ACK -j DROP",
+            "{c:#}"
+        );
+        assert!(c["why"].as_str().is_some_and(|w| w.contains("SYN-ACK")), "{c:#}");
+    }
+    assert!(
+        blocked.iter().any(|c| c["src"]["pod"].as_str().is_some_and(|p| p.starts_with("bookinfo/productpage"))),
+        "{report:#}"
+    );
+    // Flows to other ports are untouched.
+    assert!(checks(&report).iter().filter(|c| c["dst"]["port"] != 15012).all(|c| c["status"] == "pass"), "{report:#}");
+}

@@ -192,16 +192,22 @@ enum Flow {
 
 const MAX_DEPTH: usize = 64;
 
-/// Evaluates `packet` against `tables` (see [`Evaluation`]).
-///
-/// A TCP packet without SYN is taken as conntrack ESTABLISHED. When that meets no drop at all,
-/// the packet may have been INVALID to conntrack (a SYN-ACK or segment whose connection conntrack
-/// does not know: asymmetric routing, a SYN that bypassed conntrack, an entry flushed or timed
-/// out), which rules like `-m conntrack --ctstate INVALID -j DROP` (kube-proxy's, firewalld's)
-/// drop: it is evaluated again as INVALID, every drop it meets then a candidate with that doubt
-/// (the rule's counters confirm it).
+/// Evaluates `packet` against `tables` (see [`Evaluation`]), in the conntrack state its flags
+/// give: a SYN is NEW, any other TCP packet ESTABLISHED.
 pub fn evaluate(tables: &[Table], packet: &Packet) -> Evaluation {
-    let (mut out, mut other_drops) = walk_all(tables, packet, packet.ct_state());
+    let (out, other_drops) = walk_all(tables, packet, packet.ct_state());
+    finish(out, other_drops, packet)
+}
+
+/// [`evaluate`] for a packet the kernel was seen to drop. A TCP packet without SYN is taken as
+/// ESTABLISHED; when that meets no drop at all, the packet may have been INVALID to conntrack
+/// (a SYN-ACK or segment whose connection conntrack does not know: asymmetric routing, a SYN
+/// that bypassed conntrack, an entry flushed or timed out), which rules like `-m conntrack
+/// --ctstate INVALID -j DROP` (kube-proxy's, firewalld's) drop: it is evaluated again as
+/// INVALID, every drop it then meets a candidate with that doubt (the rule's counters confirm
+/// it). Never for a packet that was not seen dropped: most connections are not INVALID.
+pub fn evaluate_dropped(tables: &[Table], packet: &Packet) -> Evaluation {
+    let (out, other_drops) = walk_all(tables, packet, packet.ct_state());
     if out.candidates.is_empty() && packet.ct_state() == Some(CT_ESTABLISHED) && packet.proto == 6 {
         let (mut invalid, others) = walk_all(tables, packet, Some(CT_INVALID));
         if !invalid.candidates.is_empty() {
@@ -211,9 +217,13 @@ pub fn evaluate(tables: &[Table], packet: &Packet) -> Evaluation {
             }
             invalid.decided = None;
             invalid.doubts.insert(0, doubt);
-            (out, other_drops) = (invalid, others);
+            return finish(invalid, others, packet);
         }
     }
+    finish(out, other_drops, packet)
+}
+
+fn finish(mut out: Evaluation, other_drops: bool, packet: &Packet) -> Evaluation {
     // A bridged packet may also meet bridge-family tables, which are not read.
     out.sole = out.candidates.len() == 1 && !other_drops && packet.bridged.is_none();
     out

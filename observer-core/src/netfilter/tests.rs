@@ -437,8 +437,9 @@ fn icmp_types_and_untracked_neighbour_discovery_are_decided() {
 
 /// A SYN-ACK conntrack has no entry for (its SYN took another path, or bypassed conntrack) is
 /// INVALID, and the usual `--ctstate INVALID -j DROP` drops it. Taken as ESTABLISHED it meets no
-/// drop (the accept of established traffic), so it is evaluated again as INVALID: the INVALID
-/// rule is the candidate, named by its counters, or as the only drop on the path.
+/// drop (the accept of established traffic), so a packet seen dropped is evaluated again as
+/// INVALID: the INVALID rule is the candidate, named by its counters, or as the only drop on
+/// the path. A packet not seen dropped (verify's) is not second-guessed.
 #[test]
 fn a_non_syn_packet_no_rule_drops_as_established_is_evaluated_as_invalid() {
     let tables = tables_of(
@@ -452,7 +453,8 @@ fn a_non_syn_packet_no_rule_drops_as_established_is_evaluated_as_invalid() {
         oif: Some("cni0".into()),
         ..Packet::between(6, "10.244.2.7".parse().unwrap(), "10.244.1.5".parse().unwrap(), 15012, 40_000, Some(0x12))
     };
-    let evaluation = evaluate(&tables, &syn_ack);
+    assert!(evaluate(&tables, &syn_ack).candidates.is_empty(), "as ESTABLISHED: accepted");
+    let evaluation = super::eval::evaluate_dropped(&tables, &syn_ack);
     assert_eq!(evaluation.candidates.len(), 1, "{evaluation:?}");
     assert!(evaluation.candidates[0].doubt.as_deref().is_some_and(|d| d.contains("INVALID")), "{evaluation:?}");
     let invalid_rule = evaluation.candidates[0].site;

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 
 use super::{
     culprit::{resolve_observed, Culprit},
-    eval::{evaluate, Packet, Site},
+    eval::{evaluate_dropped, Packet, Site},
     model::{Counters, Table},
     read::{read_here, Snapshot},
     route::NamespaceRoutes,
@@ -308,7 +308,7 @@ fn culprit_for(snapshots: &VecDeque<Snapshot>, time: std::time::SystemTime, pack
         return Culprit::not_identified(None, "no ruleset could be read");
     };
     let before = snapshots.iter().rev().find(|s| s.finished <= time);
-    let evaluation = evaluate(&after.tables, packet);
+    let evaluation = evaluate_dropped(&after.tables, packet);
     let rose = |site: Site| -> Option<bool> {
         let now = counters_at(&after.tables, site)?;
         // With no read from before the drop, a counter still at zero in a read started after it

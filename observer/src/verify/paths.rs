@@ -112,13 +112,9 @@ impl NodePaths {
             stages.push((format!("pod {}", flow.dst.pod.as_deref().unwrap_or("?")), path.clone(), false));
         }
         let mut doubt: Option<String> = None;
-        for (name, path, from_here) in stages {
-            if !self.namespaces.contains_key(&path) {
-                let target = NetnsTarget::resolve(path.to_str())?;
-                let read = target.run_inside(|| NamespaceRoutes::here().map(|routes| (read_here(), routes)))??;
-                self.namespaces.insert(path.clone(), read);
-            }
-            let Some((snapshot, routes)) = self.namespaces.get_mut(&path) else { continue };
+        let src_is_local_pod = self.pods.contains_key(&flow.src.ip);
+        for (name, path, from_here) in stages.iter().cloned() {
+            let Some((snapshot, routes)) = self.namespace(&path)? else { continue };
             let route = routes.route(flow.src.ip, flow.dst.ip, None, from_here);
             // The flow's SYN, from an ephemeral source port (rules rarely match on it).
             let mut packet = Packet::routed(6, flow.src.ip, flow.dst.ip, 40_000, flow.dst.port, Some(0x02), route);
@@ -126,7 +122,7 @@ impl NodePaths {
             // (its node, or this node for the node itself), once; an endpoint reached directly
             // is translated nowhere.
             let client_side = match flow.src.kind {
-                SourceKind::Pod => self.pods.contains_key(&flow.src.ip) && name == "node",
+                SourceKind::Pod => src_is_local_pod && name == "node",
                 SourceKind::Node => from_here,
                 SourceKind::External => false,
             };
@@ -148,10 +144,52 @@ impl NodePaths {
                 doubt.get_or_insert_with(|| format!("{name}: {}", culprit.note.unwrap_or_default()));
             }
         }
+        if let Some(blocked) = self.reply_blocked(flow, &stages)? {
+            return Ok(blocked);
+        }
         Ok(match doubt {
             Some(why) => StaticVerdict { status: Status::Unknown, at: None, culprit: None, why: Some(why) },
             None => StaticVerdict { status: Status::Pass, at: None, culprit: None, why: None },
         })
+    }
+
+    /// The flow's SYN-ACK, from the destination back through `stages` (reversed), conntrack
+    /// ESTABLISHED: `Blocked` when a rule drops it for certain (a rule written for the wrong
+    /// direction, a return path filtered by port or flags). Doubts about the reply are not
+    /// reported: the SYN's verdict stands unless the reply is certainly dropped.
+    fn reply_blocked(
+        &mut self,
+        flow: &RequiredFlow,
+        stages: &[(String, PathBuf, bool)],
+    ) -> anyhow::Result<Option<StaticVerdict>> {
+        for (name, path, _) in stages.iter().rev() {
+            let Some((snapshot, routes)) = self.namespace(path)? else { continue };
+            let route = routes.route(flow.dst.ip, flow.src.ip, None, false);
+            let mut packet = Packet::routed(6, flow.dst.ip, flow.src.ip, flow.dst.port, 40_000, Some(0x12), route);
+            packet.dnat = Some(false);
+            let evaluation = evaluate(&snapshot.tables, &packet);
+            if evaluation.blocked && evaluation.doubts.is_empty() {
+                let hooks: Vec<&str> = packet.path().iter().map(|h| h.as_str()).collect();
+                let culprit = resolve(&snapshot.tables, &evaluation, &|_| None, &hooks.join("/"));
+                return Ok(Some(StaticVerdict {
+                    status: Status::Blocked,
+                    at: Some(name.clone()),
+                    culprit: Some(culprit),
+                    why: Some("the reply (SYN-ACK) is dropped: the handshake cannot complete".into()),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The ruleset and routes of the namespace at `path`, read once.
+    fn namespace(&mut self, path: &PathBuf) -> anyhow::Result<Option<&mut (Snapshot, NamespaceRoutes)>> {
+        if !self.namespaces.contains_key(path) {
+            let target = NetnsTarget::resolve(path.to_str())?;
+            let read = target.run_inside(|| NamespaceRoutes::here().map(|routes| (read_here(), routes)))??;
+            self.namespaces.insert(path.clone(), read);
+        }
+        Ok(self.namespaces.get_mut(path))
     }
 
     /// Problems met reading rulesets (missing tools), once per namespace.
