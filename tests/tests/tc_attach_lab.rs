@@ -238,3 +238,52 @@ fn a_bridge_carries_no_classifiers_and_its_ports_see_its_packets() {
     let (status, stderr) = observer.stop_with_stderr();
     assert!(status.success(), "observer exit {status}: {stderr:?}");
 }
+
+/// Pods whose interface is a macvlan child of a node device (the macvlan/ipvlan CNI plugins,
+/// Multus): no veth leads to them, and yet their namespaces are the node's pods. A drop in one
+/// pod's own INPUT is in scope (shown with its namespace), and `ready` counts both pods.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn macvlan_pods_are_in_the_nodes_scope_and_their_drops_are_shown() {
+    require_root();
+    let node = Netns::new("mvn");
+    let (pod_a, pod_b) = (Netns::new("mva"), Netns::new("mvb"));
+    // The parent device: a veth end (this kernel may lack the dummy driver).
+    node.ip(&["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"]);
+    node.ip(&["link", "set", "uplink0", "up"]);
+    node.ip(&["link", "set", "uplink1", "up"]);
+    for (i, pod) in [&pod_a, &pod_b].into_iter().enumerate() {
+        let child = format!("mv{i}");
+        node.ip(&["link", "add", &child, "link", "uplink0", "type", "macvlan", "mode", "bridge"]);
+        node.ip(&["link", "set", &child, "netns", &pod.0]);
+        pod.ip(&["addr", "add", &format!("10.97.0.{}/24", i + 1), "dev", &child]);
+        pod.ip(&["link", "set", &child, "up"]);
+    }
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pod_b.0, "iptables", "-w", "-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "DROP"])
+        .output()
+        .expect("iptables");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cgroup = Cgroup::new("mv");
+    let args = ["trace", "--netns", &node.0, "--cgroup-root", cgroup.0.to_str().unwrap(), "--output", "json"];
+    let observer = Running::start(&args);
+    let ready = observer.stderr().into_iter().find(|l| l.contains("ready: attached to"));
+    let ready = ready.unwrap_or_else(|| panic!("no ready line: {:?}", observer.stderr()));
+    assert!(ready.contains("pod_namespaces=2"), "both macvlan pods in scope: {ready}");
+
+    let lab_pod = support::bin_dir().join("lab-pod");
+    let connect = Command::new("ip")
+        .args(["netns", "exec", &pod_a.0])
+        .arg(&lab_pod)
+        .args(["connect", "10.97.0.2:9", "1500"])
+        .output()
+        .expect("lab-pod connect");
+    assert!(String::from_utf8_lossy(&connect.stdout).contains("timeout"), "{connect:?}");
+    let drop = observer.wait_for("the drop in pod b's INPUT", Duration::from_secs(10), |v| {
+        v["type"] == "drop" && v["flow"]["dport"] == 9 && v["flow"]["dst"] == "10.97.0.2"
+    });
+    assert_eq!(drop["drop_reason"], "NETFILTER_DROP", "{drop}");
+    assert_eq!(drop["netns"], pod_b.inode(), "{drop}");
+    let (status, stderr) = observer.stop_with_stderr();
+    assert!(status.success(), "observer exit {status}: {stderr:?}");
+}

@@ -110,7 +110,8 @@ impl NodeWatch {
 
     /// Recomputes the pod namespaces: every namespace on the machine (named ones and those of
     /// running processes) whose id, as the watched namespace sees it, is the peer namespace of
-    /// one of its veths, and that [`is_pod_namespace`] judges a pod's by what it holds.
+    /// one of its veths, or that holds a macvlan/ipvlan device of one of its devices, and that
+    /// [`is_pod_namespace`] judges a pod's by what it holds.
     pub fn refresh_scope(&mut self, netns: &NetnsTarget) {
         let links = match self.requests.links() {
             Ok(links) => links,
@@ -128,8 +129,9 @@ impl NodeWatch {
                 ids
             });
         let mut scope = BTreeMap::from([(netns.inode as u32, netns.path().to_path_buf())]);
+        let candidates = candidate_namespaces();
         if !peer_ids.is_empty() {
-            for (inode, path) in candidate_namespaces() {
+            for (inode, path) in candidates.clone() {
                 if inode == netns.inode {
                     continue;
                 }
@@ -151,6 +153,23 @@ impl NodeWatch {
                     scope.insert(inode as u32, path);
                 } else {
                     debug!(path = %path.display(), addresses = ?peer.addresses, "behind a veth, not a pod namespace");
+                }
+            }
+        }
+        // Pods whose interface is a macvlan/ipvlan child of one of the node's devices: no veth
+        // leads to them, their links point back at the node.
+        let node_indices: Vec<u32> = links.iter().map(|l| l.index).collect();
+        if let Ok(node_file) = File::open(netns.path()) {
+            for (inode, path) in candidates {
+                if inode == netns.inode || scope.contains_key(&(inode as u32)) {
+                    continue;
+                }
+                if !hangs_off(&path, &node_file, &node_indices) {
+                    continue;
+                }
+                let Some(peer) = read_peer(&path) else { continue };
+                if is_pod_namespace(&self.known, &peer) {
+                    scope.insert(inode as u32, path);
                 }
             }
         }
@@ -183,6 +202,40 @@ impl NodeWatch {
             self.refresh_scope(netns);
         }
         Ok(changed)
+    }
+}
+
+/// Link kinds whose device hangs off a lower device of another namespace (IFLA_LINK +
+/// IFLA_LINK_NETNSID name it): macvlan/ipvlan pods (the CNI plugins of those names, Multus).
+const CHILD_LINK_KINDS: [&str; 4] = ["macvlan", "macvtap", "ipvlan", "ipvtap"];
+
+/// Whether the namespace at `path` (entered on this thread) has a macvlan/ipvlan device whose
+/// lower device is one of `node_indices` in the node's namespace (`node`, an open fd of it).
+fn hangs_off(path: &std::path::Path, node: &File, node_indices: &[u32]) -> bool {
+    let Ok(target) = NetnsTarget::resolve(path.to_str()) else { return false };
+    let found = target.run_inside(|| -> std::io::Result<bool> {
+        let mut rtnl = RouteSocket::open()?;
+        let links = rtnl.links()?;
+        let children: Vec<_> =
+            links.iter().filter(|l| l.kind.as_deref().is_some_and(|k| CHILD_LINK_KINDS.contains(&k))).collect();
+        if children.is_empty() {
+            return Ok(false);
+        }
+        let Some(node_id) = rtnl.nsid_of(node.as_fd())? else { return Ok(false) };
+        Ok(children
+            .iter()
+            .any(|l| l.link_netnsid == Some(node_id) && l.peer_index.is_some_and(|i| node_indices.contains(&i))))
+    });
+    match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(err)) => {
+            debug!(path = %path.display(), "links: {err}");
+            false
+        }
+        Err(err) => {
+            debug!(path = %path.display(), "{err}");
+            false
+        }
     }
 }
 

@@ -118,10 +118,12 @@ impl Running {
         let kept_err = Arc::clone(&stderr_lines);
         let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("ready") {
+                let ready = line.contains("ready");
+                // Kept before `ready` is told, so the caller finds the line in `stderr()`.
+                kept_err.lock().expect("lock").push(line);
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                kept_err.lock().expect("lock").push(line);
             }
         });
         let out = child.stdout.take().expect("stdout");
