@@ -11,22 +11,37 @@ use crate::{
     counters::bump,
     emit::{reserve, submit},
     filter::{active, capture_limit, wanted},
-    kmem::{opaque, read_at, read_ptr, skb_capture, skb_flow_encap, skb_netns},
+    kmem::{opaque, read_at, read_ptr, skb_capture, skb_flow_encap, skb_netns, sock_netns},
     maps::{offset, ENCAP_SCRATCH, ENCAP_SLOT_DROP},
 };
 
-/// `trace_kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`.
+/// `trace_kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason)` (5.17+).
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn observer_kfree_skb(ctx: BtfTracePointContext) -> u32 {
     let skb: *const u8 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    on_drop(skb, location, reason);
+    on_drop(skb, location, reason, core::ptr::null());
+    0
+}
+
+/// The same with the tracepoint's fourth argument, `struct sock *rx_sk` (Linux 6.11+, "net:
+/// add rx_sk to trace_kfree_skb", include/trace/events/skb.h): the receiving socket of a packet dropped
+/// in the socket layer, where the skb has neither device (TCP clears `skb->dev` before socket
+/// processing) nor socket, so the drop's namespace is the socket's. The verifier refuses the
+/// fourth argument on older kernels; userspace then loads [`observer_kfree_skb`].
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn observer_kfree_skb_rx_sk(ctx: BtfTracePointContext) -> u32 {
+    let skb: *const u8 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let reason: u32 = ctx.arg(2);
+    let rx_sk: *const u8 = ctx.arg(3);
+    on_drop(skb, location, reason, rx_sk);
     0
 }
 
 #[inline(always)]
-fn on_drop(skb: *const u8, location: u64, reason: u32) {
+fn on_drop(skb: *const u8, location: u64, reason: u32, rx_sk: *const u8) {
     if offset!(valid) == 0 || reason == offset!(reason_consumed) || skb.is_null() {
         return;
     }
@@ -58,7 +73,10 @@ fn on_drop(skb: *const u8, location: u64, reason: u32) {
     if !dev.is_null() {
         event.ifindex = read_at::<i32>(dev, offset!(dev_ifindex)).unwrap_or(0) as u32;
     }
-    event.netns_ino = skb_netns(skb);
+    event.netns_ino = match skb_netns(skb) {
+        0 if !rx_sk.is_null() => sock_netns(rx_sk),
+        netns => netns,
+    };
     if let Some(headers) = headers {
         event.flow = flow;
         event.flow_valid = 1;

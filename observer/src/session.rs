@@ -218,6 +218,7 @@ impl Loaded {
             bridges = %bridges.join(","),
             tunnels = %tunnels.join(","),
             drops = attached.drops,
+            drop_program = %if attached.drops { kernel.drop_program } else { "none" },
             tcp_tracepoints = attached.tcp_tracepoints,
             connect = cgroup_hooks.connect,
             sock_ops = cgroup_hooks.sockops,

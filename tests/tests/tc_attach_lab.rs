@@ -287,3 +287,25 @@ fn macvlan_pods_are_in_the_nodes_scope_and_their_drops_are_shown() {
     let (status, stderr) = observer.stop_with_stderr();
     assert!(status.success(), "observer exit {status}: {stderr:?}");
 }
+
+/// The drop tracepoint's program reads the receiving socket (`rx_sk`, Linux 6.11+) where the
+/// kernel passes it (a socket-layer drop has neither device nor socket on its skb: its
+/// namespace comes from `rx_sk`), and the plain one before: the verifier accepts the variant on
+/// kernels that have the argument.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn the_drop_program_reads_the_receiving_socket_where_the_kernel_passes_it() {
+    require_root();
+    let ns = Netns::new("rxsk");
+    ns.ip(&["link", "add", "ta", "type", "veth", "peer", "name", "tb"]);
+    let cgroup = Cgroup::new("rxsk");
+    let observer = Running::start(&["trace", "--netns", &ns.0, "--cgroup-root", cgroup.0.to_str().unwrap()]);
+    let ready = observer.stderr().into_iter().find(|l| l.contains("ready: attached to")).expect("ready line");
+    let release = nix::sys::utsname::uname().expect("uname").release().to_string_lossy().into_owned();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let expected = if version >= (6, 11) { "observer_kfree_skb_rx_sk" } else { "observer_kfree_skb" };
+    assert!(ready.contains(&format!("drop_program={expected}")), "kernel {release}: {ready}");
+    let (status, stderr) = observer.stop_with_stderr();
+    assert!(status.success(), "observer exit {status}: {stderr:?}");
+}

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::{
     netlink::{Link, RouteSocket},
     netns::{NetnsError, NetnsTarget},
-    programs::{program_mut, KernelInfo, LoadError, KFREE_SKB, TCP_RETRANSMIT, TCP_SEND_RESET, TC_EGRESS, TC_INGRESS},
+    programs::{program_mut, KernelInfo, LoadError, TCP_RETRANSMIT, TCP_SEND_RESET, TC_EGRESS, TC_INGRESS},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ pub fn attach_all(
     let tc_mode = if tcx_exists { mode } else { TcAttachMode::Netlink };
     let (interfaces, tc_links) = netns.run_inside(|| attach_tc_here(ebpf, &netns.name, tc_mode))??;
     let drops = loaded.drops_available && {
-        let program: &mut BtfTracePoint = program_mut(ebpf, KFREE_SKB).map_err(Box::new)?;
+        let program: &mut BtfTracePoint = program_mut(ebpf, loaded.drop_program).map_err(Box::new)?;
         program.attach().map_err(|e| AttachError::Tracepoint(Box::new(e)))?;
         true
     };

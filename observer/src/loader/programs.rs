@@ -26,6 +26,9 @@ use super::{
 pub const TC_INGRESS: &str = "observer_tc_ingress";
 pub const TC_EGRESS: &str = "observer_tc_egress";
 pub const KFREE_SKB: &str = "observer_kfree_skb";
+/// [`KFREE_SKB`] reading the tracepoint's `rx_sk` (Linux 6.11+), loaded in its place when the
+/// kernel has it.
+pub const KFREE_SKB_RX_SK: &str = "observer_kfree_skb_rx_sk";
 pub const CONNECT4: &str = "observer_connect4";
 pub const CONNECT6: &str = "observer_connect6";
 pub const SOCKOPS: &str = "observer_sockops";
@@ -114,6 +117,9 @@ pub struct KernelInfo {
     pub kallsyms: Kallsyms,
     /// False when the drop tracepoint could not be loaded (drops are then not reported).
     pub drops_available: bool,
+    /// The drop program loaded: [`KFREE_SKB_RX_SK`] where the kernel passes `rx_sk`, else
+    /// [`KFREE_SKB`].
+    pub drop_program: &'static str,
     /// cgroup connect4/connect6 loaded.
     pub connect_available: bool,
     /// sock_ops loaded.
@@ -192,7 +198,10 @@ pub fn load_with(object: &[u8], options: LoadOptions) -> Result<(Ebpf, KernelInf
         .map(|p| p.name)
         .collect();
     let has = |name: &str| loaded.contains(&name);
+    let drop_program =
+        if ebpf.program(KFREE_SKB_RX_SK).is_some_and(|p| p.fd().is_ok()) { KFREE_SKB_RX_SK } else { KFREE_SKB };
     let info = KernelInfo {
+        drop_program,
         offsets,
         drop_reasons,
         kallsyms: Kallsyms::load(),
@@ -231,7 +240,17 @@ pub fn brief(message: &str) -> String {
 fn load_optional(ebpf: &mut Ebpf, name: &'static str, btf: &AyaBtf) -> Result<(), LoadError> {
     let failed = |source| LoadError::Program { name, source: Box::new(source) };
     match name {
-        KFREE_SKB => program_mut::<BtfTracePoint>(ebpf, name)?.load("kfree_skb", btf).map_err(failed),
+        KFREE_SKB => {
+            // The variant with `rx_sk` where the kernel has it (the verifier refuses the fourth
+            // argument before 6.11), else the plain one.
+            match program_mut::<BtfTracePoint>(ebpf, KFREE_SKB_RX_SK)?.load("kfree_skb", btf) {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    debug!("{KFREE_SKB_RX_SK} refused ({}); loading {KFREE_SKB}", brief(&err.to_string()));
+                    program_mut::<BtfTracePoint>(ebpf, name)?.load("kfree_skb", btf).map_err(failed)
+                }
+            }
+        }
         TCP_RETRANSMIT => program_mut::<BtfTracePoint>(ebpf, name)?.load("tcp_retransmit_skb", btf).map_err(failed),
         TCP_SEND_RESET => program_mut::<BtfTracePoint>(ebpf, name)?.load("tcp_send_reset", btf).map_err(failed),
         CONNECT4 | CONNECT6 => program_mut::<CgroupSockAddr>(ebpf, name)?.load().map_err(failed),
