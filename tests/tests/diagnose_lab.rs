@@ -879,6 +879,25 @@ fn a_port_changing_probe_snat_is_followed_by_its_conntrack_entry() {
     assert_eq!((f["culprit"]["table"].as_str(), f["culprit"]["chain"].as_str()), (Some("lab_policy"), Some("input")));
 }
 
+/// The one finding of `report`, asserted to be productpage's xDS to istiod (R5) `dropped` on this
+/// node by a NETFILTER_DROP whose rule is confirmed by its counters; returns it.
+fn the_xds_drop(report: &serde_json::Value, lab: &Lab) -> serde_json::Value {
+    let (istiod, productpage) = (lab.pod("istiod").expect("pod"), lab.pod("productpage").expect("pod"));
+    let all = findings(report);
+    assert_eq!(all.len(), 1, "{report:#}");
+    let f = all[0].clone();
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
+        (Some("R5"), Some("control-plane-blocked"), Some("dropped")),
+        "{f:#}"
+    );
+    assert_eq!(f["src"]["pod"], productpage.key().as_str());
+    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(istiod.key().as_str()), Some(15012)));
+    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    assert_eq!(f["culprit"]["confidence"], "confirmed", "{f:#}");
+    f
+}
+
 /// node-a's FORWARD drops istiod's SYN-ACKs on their way back to productpage (a stateful
 /// firewall's return path, or a rule written for the wrong direction): the SYN-ACK reaches
 /// node-a's uplink and dies in FORWARD. Dropped with that rule, never "established".
@@ -888,45 +907,19 @@ fn a_syn_ack_dropped_in_the_nodes_forward_is_dropped_with_its_rule_not_establish
     require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
-    let productpage = lab.pod("productpage").expect("pod").clone();
-    let rule = [
-        "-w",
-        "-I",
-        "FORWARD",
-        "1",
-        "-p",
-        "tcp",
-        "--sport",
-        "15012",
-        "--tcp-flags",
-        "SYN,ACK",
-        "SYN,ACK",
-        "-j",
-        "DROP",
-    ];
+    let rule = "-w -I FORWARD 1 -p tcp --sport 15012 --tcp-flags SYN,ACK SYN,ACK -j DROP";
     let (code, report) = diagnose(&lab, "node-a", || {
-        lab.firewall("node-a", "iptables", &rule).expect("rule");
+        lab.firewall("node-a", "iptables", &rule.split(' ').collect::<Vec<_>>()).expect("rule");
         let out = lab
             .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(3500))
             .expect("connect");
         assert_eq!(out.result, "timeout");
     });
     assert_eq!(code, 3, "{report:#}");
-    let all = findings(&report);
-    assert_eq!(all.len(), 1, "{report:#}");
-    let f = &all[0];
-    assert_eq!(
-        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
-        (Some("R5"), Some("control-plane-blocked"), Some("dropped")),
-        "{f:#}"
-    );
-    assert_eq!(f["src"]["pod"], productpage.key().as_str());
-    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(istiod.key().as_str()), Some(15012)));
-    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    let f = the_xds_drop(&report, &lab);
     assert_eq!(f["evidence"]["interface"], "eth0", "the SYN-ACK arrived on the uplink: {f:#}");
-    let c = &f["culprit"];
-    assert_eq!(c["confidence"], "confirmed", "{f:#}");
-    assert_eq!(c["rule"], "-A FORWARD -p tcp -m tcp --sport 15012 --tcp-flags SYN,ACK SYN,ACK -j DROP", "{f:#}");
+    let rule = "-A FORWARD -p tcp -m tcp --sport 15012 --tcp-flags SYN,ACK SYN,ACK -j DROP";
+    assert_eq!(f["culprit"]["rule"], rule, "{f:#}");
     assert_eq!(report["stats"]["established"], 0, "{report:#}");
 }
 
@@ -939,43 +932,16 @@ fn data_the_node_drops_after_the_handshake_is_dropped_with_its_rule_not_a_stall(
     require_root();
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
-    let productpage = lab.pod("productpage").expect("pod").clone();
-    let rule = [
-        "-w",
-        "-I",
-        "FORWARD",
-        "1",
-        "-p",
-        "tcp",
-        "--sport",
-        "15012",
-        "-m",
-        "length",
-        "--length",
-        "500:65535",
-        "-j",
-        "DROP",
-    ];
+    let rule = "-w -I FORWARD 1 -p tcp --sport 15012 -m length --length 500:65535 -j DROP";
     let (code, report) = diagnose(&lab, "node-b", || {
-        lab.firewall("node-b", "iptables", &rule).expect("rule");
+        lab.firewall("node-b", "iptables", &rule.split(' ').collect::<Vec<_>>()).expect("rule");
         let out = lab
             .connect_as_proxy_bulk("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(5), 8000)
             .expect("connect");
         assert!(!out.local.is_empty() && out.result != "ok", "handshake done, reply lost: {out:?}");
     });
     assert_eq!(code, 3, "{report:#}");
-    let all = findings(&report);
-    assert_eq!(all.len(), 1, "{report:#}");
-    let f = &all[0];
-    assert_eq!(
-        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str()),
-        (Some("R5"), Some("control-plane-blocked"), Some("dropped")),
-        "{f:#}"
-    );
-    assert_eq!(f["src"]["pod"], productpage.key().as_str());
-    assert_eq!((f["dst"]["pod"].as_str(), f["dst"]["port"].as_u64()), (Some(istiod.key().as_str()), Some(15012)));
-    assert_eq!(f["evidence"]["drop_reason"], "NETFILTER_DROP");
+    let f = the_xds_drop(&report, &lab);
     let c = &f["culprit"];
-    assert_eq!(c["confidence"], "confirmed", "{f:#}");
     assert!(c["rule"].as_str().is_some_and(|r| r.contains("--sport 15012") && r.contains("length")), "{f:#}");
 }

@@ -561,22 +561,8 @@ fn the_real_firewalld_ruleset_passes_what_it_admits_and_blocks_what_it_rejects()
 fn a_rule_dropping_the_replies_blocks_the_flows_whose_syn_passes() {
     require_root();
     let lab = lab();
-    let rule = [
-        "-w",
-        "-I",
-        "FORWARD",
-        "1",
-        "-p",
-        "tcp",
-        "--sport",
-        "15012",
-        "--tcp-flags",
-        "SYN,ACK",
-        "SYN,ACK",
-        "-j",
-        "DROP",
-    ];
-    lab.firewall("node-a", "iptables", &rule).expect("rule");
+    let rule = "-w -I FORWARD 1 -p tcp --sport 15012 --tcp-flags SYN,ACK SYN,ACK -j DROP";
+    lab.firewall("node-a", "iptables", &rule.split(' ').collect::<Vec<_>>()).expect("rule");
     let (code, report) = verify(&lab, "node-a", false);
     assert_eq!(code, 3, "a required flow is blocked: {report:#}");
     let blocked = blocked(&report);
