@@ -366,9 +366,11 @@ fn push_directions(s: &mut String, r: &Results) {
          hooks at both sockets; 10.0 before). A bridge device carries no classifiers any more: every frame\n  \
          crossing a bridge passes a port's ingress before the bridge's rx handler and a port's egress after\n  \
          the bridge forwards, and every port is an interface observer attaches to, so the bridge's own\n  \
-         hooks saw each packet between a port and the host stack a second time (2 of the 10 runs). Drops on\n  \
-         the bridge keep its name; the diagnosis, trace, culprit, overlay and cross-node lab scenarios pass\n  \
-         unchanged. The cgroup_skb hooks stay: they are the only view of pods whose traffic passes no\n  \
+         hooks saw each packet between a port and the host stack a second time (2 of the 10 runs). The sum per\n  \
+         round trip dropped less than the runs: the bridge's runs were cheap second looks at headers the\n  \
+         veth's run had just brought into cache (first run on a 2-CPU VM under load: 524 ns per round trip in\n  \
+         8 runs against 510 ns in 10 in a quieter run). Drops on the bridge keep its name; the diagnosis,\n  \
+         trace, culprit, overlay and cross-node lab scenarios pass unchanged. The cgroup_skb hooks stay: they are the only view of pods whose traffic passes no\n  \
          veth of the node (ipvlan, macvlan, host-network) and of delivery to the socket.\n\
          - **Parallel attach** ({}): a tcx link costs {:.1} ms from one thread and {:.1} ms per link\n  \
          from {} threads. The kernel attaches under the RTNL lock and waits for an RCU grace period\n  \
