@@ -56,7 +56,12 @@ struct Job {
 /// Holds netfilter drops back until their culprit is known. Reading rulesets (a few tools per
 /// namespace) happens on a worker thread, so the event loop never stalls on it.
 pub struct Attributor {
-    pending: Vec<Pending>,
+    /// Drops not yet sent to the worker, by namespace, in arrival order. Kept apart per
+    /// namespace so that a drain with a job in flight leaves the waiting drops where they are
+    /// (re-sorting every waiting drop at each drain cost a flood most of the reader's CPU).
+    pending: BTreeMap<u32, Vec<Pending>>,
+    /// How many drops `pending` holds in all.
+    pending_count: usize,
     /// Drops passed on without a culprit because too many were waiting.
     pub overflowed: u64,
     jobs: Option<mpsc::Sender<Job>>,
@@ -91,7 +96,8 @@ impl Attributor {
             .map_err(|err| warn!("culprit worker not started: {err}"))
             .ok();
         Self {
-            pending: Vec::new(),
+            pending: BTreeMap::new(),
+            pending_count: 0,
             overflowed: 0,
             jobs: handle.as_ref().map(|_| jobs),
             results,
@@ -110,11 +116,13 @@ impl Attributor {
     /// Holds a drop back; when too many wait (or there is no worker), it is passed on at once,
     /// without a culprit.
     pub fn push(&mut self, event: Event, observation: Observation) -> Option<(Event, Observation)> {
-        if self.pending.len() >= MAX_PENDING || self.jobs.is_none() {
+        if self.pending_count >= MAX_PENDING || self.jobs.is_none() {
             self.overflowed += 1;
             return Some((event, observation));
         }
-        self.pending.push(Pending { event, observation, queued: Instant::now() });
+        let netns = netns_of(&observation);
+        self.pending.entry(netns).or_default().push(Pending { event, observation, queued: Instant::now() });
+        self.pending_count += 1;
         None
     }
 
@@ -137,31 +145,33 @@ impl Attributor {
             }
             // What the worker did not finish in time is passed on without a culprit, not lost.
             out.extend(self.in_flight.drain().flat_map(|(_, drops)| drops));
-            out.extend(self.pending.drain(..).map(|p| (p.event, p.observation)));
+            let pending = std::mem::take(&mut self.pending);
+            self.pending_count = 0;
+            out.extend(pending.into_values().flatten().map(|p| (p.event, p.observation)));
         }
         out.sort_by_key(|(_, o)| o.time);
         out
     }
 
     /// Sends the worker the drops that are due (all when `flush`), one job per namespace that
-    /// has none in flight.
+    /// has none in flight. A namespace's drops go together: they are due once the oldest has
+    /// settled and the namespace may be read again. Namespaces that are not due are not touched.
     fn send_due(&mut self, flush: bool, path_of: &dyn Fn(u32) -> Option<PathBuf>, out: &mut Vec<(Event, Observation)>) {
         let now = Instant::now();
-        let mut by_netns: BTreeMap<u32, Vec<Pending>> = BTreeMap::new();
-        let mut waiting = Vec::new();
-        for p in self.pending.drain(..) {
-            let netns = netns_of(&p.observation);
-            let free = !self.in_flight.contains_key(&netns);
-            let settled = now.duration_since(p.queued) >= SETTLE;
-            let may_read = self.last_sent.get(&netns).is_none_or(|t| now.duration_since(*t) >= MIN_READ_INTERVAL);
-            if free && (flush || (settled && may_read) || by_netns.contains_key(&netns)) {
-                by_netns.entry(netns).or_default().push(p);
-            } else {
-                waiting.push(p);
-            }
-        }
-        self.pending = waiting;
-        for (netns, drops) in by_netns {
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(netns, drops)| {
+                let free = !self.in_flight.contains_key(netns);
+                let settled = drops.first().is_some_and(|p| now.duration_since(p.queued) >= SETTLE);
+                let may_read = self.last_sent.get(netns).is_none_or(|t| now.duration_since(*t) >= MIN_READ_INTERVAL);
+                free && (flush || (settled && may_read))
+            })
+            .map(|(netns, _)| *netns)
+            .collect();
+        for netns in due {
+            let Some(drops) = self.pending.remove(&netns) else { continue };
+            self.pending_count -= drops.len();
             let copies: Vec<(Event, Observation)> = drops.iter().map(|p| (p.event, p.observation.clone())).collect();
             let job = Job { netns, path: path_of(netns), drops };
             match self.jobs.as_ref().map(|jobs| jobs.send(job)) {
@@ -434,7 +444,10 @@ mod tests {
         time::{Duration, SystemTime},
     };
 
-    use super::{culprit_for, icmp_header, tcp_flags};
+    use observer_common::decode::Event;
+    use observer_core::model::{Detail, Observation};
+
+    use super::{culprit_for, icmp_header, tcp_flags, Attributor, MAX_PENDING};
     use crate::netfilter::{
         culprit::Confidence,
         eval::Packet,
@@ -470,6 +483,94 @@ mod tests {
         // A read that started before the drop (and ended after it) says nothing about it.
         let stale = VecDeque::from([read_at(&save(0), drop - Duration::from_millis(2))]);
         assert_eq!(culprit_for(&stale, drop, &packet).confidence, Confidence::Evaluated);
+    }
+
+    fn drop_in(netns: u32, micros: u64) -> (Event, Observation) {
+        use observer_core::model::{DropReason, Flow, Hook, Protocol};
+        let observation = Observation {
+            time: SystemTime::UNIX_EPOCH + Duration::from_micros(micros),
+            hook: Hook::KfreeSkb,
+            ifindex: 4,
+            interface: None,
+            flow: Some(Flow {
+                protocol: Protocol(6),
+                src: "10.244.1.20".parse().unwrap(),
+                sport: 40_000u16.wrapping_add(micros as u16),
+                dst: "10.244.2.10".parse().unwrap(),
+                dport: 9999,
+            }),
+            encap: None,
+            detail: Detail::Drop {
+                drop_reason: DropReason::new(12, "NETFILTER_DROP"),
+                location: "nf_hook_slow+0x10".into(),
+                netns,
+                culprit: None,
+                quoted: None,
+                packet: Default::default(),
+                solicited: None,
+            },
+            process: None,
+            src: None,
+            dst: None,
+        };
+        (Event::Drop(Default::default()), observation)
+    }
+
+    /// Drops of a namespace whose job is at the worker wait (counted, in order) without being
+    /// sent again; another namespace's drops go at once; the flush hands on every drop, each
+    /// with its culprit (here: the namespace is unreachable, so the culprit says so).
+    #[test]
+    fn drops_wait_per_namespace_while_its_job_is_in_flight() {
+        let mut attributor = Attributor::new(None);
+        let nowhere = |_: u32| None;
+        for micros in 0..3 {
+            let (event, observation) = drop_in(7, micros);
+            assert!(Attributor::wants(&observation));
+            assert!(attributor.push(event, observation).is_none(), "held back");
+        }
+        assert_eq!(attributor.pending_count, 3);
+        let first = attributor.ready(false, &nowhere);
+        assert_eq!(attributor.pending_count, 0, "sent as one job");
+        assert!(attributor.in_flight.contains_key(&7));
+        // The namespace was just read: its next drops wait, another namespace's do not.
+        let mut later = Vec::new();
+        for micros in 3..6 {
+            let (event, observation) = drop_in(7, micros);
+            assert!(attributor.push(event, observation).is_none());
+        }
+        let (event, observation) = drop_in(8, 6);
+        assert!(attributor.push(event, observation).is_none());
+        later.extend(attributor.ready(false, &nowhere));
+        assert_eq!(attributor.pending.get(&7).map(Vec::len), Some(3), "namespace 7 waits");
+        assert!(!attributor.pending.contains_key(&8), "namespace 8 was sent");
+        assert_eq!(attributor.pending_count, 3);
+        let rest = attributor.ready(true, &nowhere);
+        assert!(attributor.is_idle());
+        let all: Vec<Observation> = first.into_iter().chain(later).chain(rest).map(|(_, o)| o).collect();
+        let mut times: Vec<u64> =
+            all.iter().map(|o| o.time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_micros() as u64).collect();
+        times.sort_unstable();
+        assert_eq!(times, (0..7).collect::<Vec<_>>(), "every drop handed on once");
+        for o in &all {
+            let Detail::Drop { culprit: Some(culprit), .. } = &o.detail else { panic!("no culprit: {o:?}") };
+            assert_eq!(culprit.confidence, Confidence::NotIdentified);
+            assert!(culprit.note.as_deref().is_some_and(|n| n.contains("not reachable")), "{culprit:?}");
+        }
+    }
+
+    /// Past [`MAX_PENDING`] waiting drops, a drop is handed back at once and counted.
+    #[test]
+    fn a_full_queue_passes_drops_on_and_counts_them() {
+        let mut attributor = Attributor::new(None);
+        for micros in 0..MAX_PENDING as u64 {
+            let (event, observation) = drop_in(1 + (micros % 3) as u32, micros);
+            assert!(attributor.push(event, observation).is_none());
+        }
+        let (event, observation) = drop_in(1, 99_999);
+        assert!(attributor.push(event, observation).is_some_and(|(_, o)| o.time > SystemTime::UNIX_EPOCH));
+        assert_eq!(attributor.overflowed, 1);
+        assert_eq!(attributor.ready(true, &|_| None).len(), MAX_PENDING);
+        assert_eq!(attributor.pending_count, 0);
     }
 
     #[test]
