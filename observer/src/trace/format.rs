@@ -151,7 +151,19 @@ impl Summary {
 
 /// One JSON object (schema: `docs/trace-json.md`).
 pub fn json_line(o: &Observation) -> String {
-    serde_json::to_string(o).unwrap_or_else(crate::json::error_object)
+    let mut line = Vec::new();
+    write_json(o, &mut line);
+    String::from_utf8(line).unwrap_or_else(crate::json::error_object)
+}
+
+/// [`json_line`] into `buf` (cleared first, its allocation reused: a trace writes one object per
+/// event). An observation that cannot be serialized becomes the error object.
+pub fn write_json(o: &Observation, buf: &mut Vec<u8>) {
+    buf.clear();
+    if let Err(err) = serde_json::to_writer(&mut *buf, o) {
+        buf.clear();
+        buf.extend_from_slice(crate::json::error_object(err).as_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -266,5 +278,19 @@ mod tests {
         assert_eq!(v["flow"]["dport"], 15012);
         assert_eq!(v["flow"]["protocol"], "TCP");
         assert_eq!(v["time"], "1970-01-01T01:02:03.000042Z");
+    }
+
+    /// The reused buffer holds one object at a time, whatever it held before.
+    #[test]
+    fn json_into_a_reused_buffer() {
+        let mut buf = b"{\"left\":\"over from a longer line\"}".repeat(20);
+        write_json(&syn(), &mut buf);
+        assert_eq!(buf, serde_json::to_vec(&syn()).expect("json"));
+        let mut other = syn();
+        other.interface = None;
+        write_json(&other, &mut buf);
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
+        assert_eq!(v["interface"], serde_json::Value::Null);
+        assert_eq!(v["flow"]["sport"], 43512);
     }
 }
