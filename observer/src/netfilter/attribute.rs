@@ -9,7 +9,7 @@ use std::{
     net::IpAddr,
     path::PathBuf,
     sync::{mpsc, Arc},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use observer_common::decode::Event;
@@ -22,7 +22,7 @@ use super::{
     read::{read_here, Snapshot},
     route::NamespaceRoutes,
 };
-use observer_core::model::{Detail, DropClass, Encapsulation, Observation, TunnelKind};
+use observer_core::model::{Captured, Detail, DropClass, Encapsulation, Flow, Observation, TunnelKind};
 
 use crate::loader::NetnsTarget;
 
@@ -46,11 +46,32 @@ struct Pending {
     queued: Instant,
 }
 
+/// What the worker needs of a drop: when, and the packet (flow, tunnel, device, captured
+/// bytes; the bytes are shared, not copied). The drop itself stays with the event loop.
+struct DropFacts {
+    time: SystemTime,
+    flow: Option<Flow>,
+    encap: Option<Encapsulation>,
+    ifindex: u32,
+    /// None: not a drop (nothing to evaluate).
+    packet: Option<Captured>,
+}
+
+impl DropFacts {
+    fn of(o: &Observation) -> Self {
+        let packet = match &o.detail {
+            Detail::Drop { packet, .. } => Some(packet.clone()),
+            _ => None,
+        };
+        Self { time: o.time, flow: o.flow, encap: o.encap, ifindex: o.ifindex, packet }
+    }
+}
+
 /// Drops of one namespace to attribute, with a path to enter it (None: unreachable).
 struct Job {
     netns: u32,
     path: Option<PathBuf>,
-    drops: Vec<Pending>,
+    drops: Vec<DropFacts>,
 }
 
 /// Holds netfilter drops back until their culprit is known. Reading rulesets (a few tools per
@@ -65,9 +86,11 @@ pub struct Attributor {
     /// Drops passed on without a culprit because too many were waiting.
     pub overflowed: u64,
     jobs: Option<mpsc::Sender<Job>>,
-    results: mpsc::Receiver<(u32, Vec<(Event, Observation)>)>,
-    /// Namespaces with a job at the worker, with its drops (passed on as they are if the worker
-    /// does not answer in time), and when each namespace was last sent.
+    /// Each job's culprits, in the order of its drops.
+    results: mpsc::Receiver<(u32, Vec<Arc<Culprit>>)>,
+    /// Namespaces with a job at the worker, with its drops (the culprits are set on them when
+    /// the worker answers; passed on as they are if it does not answer in time), and when each
+    /// namespace was last sent.
     in_flight: HashMap<u32, Vec<(Event, Observation)>>,
     last_sent: HashMap<u32, Instant>,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -172,15 +195,16 @@ impl Attributor {
         for netns in due {
             let Some(drops) = self.pending.remove(&netns) else { continue };
             self.pending_count -= drops.len();
-            let copies: Vec<(Event, Observation)> = drops.iter().map(|p| (p.event, p.observation.clone())).collect();
-            let job = Job { netns, path: path_of(netns), drops };
+            let facts = drops.iter().map(|p| DropFacts::of(&p.observation)).collect();
+            let drops = drops.into_iter().map(|p| (p.event, p.observation));
+            let job = Job { netns, path: path_of(netns), drops: facts };
             match self.jobs.as_ref().map(|jobs| jobs.send(job)) {
                 Some(Ok(())) => {
-                    self.in_flight.insert(netns, copies);
+                    self.in_flight.insert(netns, drops.collect());
                     self.last_sent.insert(netns, now);
                 }
                 // The worker is gone: pass the drops on without a culprit.
-                _ => out.extend(copies),
+                _ => out.extend(drops),
             }
         }
     }
@@ -188,15 +212,25 @@ impl Attributor {
     /// Takes finished jobs (blocking until `until` for the first when given).
     fn collect(&mut self, out: &mut Vec<(Event, Observation)>, until: Option<Instant>) {
         if let Some(until) = until {
-            if let Ok((netns, batch)) = self.results.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                self.in_flight.remove(&netns);
-                out.extend(batch);
+            if let Ok((netns, culprits)) = self.results.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                self.answered(netns, culprits, out);
             }
         }
-        while let Ok((netns, batch)) = self.results.try_recv() {
-            self.in_flight.remove(&netns);
-            out.extend(batch);
+        while let Ok((netns, culprits)) = self.results.try_recv() {
+            self.answered(netns, culprits, out);
         }
+    }
+
+    /// Sets the culprits of a namespace's job on its drops and passes them on.
+    fn answered(&mut self, netns: u32, culprits: Vec<Arc<Culprit>>, out: &mut Vec<(Event, Observation)>) {
+        let Some(drops) = self.in_flight.remove(&netns) else { return };
+        let mut culprits = culprits.into_iter();
+        out.extend(drops.into_iter().map(|(event, mut observation)| {
+            if let Detail::Drop { culprit: slot, .. } = &mut observation.detail {
+                *slot = culprits.next();
+            }
+            (event, observation)
+        }));
     }
 }
 
@@ -256,21 +290,13 @@ impl Worker {
         new
     }
 
-    fn attribute(&mut self, job: Job) -> Vec<(Event, Observation)> {
+    /// The culprit of each of the job's drops, in order.
+    fn attribute(&mut self, job: Job) -> Vec<Arc<Culprit>> {
         let culprits = self.attribute_in(job.netns, &job.drops, job.path.as_deref());
-        job.drops
-            .into_iter()
-            .zip(culprits)
-            .map(|(mut p, culprit)| {
-                if let Detail::Drop { culprit: slot, .. } = &mut p.observation.detail {
-                    *slot = Some(self.shared(culprit));
-                }
-                (p.event, p.observation)
-            })
-            .collect()
+        culprits.into_iter().map(|culprit| self.shared(culprit)).collect()
     }
 
-    fn attribute_in(&mut self, netns: u32, drops: &[Pending], path: Option<&std::path::Path>) -> Vec<Culprit> {
+    fn attribute_in(&mut self, netns: u32, drops: &[DropFacts], path: Option<&std::path::Path>) -> Vec<Culprit> {
         let unreachable = |why: String| drops.iter().map(|_| Culprit::not_identified(None, why.clone())).collect();
         let Some(path) = path else {
             return unreachable(format!("network namespace {netns} is not reachable from here (no process or name)"));
@@ -282,7 +308,7 @@ impl Worker {
         let inside = target.run_inside(|| {
             let snapshot = read_here();
             let packets: Vec<Option<Packet>> = match NamespaceRoutes::here() {
-                Ok(mut routes) => drops.iter().map(|p| packet_of(&p.observation, &mut routes)).collect(),
+                Ok(mut routes) => drops.iter().map(|d| packet_of(d, &mut routes)).collect(),
                 Err(_) => drops.iter().map(|_| None).collect(),
             };
             (snapshot, packets)
@@ -296,8 +322,8 @@ impl Worker {
         drops
             .iter()
             .zip(packets)
-            .map(|(p, packet)| match packet {
-                Some(packet) => culprit_for(&ns.snapshots, p.observation.time, &packet),
+            .map(|(d, packet)| match packet {
+                Some(packet) => culprit_for(&ns.snapshots, d.time, &packet),
                 None => Culprit::not_identified(None, "the dropped packet's addresses could not be read"),
             })
             .collect()
@@ -369,16 +395,15 @@ fn locate(tables: &[Table], site: Site, older: &[Table]) -> Option<Site> {
 
 /// What the evaluator needs: the 5-tuple, TCP flags from the captured header, which ends are
 /// local, and the interfaces (skb->dev at the drop is the input device except on output).
-fn packet_of(observation: &Observation, routes: &mut NamespaceRoutes) -> Option<Packet> {
-    let flow = observation.flow?;
-    let Detail::Drop { packet, .. } = &observation.detail else { return None };
-    let captured = packet.bytes();
+fn packet_of(drop: &DropFacts, routes: &mut NamespaceRoutes) -> Option<Packet> {
+    let flow = drop.flow?;
+    let captured = drop.packet.as_ref()?.bytes();
     // An outer packet (its inner flow is the observation's): netfilter judged the outer one.
-    if let Some(encap) = observation.encap {
-        return Some(outer_packet_of(&encap, captured, observation.ifindex, routes));
+    if let Some(encap) = drop.encap {
+        return Some(outer_packet_of(&encap, captured, drop.ifindex, routes));
     }
     // skb->dev at a drop is the input device, except on output where it is not set yet.
-    let route = routes.route(flow.src, flow.dst, Some(observation.ifindex), false);
+    let route = routes.route(flow.src, flow.dst, Some(drop.ifindex), false);
     let flags = tcp_flags(captured, flow.src);
     let mut packet = Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route);
     packet.icmp = icmp_header(captured, flow.src);
