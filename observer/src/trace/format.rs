@@ -159,14 +159,35 @@ pub fn json_line(o: &Observation) -> String {
 /// [`json_line`] into `buf` (cleared first, its allocation reused: a trace writes one object per
 /// event). An observation that cannot be serialized becomes the error object.
 ///
-/// Handshake packets (most of a trace's lines) are written field by field with their keys as
-/// constants, byte for byte what serde writes (the tests compare both): serde's derived
+/// Handshake packets and drops (most of a trace's lines) are written field by field with their
+/// keys as constants, byte for byte what serde writes (the tests compare both): serde's derived
 /// serializer, through `#[serde(flatten)]`, goes through its map machinery and escapes every
-/// key, which made serialization a third of the reader's CPU under a SYN flood.
+/// key, which made serialization a third of the reader's CPU under a SYN flood. Values (names,
+/// addresses, culprits) are still written by serde_json.
 pub fn write_json(o: &Observation, buf: &mut Vec<u8>) {
     buf.clear();
-    let written = match o.detail {
-        Detail::Packet { tcp_flags, tcp_seq } => write_packet_json(o, tcp_flags, tcp_seq, buf),
+    let written = match &o.detail {
+        Detail::Packet { tcp_flags, tcp_seq } => write_fields(o, buf, |buf| {
+            value(buf, b",\"type\":\"packet\",\"tcp_flags\":", tcp_flags)?;
+            value(buf, b",\"tcp_seq\":", tcp_seq)
+        }),
+        Detail::Drop { drop_reason, location, netns, culprit, quoted, packet: _, solicited } => {
+            write_fields(o, buf, |buf| {
+                value(buf, b",\"type\":\"drop\",\"drop_reason\":", drop_reason)?;
+                value(buf, b",\"location\":", location)?;
+                value(buf, b",\"netns\":", netns)?;
+                if let Some(culprit) = culprit {
+                    value(buf, b",\"culprit\":", culprit)?;
+                }
+                if let Some(quoted) = quoted {
+                    value(buf, b",\"quoted\":", quoted)?;
+                }
+                if let Some(solicited) = solicited {
+                    value(buf, b",\"solicited\":", solicited)?;
+                }
+                Ok(())
+            })
+        }
         _ => serde_json::to_writer(&mut *buf, o),
     };
     if let Err(err) = written {
@@ -175,18 +196,19 @@ pub fn write_json(o: &Observation, buf: &mut Vec<u8>) {
     }
 }
 
-/// A `Detail::Packet` observation as serde writes it: the fields in declaration order, the
-/// detail's tag and fields in place of `detail`, optional fields only when present.
-fn write_packet_json(
+/// `key` (with its leading comma and colon), then `v` as serde_json writes it.
+fn value(buf: &mut Vec<u8>, key: &[u8], v: &impl serde::Serialize) -> serde_json::Result<()> {
+    buf.extend_from_slice(key);
+    serde_json::to_writer(&mut *buf, v)
+}
+
+/// An observation as serde writes it: its fields in declaration order, the detail's tag and
+/// fields (written by `detail`) in place of `detail`, optional fields only when present.
+fn write_fields(
     o: &Observation,
-    tcp_flags: crate::events::model::TcpFlags,
-    tcp_seq: u32,
     buf: &mut Vec<u8>,
+    detail: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
 ) -> serde_json::Result<()> {
-    fn value(buf: &mut Vec<u8>, key: &[u8], v: &impl serde::Serialize) -> serde_json::Result<()> {
-        buf.extend_from_slice(key);
-        serde_json::to_writer(&mut *buf, v)
-    }
     buf.extend_from_slice(b"{\"time\":");
     observer_core::time::serialize_rfc3339(&o.time, &mut serde_json::Serializer::new(&mut *buf))?;
     value(buf, b",\"hook\":", &o.hook)?;
@@ -206,8 +228,7 @@ fn write_packet_json(
     if let Some(encap) = &o.encap {
         value(buf, b",\"encap\":", encap)?;
     }
-    value(buf, b",\"type\":\"packet\",\"tcp_flags\":", &tcp_flags)?;
-    value(buf, b",\"tcp_seq\":", &tcp_seq)?;
+    detail(buf)?;
     if let Some(process) = &o.process {
         value(buf, b",\"process\":", process)?;
     }
@@ -335,11 +356,12 @@ mod tests {
         assert_eq!(v["time"], "1970-01-01T01:02:03.000042Z");
     }
 
-    /// Handshake packets are written by hand: byte for byte what serde writes, whatever is
-    /// present (interface, flow, tunnel, process, inventory names; names that need escaping).
+    /// Handshake packets and drops are written by hand: byte for byte what serde writes,
+    /// whatever is present (interface, flow, tunnel, process, inventory names, culprit, quoted
+    /// flow, solicited address; names that need escaping).
     #[test]
-    fn a_packet_is_written_as_serde_writes_it() {
-        use crate::events::model::{Encapsulation, Process, TcpFlags, TunnelKind};
+    fn packets_and_drops_are_written_as_serde_writes_them() {
+        use crate::events::model::{Captured, DropReason, Encapsulation, Process, TcpFlags, TunnelKind};
         use crate::inventory::Endpoint;
         let mut cases = Vec::new();
         for hook in [Hook::TcIngress, Hook::TcEgress, Hook::CgroupIngress, Hook::CgroupEgress, Hook::KfreeSkb] {
@@ -381,6 +403,29 @@ mod tests {
         o.src = None;
         o.process = None;
         cases.push(o);
+        // Drops: plain, with a culprit, a quoted flow (ICMP), a solicited neighbour; the
+        // packet's captured bytes are never written.
+        let mut drop = cases[0].clone();
+        drop.hook = Hook::KfreeSkb;
+        drop.detail = Detail::Drop {
+            drop_reason: DropReason::new(12, "NETFILTER_DROP"),
+            location: "nf_hook_slow+0x10".into(),
+            netns: 4026532000,
+            culprit: None,
+            quoted: None,
+            packet: Captured(vec![0x45, 0, 0, 40].into()),
+            solicited: None,
+        };
+        cases.push(drop.clone());
+        let culprit = observer_core::netfilter::Culprit::not_identified(Some("FORWARD"), "no \"rule\" matched");
+        if let Detail::Drop { culprit: c, quoted, solicited, drop_reason, .. } = &mut drop.detail {
+            *c = Some(std::sync::Arc::new(culprit));
+            *quoted = drop.flow;
+            *solicited = Some("fd00::9".parse().expect("v6"));
+            *drop_reason = DropReason::new(999, "SKB_DROP_REASON_999");
+        }
+        drop.src = Some(Endpoint { pod: Some("shop/cart".into()), ..Default::default() });
+        cases.push(drop);
         let mut buf = Vec::new();
         for o in &cases {
             write_json(o, &mut buf);
