@@ -40,10 +40,12 @@ const RECENT_CULPRITS: usize = 64;
 /// How long the end of a run waits for the culprits still being worked out.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Pending {
-    event: Event,
-    observation: Observation,
-    queued: Instant,
+/// A namespace's drops waiting to be sent to the worker, in arrival order. They go together, as
+/// they are (the vector is handed on, not its elements: a drop with its event is ~900 bytes).
+struct Queue {
+    /// When the oldest arrived.
+    since: Instant,
+    drops: Vec<(Event, Observation)>,
 }
 
 /// What the worker needs of a drop: when, and the packet (flow, tunnel, device, captured
@@ -80,7 +82,7 @@ pub struct Attributor {
     /// Drops not yet sent to the worker, by namespace, in arrival order. Kept apart per
     /// namespace so that a drain with a job in flight leaves the waiting drops where they are
     /// (re-sorting every waiting drop at each drain cost a flood most of the reader's CPU).
-    pending: BTreeMap<u32, Vec<Pending>>,
+    pending: BTreeMap<u32, Queue>,
     /// How many drops `pending` holds in all.
     pending_count: usize,
     /// Drops passed on without a culprit because too many were waiting.
@@ -144,7 +146,8 @@ impl Attributor {
             return Some((event, observation));
         }
         let netns = netns_of(&observation);
-        self.pending.entry(netns).or_default().push(Pending { event, observation, queued: Instant::now() });
+        let queue = self.pending.entry(netns).or_insert_with(|| Queue { since: Instant::now(), drops: Vec::new() });
+        queue.drops.push((event, observation));
         self.pending_count += 1;
         None
     }
@@ -170,7 +173,7 @@ impl Attributor {
             out.extend(self.in_flight.drain().flat_map(|(_, drops)| drops));
             let pending = std::mem::take(&mut self.pending);
             self.pending_count = 0;
-            out.extend(pending.into_values().flatten().map(|p| (p.event, p.observation)));
+            out.extend(pending.into_values().flat_map(|queue| queue.drops));
         }
         out.sort_by_key(|(_, o)| o.time);
         out
@@ -184,23 +187,22 @@ impl Attributor {
         let due: Vec<u32> = self
             .pending
             .iter()
-            .filter(|(netns, drops)| {
+            .filter(|(netns, queue)| {
                 let free = !self.in_flight.contains_key(netns);
-                let settled = drops.first().is_some_and(|p| now.duration_since(p.queued) >= SETTLE);
+                let settled = now.duration_since(queue.since) >= SETTLE;
                 let may_read = self.last_sent.get(netns).is_none_or(|t| now.duration_since(*t) >= MIN_READ_INTERVAL);
                 free && (flush || (settled && may_read))
             })
             .map(|(netns, _)| *netns)
             .collect();
         for netns in due {
-            let Some(drops) = self.pending.remove(&netns) else { continue };
+            let Some(Queue { drops, .. }) = self.pending.remove(&netns) else { continue };
             self.pending_count -= drops.len();
-            let facts = drops.iter().map(|p| DropFacts::of(&p.observation)).collect();
-            let drops = drops.into_iter().map(|p| (p.event, p.observation));
+            let facts = drops.iter().map(|(_, o)| DropFacts::of(o)).collect();
             let job = Job { netns, path: path_of(netns), drops: facts };
             match self.jobs.as_ref().map(|jobs| jobs.send(job)) {
                 Some(Ok(())) => {
-                    self.in_flight.insert(netns, drops.collect());
+                    self.in_flight.insert(netns, drops);
                     self.last_sent.insert(netns, now);
                 }
                 // The worker is gone: pass the drops on without a culprit.
@@ -223,14 +225,17 @@ impl Attributor {
 
     /// Sets the culprits of a namespace's job on its drops and passes them on.
     fn answered(&mut self, netns: u32, culprits: Vec<Arc<Culprit>>, out: &mut Vec<(Event, Observation)>) {
-        let Some(drops) = self.in_flight.remove(&netns) else { return };
-        let mut culprits = culprits.into_iter();
-        out.extend(drops.into_iter().map(|(event, mut observation)| {
+        let Some(mut drops) = self.in_flight.remove(&netns) else { return };
+        for ((_, observation), culprit) in drops.iter_mut().zip(culprits) {
             if let Detail::Drop { culprit: slot, .. } = &mut observation.detail {
-                *slot = culprits.next();
+                *slot = Some(culprit);
             }
-            (event, observation)
-        }));
+        }
+        if out.is_empty() {
+            *out = drops;
+        } else {
+            out.append(&mut drops);
+        }
     }
 }
 
@@ -566,7 +571,7 @@ mod tests {
         let (event, observation) = drop_in(8, 6);
         assert!(attributor.push(event, observation).is_none());
         later.extend(attributor.ready(false, &nowhere));
-        assert_eq!(attributor.pending.get(&7).map(Vec::len), Some(3), "namespace 7 waits");
+        assert_eq!(attributor.pending.get(&7).map(|q| q.drops.len()), Some(3), "namespace 7 waits");
         assert!(!attributor.pending.contains_key(&8), "namespace 8 was sent");
         assert_eq!(attributor.pending_count, 3);
         let rest = attributor.ready(true, &nowhere);
