@@ -28,31 +28,51 @@ struct Rfc3339([u8; 27]);
 impl Rfc3339 {
     /// None for years past 9999 (which need more than four digits).
     fn of(t: SystemTime) -> Option<Self> {
+        thread_local! {
+            /// The last second written and its text up to the seconds: events come in bursts
+            /// within one second, so the date is worked out once per second, not per event.
+            static LAST: std::cell::Cell<Option<(u64, [u8; 27])>> = const { std::cell::Cell::new(None) };
+        }
         let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs();
+        let mut out = match LAST.with(std::cell::Cell::get) {
+            Some((last, text)) if last == secs => text,
+            _ => {
+                let text = Self::to_the_second(secs)?;
+                LAST.with(|cell| cell.set(Some((secs, text))));
+                text
+            }
+        };
+        write_digits(&mut out, 20, 6, since.subsec_micros());
+        Some(Self(out))
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.000000Z` for whole seconds since the epoch.
+    fn to_the_second(secs: u64) -> Option<[u8; 27]> {
         let (y, m, d) = civil_from_days((secs / 86_400) as i64);
         let y = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
         let day = secs % 86_400;
         let mut out = *b"0000-00-00T00:00:00.000000Z";
-        let mut digits = |at: usize, width: usize, mut value: u32| {
-            for i in (at..at + width).rev() {
-                out[i] = b'0' + (value % 10) as u8;
-                value /= 10;
-            }
-        };
-        digits(0, 4, y);
-        digits(5, 2, m);
-        digits(8, 2, d);
-        digits(11, 2, (day / 3600) as u32);
-        digits(14, 2, (day / 60 % 60) as u32);
-        digits(17, 2, (day % 60) as u32);
-        digits(20, 6, since.subsec_micros());
-        Some(Self(out))
+        write_digits(&mut out, 0, 4, y);
+        write_digits(&mut out, 5, 2, m);
+        write_digits(&mut out, 8, 2, d);
+        write_digits(&mut out, 11, 2, (day / 3600) as u32);
+        write_digits(&mut out, 14, 2, (day / 60 % 60) as u32);
+        write_digits(&mut out, 17, 2, (day % 60) as u32);
+        Some(out)
     }
 
     fn as_str(&self) -> &str {
         // Only ASCII digits and separators are ever written.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// `value`'s last `width` decimal digits into `out[at..at + width]`, zero-padded.
+fn write_digits(out: &mut [u8; 27], at: usize, width: usize, mut value: u32) {
+    for slot in out[at..at + width].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
@@ -161,6 +181,15 @@ mod tests {
             let t = UNIX_EPOCH + Duration::new(1_795_000_000 + sec, 999_999_999);
             assert_eq!(rfc3339(t), reference(t));
         }
+        // Within one second (the remembered date), across a second and a day boundary, and back.
+        let midnight = 1_795_046_400; // 2026-11-19T00:00:00Z
+        for (secs, micros) in
+            [(midnight - 1, 1), (midnight - 1, 999_999), (midnight, 0), (midnight, 7), (midnight - 1, 5)]
+        {
+            let t = UNIX_EPOCH + Duration::new(secs, micros * 1000);
+            assert_eq!(rfc3339(t), reference(t));
+        }
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::new(midnight, 7_000)), "2026-11-19T00:00:00.000007Z");
         let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800); // 10000-01-01
         assert_eq!(rfc3339(far), "10000-01-01T00:00:00.000000Z");
         #[derive(serde::Serialize)]
