@@ -431,7 +431,7 @@ fn push_directions(s: &mut String, r: &Results) {
          loaded run it lost 54,745 at 129k events/s where the reader without the nap, just after, lost\n  \
          none at 692k/s: a reader that sleeps while records wait gives its CPU away on a busy node.\n  \
          `BPF_RB_NO_WAKEUP` with a threshold (`bpf_ringbuf_query`) was not tried.\n\
-         - **Trace reader CPU per event** (kept; perf4, 04:55-05:30 UTC): `perf record` of `observer trace\n  \
+         - **Trace reader CPU per event** (kept; perf4, 04:55-05:35 UTC): `perf record` of `observer trace\n  \
          --output json` under the section 2 flood: 28 % of the process's samples were memmove and 11 %\n  \
          `Attributor::send_due`, which moved every waiting NETFILTER_DROP (up to 4,096 records of ~900\n  \
          bytes) into a new vector at every drain while its namespace's read was in flight; then the culprit\n  \
@@ -441,13 +441,16 @@ fn push_directions(s: &mut String, r: &Results) {
          evaluates (time, flow, tunnel, device, the shared captured bytes) and answers with the culprits,\n  \
          so no drop is cloned; route lookups are remembered per job; packets and drops are written as JSON\n  \
          field by field into one reused buffer (keys constant, values by serde_json; a unit test holds the\n  \
-         bytes equal to serde's), times and protocol names without allocating. Interleaved runs of the\n  \
-         same flood by hand (process utime+stime over the 2 s flood and 1.5 s after, 10 pairs at 100k and\n  \
-         133k SYN/s offered, 136k-371k events/s reached, load 5.2-6.1): before, median 2.55 µs CPU per\n  \
-         event (1.93-2.85), ring buffer full in 6 of 10 runs (3,022-37,298 lost); after, median 1.31 µs\n  \
-         (0.80-1.64), full in 1 of 10 (4,567 lost); the highest rate seen without loss after, 371k events/s,\n  \
-         was the flood generator's limit on the loaded machine, not the reader's. `decode_name_json_10k_records`\n  \
-         (section 5): 5.0 -> 3.1 ms per 10k records, fastest of 30, three interleaved runs each. Left: the\n  \
+         bytes equal to serde's), times (the text up to the second remembered), protocol names and TCP\n  \
+         flags without allocating. Interleaved runs of the same flood by hand (process utime+stime over\n  \
+         the 2 s flood and 1.5 s after; 10 pairs at 100k and 133k SYN/s offered, 120k-398k events/s\n  \
+         reached, load 4.7-5.7): before, median 2.02 µs CPU per event (1.42-3.93), ring buffer full in 8\n  \
+         of 10 runs (1,311-145,619 lost); after, median 0.93 µs (0.87-2.52; the 2.52 a run where the\n  \
+         reader kept up and woke 15,647 times), full in 2 of 10 (930 and 7,404 lost); after, 398k events/s\n  \
+         and 394k events/s with none lost (the flood generator's limit on the loaded machine). An earlier\n  \
+         10-pair round without the last two changes: 2.55 -> 1.31 µs. `decode_name_json_10k_records`\n  \
+         (section 5), three interleaved runs each: 4.77-4.82 -> 2.48-2.54 ms per 10k records (fastest of\n  \
+         30; medians 4.91-5.10 -> 2.60-2.69 ms). Left: the\n  \
          wake-up per catch-up (`poll(2)` about 10 % of the reader's samples when it keeps up), the culprit\n  \
          worker's ruleset tools (nft, iptables-save, ip, bridge: 25-30 % of the samples of the process\n  \
          and its children, on the reader's CPU under `taskset`, not in the process's CPU time), the\n  \
