@@ -11,10 +11,69 @@ pub fn time_of_day(t: SystemTime) -> String {
 
 /// RFC 3339 UTC with microseconds, for JSON.
 pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let days = (since.as_secs() / 86_400) as i64;
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{}Z", time_of_day(t))
+    match Rfc3339::of(t) {
+        Some(text) => text.as_str().to_string(),
+        None => {
+            let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let (y, m, d) = civil_from_days((since.as_secs() / 86_400) as i64);
+            format!("{y:04}-{m:02}-{d:02}T{}Z", time_of_day(t))
+        }
+    }
+}
+
+/// [`rfc3339`] written into a fixed buffer, without allocating (a trace prints one per event):
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, 27 bytes.
+struct Rfc3339([u8; 27]);
+
+impl Rfc3339 {
+    /// None for years past 9999 (which need more than four digits).
+    fn of(t: SystemTime) -> Option<Self> {
+        thread_local! {
+            /// The last second written and its text up to the seconds: events come in bursts
+            /// within one second, so the date is worked out once per second, not per event.
+            static LAST: std::cell::Cell<Option<(u64, [u8; 27])>> = const { std::cell::Cell::new(None) };
+        }
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let mut out = match LAST.with(std::cell::Cell::get) {
+            Some((last, text)) if last == secs => text,
+            _ => {
+                let text = Self::to_the_second(secs)?;
+                LAST.with(|cell| cell.set(Some((secs, text))));
+                text
+            }
+        };
+        write_digits(&mut out, 20, 6, since.subsec_micros());
+        Some(Self(out))
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.000000Z` for whole seconds since the epoch.
+    fn to_the_second(secs: u64) -> Option<[u8; 27]> {
+        let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+        let y = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
+        let day = secs % 86_400;
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        write_digits(&mut out, 0, 4, y);
+        write_digits(&mut out, 5, 2, m);
+        write_digits(&mut out, 8, 2, d);
+        write_digits(&mut out, 11, 2, (day / 3600) as u32);
+        write_digits(&mut out, 14, 2, (day / 60 % 60) as u32);
+        write_digits(&mut out, 17, 2, (day % 60) as u32);
+        Some(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// `value`'s last `width` decimal digits into `out[at..at + width]`, zero-padded.
+fn write_digits(out: &mut [u8; 27], at: usize, width: usize, mut value: u32) {
+    for slot in out[at..at + width].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Howard Hinnant's days-from-civil inverse (proleptic Gregorian).
@@ -33,7 +92,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Serializes a timestamp as [`rfc3339`] (for `#[serde(serialize_with)]`).
 pub fn serialize_rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*t))
+    match Rfc3339::of(*t) {
+        Some(text) => s.serialize_str(text.as_str()),
+        None => s.serialize_str(&rfc3339(*t)),
+    }
 }
 
 /// Parses what [`rfc3339`] writes (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, UTC); `None` for anything
@@ -97,6 +159,44 @@ mod tests {
         let leap = UNIX_EPOCH + Duration::from_secs(1_709_164_800);
         assert_eq!(rfc3339(leap), "2024-02-29T00:00:00.000000Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        // Before the epoch: shown as the epoch.
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00.000000Z");
+    }
+
+    /// The buffer formatter agrees with the formatting it replaced, day by day over four
+    /// centuries (leap years, century rules) and across a day's seconds; past year 9999 the
+    /// general path writes the longer year.
+    #[test]
+    fn the_buffer_matches_the_formatter() {
+        let reference = |t: SystemTime| {
+            let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let (y, m, d) = civil_from_days((since.as_secs() / 86_400) as i64);
+            format!("{y:04}-{m:02}-{d:02}T{}Z", time_of_day(t))
+        };
+        for day in (0..146_097u64 + 365).step_by(7) {
+            let t = UNIX_EPOCH + Duration::new(day * 86_400 + (day * 7_919) % 86_400, (day as u32 % 1000) * 1_000_123);
+            assert_eq!(rfc3339(t), reference(t));
+        }
+        for sec in (0..86_400u64).step_by(61) {
+            let t = UNIX_EPOCH + Duration::new(1_795_000_000 + sec, 999_999_999);
+            assert_eq!(rfc3339(t), reference(t));
+        }
+        // Within one second (the remembered date), across a second and a day boundary, and back.
+        let midnight = 1_795_046_400; // 2026-11-19T00:00:00Z
+        for (secs, micros) in
+            [(midnight - 1, 1), (midnight - 1, 999_999), (midnight, 0), (midnight, 7), (midnight - 1, 5)]
+        {
+            let t = UNIX_EPOCH + Duration::new(secs, micros * 1000);
+            assert_eq!(rfc3339(t), reference(t));
+        }
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::new(midnight, 7_000)), "2026-11-19T00:00:00.000007Z");
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800); // 10000-01-01
+        assert_eq!(rfc3339(far), "10000-01-01T00:00:00.000000Z");
+        #[derive(serde::Serialize)]
+        struct At(#[serde(serialize_with = "serialize_rfc3339")] SystemTime);
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
+        assert_eq!(serde_json::to_string(&At(t)).unwrap(), "\"2026-11-18T11:06:40.123456Z\"");
+        assert_eq!(serde_json::to_string(&At(far)).unwrap(), "\"10000-01-01T00:00:00.000000Z\"");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Userspace throughput on a recorded-shape event stream (`cargo xtask bench`, section 5):
-//! decoding ring-buffer records, naming them, and folding them into connections.
+//! decoding ring-buffer records, naming them, and folding them into connections, or writing
+//! them as `observer trace --output json` does (the per-event path of a trace's reader).
 //!
 //! The stream is what the kernel side emits for blocked xDS connections: per connection a SYN at
 //! the pod veth, the SYN at the bridge, its NETFILTER_DROP, and a retransmission timeout.
@@ -11,6 +12,7 @@ use observer::{
     diagnosis::Correlator,
     events::{clock::MonotonicClock, namer::Namer},
     kernel::{drop_reasons::DropReasons, kallsyms::Kallsyms},
+    trace::format::write_json,
 };
 use observer_common::{
     decode::{decode, encode},
@@ -109,5 +111,37 @@ fn decode_name_correlate_10k_records(bencher: divan::Bencher) {
             }
         }
         correlator.connections().count()
+    });
+}
+
+/// What `observer trace --output json` does per record: decode, name, write the JSON line into
+/// a reused buffer, appended to the output buffer.
+#[divan::bench(sample_count = 30)]
+fn decode_name_json_10k_records(bencher: divan::Bencher) {
+    let records = records();
+    let reasons = DropReasons::from_pairs([(12, "NETFILTER_DROP")]);
+    let syms = Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n");
+    let namer = Namer {
+        clock: MonotonicClock::with_offset_ns(1_795_000_000_000_000_000),
+        interfaces: BTreeMap::from([(4, "cni0".to_string()), (5, "veth1".to_string())]),
+        watched_netns: 77,
+        drop_reasons: &reasons,
+        kallsyms: &syms,
+        cgroups: None,
+        inventory: None,
+        processes: Default::default(),
+    };
+    let (mut line, mut out) = (Vec::with_capacity(1024), Vec::with_capacity(1 << 20));
+    bencher.counter(divan::counter::ItemsCount::new(records.len())).bench_local(|| {
+        // Lines are buffered as the trace's stdout is (then written once per drain).
+        out.clear();
+        for r in &records {
+            if let Ok(event) = decode(r) {
+                write_json(&namer.observe(&event), &mut line);
+                out.extend_from_slice(&line);
+                out.push(b'\n');
+            }
+        }
+        out.len()
     });
 }

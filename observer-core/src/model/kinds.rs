@@ -40,12 +40,19 @@ impl fmt::Display for TcpFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names =
             [(Self::SYN, "SYN"), (Self::RST, "RST"), (Self::FIN, "FIN"), (Self::PSH, "PSH"), (Self::ACK, "ACK")];
-        let set: Vec<&str> = names.iter().filter(|(bit, _)| self.contains(*bit)).map(|(_, n)| *n).collect();
-        if set.is_empty() {
-            f.write_str("-")
-        } else {
-            f.write_str(&set.join("|"))
+        // Written piece by piece: a trace formats one per handshake packet.
+        let mut first = true;
+        for (_, name) in names.iter().filter(|(bit, _)| self.contains(*bit)) {
+            if !first {
+                f.write_str("|")?;
+            }
+            f.write_str(name)?;
+            first = false;
         }
+        if first {
+            f.write_str("-")?;
+        }
+        Ok(())
     }
 }
 

@@ -46,7 +46,14 @@ impl Protocol {
 
 impl Serialize for Protocol {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.name())
+        // The known names without a String each (one per flow of every traced event).
+        match *self {
+            Self::TCP => s.serialize_str("TCP"),
+            Self::UDP => s.serialize_str("UDP"),
+            Self::ICMP => s.serialize_str("ICMP"),
+            Self::ICMPV6 => s.serialize_str("ICMPv6"),
+            other => s.serialize_str(&other.name()),
+        }
     }
 }
 
@@ -304,4 +311,17 @@ impl fmt::Display for Encapsulation {
 pub struct Process {
     pub pid: u32,
     pub comm: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Protocol;
+
+    #[test]
+    fn a_protocol_serializes_as_its_name() {
+        for (n, name) in [(6, "TCP"), (17, "UDP"), (1, "ICMP"), (58, "ICMPv6"), (132, "proto#132")] {
+            assert_eq!(Protocol(n).name(), name);
+            assert_eq!(serde_json::to_string(&Protocol(n)).unwrap(), format!("\"{name}\""));
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::{
     net::IpAddr,
     path::PathBuf,
     sync::{mpsc, Arc},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use observer_common::decode::Event;
@@ -22,7 +22,7 @@ use super::{
     read::{read_here, Snapshot},
     route::NamespaceRoutes,
 };
-use observer_core::model::{Detail, DropClass, Encapsulation, Observation, TunnelKind};
+use observer_core::model::{Captured, Detail, DropClass, Encapsulation, Flow, Observation, TunnelKind};
 
 use crate::loader::NetnsTarget;
 
@@ -40,29 +40,59 @@ const RECENT_CULPRITS: usize = 64;
 /// How long the end of a run waits for the culprits still being worked out.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Pending {
-    event: Event,
-    observation: Observation,
-    queued: Instant,
+/// A namespace's drops waiting to be sent to the worker, in arrival order. They go together, as
+/// they are (the vector is handed on, not its elements: a drop with its event is ~900 bytes).
+struct Queue {
+    /// When the oldest arrived.
+    since: Instant,
+    drops: Vec<(Event, Observation)>,
+}
+
+/// What the worker needs of a drop: when, and the packet (flow, tunnel, device, captured
+/// bytes; the bytes are shared, not copied). The drop itself stays with the event loop.
+struct DropFacts {
+    time: SystemTime,
+    flow: Option<Flow>,
+    encap: Option<Encapsulation>,
+    ifindex: u32,
+    /// None: not a drop (nothing to evaluate).
+    packet: Option<Captured>,
+}
+
+impl DropFacts {
+    fn of(o: &Observation) -> Self {
+        let packet = match &o.detail {
+            Detail::Drop { packet, .. } => Some(packet.clone()),
+            _ => None,
+        };
+        Self { time: o.time, flow: o.flow, encap: o.encap, ifindex: o.ifindex, packet }
+    }
 }
 
 /// Drops of one namespace to attribute, with a path to enter it (None: unreachable).
 struct Job {
     netns: u32,
     path: Option<PathBuf>,
-    drops: Vec<Pending>,
+    drops: Vec<DropFacts>,
 }
 
 /// Holds netfilter drops back until their culprit is known. Reading rulesets (a few tools per
 /// namespace) happens on a worker thread, so the event loop never stalls on it.
 pub struct Attributor {
-    pending: Vec<Pending>,
+    /// Drops not yet sent to the worker, by namespace, in arrival order. Kept apart per
+    /// namespace so that a drain with a job in flight leaves the waiting drops where they are
+    /// (re-sorting every waiting drop at each drain cost a flood most of the reader's CPU).
+    pending: BTreeMap<u32, Queue>,
+    /// How many drops `pending` holds in all.
+    pending_count: usize,
     /// Drops passed on without a culprit because too many were waiting.
     pub overflowed: u64,
     jobs: Option<mpsc::Sender<Job>>,
-    results: mpsc::Receiver<(u32, Vec<(Event, Observation)>)>,
-    /// Namespaces with a job at the worker, with its drops (passed on as they are if the worker
-    /// does not answer in time), and when each namespace was last sent.
+    /// Each job's culprits, in the order of its drops.
+    results: mpsc::Receiver<(u32, Vec<Arc<Culprit>>)>,
+    /// Namespaces with a job at the worker, with its drops (the culprits are set on them when
+    /// the worker answers; passed on as they are if it does not answer in time), and when each
+    /// namespace was last sent.
     in_flight: HashMap<u32, Vec<(Event, Observation)>>,
     last_sent: HashMap<u32, Instant>,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -91,7 +121,8 @@ impl Attributor {
             .map_err(|err| warn!("culprit worker not started: {err}"))
             .ok();
         Self {
-            pending: Vec::new(),
+            pending: BTreeMap::new(),
+            pending_count: 0,
             overflowed: 0,
             jobs: handle.as_ref().map(|_| jobs),
             results,
@@ -110,11 +141,14 @@ impl Attributor {
     /// Holds a drop back; when too many wait (or there is no worker), it is passed on at once,
     /// without a culprit.
     pub fn push(&mut self, event: Event, observation: Observation) -> Option<(Event, Observation)> {
-        if self.pending.len() >= MAX_PENDING || self.jobs.is_none() {
+        if self.pending_count >= MAX_PENDING || self.jobs.is_none() {
             self.overflowed += 1;
             return Some((event, observation));
         }
-        self.pending.push(Pending { event, observation, queued: Instant::now() });
+        let netns = netns_of(&observation);
+        let queue = self.pending.entry(netns).or_insert_with(|| Queue { since: Instant::now(), drops: Vec::new() });
+        queue.drops.push((event, observation));
+        self.pending_count += 1;
         None
     }
 
@@ -137,40 +171,42 @@ impl Attributor {
             }
             // What the worker did not finish in time is passed on without a culprit, not lost.
             out.extend(self.in_flight.drain().flat_map(|(_, drops)| drops));
-            out.extend(self.pending.drain(..).map(|p| (p.event, p.observation)));
+            let pending = std::mem::take(&mut self.pending);
+            self.pending_count = 0;
+            out.extend(pending.into_values().flat_map(|queue| queue.drops));
         }
         out.sort_by_key(|(_, o)| o.time);
         out
     }
 
     /// Sends the worker the drops that are due (all when `flush`), one job per namespace that
-    /// has none in flight.
+    /// has none in flight. A namespace's drops go together: they are due once the oldest has
+    /// settled and the namespace may be read again. Namespaces that are not due are not touched.
     fn send_due(&mut self, flush: bool, path_of: &dyn Fn(u32) -> Option<PathBuf>, out: &mut Vec<(Event, Observation)>) {
         let now = Instant::now();
-        let mut by_netns: BTreeMap<u32, Vec<Pending>> = BTreeMap::new();
-        let mut waiting = Vec::new();
-        for p in self.pending.drain(..) {
-            let netns = netns_of(&p.observation);
-            let free = !self.in_flight.contains_key(&netns);
-            let settled = now.duration_since(p.queued) >= SETTLE;
-            let may_read = self.last_sent.get(&netns).is_none_or(|t| now.duration_since(*t) >= MIN_READ_INTERVAL);
-            if free && (flush || (settled && may_read) || by_netns.contains_key(&netns)) {
-                by_netns.entry(netns).or_default().push(p);
-            } else {
-                waiting.push(p);
-            }
-        }
-        self.pending = waiting;
-        for (netns, drops) in by_netns {
-            let copies: Vec<(Event, Observation)> = drops.iter().map(|p| (p.event, p.observation.clone())).collect();
-            let job = Job { netns, path: path_of(netns), drops };
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(netns, queue)| {
+                let free = !self.in_flight.contains_key(netns);
+                let settled = now.duration_since(queue.since) >= SETTLE;
+                let may_read = self.last_sent.get(netns).is_none_or(|t| now.duration_since(*t) >= MIN_READ_INTERVAL);
+                free && (flush || (settled && may_read))
+            })
+            .map(|(netns, _)| *netns)
+            .collect();
+        for netns in due {
+            let Some(Queue { drops, .. }) = self.pending.remove(&netns) else { continue };
+            self.pending_count -= drops.len();
+            let facts = drops.iter().map(|(_, o)| DropFacts::of(o)).collect();
+            let job = Job { netns, path: path_of(netns), drops: facts };
             match self.jobs.as_ref().map(|jobs| jobs.send(job)) {
                 Some(Ok(())) => {
-                    self.in_flight.insert(netns, copies);
+                    self.in_flight.insert(netns, drops);
                     self.last_sent.insert(netns, now);
                 }
                 // The worker is gone: pass the drops on without a culprit.
-                _ => out.extend(copies),
+                _ => out.extend(drops),
             }
         }
     }
@@ -178,14 +214,27 @@ impl Attributor {
     /// Takes finished jobs (blocking until `until` for the first when given).
     fn collect(&mut self, out: &mut Vec<(Event, Observation)>, until: Option<Instant>) {
         if let Some(until) = until {
-            if let Ok((netns, batch)) = self.results.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                self.in_flight.remove(&netns);
-                out.extend(batch);
+            if let Ok((netns, culprits)) = self.results.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                self.answered(netns, culprits, out);
             }
         }
-        while let Ok((netns, batch)) = self.results.try_recv() {
-            self.in_flight.remove(&netns);
-            out.extend(batch);
+        while let Ok((netns, culprits)) = self.results.try_recv() {
+            self.answered(netns, culprits, out);
+        }
+    }
+
+    /// Sets the culprits of a namespace's job on its drops and passes them on.
+    fn answered(&mut self, netns: u32, culprits: Vec<Arc<Culprit>>, out: &mut Vec<(Event, Observation)>) {
+        let Some(mut drops) = self.in_flight.remove(&netns) else { return };
+        for ((_, observation), culprit) in drops.iter_mut().zip(culprits) {
+            if let Detail::Drop { culprit: slot, .. } = &mut observation.detail {
+                *slot = Some(culprit);
+            }
+        }
+        if out.is_empty() {
+            *out = drops;
+        } else {
+            out.append(&mut drops);
         }
     }
 }
@@ -246,21 +295,13 @@ impl Worker {
         new
     }
 
-    fn attribute(&mut self, job: Job) -> Vec<(Event, Observation)> {
+    /// The culprit of each of the job's drops, in order.
+    fn attribute(&mut self, job: Job) -> Vec<Arc<Culprit>> {
         let culprits = self.attribute_in(job.netns, &job.drops, job.path.as_deref());
-        job.drops
-            .into_iter()
-            .zip(culprits)
-            .map(|(mut p, culprit)| {
-                if let Detail::Drop { culprit: slot, .. } = &mut p.observation.detail {
-                    *slot = Some(self.shared(culprit));
-                }
-                (p.event, p.observation)
-            })
-            .collect()
+        culprits.into_iter().map(|culprit| self.shared(culprit)).collect()
     }
 
-    fn attribute_in(&mut self, netns: u32, drops: &[Pending], path: Option<&std::path::Path>) -> Vec<Culprit> {
+    fn attribute_in(&mut self, netns: u32, drops: &[DropFacts], path: Option<&std::path::Path>) -> Vec<Culprit> {
         let unreachable = |why: String| drops.iter().map(|_| Culprit::not_identified(None, why.clone())).collect();
         let Some(path) = path else {
             return unreachable(format!("network namespace {netns} is not reachable from here (no process or name)"));
@@ -272,7 +313,7 @@ impl Worker {
         let inside = target.run_inside(|| {
             let snapshot = read_here();
             let packets: Vec<Option<Packet>> = match NamespaceRoutes::here() {
-                Ok(mut routes) => drops.iter().map(|p| packet_of(&p.observation, &mut routes)).collect(),
+                Ok(mut routes) => drops.iter().map(|d| packet_of(d, &mut routes)).collect(),
                 Err(_) => drops.iter().map(|_| None).collect(),
             };
             (snapshot, packets)
@@ -286,8 +327,8 @@ impl Worker {
         drops
             .iter()
             .zip(packets)
-            .map(|(p, packet)| match packet {
-                Some(packet) => culprit_for(&ns.snapshots, p.observation.time, &packet),
+            .map(|(d, packet)| match packet {
+                Some(packet) => culprit_for(&ns.snapshots, d.time, &packet),
                 None => Culprit::not_identified(None, "the dropped packet's addresses could not be read"),
             })
             .collect()
@@ -359,16 +400,15 @@ fn locate(tables: &[Table], site: Site, older: &[Table]) -> Option<Site> {
 
 /// What the evaluator needs: the 5-tuple, TCP flags from the captured header, which ends are
 /// local, and the interfaces (skb->dev at the drop is the input device except on output).
-fn packet_of(observation: &Observation, routes: &mut NamespaceRoutes) -> Option<Packet> {
-    let flow = observation.flow?;
-    let Detail::Drop { packet, .. } = &observation.detail else { return None };
-    let captured = packet.bytes();
+fn packet_of(drop: &DropFacts, routes: &mut NamespaceRoutes) -> Option<Packet> {
+    let flow = drop.flow?;
+    let captured = drop.packet.as_ref()?.bytes();
     // An outer packet (its inner flow is the observation's): netfilter judged the outer one.
-    if let Some(encap) = observation.encap {
-        return Some(outer_packet_of(&encap, captured, observation.ifindex, routes));
+    if let Some(encap) = drop.encap {
+        return Some(outer_packet_of(&encap, captured, drop.ifindex, routes));
     }
     // skb->dev at a drop is the input device, except on output where it is not set yet.
-    let route = routes.route(flow.src, flow.dst, Some(observation.ifindex), false);
+    let route = routes.route(flow.src, flow.dst, Some(drop.ifindex), false);
     let flags = tcp_flags(captured, flow.src);
     let mut packet = Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route);
     packet.icmp = icmp_header(captured, flow.src);
@@ -434,7 +474,10 @@ mod tests {
         time::{Duration, SystemTime},
     };
 
-    use super::{culprit_for, icmp_header, tcp_flags};
+    use observer_common::decode::Event;
+    use observer_core::model::{Detail, Observation};
+
+    use super::{culprit_for, icmp_header, tcp_flags, Attributor, MAX_PENDING};
     use crate::netfilter::{
         culprit::Confidence,
         eval::Packet,
@@ -470,6 +513,94 @@ mod tests {
         // A read that started before the drop (and ended after it) says nothing about it.
         let stale = VecDeque::from([read_at(&save(0), drop - Duration::from_millis(2))]);
         assert_eq!(culprit_for(&stale, drop, &packet).confidence, Confidence::Evaluated);
+    }
+
+    fn drop_in(netns: u32, micros: u64) -> (Event, Observation) {
+        use observer_core::model::{DropReason, Flow, Hook, Protocol};
+        let observation = Observation {
+            time: SystemTime::UNIX_EPOCH + Duration::from_micros(micros),
+            hook: Hook::KfreeSkb,
+            ifindex: 4,
+            interface: None,
+            flow: Some(Flow {
+                protocol: Protocol(6),
+                src: "10.244.1.20".parse().unwrap(),
+                sport: 40_000u16.wrapping_add(micros as u16),
+                dst: "10.244.2.10".parse().unwrap(),
+                dport: 9999,
+            }),
+            encap: None,
+            detail: Detail::Drop {
+                drop_reason: DropReason::new(12, "NETFILTER_DROP"),
+                location: "nf_hook_slow+0x10".into(),
+                netns,
+                culprit: None,
+                quoted: None,
+                packet: Default::default(),
+                solicited: None,
+            },
+            process: None,
+            src: None,
+            dst: None,
+        };
+        (Event::Drop(Default::default()), observation)
+    }
+
+    /// Drops of a namespace whose job is at the worker wait (counted, in order) without being
+    /// sent again; another namespace's drops go at once; the flush hands on every drop, each
+    /// with its culprit (here: the namespace is unreachable, so the culprit says so).
+    #[test]
+    fn drops_wait_per_namespace_while_its_job_is_in_flight() {
+        let mut attributor = Attributor::new(None);
+        let nowhere = |_: u32| None;
+        for micros in 0..3 {
+            let (event, observation) = drop_in(7, micros);
+            assert!(Attributor::wants(&observation));
+            assert!(attributor.push(event, observation).is_none(), "held back");
+        }
+        assert_eq!(attributor.pending_count, 3);
+        let first = attributor.ready(false, &nowhere);
+        assert_eq!(attributor.pending_count, 0, "sent as one job");
+        assert!(attributor.in_flight.contains_key(&7));
+        // The namespace was just read: its next drops wait, another namespace's do not.
+        let mut later = Vec::new();
+        for micros in 3..6 {
+            let (event, observation) = drop_in(7, micros);
+            assert!(attributor.push(event, observation).is_none());
+        }
+        let (event, observation) = drop_in(8, 6);
+        assert!(attributor.push(event, observation).is_none());
+        later.extend(attributor.ready(false, &nowhere));
+        assert_eq!(attributor.pending.get(&7).map(|q| q.drops.len()), Some(3), "namespace 7 waits");
+        assert!(!attributor.pending.contains_key(&8), "namespace 8 was sent");
+        assert_eq!(attributor.pending_count, 3);
+        let rest = attributor.ready(true, &nowhere);
+        assert!(attributor.is_idle());
+        let all: Vec<Observation> = first.into_iter().chain(later).chain(rest).map(|(_, o)| o).collect();
+        let mut times: Vec<u64> =
+            all.iter().map(|o| o.time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_micros() as u64).collect();
+        times.sort_unstable();
+        assert_eq!(times, (0..7).collect::<Vec<_>>(), "every drop handed on once");
+        for o in &all {
+            let Detail::Drop { culprit: Some(culprit), .. } = &o.detail else { panic!("no culprit: {o:?}") };
+            assert_eq!(culprit.confidence, Confidence::NotIdentified);
+            assert!(culprit.note.as_deref().is_some_and(|n| n.contains("not reachable")), "{culprit:?}");
+        }
+    }
+
+    /// Past [`MAX_PENDING`] waiting drops, a drop is handed back at once and counted.
+    #[test]
+    fn a_full_queue_passes_drops_on_and_counts_them() {
+        let mut attributor = Attributor::new(None);
+        for micros in 0..MAX_PENDING as u64 {
+            let (event, observation) = drop_in(1 + (micros % 3) as u32, micros);
+            assert!(attributor.push(event, observation).is_none());
+        }
+        let (event, observation) = drop_in(1, 99_999);
+        assert!(attributor.push(event, observation).is_some_and(|(_, o)| o.time > SystemTime::UNIX_EPOCH));
+        assert_eq!(attributor.overflowed, 1);
+        assert_eq!(attributor.ready(true, &|_| None).len(), MAX_PENDING);
+        assert_eq!(attributor.pending_count, 0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, io, net::IpAddr};
 
-use crate::loader::netlink::{Link, RouteSocket};
+use crate::loader::netlink::{Link, RouteLookup, RouteSocket};
 use observer_core::netfilter::eval::BridgePorts;
 
 pub use observer_core::netfilter::route::Route;
@@ -17,6 +17,11 @@ pub struct NamespaceRoutes {
     /// Which bridge port each neighbour sits behind: (bridge, address) -> port, from the
     /// neighbour table and the bridges' forwarding databases, read when opened.
     ports: HashMap<(String, IpAddr), String>,
+    /// Route lookups answered so far, by destination: remembered for the life of this value (one
+    /// attribution job, one `verify` run), like the interfaces read when it was opened. A SYN
+    /// flood's drops share two addresses; one `RTM_GETROUTE` each per drop was most of the culprit
+    /// worker's CPU.
+    lookups: HashMap<IpAddr, Option<RouteLookup>>,
 }
 
 impl NamespaceRoutes {
@@ -30,15 +35,25 @@ impl NamespaceRoutes {
         let bridge_nf = (sysctl("bridge-nf-call-iptables"), sysctl("bridge-nf-call-ip6tables"));
         let has_bridge = links.values().any(|l| l.kind.as_deref() == Some("bridge"));
         let ports = if has_bridge && (bridge_nf.0 || bridge_nf.1) { bridge_ports() } else { HashMap::new() };
-        Ok(Self { rtnl, links, bridge_nf, ports })
+        Ok(Self { rtnl, links, bridge_nf, ports, lookups: HashMap::new() })
+    }
+
+    /// The route to `dst` (None: no route, or the lookup failed; a failure is not remembered).
+    fn lookup(&mut self, dst: IpAddr) -> Option<RouteLookup> {
+        if let Some(known) = self.lookups.get(&dst) {
+            return *known;
+        }
+        let answer = self.rtnl.route_get(dst).ok()?;
+        self.lookups.insert(dst, answer);
+        answer
     }
 
     /// `input_ifindex`: the device the packet was seen on (`skb->dev` of a drop), when known;
     /// `from_here`: the packet starts in this namespace whatever its source address (an SNAT
     /// source such as 169.254.7.127). Interfaces otherwise come from route lookups.
     pub fn route(&mut self, src: IpAddr, dst: IpAddr, input_ifindex: Option<u32>, from_here: bool) -> Route {
-        let to_dst = self.rtnl.route_get(dst).ok().flatten();
-        let to_src = self.rtnl.route_get(src).ok().flatten();
+        let to_dst = self.lookup(dst);
+        let to_src = self.lookup(src);
         let src_local = from_here || to_src.is_some_and(|r| r.local);
         // A multicast packet received here (neighbour solicitation, ...) is delivered locally.
         let dst_local = to_dst.is_some_and(|r| r.local) || (!src_local && dst.is_multicast());
@@ -134,4 +149,23 @@ fn bridge_ports() -> HashMap<(String, IpAddr), String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lookup is asked of the kernel once per address and remembered (loopback: local here).
+    #[test]
+    fn route_lookups_are_remembered() {
+        let mut routes = NamespaceRoutes::here().expect("an rtnetlink socket in this namespace");
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let first = routes.route(lo, lo, None, true);
+        assert!(first.dst_local && first.src_local, "{first:?}");
+        assert_eq!(routes.lookups.len(), 1);
+        assert_eq!(routes.lookups.get(&lo).copied().flatten().map(|r| r.local), Some(true));
+        // What is remembered is what is answered: a changed entry shows it is not asked again.
+        routes.lookups.insert(lo, Some(RouteLookup { local: false, oif: None }));
+        assert!(!routes.route(lo, lo, None, false).dst_local);
+    }
 }

@@ -23,6 +23,8 @@ pub struct Lines {
     output: OutputFormat,
     colour: bool,
     out: BufWriter<StdoutLock<'static>>,
+    /// The JSON object being written (its allocation reused from line to line).
+    json: Vec<u8>,
     /// A write failed (stdout closed, or an error kept in `failure`): nothing more is written.
     broken: bool,
     /// What was printed, by verdict.
@@ -38,7 +40,15 @@ impl Lines {
             writeln!(out, "{}", format::TEXT_HEADER)?;
             out.flush()?;
         }
-        Ok(Self { output, colour, out, broken: false, summary: format::Summary::default(), failure: None })
+        Ok(Self {
+            output,
+            colour,
+            out,
+            json: Vec::with_capacity(1024),
+            broken: false,
+            summary: format::Summary::default(),
+            failure: None,
+        })
     }
 
     /// Writes the lines held so far. Call it when a batch of observations has been handed over
@@ -83,12 +93,19 @@ impl Sink for Lines {
         if self.broken {
             return ControlFlow::Break(());
         }
-        let line = match self.output {
-            OutputFormat::Text => format::text_line(o),
-            OutputFormat::Json => format::json_line(o),
+        let written = match self.output {
+            OutputFormat::Text => {
+                let line = format::text_line(o);
+                let line = if self.colour { format::colourize(o, line) } else { line };
+                writeln!(self.out, "{line}")
+            }
+            OutputFormat::Json => {
+                format::write_json(o, &mut self.json);
+                self.json.push(b'\n');
+                self.out.write_all(&self.json)
+            }
         };
-        let line = if self.colour { format::colourize(o, line) } else { line };
-        if let Err(err) = writeln!(self.out, "{line}") {
+        if let Err(err) = written {
             return self.fail(err);
         }
         self.summary.add(o);

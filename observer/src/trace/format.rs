@@ -151,7 +151,95 @@ impl Summary {
 
 /// One JSON object (schema: `docs/trace-json.md`).
 pub fn json_line(o: &Observation) -> String {
-    serde_json::to_string(o).unwrap_or_else(crate::json::error_object)
+    let mut line = Vec::new();
+    write_json(o, &mut line);
+    String::from_utf8(line).unwrap_or_else(crate::json::error_object)
+}
+
+/// [`json_line`] into `buf` (cleared first, its allocation reused: a trace writes one object per
+/// event). An observation that cannot be serialized becomes the error object.
+///
+/// Handshake packets and drops (most of a trace's lines) are written field by field with their
+/// keys as constants, byte for byte what serde writes (the tests compare both): serde's derived
+/// serializer, through `#[serde(flatten)]`, goes through its map machinery and escapes every
+/// key, which made serialization a third of the reader's CPU under a SYN flood. Values (names,
+/// addresses, culprits) are still written by serde_json.
+pub fn write_json(o: &Observation, buf: &mut Vec<u8>) {
+    buf.clear();
+    let written = match &o.detail {
+        Detail::Packet { tcp_flags, tcp_seq } => write_fields(o, buf, |buf| {
+            value(buf, b",\"type\":\"packet\",\"tcp_flags\":", tcp_flags)?;
+            value(buf, b",\"tcp_seq\":", tcp_seq)
+        }),
+        Detail::Drop { drop_reason, location, netns, culprit, quoted, packet: _, solicited } => {
+            write_fields(o, buf, |buf| {
+                value(buf, b",\"type\":\"drop\",\"drop_reason\":", drop_reason)?;
+                value(buf, b",\"location\":", location)?;
+                value(buf, b",\"netns\":", netns)?;
+                if let Some(culprit) = culprit {
+                    value(buf, b",\"culprit\":", culprit)?;
+                }
+                if let Some(quoted) = quoted {
+                    value(buf, b",\"quoted\":", quoted)?;
+                }
+                if let Some(solicited) = solicited {
+                    value(buf, b",\"solicited\":", solicited)?;
+                }
+                Ok(())
+            })
+        }
+        _ => serde_json::to_writer(&mut *buf, o),
+    };
+    if let Err(err) = written {
+        buf.clear();
+        buf.extend_from_slice(crate::json::error_object(err).as_bytes());
+    }
+}
+
+/// `key` (with its leading comma and colon), then `v` as serde_json writes it.
+fn value(buf: &mut Vec<u8>, key: &[u8], v: &impl serde::Serialize) -> serde_json::Result<()> {
+    buf.extend_from_slice(key);
+    serde_json::to_writer(&mut *buf, v)
+}
+
+/// An observation as serde writes it: its fields in declaration order, the detail's tag and
+/// fields (written by `detail`) in place of `detail`, optional fields only when present.
+fn write_fields(
+    o: &Observation,
+    buf: &mut Vec<u8>,
+    detail: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
+    buf.extend_from_slice(b"{\"time\":");
+    observer_core::time::serialize_rfc3339(&o.time, &mut serde_json::Serializer::new(&mut *buf))?;
+    value(buf, b",\"hook\":", &o.hook)?;
+    value(buf, b",\"ifindex\":", &o.ifindex)?;
+    value(buf, b",\"interface\":", &o.interface)?;
+    match &o.flow {
+        Some(f) => {
+            value(buf, b",\"flow\":{\"protocol\":", &f.protocol)?;
+            value(buf, b",\"src\":", &f.src)?;
+            value(buf, b",\"sport\":", &f.sport)?;
+            value(buf, b",\"dst\":", &f.dst)?;
+            value(buf, b",\"dport\":", &f.dport)?;
+            buf.push(b'}');
+        }
+        None => buf.extend_from_slice(b",\"flow\":null"),
+    }
+    if let Some(encap) = &o.encap {
+        value(buf, b",\"encap\":", encap)?;
+    }
+    detail(buf)?;
+    if let Some(process) = &o.process {
+        value(buf, b",\"process\":", process)?;
+    }
+    if let Some(src) = &o.src {
+        value(buf, b",\"src\":", src)?;
+    }
+    if let Some(dst) = &o.dst {
+        value(buf, b",\"dst\":", dst)?;
+    }
+    buf.push(b'}');
+    Ok(())
 }
 
 #[cfg(test)]
@@ -266,5 +354,97 @@ mod tests {
         assert_eq!(v["flow"]["dport"], 15012);
         assert_eq!(v["flow"]["protocol"], "TCP");
         assert_eq!(v["time"], "1970-01-01T01:02:03.000042Z");
+    }
+
+    /// Handshake packets and drops are written by hand: byte for byte what serde writes,
+    /// whatever is present (interface, flow, tunnel, process, inventory names, culprit, quoted
+    /// flow, solicited address; names that need escaping).
+    #[test]
+    fn packets_and_drops_are_written_as_serde_writes_them() {
+        use crate::events::model::{Captured, DropReason, Encapsulation, Process, TcpFlags, TunnelKind};
+        use crate::inventory::Endpoint;
+        let mut cases = Vec::new();
+        for hook in [Hook::TcIngress, Hook::TcEgress, Hook::CgroupIngress, Hook::CgroupEgress, Hook::KfreeSkb] {
+            let mut o = syn();
+            o.hook = hook;
+            cases.push(o);
+        }
+        let mut o = syn();
+        o.interface = None;
+        o.flow = None;
+        o.detail = Detail::Packet { tcp_flags: TcpFlags::SYN | TcpFlags::ACK, tcp_seq: u32::MAX };
+        cases.push(o);
+        let mut o = syn();
+        o.interface = Some("we\"ird\\name\u{1}é".into());
+        o.time = UNIX_EPOCH + Duration::from_nanos(1_795_000_000_123_456_789);
+        o.flow = o.flow.map(|f| Flow {
+            protocol: Protocol(132),
+            src: "fd00::1".parse().expect("v6"),
+            dst: "fd00::2".parse().expect("v6"),
+            ..f
+        });
+        o.encap = Some(Encapsulation {
+            tunnel: TunnelKind::Vxlan,
+            outer_src: IpAddr::V4(Ipv4Addr::new(172, 31, 1, 2)),
+            outer_dst: IpAddr::V4(Ipv4Addr::new(172, 31, 2, 2)),
+            vni: Some(1),
+            udp_port: None,
+        });
+        o.detail = Detail::Packet { tcp_flags: TcpFlags::from_bits_truncate(0xff), tcp_seq: 0 };
+        o.process = Some(Process { pid: 4242, comm: "pilot-agent".into() });
+        o.src = Some(Endpoint {
+            pod: Some("shop/cart".into()),
+            port: Some(15008),
+            istio_port: Some("hbone"),
+            ..Default::default()
+        });
+        o.dst = Some(Endpoint { service: Some("istiod.istio-system".into()), ..Default::default() });
+        cases.push(o.clone());
+        o.src = None;
+        o.process = None;
+        cases.push(o);
+        // Drops: plain, with a culprit, a quoted flow (ICMP), a solicited neighbour; the
+        // packet's captured bytes are never written.
+        let mut drop = cases[0].clone();
+        drop.hook = Hook::KfreeSkb;
+        drop.detail = Detail::Drop {
+            drop_reason: DropReason::new(12, "NETFILTER_DROP"),
+            location: "nf_hook_slow+0x10".into(),
+            netns: 4026532000,
+            culprit: None,
+            quoted: None,
+            packet: Captured(vec![0x45, 0, 0, 40].into()),
+            solicited: None,
+        };
+        cases.push(drop.clone());
+        let culprit = observer_core::netfilter::Culprit::not_identified(Some("FORWARD"), "no \"rule\" matched");
+        if let Detail::Drop { culprit: c, quoted, solicited, drop_reason, .. } = &mut drop.detail {
+            *c = Some(std::sync::Arc::new(culprit));
+            *quoted = drop.flow;
+            *solicited = Some("fd00::9".parse().expect("v6"));
+            *drop_reason = DropReason::new(999, "SKB_DROP_REASON_999");
+        }
+        drop.src = Some(Endpoint { pod: Some("shop/cart".into()), ..Default::default() });
+        cases.push(drop);
+        let mut buf = Vec::new();
+        for o in &cases {
+            write_json(o, &mut buf);
+            let serde = serde_json::to_vec(o).expect("json");
+            assert_eq!(String::from_utf8_lossy(&buf), String::from_utf8_lossy(&serde));
+        }
+    }
+
+    /// The reused buffer holds one object at a time, whatever it held before.
+    #[test]
+    fn json_into_a_reused_buffer() {
+        let mut buf = b"{\"left\":\"over from a longer line\"}".repeat(20);
+        write_json(&syn(), &mut buf);
+        assert_eq!(buf, serde_json::to_vec(&syn()).expect("json"));
+        let mut other = syn();
+        other.interface = None;
+        write_json(&other, &mut buf);
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
+        assert_eq!(v["interface"], serde_json::Value::Null);
+        assert_eq!(v["flow"]["sport"], 43512);
     }
 }

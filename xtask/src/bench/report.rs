@@ -248,7 +248,7 @@ pub fn markdown(r: &Results) -> String {
     for map in &sc.maps {
         s.push_str(&format!("| {} | {} | {} |\n", map.name, map.max_entries, map.memlock_kib));
     }
-    s.push_str("\n## 5. Userspace decode/correlate\n\n`cargo bench -p observer --bench pipeline` (divan, 30 samples): 10,000 ring-buffer records\nshaped like blocked xDS connections (SYN at the veth and the bridge, the NETFILTER_DROP, an RTO).\n\n| benchmark | median per 10k records | records/s |\n| --- | ---: | ---: |\n");
+    s.push_str("\n## 5. Userspace decode/correlate\n\n`cargo bench -p observer --bench pipeline` (divan, 30 samples): 10,000 ring-buffer records\nshaped like blocked xDS connections (SYN at the veth and the bridge, the NETFILTER_DROP, an RTO);\n`decode_name_json_10k_records` is `observer trace --output json`'s per-record path (decode, name, the JSON line).\n\n| benchmark | median per 10k records | records/s |\n| --- | ---: | ---: |\n");
     for u in &r.userspace {
         s.push_str(&format!("| {} | {} | {:.2} M |\n", u.bench, u.median, u.median_items_per_sec / 1e6));
     }
@@ -432,7 +432,31 @@ fn push_directions(s: &mut String, r: &Results) {
          CPU per event at 400k events/s, flat out 282,719 -> 111,565 lost at ~929k events/s; but in a\n  \
          loaded run it lost 54,745 at 129k events/s where the reader without the nap, just after, lost\n  \
          none at 692k/s: a reader that sleeps while records wait gives its CPU away on a busy node.\n  \
-         `BPF_RB_NO_WAKEUP` with a threshold (`bpf_ringbuf_query`) was not tried.\n",
+         `BPF_RB_NO_WAKEUP` with a threshold (`bpf_ringbuf_query`) was not tried.\n\
+         - **Trace reader CPU per event** (kept; perf4, 04:55-05:35 UTC): `perf record` of `observer trace\n  \
+         --output json` under the section 2 flood: 28 % of the process's samples were memmove and 11 %\n  \
+         `Attributor::send_due`, which moved every waiting NETFILTER_DROP (up to 4,096 records of ~900\n  \
+         bytes) into a new vector at every drain while its namespace's read was in flight; then the culprit\n  \
+         worker's two `RTM_GETROUTE`s per drop (17 %) and JSON (26 % of the samples, 43 % of the reader\n  \
+         thread's: serde's flatten map path escaping every key, two `format!`s per RFC 3339 time). Now: the\n  \
+         waiting drops are queued per namespace and handed on as one vector; the worker gets only what it\n  \
+         evaluates (time, flow, tunnel, device, the shared captured bytes) and answers with the culprits,\n  \
+         so no drop is cloned; route lookups are remembered per job; packets and drops are written as JSON\n  \
+         field by field into one reused buffer (keys constant, values by serde_json; a unit test holds the\n  \
+         bytes equal to serde's), times (the text up to the second remembered), protocol names and TCP\n  \
+         flags without allocating. Interleaved runs of the same flood by hand (process utime+stime over\n  \
+         the 2 s flood and 1.5 s after; 10 pairs at 100k and 133k SYN/s offered, 120k-398k events/s\n  \
+         reached, load 4.7-5.7): before, median 2.02 µs CPU per event (1.42-3.93), ring buffer full in 8\n  \
+         of 10 runs (1,311-145,619 lost); after, median 0.93 µs (0.87-2.52; the 2.52 a run where the\n  \
+         reader kept up and woke 15,647 times), full in 2 of 10 (930 and 7,404 lost); after, 398k events/s\n  \
+         and 394k events/s with none lost (the flood generator's limit on the loaded machine). An earlier\n  \
+         10-pair round without the last two changes: 2.55 -> 1.31 µs. `decode_name_json_10k_records`\n  \
+         (section 5), three interleaved runs each: 4.77-4.82 -> 2.48-2.54 ms per 10k records (fastest of\n  \
+         30; medians 4.91-5.10 -> 2.60-2.69 ms). Left: the\n  \
+         wake-up per catch-up (`poll(2)` about 10 % of the reader's samples when it keeps up), the culprit\n  \
+         worker's ruleset tools (nft, iptables-save, ip, bridge: 25-30 % of the samples of the process\n  \
+         and its children, on the reader's CPU under `taskset`, not in the process's CPU time), the\n  \
+         namer's strings per event.\n",
     );
     if let Some(l) = r.latency.iter().find(|l| l.case.contains("culprit named")) {
         let plain = r.latency.iter().find(|l| l.case.contains("no-culprit")).map_or(0.0, |l| l.p50_ms);
