@@ -675,3 +675,80 @@ fn a_routers_address_unreachable_for_a_refused_solicitation_is_no_routing_proble
     assert_eq!((f[0].mechanism, f[0].kind), (Mechanism::Dropped, Kind::EndpointUnreachable));
     assert_eq!(f[0].culprit.as_ref().and_then(|c| c.chain.as_deref()), Some("INPUT"));
 }
+
+#[test]
+fn an_rp_filter_drop_of_xds_is_routing_r3_with_its_own_advice_not_a_firewall() {
+    let mut s = Scenario::new();
+    s.interface = "eth0";
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("IP_RPFILTER"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!(
+        (f.requirement, f.kind, f.mechanism, f.severity),
+        (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Dropped, Severity::Critical),
+        "rp_filter is routing: R3, and istiod cut off stays critical"
+    );
+    assert_eq!(f.dst.istio_port, Some("xds-tls"));
+    assert_eq!(f.evidence.drop_reason.as_deref(), Some("IP_RPFILTER"));
+    let r = &f.remediation;
+    assert!(r.contains("reverse-path filter (rp_filter)") && r.contains("on eth0"), "{r}");
+    assert!(r.contains("route back to the source 10.244.1.10"), "{r}");
+    assert!(r.contains("rp_filter=2"), "{r}");
+    assert!(r.contains("proxies get no configuration"), "{r}");
+    assert!(!r.contains("netfilter rule") && !r.contains("iptables"), "{r}");
+
+    // Between two mesh workloads the same reason is no policy conflict (R4).
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 42001), ("10.244.1.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 42001), ("10.244.1.11", 9080), dropped("IP_RPFILTER"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].requirement, f[0].kind), (Requirement::R3, Kind::EndpointUnreachable));
+}
+
+#[test]
+fn a_tc_program_drop_between_mesh_workloads_is_a_policy_named_as_tc_not_netfilter() {
+    let mut s = Scenario::new();
+    s.interface = "lxc12";
+    s.see(Hook::TcEgress, (PP, 42001), ("10.244.1.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 42001), ("10.244.1.11", 9080), dropped("TC_INGRESS"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].requirement, f[0].kind), (Requirement::R4, Kind::PolicyConflict));
+    let r = &f[0].remediation;
+    assert!(r.contains("a tc BPF program or action on lxc12 (ingress)"), "{r}");
+    assert!(!r.contains("netfilter rule") && !r.contains("iptables"), "{r}");
+}
+
+#[test]
+fn an_unidentified_netfilter_drop_names_conntrack_and_queues_too() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let r = &f[0].remediation;
+    assert!(r.contains("iptables-save") && r.contains("conntrack -S") && r.contains("NFQUEUE"), "{r}");
+}
+
+#[test]
+fn the_control_plane_fix_says_what_breaks_on_that_port() {
+    let effect = |port: u16| {
+        let mut s = Scenario::new();
+        s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, port), packet(TcpFlags::SYN));
+        s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, port), dropped("NETFILTER_DROP"));
+        let f = s.findings();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].kind, Kind::ControlPlaneBlocked, "{port}");
+        f[0].remediation.clone()
+    };
+    let webhook = effect(15017);
+    assert!(webhook.contains("failed calling webhook") && webhook.contains("sidecar injection"), "{webhook}");
+    assert!(!webhook.contains("get no configuration"), "{webhook}");
+    let xds = effect(15010);
+    assert!(xds.contains("proxies get no configuration"), "{xds}");
+    let monitoring = effect(15014);
+    assert!(monitoring.contains("monitoring port") && monitoring.contains("not affected"), "{monitoring}");
+}
