@@ -26,8 +26,13 @@ struct Scenario {
 
 impl Scenario {
     fn new() -> Self {
+        Self::with(LAB)
+    }
+
+    /// A scenario over another inventory (JSON text).
+    fn with(inventory: &str) -> Self {
         Self {
-            inv: Inventory::from_json(LAB).expect("inventory"),
+            inv: Inventory::from_json(inventory).expect("inventory"),
             correlator: Correlator::default(),
             t: 0,
             encap: None,
@@ -751,4 +756,33 @@ fn the_control_plane_fix_says_what_breaks_on_that_port() {
     assert!(xds.contains("proxies get no configuration"), "{xds}");
     let monitoring = effect(15014);
     assert!(monitoring.contains("monitoring port") && monitoring.contains("not affected"), "{monitoring}");
+}
+
+#[test]
+fn istiod_to_a_host_network_api_server_beside_typha_is_r2_to_kubernetes() {
+    // review5's inv4: 172.31.1.2 serves the API server on 6443 and calico-typha on 5473.
+    let mut s = Scenario::with(&crate::inventory::tests::host_network_apiserver_beside_typha());
+    s.see(Hook::TcIngress, (ISTIOD, 41000), ("172.31.1.2", 6443), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (ISTIOD, 41000), ("172.31.1.2", 6443), dropped("NETFILTER_DROP"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].requirement, f[0].kind), (Requirement::R2, Kind::ApiserverUnreachable));
+    assert_eq!(f[0].dst.service.as_deref(), Some("default/kubernetes"));
+    assert!(!f[0].remediation.contains("calico-typha"), "{}", f[0].remediation);
+}
+
+#[test]
+fn a_finished_job_holding_istiods_address_leaves_xds_blocking_r5() {
+    // review5's inv5: a Succeeded Job pod keeps istiod's current address.
+    let mut s = Scenario::with(&crate::inventory::tests::finished_job_holding_istiods_address());
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(
+        (f[0].requirement, f[0].kind, f[0].severity),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Severity::Critical)
+    );
+    assert_eq!(f[0].dst.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"));
+    assert_eq!(f[0].dst.istio_port, Some("xds-tls"));
 }

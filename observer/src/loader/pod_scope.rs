@@ -29,9 +29,14 @@ pub struct PodAddresses {
 
 impl PodAddresses {
     /// Pod addresses and pod CIDRs of `inventory` (host-network pods excluded: their address is
-    /// their node's).
+    /// their node's; finished pods too: their address may be anyone's now).
     pub fn from_inventory(inventory: &Inventory) -> Self {
-        let ips = inventory.pods.iter().filter(|p| !p.host_network).flat_map(|p| p.ips.iter().copied()).collect();
+        let ips = inventory
+            .pods
+            .iter()
+            .filter(|p| !p.host_network && !p.finished)
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
         Self { ips, cidrs: inventory.pod_cidrs.clone() }
     }
 
