@@ -240,7 +240,7 @@ fn probe_remediation(
     let target = dst.pod.clone().unwrap_or_else(|| dst.ip.map(|i| i.to_string()).unwrap_or_default());
     let [v4, v6] = AMBIENT_PROBE_SOURCES;
     let where_ = match culprit.filter(|c| c.confidence != Confidence::NotIdentified) {
-        Some(c) => format!("the rule that blocks them: {}", c.summary()),
+        Some(c) => format!("the rule that blocks them, {}: {}", c.place(node), c.summary()),
         None => match mechanism {
             Mechanism::Dropped => super::drop_advice::unattributed(dropped_class(evidence), evidence, client, node),
             Mechanism::Rejected => "a firewall rejects them".to_string(),
@@ -360,7 +360,8 @@ fn remediation(
                 _ => String::new(),
             };
             format!(
-                "on node {node} {} decides it: {}{source}",
+                "{} {} decides it: {}{source}",
+                c.place(node),
                 if mechanism == Mechanism::Rejected { "a REJECT" } else { "a DROP" },
                 c.summary()
             )

@@ -786,3 +786,45 @@ fn a_finished_job_holding_istiods_address_leaves_xds_blocking_r5() {
     assert_eq!(f[0].dst.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"));
     assert_eq!(f[0].dst.istio_port, Some("xds-tls"));
 }
+
+#[test]
+fn a_rule_in_a_pods_own_namespace_is_worded_there_not_on_the_node() {
+    use crate::netfilter::{Confidence, Culprit, RuleNamespace};
+    let with = |netns: Option<RuleNamespace>| {
+        let mut c = Culprit::not_identified(Some("INPUT"), "x");
+        (c.confidence, c.backend, c.table, c.chain, c.note, c.netns) =
+            (Confidence::Confirmed, Some("iptables-nft"), Some("filter".into()), Some("INPUT".into()), None, netns);
+        c.rule = Some("-A INPUT -p tcp -m tcp --dport 15021 -j DROP".into());
+        Detail::Drop {
+            drop_reason: DropReason::new(12, "NETFILTER_DROP"),
+            location: "nft_do_chain+0x3e8".into(),
+            netns: 4026533804,
+            culprit: Some(std::sync::Arc::new(c)),
+            quoted: None,
+            packet: Captured::default(),
+            solicited: None,
+        }
+    };
+    let reviews = "bookinfo/reviews-v1-5b8f7c9d4-q7m2n";
+    let finding = |netns: Option<RuleNamespace>| {
+        let mut s = Scenario::new();
+        s.see(Hook::TcEgress, (PP, 40000), ("10.244.1.11", 15021), packet(TcpFlags::SYN));
+        s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.1.11", 15021), with(netns));
+        let f = s.findings();
+        assert_eq!(f.len(), 1, "{f:?}");
+        f[0].clone()
+    };
+    let f = finding(Some(RuleNamespace::Pod { inode: 4026533804, pod: Some(reviews.into()) }));
+    assert_eq!(f.dst.pod.as_deref(), Some(reviews));
+    let r = &f.remediation;
+    assert!(r.contains(&format!("in pod {reviews}'s network namespace (rules written inside the pod")), "{r}");
+    assert!(!r.contains("on node node-a"), "{r}");
+    let json = serde_json::to_value(&f).expect("json");
+    assert_eq!(json["culprit"]["netns"], serde_json::json!({"kind": "pod", "inode": 4026533804u32, "pod": reviews}));
+    let unnamed = finding(Some(RuleNamespace::Pod { inode: 4026533804, pod: None })).remediation;
+    assert!(unnamed.contains("in network namespace 4026533804, a pod's on node node-a"), "{unnamed}");
+    let node = finding(Some(RuleNamespace::Node { inode: 4026531840 }));
+    assert!(node.remediation.contains("on node node-a a DROP decides it"), "{}", node.remediation);
+    let json = serde_json::to_value(&node).expect("json");
+    assert_eq!(json["culprit"]["netns"], serde_json::json!({"kind": "node", "inode": 4026531840u32}));
+}
