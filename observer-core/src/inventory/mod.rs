@@ -173,7 +173,8 @@ impl Inventory {
         Endpoint {
             pod: Some(pod.key()),
             workload: Some(pod.workload.clone()),
-            service: pod.ips.iter().find_map(|ip| self.services_of_endpoint(*ip).next()).map(Service::key),
+            // A host-network pod's address is its node's: named only when one Service has it.
+            service: pod.ips.iter().find_map(|ip| self.service_of_endpoint(*ip, None)).map(Service::key),
             role: Some(pod.role),
             mesh: Some(pod.mesh),
             ..Endpoint::default()

@@ -180,6 +180,9 @@ fn a_host_network_address_is_named_by_the_service_of_its_port() {
     assert_eq!(inv.describe(node, None).service, None);
     let kubernetes = inv.services.iter().find(|s| s.is_apiserver()).expect("kubernetes");
     assert!(kubernetes.serves(node, 6443) && !kubernetes.serves(node, 5473));
+    // The host-network API server pod as a caller (found by its cgroup) is not calico-typha.
+    let apiserver = inv.pods.iter().find(|p| p.name == "kube-apiserver-node-b").expect("pod");
+    assert_eq!(inv.describe_pod(apiserver).service, None);
 }
 
 #[test]
