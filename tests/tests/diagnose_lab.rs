@@ -280,6 +280,10 @@ fn a_rejected_webhook_call_from_the_api_server_is_r5() {
             istiod.ip
         )
     );
+    // review5 9: what breaks is the webhook (injection, validation), not proxies' configuration.
+    let r = f["remediation"].as_str().expect("remediation");
+    assert!(r.contains("failed calling webhook") && r.contains("sidecar injection"), "{r}");
+    assert!(!r.contains("get no configuration"), "{r}");
 }
 
 #[test]
