@@ -335,7 +335,7 @@ mod tests {
                          "managedFields": [{"manager": "kubectl"}]},
             "spec": {"nodeName": "node-a", "containers": [{"name": "cart", "image": "cart:1", "env": [{"name": "A", "value": "b"}]},
                                                           {"name": "istio-proxy", "image": "proxyv2"}]},
-            "status": {"podIPs": [{"ip": "10.244.1.9"}], "conditions": [{"type": "Ready", "status": "True"}]}
+            "status": {"podIPs": [{"ip": "10.244.1.9"}], "conditions": [{"type": "Ready", "status": "True"}], "phase": "Succeeded"}
         }))
         .expect("pod");
         trim_pod(&mut pod);
@@ -349,6 +349,8 @@ mod tests {
         assert!(pod.status.as_ref().expect("status").conditions.is_none());
         let inv = Inventory::from_objects(&Objects { pods: vec![pod], ..Objects::default() }).expect("inventory");
         assert_eq!(inv.pods[0].mesh, observer::inventory::MeshMode::Sidecar);
+        // The phase is kept: a finished pod's reused address must not name it.
+        assert!(inv.pods[0].finished && inv.pod_by_ip("10.244.1.9".parse().expect("ip")).is_none());
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct RecordedCulprit {
     pub network_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Where the rule lives (absent in recordings made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<crate::netfilter::RuleNamespace>,
     pub rejects: bool,
     pub blanket: bool,
 }
@@ -130,6 +133,7 @@ impl From<&Culprit> for RecordedCulprit {
             owner: c.owner.map(String::from),
             network_policy: c.network_policy.clone(),
             note: c.note.clone(),
+            netns: c.netns.clone(),
             rejects: c.rejects,
             blanket: c.blanket,
         }
@@ -153,6 +157,7 @@ impl RecordedCulprit {
             owner: self.owner.as_deref().map(intern),
             network_policy: self.network_policy.clone(),
             note: self.note.clone(),
+            netns: self.netns.clone(),
             rejects: self.rejects,
             blanket: self.blanket,
         }

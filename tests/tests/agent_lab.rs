@@ -367,3 +367,44 @@ fn a_working_connection_clears_the_agents_finding() {
     assert!(agent.stderr().contains("finding cleared: control-plane-blocked dropped"), "{}", agent.stderr());
     drop(agent);
 }
+
+/// review5 5c: a finished Job pod (phase Succeeded) that kept istiod's reused address, created
+/// through the API after istiod, does not take over istiod's identity: the agent's finding
+/// for blocked xDS stays R5 on istiod's pod with its Istio port.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_finished_pod_holding_istiods_reused_address_does_not_rename_it() {
+    require_root();
+    let lab = lab();
+    let dir = tempdir("finished");
+    let api = ApiServer::start(&lab, &dir, free_port(), 1000);
+    let port = free_port();
+    let agent = start_agent(&lab, &api, "node-a", port);
+    agent.wait_line("ready: attached and inventory synced", Duration::from_secs(60));
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let mut job = lab.pod("details").expect("pod").clone();
+    job.name = "db-migrate-28911-abcde".into();
+    job.app = "db-migrate".into();
+    job.workload = "db-migrate-28911".into();
+    let mut body = pod_json(&lab.name, &lab.spec, &job);
+    body["status"]["phase"] = "Succeeded".into();
+    body["status"]["podIP"] = istiod.ip.to_string().into();
+    body["status"]["podIPs"] = serde_json::json!([{"ip": istiod.ip.to_string()}]);
+    let created = api.call("POST", &format!("/api/v1/namespaces/{}/pods", job.namespace), Some(&body));
+    assert_eq!(created["status"]["phase"], "Succeeded", "{created:#}");
+    thread::sleep(Duration::from_secs(1));
+    lab.inject("node-a", &FirewallRule::drop_tcp_to(Hook::Forward, istiod.ip.into(), 15012)).expect("inject");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_millis(1500))
+        .expect("connect");
+    assert_eq!(out.result, "timeout");
+    let f = wait_finding(port, Duration::from_secs(10), |f| f["dst"]["ip"] == istiod.ip.to_string());
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["severity"].as_str()),
+        (Some("R5"), Some("control-plane-blocked"), Some("critical")),
+        "{f:#}"
+    );
+    assert_eq!(f["dst"]["pod"], istiod.key().as_str(), "{f:#}");
+    assert_eq!(f["dst"]["istio_port"], "xds-tls", "{f:#}");
+    drop(agent);
+}

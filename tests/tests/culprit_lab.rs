@@ -867,3 +867,52 @@ fn the_real_istio_iptables_sidecar_ruleset_gives_no_finding_for_the_mesh_flows_i
     assert!(checks.iter().all(|c| c["status"] == "pass"), "{report:#}");
     assert_eq!(out.status.code(), Some(0), "{report:#}");
 }
+
+/// review5 5: a rule in the destination pod's own INPUT chain (reviews drops its health port
+/// 15021) is placed in that pod's namespace: the culprit's `netns` names the pod and the
+/// remediation says "in pod ...'s network namespace", never "on node node-a".
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_rule_in_the_destination_pods_own_namespace_is_placed_in_that_pod() {
+    use observer_lab::{FirewallRule, Hook};
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    let lab = lab();
+    let reviews = lab.pod("reviews").expect("pod").clone();
+    let reviews_ns = lab.pod_netns("reviews").expect("netns");
+    let all = diagnose_findings(&lab, || {
+        lab.inject_in_netns(&reviews_ns, &FirewallRule::drop_tcp_to(Hook::Input, reviews.ip.into(), 15021))
+            .expect("inject");
+        let out = lab
+            .connect_as_proxy("productpage", SocketAddr::from((reviews.ip, 15021)), Duration::from_millis(2500))
+            .expect("connect");
+        assert_ne!(out.result, "ok", "{out:?}");
+    });
+    let f = all
+        .iter()
+        .find(|f| f["dst"]["port"] == 15021 && f["dst"]["pod"] == reviews.key().as_str())
+        .unwrap_or_else(|| panic!("no finding for reviews:15021: {all:#?}"));
+    assert_eq!(f["mechanism"], "dropped", "{f:#}");
+    let c = &f["culprit"];
+    assert_eq!((c["chain"].as_str(), c["confidence"].as_str()), (Some("INPUT"), Some("confirmed")), "{f:#}");
+    let inode = std::fs::metadata(format!("/run/netns/{reviews_ns}")).expect("netns").ino();
+    assert_eq!(c["netns"], serde_json::json!({"kind": "pod", "inode": inode, "pod": reviews.key()}), "{f:#}");
+    let r = f["remediation"].as_str().expect("remediation");
+    assert!(r.contains(&format!("in pod {}'s network namespace", reviews.key())), "{r}");
+    assert!(!r.contains("on node node-a a DROP"), "{r}");
+}
+
+/// The same attribution on the node's own rules says so: `netns` kind `node`.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_rule_of_the_node_is_placed_on_the_node() {
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    let lab = lab();
+    let node_ns = lab.node_netns("node-a");
+    let culprit = culprit_of_blocked(&lab, 15012, |lab| {
+        install(lab, "iptables", &[&["-A", "FORWARD", "-p", "tcp", "--dport", "15012", "-j", "DROP"]])
+    });
+    let inode = std::fs::metadata(format!("/run/netns/{node_ns}")).expect("netns").ino();
+    assert_eq!(culprit["netns"], serde_json::json!({"kind": "node", "inode": inode}), "{culprit:#}");
+}

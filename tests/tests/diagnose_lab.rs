@@ -280,6 +280,10 @@ fn a_rejected_webhook_call_from_the_api_server_is_r5() {
             istiod.ip
         )
     );
+    // review5 9: what breaks is the webhook (injection, validation), not proxies' configuration.
+    let r = f["remediation"].as_str().expect("remediation");
+    assert!(r.contains("failed calling webhook") && r.contains("sidecar injection"), "{r}");
+    assert!(!r.contains("get no configuration"), "{r}");
 }
 
 #[test]
@@ -944,4 +948,61 @@ fn data_the_node_drops_after_the_handshake_is_dropped_with_its_rule_not_a_stall(
     let f = the_xds_drop(&report, &lab);
     let c = &f["culprit"];
     assert!(c["rule"].as_str().is_some_and(|r| r.contains("--sport 15012") && r.contains("length")), "{f:#}");
+}
+
+/// review5 6: a stale /32 route for a pod's address on another link (the "IP reused, old route
+/// left" shape) and strict rp_filter make the node drop the pod's SYNs with IP_RPFILTER. That is
+/// routing (R3, critical since istiod is cut off), worded as the reverse-path filter on the
+/// incoming interface with the route back to the source, never as a netfilter rule or R5.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn an_rp_filter_drop_of_xds_is_routing_r3_named_as_the_reverse_path_filter() {
+    require_root();
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let node = lab.node_netns("node-a");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let xds = SocketAddr::from((istiod.ip, 15012));
+    let (code, report) = diagnose(&lab, "node-a", || {
+        // Works first, which also leaves productpage's neighbour entry for its gateway: with the
+        // stale route, rp_filter would refuse productpage's ARP requests too (arp_process's
+        // route lookup), and the SYNs would never leave the pod.
+        let ok = lab.connect_as_proxy("productpage", xds, Duration::from_secs(2)).expect("connect");
+        assert_eq!(ok.result, "ok", "{ok:?}");
+        // A second link of the node (a veth pair inside it: this kernel may lack dummy).
+        run(&["-n", &node, "link", "add", "alt0", "type", "veth", "peer", "name", "alt1"]);
+        run(&["-n", &node, "link", "set", "alt0", "up"]);
+        run(&["-n", &node, "link", "set", "alt1", "up"]);
+        run(&["-n", &node, "route", "add", &format!("{}/32", productpage.ip), "dev", "alt0"]);
+        for key in ["net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.cni0.rp_filter=1"] {
+            run(&["netns", "exec", &node, "sysctl", "-qw", key]);
+        }
+        let out = lab.connect_as_proxy("productpage", xds, Duration::from_millis(2500)).expect("connect");
+        assert_eq!(out.result, "timeout", "{out:?}");
+    });
+    assert_eq!(code, 3, "{report:#}");
+    let all = findings(&report);
+    assert_eq!(all.len(), 1, "the working connection is no finding: {report:#}");
+    let f = all
+        .iter()
+        .find(|f| f["dst"]["port"] == 15012 && f["src"]["pod"] == productpage.key().as_str())
+        .unwrap_or_else(|| panic!("no finding for the xDS connection: {report:#}"));
+    assert_eq!(
+        (f["requirement"].as_str(), f["kind"].as_str(), f["mechanism"].as_str(), f["severity"].as_str()),
+        (Some("R3"), Some("endpoint-unreachable"), Some("dropped"), Some("critical")),
+        "{f:#}"
+    );
+    assert_eq!(f["evidence"]["drop_reason"], "IP_RPFILTER", "{f:#}");
+    assert_eq!(f["evidence"]["interface"], "cni0", "{f:#}");
+    assert_eq!(f["dst"]["istio_port"], "xds-tls", "{f:#}");
+    assert_eq!(f["culprit"], serde_json::Value::Null, "no rule to blame: {f:#}");
+    let r = f["remediation"].as_str().expect("remediation");
+    assert!(r.contains("reverse-path filter (rp_filter) on node node-a drops it on cni0"), "{r}");
+    assert!(r.contains(&format!("the route back to the source {} does not leave through cni0", productpage.ip)), "{r}");
+    assert!(r.contains("net.ipv4.conf.cni0.rp_filter=2"), "{r}");
+    assert!(!r.contains("netfilter") && !r.contains("iptables"), "{r}");
 }

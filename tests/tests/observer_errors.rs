@@ -24,6 +24,23 @@ fn an_unknown_namespace_is_named() {
     assert!(stderr.contains("network namespace `no-such-ns-4242` not found at /run/netns/no-such-ns-4242"), "{stderr}");
 }
 
+/// review5 12: a file that exists but is no network namespace is named as such, not as a
+/// missing capability (setns answers EINVAL).
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_file_that_is_no_network_namespace_is_named_so() {
+    require_root();
+    let path = std::env::temp_dir().join(format!("observer-not-a-netns-{}", std::process::id()));
+    std::fs::write(&path, "node-a\n").expect("write");
+    let out =
+        Command::new(observer_bin()).args(["trace", "--duration", "1", "--netns"]).arg(&path).output().expect("run");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{} is not a network namespace file", path.display())), "{stderr}");
+    assert!(!stderr.contains("CAP_SYS_ADMIN"), "{stderr}");
+}
+
 #[test]
 fn unknown_flags_and_values_are_rejected_with_the_valid_ones() {
     let out = Command::new(observer_bin()).args(["trace", "--output", "yaml"]).output().expect("run");

@@ -330,6 +330,38 @@ fn drops_in_pod_namespaces_behind_the_node_are_in_scope() {
     assert_eq!(drop["interface"], serde_json::Value::Null, "ifindex of another namespace is not named");
 }
 
+/// review5 4b: on a Kubernetes node (ip_forward=1) every pod namespace inherits ip_forward=1
+/// (devinet_init_net copies init_net's conf/all). Without an inventory such a pod is still a
+/// pod: a drop in its own namespace is printed with that namespace.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn a_pod_that_inherits_ip_forward_stays_in_scope_without_an_inventory() {
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let pod_ns = lab.pod_netns("productpage").expect("ns");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .output()
+        .expect("sysctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let observer =
+        Running::start(&["trace", "--netns", &lab.node_netns("node-a"), "--output", "json", "--port", "15014"]);
+    lab.inject_in_netns(&pod_ns, &FirewallRule::drop_tcp_to(Hook::Output, istiod.ip.into(), 15014)).expect("inject");
+    let out = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15014)), Duration::from_millis(1200))
+        .expect("connect");
+    assert_eq!(out.result, "timeout", "{out:?}");
+    let sport = out.local_addr().expect("local").port();
+    let drop = observer.wait_for("the drop in the forwarding pod's namespace", Duration::from_secs(5), |v| {
+        v["type"] == "drop" && v["flow"]["sport"] == sport
+    });
+    let inode = std::fs::metadata(format!("/run/netns/{pod_ns}")).expect("netns").ino();
+    assert_eq!(drop["netns"], inode, "{drop}");
+    assert_eq!(drop["drop_reason"], "NETFILTER_DROP", "{drop}");
+}
+
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn a_pod_veth_created_after_start_is_watched_without_restart() {

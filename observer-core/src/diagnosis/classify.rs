@@ -53,15 +53,18 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     let ambient_probe = c.snat_source.into_iter().chain([c.client.0]).any(is_ambient_probe_source)
         && dst.pod.is_some()
         && matches!(mechanism, Mechanism::Dropped | Mechanism::Rejected);
+    // A drop by routing (the reverse-path filter) is L3 reachability (R3), whatever the port:
+    // R5 and R4 are about firewalls.
+    let routing_drop = matches!(&outcome, Outcome::Dropped { reason, .. } if reason.class == DropClass::ReversePath);
     let (requirement, kind) = if unnamed_pod_address {
         (Requirement::R1, Kind::DiscoveryGap)
     } else if ambient_probe {
         (Requirement::R4, Kind::PolicyConflict)
-    } else if dst.role == Some(Role::Istiod) && istio_port.is_some() {
+    } else if dst.role == Some(Role::Istiod) && istio_port.is_some() && !routing_drop {
         (Requirement::R5, Kind::ControlPlaneBlocked)
     } else if dst.role == Some(Role::ApiServer) && src.role == Some(Role::Istiod) {
         (Requirement::R2, Kind::ApiserverUnreachable)
-    } else if istio_port.is_some() && dst_known {
+    } else if istio_port.is_some() && dst_known && !routing_drop {
         (Requirement::R5, Kind::MeshPortBlocked)
     } else if !dst_known {
         // Traffic to something the inventory does not know and that is not a pod address:
@@ -87,6 +90,8 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     };
     let severity = match kind {
         Kind::ControlPlaneBlocked | Kind::ApiserverUnreachable => Severity::Critical,
+        // istiod unreachable by routing: the control plane is cut off all the same.
+        Kind::EndpointUnreachable if dst.role == Some(Role::Istiod) && istio_port.is_some() => Severity::Critical,
         Kind::DiscoveryGap => Severity::Medium,
         _ => Severity::High,
     };
@@ -179,12 +184,13 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
     let remediation = if let Some(e) = &tunnel {
         super::overlay::remediation(e, &dst_party, culprit.as_ref(), node)
     } else if ambient_probe {
-        probe_remediation(mechanism, &dst_party, &evidence, culprit.as_ref(), node)
+        probe_remediation(mechanism, &dst_party, &evidence, culprit.as_ref(), c.client.0, node)
     } else {
         // A packet freed by failed neighbour resolution: the dropped solicitations explain it.
         let neighbour_failure = matches!(&outcome, Outcome::Dropped { reason, location, .. }
             if mechanism == Mechanism::Dropped && super::correlate::is_neighbour_failure(reason, location));
-        let text = remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), node, neighbour_failure);
+        let text =
+            remediation(kind, mechanism, &dst_party, &evidence, culprit.as_ref(), c.client.0, node, neighbour_failure);
         match (&evidence.tunnel, mechanism) {
             (Some(e), Mechanism::Silent) => format!("{text} {}", super::overlay::silent_advice(e, node)),
             _ => text,
@@ -227,19 +233,16 @@ fn probe_remediation(
     dst: &Endpoint,
     evidence: &Evidence,
     culprit: Option<&Culprit>,
+    client: IpAddr,
     node: &str,
 ) -> String {
     let port = dst.port.unwrap_or(0);
     let target = dst.pod.clone().unwrap_or_else(|| dst.ip.map(|i| i.to_string()).unwrap_or_default());
     let [v4, v6] = AMBIENT_PROBE_SOURCES;
     let where_ = match culprit.filter(|c| c.confidence != Confidence::NotIdentified) {
-        Some(c) => format!("the rule that blocks them: {}", c.summary()),
+        Some(c) => format!("the rule that blocks them, {}: {}", c.place(node), c.summary()),
         None => match mechanism {
-            Mechanism::Dropped => format!(
-                "a netfilter rule drops them ({} in netns {})",
-                evidence.drop_reason.as_deref().unwrap_or("?"),
-                evidence.netns.unwrap_or(0)
-            ),
+            Mechanism::Dropped => super::drop_advice::unattributed(dropped_class(evidence), evidence, client, node),
             Mechanism::Rejected => "a firewall rejects them".to_string(),
             _ => format!("no drop on node {node}: a policy beyond it"),
         },
@@ -325,12 +328,19 @@ fn by_firewall(outcome: &Outcome) -> bool {
     }
 }
 
+/// The class of the evidence's drop reason (Other when there is none).
+fn dropped_class(evidence: &Evidence) -> DropClass {
+    evidence.drop_reason.as_deref().map_or(DropClass::Other, DropClass::of_name)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn remediation(
     kind: Kind,
     mechanism: Mechanism,
     dst: &Endpoint,
     evidence: &Evidence,
     culprit: Option<&Culprit>,
+    client: IpAddr,
     node: &str,
     neighbour_failure: bool,
 ) -> String {
@@ -350,16 +360,13 @@ fn remediation(
                 _ => String::new(),
             };
             format!(
-                "on node {node} {} decides it: {}{source}",
+                "{} {} decides it: {}{source}",
+                c.place(node),
                 if mechanism == Mechanism::Rejected { "a REJECT" } else { "a DROP" },
                 c.summary()
             )
         }
-        (Mechanism::Dropped, None) => format!(
-            "a netfilter rule on node {node} drops it ({} in netns {}): find it with `iptables-save`/`nft list ruleset` there",
-            evidence.drop_reason.as_deref().unwrap_or("?"),
-            evidence.netns.unwrap_or(0)
-        ),
+        (Mechanism::Dropped, None) => super::drop_advice::unattributed(dropped_class(evidence), evidence, client, node),
         (Mechanism::Rejected, None) => format!("a firewall rejects it (ICMP {}); find the REJECT rule on the path", evidence.icmp.unwrap_or("error")),
         (Mechanism::Silent, _) => format!("no drop on node {node}: look beyond it (cloud firewall, security group, underlay, the destination node)"),
         (Mechanism::NoRoute, _) => format!("no route: check the routes to {target} on node {node} and the CNI's routing"),
@@ -375,11 +382,42 @@ fn remediation(
         return format!("Connections to {target}:{port} ({what}) stall after the handshake: {where_}.");
     }
     match kind {
-        Kind::ControlPlaneBlocked => format!("Allow TCP {port} to istiod ({target}): {where_}. Proxies get no configuration while it is blocked."),
+        Kind::ControlPlaneBlocked => {
+            format!("Allow TCP {port} to istiod ({target}): {where_}. {}", control_port_effect(dst.istio_port, port))
+        }
         Kind::ApiserverUnreachable => format!("Allow istiod to reach the API server ({target}:{port}): {where_}."),
         Kind::MeshPortBlocked => format!("Allow Istio's port {port} ({}) to {target}: {where_}.", dst.istio_port.unwrap_or("mesh")),
         Kind::PolicyConflict => format!("An infrastructure rule blocks traffic between mesh workloads that Istio's policies govern: allow TCP {port} to {target} in the host/CNI firewall and keep authorization in Istio. {where_}."),
-        Kind::EndpointUnreachable => format!("Restore L3 reachability to {target}:{port}: {where_}."),
+        Kind::EndpointUnreachable => match dst.istio_port {
+            Some(name) => format!(
+                "Restore L3 reachability to {target}:{port} (Istio's {name}): {where_}. {}",
+                control_port_effect(dst.istio_port, port)
+            ),
+            None => format!("Restore L3 reachability to {target}:{port}: {where_}."),
+        },
         Kind::DiscoveryGap => format!("{target}:{port} is a pod address the inventory does not name ({where_}): check that the endpoint is registered (EndpointSlices) and that istiod sees it, or refresh the inventory."),
+    }
+}
+
+/// What breaks while istiod's `port` (named `istio_port` by the catalogue) is blocked
+/// (../shared/ISTIO.md's port table; Istio's "Ports used by Istio" page).
+fn control_port_effect(istio_port: Option<&str>, port: u16) -> &'static str {
+    match (istio_port, port) {
+        (Some("webhook"), _) | (_, 15017) => {
+            "While it is blocked the API server's admission webhooks fail (`failed calling webhook \"...istio.io\"`): sidecar injection of new pods and validation of Istio configuration fail; running proxies keep their configuration."
+        }
+        (Some("xds" | "xds-tls"), _) | (_, 15010 | 15012) => {
+            "While it is blocked proxies get no configuration (xDS) nor certificates: new pods never become ready, running ones keep stale configuration until their certificates expire."
+        }
+        (Some("monitoring"), _) | (_, 15014) => {
+            "This is istiod's monitoring port (control plane metrics): mesh traffic is not affected, only scraping of istiod's metrics."
+        }
+        (Some("health" | "readiness"), _) | (_, 15021) => {
+            "This is the health check port: the kubelet's probes (and load balancers' checks) fail, so the pod is taken out of rotation."
+        }
+        (Some("hbone"), _) | (_, 15008) => {
+            "This is HBONE (mTLS tunnel of ambient mode and east-west traffic): mesh traffic tunnelled through it fails."
+        }
+        _ => "Istio's control traffic on this port fails while it is blocked.",
     }
 }

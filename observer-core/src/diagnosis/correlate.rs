@@ -299,11 +299,12 @@ impl Connection {
 
     /// The drop that decides the connection, if any: among those that still stand (before the
     /// handshake completed) or came after it (once established), the most telling class (a
-    /// firewall or policy, then no route, a failed neighbour, anything else), the first of it.
+    /// firewall or policy, then no route or the reverse-path filter, a failed neighbour, anything
+    /// else), the first of it.
     pub fn decisive_drop(&self) -> Option<&ConnectionDrop> {
         let rank = |d: &ConnectionDrop| match d.reason.class {
             DropClass::Netfilter | DropClass::Policy => 0,
-            DropClass::NoRoute => 1,
+            DropClass::NoRoute | DropClass::ReversePath => 1,
             DropClass::Neighbour => 2,
             _ => 3,
         };

@@ -4,6 +4,7 @@
 
 mod classify;
 mod correlate;
+mod drop_advice;
 pub mod engine;
 pub mod flows;
 mod overlay;

@@ -26,8 +26,13 @@ struct Scenario {
 
 impl Scenario {
     fn new() -> Self {
+        Self::with(LAB)
+    }
+
+    /// A scenario over another inventory (JSON text).
+    fn with(inventory: &str) -> Self {
         Self {
-            inv: Inventory::from_json(LAB).expect("inventory"),
+            inv: Inventory::from_json(inventory).expect("inventory"),
             correlator: Correlator::default(),
             t: 0,
             encap: None,
@@ -753,9 +758,10 @@ fn a_syn_ack_dropped_on_the_node_after_its_ingress_is_dropped_not_established() 
         assert!(c.decisive_drop().is_some_and(|d| d.reply && &*d.reason.name == reason), "{reason}");
         let f = s.findings();
         assert_eq!(f.len(), 1, "{reason}");
-        // Whichever mechanism the reason's class gives (a rule: dropped; the reverse-path
-        // filter: a routing matter), never established.
-        assert_eq!(f[0].requirement, Requirement::R5, "{reason}");
+        // Whichever requirement and mechanism the reason's class gives (a rule: R5 dropped; the
+        // reverse-path filter: routing, R3), never established.
+        let requirement = if reason == "IP_RPFILTER" { Requirement::R3 } else { Requirement::R5 };
+        assert_eq!(f[0].requirement, requirement, "{reason}");
         assert!(matches!(f[0].mechanism, Mechanism::Dropped | Mechanism::NoRoute), "{reason}: {:?}", f[0].mechanism);
         assert_eq!(f[0].evidence.drop_reason.as_deref(), Some(reason));
     }
@@ -835,4 +841,152 @@ fn a_too_big_drop_after_the_handshake_leaves_the_stall_to_its_analysis() {
     let f = s.findings();
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].mechanism, Mechanism::PmtuBlackhole, "{:?}", f[0]);
+}
+
+#[test]
+fn an_rp_filter_drop_of_xds_is_routing_r3_with_its_own_advice_not_a_firewall() {
+    let mut s = Scenario::new();
+    s.interface = "eth0";
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("IP_RPFILTER"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!(
+        (f.requirement, f.kind, f.mechanism, f.severity),
+        (Requirement::R3, Kind::EndpointUnreachable, Mechanism::Dropped, Severity::Critical),
+        "rp_filter is routing: R3, and istiod cut off stays critical"
+    );
+    assert_eq!(f.dst.istio_port, Some("xds-tls"));
+    assert_eq!(f.evidence.drop_reason.as_deref(), Some("IP_RPFILTER"));
+    let r = &f.remediation;
+    assert!(r.contains("reverse-path filter (rp_filter)") && r.contains("on eth0"), "{r}");
+    assert!(r.contains("route back to the source 10.244.1.10"), "{r}");
+    assert!(r.contains("rp_filter=2"), "{r}");
+    assert!(r.contains("proxies get no configuration"), "{r}");
+    assert!(!r.contains("netfilter rule") && !r.contains("iptables"), "{r}");
+
+    // Between two mesh workloads the same reason is no policy conflict (R4).
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 42001), ("10.244.1.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 42001), ("10.244.1.11", 9080), dropped("IP_RPFILTER"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].requirement, f[0].kind), (Requirement::R3, Kind::EndpointUnreachable));
+}
+
+#[test]
+fn a_tc_program_drop_between_mesh_workloads_is_a_policy_named_as_tc_not_netfilter() {
+    let mut s = Scenario::new();
+    s.interface = "lxc12";
+    s.see(Hook::TcEgress, (PP, 42001), ("10.244.1.11", 9080), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 42001), ("10.244.1.11", 9080), dropped("TC_INGRESS"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].requirement, f[0].kind), (Requirement::R4, Kind::PolicyConflict));
+    let r = &f[0].remediation;
+    assert!(r.contains("a tc BPF program or action on lxc12 (ingress)"), "{r}");
+    assert!(!r.contains("netfilter rule") && !r.contains("iptables"), "{r}");
+}
+
+#[test]
+fn an_unidentified_netfilter_drop_names_conntrack_and_queues_too() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let r = &f[0].remediation;
+    assert!(r.contains("iptables-save") && r.contains("conntrack -S") && r.contains("NFQUEUE"), "{r}");
+}
+
+#[test]
+fn the_control_plane_fix_says_what_breaks_on_that_port() {
+    let effect = |port: u16| {
+        let mut s = Scenario::new();
+        s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, port), packet(TcpFlags::SYN));
+        s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, port), dropped("NETFILTER_DROP"));
+        let f = s.findings();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].kind, Kind::ControlPlaneBlocked, "{port}");
+        f[0].remediation.clone()
+    };
+    let webhook = effect(15017);
+    assert!(webhook.contains("failed calling webhook") && webhook.contains("sidecar injection"), "{webhook}");
+    assert!(!webhook.contains("get no configuration"), "{webhook}");
+    let xds = effect(15010);
+    assert!(xds.contains("proxies get no configuration"), "{xds}");
+    let monitoring = effect(15014);
+    assert!(monitoring.contains("monitoring port") && monitoring.contains("not affected"), "{monitoring}");
+}
+
+#[test]
+fn istiod_to_a_host_network_api_server_beside_typha_is_r2_to_kubernetes() {
+    // review5's inv4: 172.31.1.2 serves the API server on 6443 and calico-typha on 5473.
+    let mut s = Scenario::with(&crate::inventory::tests::host_network_apiserver_beside_typha());
+    s.see(Hook::TcIngress, (ISTIOD, 41000), ("172.31.1.2", 6443), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (ISTIOD, 41000), ("172.31.1.2", 6443), dropped("NETFILTER_DROP"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!((f[0].requirement, f[0].kind), (Requirement::R2, Kind::ApiserverUnreachable));
+    assert_eq!(f[0].dst.service.as_deref(), Some("default/kubernetes"));
+    assert!(!f[0].remediation.contains("calico-typha"), "{}", f[0].remediation);
+}
+
+#[test]
+fn a_finished_job_holding_istiods_address_leaves_xds_blocking_r5() {
+    // review5's inv5: a Succeeded Job pod keeps istiod's current address.
+    let mut s = Scenario::with(&crate::inventory::tests::finished_job_holding_istiods_address());
+    s.see(Hook::TcIngress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped("NETFILTER_DROP"));
+    let f = s.findings();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(
+        (f[0].requirement, f[0].kind, f[0].severity),
+        (Requirement::R5, Kind::ControlPlaneBlocked, Severity::Critical)
+    );
+    assert_eq!(f[0].dst.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"));
+    assert_eq!(f[0].dst.istio_port, Some("xds-tls"));
+}
+
+#[test]
+fn a_rule_in_a_pods_own_namespace_is_worded_there_not_on_the_node() {
+    use crate::netfilter::{Confidence, Culprit, RuleNamespace};
+    let with = |netns: Option<RuleNamespace>| {
+        let mut c = Culprit::not_identified(Some("INPUT"), "x");
+        (c.confidence, c.backend, c.table, c.chain, c.note, c.netns) =
+            (Confidence::Confirmed, Some("iptables-nft"), Some("filter".into()), Some("INPUT".into()), None, netns);
+        c.rule = Some("-A INPUT -p tcp -m tcp --dport 15021 -j DROP".into());
+        Detail::Drop {
+            drop_reason: DropReason::new(12, "NETFILTER_DROP"),
+            location: "nft_do_chain+0x3e8".into(),
+            netns: 4026533804,
+            culprit: Some(std::sync::Arc::new(c)),
+            quoted: None,
+            packet: Captured::default(),
+            solicited: None,
+        }
+    };
+    let reviews = "bookinfo/reviews-v1-5b8f7c9d4-q7m2n";
+    let finding = |netns: Option<RuleNamespace>| {
+        let mut s = Scenario::new();
+        s.see(Hook::TcEgress, (PP, 40000), ("10.244.1.11", 15021), packet(TcpFlags::SYN));
+        s.see(Hook::KfreeSkb, (PP, 40000), ("10.244.1.11", 15021), with(netns));
+        let f = s.findings();
+        assert_eq!(f.len(), 1, "{f:?}");
+        f[0].clone()
+    };
+    let f = finding(Some(RuleNamespace::Pod { inode: 4026533804, pod: Some(reviews.into()) }));
+    assert_eq!(f.dst.pod.as_deref(), Some(reviews));
+    let r = &f.remediation;
+    assert!(r.contains(&format!("in pod {reviews}'s network namespace (rules written inside the pod")), "{r}");
+    assert!(!r.contains("on node node-a"), "{r}");
+    let json = serde_json::to_value(&f).expect("json");
+    assert_eq!(json["culprit"]["netns"], serde_json::json!({"kind": "pod", "inode": 4026533804u32, "pod": reviews}));
+    let unnamed = finding(Some(RuleNamespace::Pod { inode: 4026533804, pod: None })).remediation;
+    assert!(unnamed.contains("in network namespace 4026533804, a pod's on node node-a"), "{unnamed}");
+    let node = finding(Some(RuleNamespace::Node { inode: 4026531840 }));
+    assert!(node.remediation.contains("on node node-a a DROP decides it"), "{}", node.remediation);
+    let json = serde_json::to_value(&node).expect("json");
+    assert_eq!(json["culprit"]["netns"], serde_json::json!({"kind": "node", "inode": 4026531840u32}));
 }

@@ -20,7 +20,7 @@ use super::{parse, Inventory, InventoryError};
 /// The objects the inventory is built from, as a Kubernetes client lists and watches them.
 /// Pods may be trimmed to what the inventory reads (metadata: name, namespace, uid, labels,
 /// annotations, ownerReferences; spec: nodeName, hostNetwork, container and init container
-/// names; status: podIP, podIPs).
+/// names; status: podIP, podIPs, phase).
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
     pub pods: Vec<Pod>,

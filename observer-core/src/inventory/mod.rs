@@ -6,7 +6,7 @@ pub mod istio_ports;
 mod parse;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -47,6 +47,10 @@ pub struct Pod {
     pub role: Role,
     pub mesh: MeshMode,
     pub host_network: bool,
+    /// The pod has terminated (`status.phase` Succeeded or Failed: a finished Job, an evicted
+    /// pod). It keeps `status.podIP(s)`, but the address is free and may be reused by a live pod,
+    /// so a finished pod never names an address.
+    pub finished: bool,
     /// Ports kubelet probes (`spec.containers[].readinessProbe` / `livenessProbe` /
     /// `startupProbe`: `tcpSocket`, `httpGet` or `grpc` port, named ports resolved through the
     /// container's `ports[]`), with the probe's kind (`readiness`, `liveness`, `startup`).
@@ -78,14 +82,29 @@ pub struct Service {
     pub name: String,
     pub cluster_ips: Vec<IpAddr>,
     pub ports: Vec<ServicePort>,
-    /// Endpoint addresses (from EndpointSlices).
+    /// Endpoint addresses (from EndpointSlices), each once.
     pub endpoints: Vec<IpAddr>,
+    /// The ports each endpoint address serves for this Service (the slices' `ports[].port`);
+    /// None when a slice lists the address without port numbers (all ports). A host-network
+    /// address (a node IP) often backs several Services on different ports.
+    pub endpoint_ports: BTreeMap<IpAddr, Option<BTreeSet<u16>>>,
 }
 
 impl Service {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// Whether `ip` may serve `port` for this Service: listed with that port, or with no port
+    /// numbers. False when `ip` is no endpoint of it.
+    pub fn serves(&self, ip: IpAddr, port: u16) -> bool {
+        match self.endpoint_ports.get(&ip) {
+            Some(Some(ports)) => ports.contains(&port),
+            Some(None) => true,
+            None => false,
+        }
+    }
+
     /// The Kubernetes API server's Service (`default/kubernetes`).
     pub fn is_apiserver(&self) -> bool {
         self.namespace == "default" && self.name == "kubernetes"
@@ -123,7 +142,8 @@ impl Inventory {
 
     fn index(mut self) -> Self {
         for (i, pod) in self.pods.iter().enumerate() {
-            if !pod.host_network {
+            // A finished pod's address may be a live pod's now: only live pods name addresses.
+            if !pod.host_network && !pod.finished {
                 for ip in &pod.ips {
                     self.pod_by_ip.insert(*ip, i);
                 }
@@ -153,7 +173,8 @@ impl Inventory {
         Endpoint {
             pod: Some(pod.key()),
             workload: Some(pod.workload.clone()),
-            service: pod.ips.iter().find_map(|ip| self.services_of_endpoint(*ip).next()).map(Service::key),
+            // A host-network pod's address is its node's: named only when one Service has it.
+            service: pod.ips.iter().find_map(|ip| self.service_of_endpoint(*ip, None)).map(Service::key),
             role: Some(pod.role),
             mesh: Some(pod.mesh),
             ..Endpoint::default()
@@ -162,6 +183,24 @@ impl Inventory {
 
     pub fn service_by_cluster_ip(&self, ip: IpAddr) -> Option<&Service> {
         self.service_by_cluster_ip.get(&ip).map(|&i| &self.services[i])
+    }
+
+    /// The Service `ip` serves on `port`: the one whose endpoints list `ip` with `port` (a node
+    /// IP serves the API server on 6443 and calico-typha on 5473). Without a port, or when none
+    /// matches: the one Service `ip` backs, or for a pod's own address its first Service; None
+    /// when the address backs several Services and the port tells none of them.
+    pub fn service_of_endpoint(&self, ip: IpAddr, port: Option<u16>) -> Option<&Service> {
+        let candidates: Vec<&Service> = self.services_of_endpoint(ip).collect();
+        if let Some(port) = port {
+            if let Some(serving) = candidates.iter().find(|s| s.serves(ip, port)) {
+                return Some(serving);
+            }
+        }
+        match candidates[..] {
+            [one] => Some(one),
+            [first, ..] if self.pod_by_ip(ip).is_some() => Some(first),
+            _ => None,
+        }
     }
 
     /// Services with `ip` among their endpoints.
@@ -192,7 +231,7 @@ impl Inventory {
                 ..Endpoint::default()
             };
         }
-        let service = self.services_of_endpoint(ip).next();
+        let service = self.service_of_endpoint(ip, port);
         match self.pod_by_ip(ip) {
             Some(pod) => Endpoint {
                 pod: Some(pod.key()),
@@ -228,4 +267,4 @@ fn component_port(role: Role, mesh: Option<MeshMode>, port: u16) -> Option<&'sta
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,6 +1,9 @@
 //! Parsing Kubernetes JSON into an [`Inventory`], with errors that name the item and field.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use serde_json::Value;
 
@@ -56,7 +59,7 @@ pub fn parse(text: &str) -> Result<Inventory, InventoryError> {
 pub(super) fn collect(items: Vec<&Value>, default_kind: Option<&str>) -> Result<Inventory, InventoryError> {
     let mut inv = Inventory::default();
     let mut namespace_labels: HashMap<String, HashMap<String, String>> = HashMap::new();
-    let mut endpoints: Vec<(String, String, Vec<IpAddr>)> = Vec::new();
+    let mut endpoints: Vec<EndpointsOf> = Vec::new();
     let mut raw_pods = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let kind = item.get("kind").and_then(Value::as_str).or(default_kind).unwrap_or("");
@@ -92,7 +95,18 @@ pub(super) fn collect(items: Vec<&Value>, default_kind: Option<&str>) -> Result<
     }
     for (namespace, service, ips) in endpoints {
         if let Some(svc) = inv.services.iter_mut().find(|s| s.namespace == namespace && s.name == service) {
-            svc.endpoints.extend(ips);
+            for (ip, ports) in ips {
+                if !svc.endpoints.contains(&ip) {
+                    svc.endpoints.push(ip);
+                }
+                let known = svc.endpoint_ports.entry(ip).or_insert_with(|| Some(BTreeSet::new()));
+                match (ports, known.as_mut()) {
+                    // A slice lists this address without ports: any port may be served.
+                    (None, _) => *known = None,
+                    (Some(ports), Some(set)) => set.extend(ports),
+                    (Some(_), None) => {}
+                }
+            }
         }
     }
     Ok(inv.index())
@@ -198,6 +212,7 @@ fn pod(
         role,
         mesh,
         host_network: item.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false),
+        finished: matches!(item.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")),
         probe_ports: probe_ports(item),
     })
 }
@@ -306,10 +321,13 @@ fn service(at: &Location, item: &Value) -> Result<Option<Service>, InventoryErro
         cluster_ips,
         ports,
         endpoints: Vec::new(),
+        endpoint_ports: BTreeMap::new(),
     }))
 }
 
-fn endpoint_slice(at: &Location, item: &Value) -> Result<(String, String, Vec<IpAddr>), InventoryError> {
+/// An EndpointSlice's Service and its addresses, each with the slice's ports (`ports[].port`;
+/// None when the slice lists no ports or a port without number, which means all ports).
+fn endpoint_slice(at: &Location, item: &Value) -> Result<EndpointsOf, InventoryError> {
     let service =
         item.pointer("/metadata/labels/kubernetes.io~1service-name").and_then(Value::as_str).ok_or_else(|| {
             field_error(
@@ -317,21 +335,35 @@ fn endpoint_slice(at: &Location, item: &Value) -> Result<(String, String, Vec<Ip
                 "missing: cannot tell which Service this slice serves",
             )
         })?;
+    let ports = ports_of(item.get("ports"));
     let mut ips = Vec::new();
     for (i, e) in item.get("endpoints").and_then(Value::as_array).into_iter().flatten().enumerate() {
         for (j, a) in e.get("addresses").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            ips.push(ip(at, &format!("endpoints[{i}].addresses[{j}]"), a)?);
+            ips.push((ip(at, &format!("endpoints[{i}].addresses[{j}]"), a)?, ports.clone()));
         }
     }
     Ok((at.namespace.clone(), service.to_string(), ips))
 }
 
-fn legacy_endpoints(at: &Location, item: &Value) -> Result<(String, String, Vec<IpAddr>), InventoryError> {
+/// A Service's endpoints as one EndpointSlice or Endpoints object lists them: namespace,
+/// Service name, each address with its ports (None: all ports).
+type EndpointsOf = (String, String, Vec<(IpAddr, Option<Vec<u16>>)>);
+
+/// The port numbers of an EndpointSlice's or an Endpoints subset's `ports[]`; None when absent,
+/// empty, or one entry has no number (all ports, per the EndpointSlice API).
+fn ports_of(ports: Option<&Value>) -> Option<Vec<u16>> {
+    let list = ports?.as_array().filter(|l| !l.is_empty())?;
+    list.iter().map(|p| p.get("port")?.as_u64().and_then(|n| u16::try_from(n).ok())).collect()
+}
+
+fn legacy_endpoints(at: &Location, item: &Value) -> Result<EndpointsOf, InventoryError> {
     require_name(at)?;
     let mut ips = Vec::new();
     for (i, subset) in item.get("subsets").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let ports = ports_of(subset.get("ports"));
         for (j, a) in subset.get("addresses").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            ips.push(ip(at, &format!("subsets[{i}].addresses[{j}].ip"), a.get("ip").unwrap_or(&Value::Null))?);
+            let addr = ip(at, &format!("subsets[{i}].addresses[{j}].ip"), a.get("ip").unwrap_or(&Value::Null))?;
+            ips.push((addr, ports.clone()));
         }
     }
     Ok((at.namespace.clone(), at.name.clone(), ips))

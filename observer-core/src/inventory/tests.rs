@@ -112,3 +112,111 @@ fn probe_ports_come_from_the_pod_spec_with_named_ports_resolved() {
     assert_eq!(inv.describe(ip("10.1.0.5"), Some(9901)).probe, Some("liveness"));
     assert_eq!(inv.describe(ip("10.1.0.5"), Some(7000)).probe, None);
 }
+
+/// The lab's inventory with `edit` applied to its items (JSON values).
+pub(crate) fn lab_with(edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
+    let mut list: serde_json::Value = serde_json::from_str(LAB).expect("lab json");
+    let items = list.get_mut("items").and_then(serde_json::Value::as_array_mut).expect("items");
+    edit(items);
+    list.to_string()
+}
+
+/// review5's inv4: the API server runs hostNetwork on node IP 172.31.1.2:6443, and Calico's
+/// typha serves 5473 on the same IP; its Service and slice come first (`kubectl get -A` sorts
+/// by namespace).
+pub(crate) fn host_network_apiserver_beside_typha() -> String {
+    lab_with(|items| {
+        for item in items.iter_mut() {
+            let name = item.pointer("/metadata/name").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+            if name == "kube-apiserver-node-b" {
+                item["spec"]["hostNetwork"] = true.into();
+                item["status"]["podIP"] = "172.31.1.2".into();
+                item["status"]["podIPs"] = serde_json::json!([{"ip": "172.31.1.2"}]);
+            }
+            if name == "kubernetes-0acf1" {
+                item["endpoints"][0]["addresses"] = serde_json::json!(["172.31.1.2"]);
+            }
+        }
+        let typha = serde_json::json!([
+            {"kind": "Service", "apiVersion": "v1", "metadata": {"name": "calico-typha", "namespace": "calico-system"},
+             "spec": {"clusterIP": "10.96.0.77", "ports": [{"name": "calico-typha", "port": 5473, "targetPort": 5473}]}},
+            {"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+             "metadata": {"name": "calico-typha-abcde", "namespace": "calico-system",
+                          "labels": {"kubernetes.io/service-name": "calico-typha"}},
+             "addressType": "IPv4", "endpoints": [{"addresses": ["172.31.1.2"]}],
+             "ports": [{"name": "calico-typha", "port": 5473, "protocol": "TCP"}]}
+        ]);
+        for (i, item) in typha.as_array().into_iter().flatten().enumerate() {
+            items.insert(i, item.clone());
+        }
+    })
+}
+
+/// review5's inv5: a finished Job pod (phase Succeeded) listed after istiod keeps istiod's
+/// current address 10.244.2.10.
+pub(crate) fn finished_job_holding_istiods_address() -> String {
+    lab_with(|items| {
+        items.push(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "db-migrate-28911-abcde", "namespace": "zz-jobs", "uid": "0b8f",
+                         "ownerReferences": [{"apiVersion": "batch/v1", "controller": true, "kind": "Job", "name": "db-migrate-28911"}]},
+            "spec": {"nodeName": "node-b", "containers": [{"name": "m"}]},
+            "status": {"phase": "Succeeded", "podIP": "10.244.2.10", "podIPs": [{"ip": "10.244.2.10"}]}
+        }));
+    })
+}
+
+#[test]
+fn a_host_network_address_is_named_by_the_service_of_its_port() {
+    let inv = Inventory::from_json(&host_network_apiserver_beside_typha()).expect("parse");
+    let node = ip("172.31.1.2");
+    let api = inv.describe(node, Some(6443));
+    assert_eq!((api.service.as_deref(), api.role), (Some("default/kubernetes"), Some(Role::ApiServer)));
+    assert_eq!(api.pod, None, "a host-network pod names no address");
+    let typha = inv.describe(node, Some(5473));
+    assert_eq!((typha.service.as_deref(), typha.role), (Some("calico-system/calico-typha"), None));
+    // A port neither serves, or no port: two Services have the address, none is named.
+    assert_eq!(inv.describe(node, Some(22)), Endpoint::default());
+    assert_eq!(inv.describe(node, None).service, None);
+    let kubernetes = inv.services.iter().find(|s| s.is_apiserver()).expect("kubernetes");
+    assert!(kubernetes.serves(node, 6443) && !kubernetes.serves(node, 5473));
+    // The host-network API server pod as a caller (found by its cgroup) is not calico-typha.
+    let apiserver = inv.pods.iter().find(|p| p.name == "kube-apiserver-node-b").expect("pod");
+    assert_eq!(inv.describe_pod(apiserver).service, None);
+}
+
+#[test]
+fn a_slice_without_ports_serves_every_port_and_a_single_service_still_names_its_address() {
+    let text = lab_with(|items| {
+        for item in items.iter_mut() {
+            if item.pointer("/metadata/name").and_then(serde_json::Value::as_str) == Some("kubernetes-0acf1") {
+                item.as_object_mut().expect("object").remove("ports");
+            }
+        }
+    });
+    let inv = Inventory::from_json(&text).expect("parse");
+    let kubernetes = inv.services.iter().find(|s| s.is_apiserver()).expect("kubernetes");
+    assert!(kubernetes.serves(ip("10.244.2.20"), 12345));
+    // The lab's istiod slice lists 15010/15012/15014/15017; its pod's own sidecar-less port
+    // still names the Service it backs (the only one).
+    let other = inv.describe(ip("10.244.2.10"), Some(8080));
+    assert_eq!(other.service.as_deref(), Some("istio-system/istiod"));
+}
+
+#[test]
+fn a_finished_pod_never_names_an_address_a_live_pod_holds() {
+    let inv = Inventory::from_json(&finished_job_holding_istiods_address()).expect("parse");
+    let job = inv.pods.iter().find(|p| p.namespace == "zz-jobs").expect("the job pod is kept");
+    assert!(job.finished);
+    assert!(!inv.pods.iter().find(|p| p.name.starts_with("istiod")).expect("istiod").finished, "Running");
+    let istiod = inv.describe(ip("10.244.2.10"), Some(15012));
+    assert_eq!(istiod.pod.as_deref(), Some("istio-system/istiod-6c8d9f7b5-k9v3p"));
+    assert_eq!((istiod.role, istiod.istio_port), (Some(Role::Istiod), Some("xds-tls")));
+    let via_service = inv.describe(ip("10.96.0.10"), Some(15012));
+    assert_eq!(via_service.role, Some(Role::Istiod), "the backing pod is the live one");
+    // Alone, a finished pod's address is nobody's.
+    let alone = r#"{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"j","namespace":"n"},
+        "status":{"phase":"Failed","podIP":"10.1.0.9"}}]}"#;
+    let inv = Inventory::from_json(alone).expect("parse");
+    assert!(inv.pod_by_ip(ip("10.1.0.9")).is_none());
+}

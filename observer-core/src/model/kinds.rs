@@ -292,22 +292,52 @@ impl fmt::Display for IcmpKind {
     }
 }
 
-/// What a kernel drop reason means to the diagnosis, decided once from its BTF name.
+/// What a kernel drop reason means to the diagnosis, decided once from its BTF name
+/// (`enum skb_drop_reason`, include/net/dropreason-core.h; checked against Linux 6.18's list).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DropClass {
-    /// A netfilter verdict (`NETFILTER_DROP`).
+    /// A netfilter verdict (`NETFILTER_DROP`): a rule, or conntrack itself (table full), or an
+    /// NFQUEUE without listener.
     Netfilter,
-    /// Another filter or policy (`*POLICY*`, `*FILTER*`: BPF cgroup/TC filters, XFRM policy...).
+    /// A filter or policy that is not netfilter: a BPF socket filter (`SOCKET_FILTER`), an IPsec
+    /// policy (`XFRM_POLICY`), a cgroup BPF egress program (`BPF_CGROUP_EGRESS`), a tc program or
+    /// action (`TC_INGRESS`, `TC_EGRESS`, tc's own failures `TC_CHAIN_NOTFOUND`...), an LSM hook
+    /// (`SECURITY_HOOK`). See [`DropClass::policy_kind`].
     Policy,
+    /// The reverse-path filter (`IP_RPFILTER`, `net.ipv4.conf.*.rp_filter`): the route back to
+    /// the packet's source does not leave through the interface it came in on. Routing (L3
+    /// reachability), not a firewall.
+    ReversePath,
     /// No socket wanted the packet (`NO_SOCKET`): a closed port, the application's answer.
     NoSocket,
-    /// No route (`IP_NOROUTE`, `IP6_NOROUTE`...).
+    /// No route (`IP_NOROUTE`, `IP_INNOROUTES`, `IP_OUTNOROUTES`...).
     NoRoute,
     /// Neighbour resolution gave up on the next hop (`NEIGH_FAILED`, `NEIGH_QUEUEFULL`,
     /// `NEIGH_DEAD`...).
     Neighbour,
-    /// Anything else (resources, malformed packets, purged queues...).
+    /// Anything else (resources, malformed packets, purged queues, a tap device's MAC filter
+    /// `TAP_FILTER`...).
+    Other,
+}
+
+/// Which kind of non-netfilter policy dropped a packet ([`DropClass::Policy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// A classic/eBPF socket filter on the receiving socket (`SO_ATTACH_FILTER`/`SO_ATTACH_BPF`).
+    SocketFilter,
+    /// An IPsec (XFRM) policy of the namespace.
+    Xfrm,
+    /// A cgroup BPF program (`BPF_CGROUP_EGRESS`; cgroup ingress drops have no reason of their own).
+    CgroupBpf,
+    /// A tc BPF program or action (`TC_ACT_SHOT`) on the interface: a CNI's eBPF policy or a tc filter.
+    Tc,
+    /// tc failed to classify (`TC_CHAIN_NOTFOUND`, `TC_RECLASSIFY_LOOP`, `TC_COOKIE_ERROR`): a
+    /// broken tc configuration on the interface.
+    TcError,
+    /// A Linux security module hook (SELinux, AppArmor, a BPF LSM).
+    Lsm,
+    /// Another name with POLICY in it (a reason newer than this list).
     Other,
 }
 
@@ -318,18 +348,35 @@ impl DropClass {
             Self::Netfilter
         } else if name == "NO_SOCKET" {
             Self::NoSocket
+        } else if name.contains("RPFILTER") {
+            Self::ReversePath
         } else if name.contains("NOROUTE") {
             Self::NoRoute
         } else if name.starts_with("NEIGH_") {
             Self::Neighbour
-        } else if name.contains("POLICY") || name.contains("FILTER") {
+        } else if Self::policy_kind(name).is_some() {
             Self::Policy
         } else {
             Self::Other
         }
     }
 
-    /// A firewall or policy decided the drop.
+    /// The kind of policy a reason named `name` stands for, None when it is no policy.
+    pub fn policy_kind(name: &str) -> Option<PolicyKind> {
+        Some(match name {
+            "SOCKET_FILTER" => PolicyKind::SocketFilter,
+            "XFRM_POLICY" => PolicyKind::Xfrm,
+            "BPF_CGROUP_EGRESS" => PolicyKind::CgroupBpf,
+            "TC_INGRESS" | "TC_EGRESS" => PolicyKind::Tc,
+            "TC_CHAIN_NOTFOUND" | "TC_RECLASSIFY_LOOP" | "TC_COOKIE_ERROR" => PolicyKind::TcError,
+            "SECURITY_HOOK" => PolicyKind::Lsm,
+            n if n.starts_with("TC_") && n.contains("POLICY") => PolicyKind::Tc,
+            n if n.contains("POLICY") => PolicyKind::Other,
+            _ => return None,
+        })
+    }
+
+    /// A firewall or policy decided the drop (not routing, resources or the application).
     pub fn is_firewall(self) -> bool {
         matches!(self, Self::Netfilter | Self::Policy)
     }
@@ -404,6 +451,31 @@ mod tests {
         assert_eq!(DropReason::new(4, "TC_EGRESS_POLICY").class, DropClass::Policy);
         assert_eq!(DropReason::new(5, "QUEUE_PURGE").class, DropClass::Other);
         assert_eq!(DropReason::new(6, "NEIGH_FAILED").class, DropClass::Neighbour);
+        // "FILTER" in a name is no firewall: rp_filter is routing, a tap's filter is the device's.
+        assert_eq!(DropReason::new(7, "IP_RPFILTER").class, DropClass::ReversePath);
+        assert!(!DropClass::ReversePath.is_firewall());
+        assert_eq!(DropReason::new(8, "TAP_FILTER").class, DropClass::Other);
+        assert_eq!(DropReason::new(9, "TAP_TXFILTER").class, DropClass::Other);
+        for (name, kind) in [
+            ("SOCKET_FILTER", PolicyKind::SocketFilter),
+            ("XFRM_POLICY", PolicyKind::Xfrm),
+            ("BPF_CGROUP_EGRESS", PolicyKind::CgroupBpf),
+            ("TC_INGRESS", PolicyKind::Tc),
+            ("TC_EGRESS", PolicyKind::Tc),
+            ("TC_CHAIN_NOTFOUND", PolicyKind::TcError),
+            ("SECURITY_HOOK", PolicyKind::Lsm),
+        ] {
+            assert_eq!(
+                (DropReason::new(10, name).class, DropClass::policy_kind(name)),
+                (DropClass::Policy, Some(kind))
+            );
+        }
+        for name in ["IP_INNOROUTES", "IP_OUTNOROUTES"] {
+            assert_eq!(DropReason::new(11, name).class, DropClass::NoRoute, "{name}");
+        }
+        for name in ["NOT_SPECIFIED", "OTHERHOST", "TCP_OLD_DATA", "QDISC_DROP", "IP_INADDRERRORS", "PSP_INPUT"] {
+            assert_eq!(DropReason::new(12, name).class, DropClass::Other, "{name}");
+        }
         assert_eq!(DropReason::unnamed(999).to_string(), "reason#999");
         assert_eq!(serde_json::to_value(DropReason::new(12, "NETFILTER_DROP")).ok(), Some("NETFILTER_DROP".into()));
     }

@@ -6,7 +6,9 @@ pub mod kinds;
 pub mod observation;
 
 pub use endpoint::Endpoint;
-pub use kinds::{Captured, DropClass, DropReason, IcmpKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState};
+pub use kinds::{
+    Captured, DropClass, DropReason, IcmpKind, PolicyKind, SocketMilestone, TcpFlags, TcpStackEvent, TcpState,
+};
 pub use observation::{
     Detail, Encapsulation, Flow, Hook, Observation, Process, Protocol, Segment, TunnelKind, TUNNEL_LINK_KINDS,
 };

@@ -19,6 +19,23 @@ pub enum Confidence {
     Confirmed,
 }
 
+/// Where a rule lives: the watched node's network namespace, or a pod's own (rules that
+/// istio-init / istio-cni or the CNI wrote inside the pod). Serialized as `{"kind": "node",
+/// "inode": N}` or `{"kind": "pod", "inode": N, "pod": "namespace/name"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RuleNamespace {
+    /// The node's network namespace (the one observer watches).
+    Node { inode: u32 },
+    /// A pod's network namespace; `pod` is the pod holding an end of the dropped packet there
+    /// (as the inventory names it), absent when no inventory names it.
+    Pod {
+        inode: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pod: Option<String>,
+    },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Culprit {
     pub confidence: Confidence,
@@ -51,6 +68,10 @@ pub struct Culprit {
     /// Why the rule is not identified, or what weakens the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The network namespace whose rulesets hold the rule (set by the attribution, which knows
+    /// which namespace it read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<RuleNamespace>,
     /// The rule answers (REJECT: an ICMP error or a TCP reset), rather than dropping silently.
     #[serde(skip)]
     pub rejects: bool,
@@ -78,6 +99,7 @@ impl Culprit {
             owner: None,
             network_policy: None,
             note: Some(note.into()),
+            netns: None,
             rejects: false,
             blanket: false,
         }
@@ -110,8 +132,23 @@ impl Culprit {
             owner,
             network_policy,
             note,
+            netns: None,
             rejects,
             blanket,
+        }
+    }
+
+    /// Where the rule is, for a sentence: `on node NODE`, or `in pod NS/NAME's network
+    /// namespace (rules written inside the pod by istio-init/istio-cni or the CNI)`, or for an
+    /// unnamed pod `in network namespace INODE (a pod's, not the node's) ...`.
+    pub fn place(&self, node: &str) -> String {
+        const INSIDE: &str = "rules written inside the pod by istio-init/istio-cni or the CNI, not the node's: read them with `nsenter -n -t PID iptables-save` (or `nft list ruleset`), PID a process of the pod";
+        match &self.netns {
+            Some(RuleNamespace::Pod { pod: Some(pod), .. }) => format!("in pod {pod}'s network namespace ({INSIDE})"),
+            Some(RuleNamespace::Pod { inode, pod: None }) => {
+                format!("in network namespace {inode}, a pod's on node {node} ({INSIDE})")
+            }
+            Some(RuleNamespace::Node { .. }) | None => format!("on node {node}"),
         }
     }
 

@@ -11,7 +11,7 @@ pub mod nft;
 pub mod owner;
 pub mod route;
 
-pub use culprit::{Confidence, Culprit};
+pub use culprit::{Confidence, Culprit, RuleNamespace};
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,12 @@ const IFLA_LINK_NETNSID: u16 = 37;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTN_LOCAL: u8 = 2;
+const RTN_UNICAST: u8 = 1;
+const RTA_GATEWAY: u16 = 5;
+const RTA_MULTIPATH: u16 = 9;
+const RTA_TABLE: u16 = 15;
+const RTA_VIA: u16 = 18;
+const RT_TABLE_MAIN: u32 = 254;
 const RTMSG_LEN: usize = 12;
 const NETNSA_NSID: u16 = 1;
 const NETNSA_FD: u16 = 3;
@@ -194,6 +200,20 @@ impl RouteSocket {
         out.sort_unstable();
         out.dedup();
         Ok(out)
+    }
+
+    /// Whether the namespace's main table routes a specific prefix (not the default route) via
+    /// a gateway: what a router or a node holds, and a pod does not (a pod has its connected
+    /// prefix or a host route to its gateway, and a default route via it).
+    pub fn has_specific_gateway_route(&mut self) -> io::Result<bool> {
+        let mut body = vec![0u8; RTMSG_LEN];
+        body[0] = libc::AF_UNSPEC as u8;
+        let seq = self.send(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, &body)?;
+        let mut found = false;
+        self.receive(seq, |kind, payload| {
+            found |= kind == RTM_NEWROUTE && is_specific_gateway_route(payload);
+        })?;
+        Ok(found)
     }
 
     /// Every address of the namespace with its interface index (IFA_LOCAL, else IFA_ADDRESS).
@@ -406,6 +426,25 @@ pub fn default_route_oif(payload: &[u8]) -> Option<u32> {
         .and_then(|(_, v)| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)))
 }
 
+/// Whether an RTM_NEWROUTE payload is a unicast route of the main table to a prefix other
+/// than the default, through a gateway (RTA_GATEWAY, RTA_VIA or multipath nexthops).
+pub fn is_specific_gateway_route(payload: &[u8]) -> bool {
+    let (Some(&dst_len), Some(&table), Some(&kind)) = (payload.get(1), payload.get(4), payload.get(7)) else {
+        return false;
+    };
+    let Some(rest) = payload.get(RTMSG_LEN..) else { return false };
+    let mut table = u32::from(table);
+    let mut gateway = false;
+    for (t, v) in attrs(rest) {
+        match t {
+            RTA_TABLE => table = v.get(..4).and_then(|b| b.try_into().ok()).map_or(table, u32::from_ne_bytes),
+            RTA_GATEWAY | RTA_VIA | RTA_MULTIPATH => gateway = true,
+            _ => {}
+        }
+    }
+    dst_len > 0 && kind == RTN_UNICAST && table == RT_TABLE_MAIN && gateway
+}
+
 /// `(ifindex, address)` from an RTM_NEWADDR payload (ifaddrmsg + attributes).
 pub fn parse_address(payload: &[u8]) -> Option<(u32, std::net::IpAddr)> {
     let family = *payload.first()?;
@@ -516,6 +555,29 @@ mod tests {
         push_attr(&mut subnet, RTA_OIF, &4u32.to_ne_bytes());
         assert_eq!(default_route_oif(&subnet), None);
         assert_eq!(default_route_oif(&[0]), None);
+    }
+
+    #[test]
+    fn tells_specific_gateway_routes_from_default_connected_and_other_tables() {
+        let route = |dst_len: u8, table: u8, kind: u8, gateway: bool| {
+            let mut p = vec![0u8; RTMSG_LEN];
+            (p[1], p[4], p[7]) = (dst_len, table, kind);
+            push_attr(&mut p, RTA_OIF, &3u32.to_ne_bytes());
+            if gateway {
+                push_attr(&mut p, RTA_GATEWAY, &[10, 244, 1, 1]);
+            }
+            p
+        };
+        assert!(is_specific_gateway_route(&route(24, 254, RTN_UNICAST, true)), "10.244.2.0/24 via a router");
+        assert!(!is_specific_gateway_route(&route(0, 254, RTN_UNICAST, true)), "a pod's default route");
+        assert!(!is_specific_gateway_route(&route(24, 254, RTN_UNICAST, false)), "a connected prefix");
+        assert!(!is_specific_gateway_route(&route(32, 254, RTN_UNICAST, false)), "Calico's host route to 169.254.1.1");
+        assert!(!is_specific_gateway_route(&route(24, 100, RTN_UNICAST, true)), "another table");
+        assert!(!is_specific_gateway_route(&route(32, 255, RTN_LOCAL, false)), "a local address");
+        let mut big_table = route(24, 252, RTN_UNICAST, true);
+        push_attr(&mut big_table, RTA_TABLE, &254u32.to_ne_bytes());
+        assert!(is_specific_gateway_route(&big_table), "RTA_TABLE decides");
+        assert!(!is_specific_gateway_route(&[0, 24]));
     }
 
     #[test]

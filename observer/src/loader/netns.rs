@@ -19,6 +19,8 @@ pub enum NetnsError {
     Open { path: PathBuf, source: std::io::Error },
     #[error("cannot enter network namespace {path}: {source} (needs CAP_SYS_ADMIN)")]
     Enter { path: PathBuf, source: nix::Error },
+    #[error("{path} is not a network namespace file (setns: EINVAL): pass a name from `ip netns list`, or a path such as /proc/PID/ns/net or /run/netns/NAME")]
+    NotANetns { path: PathBuf },
     #[error("cannot return to the original network namespace: {0}")]
     Return(nix::Error),
 }
@@ -68,9 +70,18 @@ impl NetnsTarget {
     fn enter(&self) -> Result<Return, NetnsError> {
         let original_path = PathBuf::from("/proc/thread-self/ns/net");
         let original = File::open(&original_path).map_err(|source| NetnsError::Open { path: original_path, source })?;
-        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|source| NetnsError::Enter { path: self.path.clone(), source })?;
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| enter_error(&self.path, source))?;
         Ok(Return { original: Some(original) })
+    }
+}
+
+/// What a failed `setns(fd, CLONE_NEWNET)` means: EINVAL is a file that is no network namespace
+/// (setns(2): "fd refers to a namespace whose type does not match nstype", or to no namespace at
+/// all), EPERM is a missing CAP_SYS_ADMIN; anything else is reported as it is.
+fn enter_error(path: &Path, source: nix::Error) -> NetnsError {
+    match source {
+        nix::Error::EINVAL => NetnsError::NotANetns { path: path.to_path_buf() },
+        source => NetnsError::Enter { path: path.to_path_buf(), source },
     }
 }
 
@@ -118,6 +129,22 @@ mod tests {
         .join()
         .unwrap_or_else(|_| Err("helper thread panicked".into()))
         .unwrap_or_else(|e| panic!("creating a test network namespace: {e}"))
+    }
+
+    #[test]
+    fn a_file_that_is_no_namespace_is_named_so_not_a_missing_capability() {
+        // setns checks the file's type before any capability: EINVAL with or without root.
+        let file = std::env::temp_dir().join(format!("observer-not-a-netns-{}", std::process::id()));
+        std::fs::write(&file, "node-a\n").expect("temp file");
+        let target = NetnsTarget::resolve(Some(&file.to_string_lossy())).expect("the file exists");
+        let err = target.run_inside(|| ()).expect_err("not a namespace");
+        let _ = std::fs::remove_file(&file);
+        assert!(matches!(err, NetnsError::NotANetns { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("is not a network namespace file"), "{text}");
+        assert!(!text.contains("CAP_SYS_ADMIN"), "{text}");
+        let eperm = enter_error(Path::new("/run/netns/x"), nix::Error::EPERM).to_string();
+        assert!(eperm.contains("needs CAP_SYS_ADMIN"), "{eperm}");
     }
 
     #[test]

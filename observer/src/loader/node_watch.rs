@@ -239,24 +239,31 @@ fn hangs_off(path: &std::path::Path, node: &File, node_indices: &[u32]) -> bool 
     }
 }
 
-/// Addresses and forwarding of the namespace at `path` (entered on this thread), or None when
-/// it cannot be read.
+/// Addresses, forwarding, links and gateway routes of the namespace at `path` (entered on this
+/// thread), or None when it cannot be read.
 fn read_peer(path: &std::path::Path) -> Option<PeerNamespace> {
     let target = NetnsTarget::resolve(path.to_str()).ok()?;
     let read = target.run_inside(|| {
-        let addresses = RouteSocket::open().and_then(|mut r| r.addresses());
+        let routing = RouteSocket::open().and_then(|mut r| {
+            let addresses = r.addresses()?;
+            let links = r.links()?.iter().filter(|l| is_ethernet_link(l)).count();
+            Ok((addresses, links, r.has_specific_gateway_route()?))
+        });
         // Net sysctls are those of the reading thread's namespace.
         let on = |key: &str| std::fs::read_to_string(key).is_ok_and(|v| v.trim() != "0");
-        (addresses, on("/proc/sys/net/ipv4/ip_forward") || on("/proc/sys/net/ipv6/conf/all/forwarding"))
+        let forwards = on("/proc/sys/net/ipv4/ip_forward") || on("/proc/sys/net/ipv6/conf/all/forwarding");
+        (routing, forwards)
     });
     match read {
-        Ok((Ok(addresses), forwards)) => Some(PeerNamespace {
+        Ok((Ok((addresses, links, gateway_routes)), forwards)) => Some(PeerNamespace {
             addresses: addresses.into_iter().map(|(_, ip)| ip).filter(|ip| usable(*ip)).collect(),
             forwards,
+            links,
+            gateway_routes,
             behind_default_route: false,
         }),
         Ok((Err(err), _)) => {
-            debug!(path = %path.display(), "addresses: {err}");
+            debug!(path = %path.display(), "addresses, links, routes: {err}");
             None
         }
         Err(err) => {
@@ -264,6 +271,14 @@ fn read_peer(path: &std::path::Path) -> Option<PeerNamespace> {
             None
         }
     }
+}
+
+/// An interface that connects the namespace to a network: Ethernet-like (ARPHRD_ETHER: veth,
+/// macvlan, a NIC, a bridge), not a bridge's port (the bridge counts), not a dummy. Loopback and
+/// the fallback tunnel devices every namespace gets (tunl0, sit0, gre0...) have other types.
+fn is_ethernet_link(link: &super::netlink::Link) -> bool {
+    const ARPHRD_ETHER: u16 = 1;
+    link.hw_type == ARPHRD_ETHER && link.master.is_none() && link.kind.as_deref() != Some("dummy")
 }
 
 /// Network namespaces reachable by path: `/run/netns/*` and `/proc/PID/ns/net`, one per inode.

@@ -8,10 +8,14 @@
 //! - With an inventory: the namespace holds an address of a (non host-network) pod, or an
 //!   address inside one of the nodes' pod CIDRs (`Node.spec.podCIDRs`).
 //! - Without one (or when the inventory names no pod CIDR and none of its addresses): the
-//!   fallback. A pod's namespace does not forward packets for others; routers and hosts do
-//!   (`net.ipv4.ip_forward` / `net.ipv6.conf.all.forwarding`, read inside the namespace), and
-//!   the interface carrying a default route leads to the network, not to a pod. A namespace
-//!   with no address yet (a pod being set up) is judged by the fallback too.
+//!   fallback. Forwarding alone says nothing: a new namespace copies IPv4's `conf/all` (and so
+//!   `ip_forward`) from the initial namespace (`devinet_init_net`, net/ipv4/devinet.c, unless
+//!   `net.core.devconf_inherit_init_net` says otherwise), so on a Kubernetes node every pod has
+//!   `ip_forward=1`. A pod has one Ethernet interface (eth0; maybe also a tunnel or dummy) and
+//!   a default route back to the node; a router forwards *and* has several links or routes to
+//!   specific prefixes via gateways. The interface carrying the node's default route leads to
+//!   the network, not to a pod. A namespace with no address yet (a pod being set up) is judged
+//!   by the fallback too.
 
 use std::{collections::BTreeSet, net::IpAddr};
 
@@ -29,9 +33,14 @@ pub struct PodAddresses {
 
 impl PodAddresses {
     /// Pod addresses and pod CIDRs of `inventory` (host-network pods excluded: their address is
-    /// their node's).
+    /// their node's; finished pods too: their address may be anyone's now).
     pub fn from_inventory(inventory: &Inventory) -> Self {
-        let ips = inventory.pods.iter().filter(|p| !p.host_network).flat_map(|p| p.ips.iter().copied()).collect();
+        let ips = inventory
+            .pods
+            .iter()
+            .filter(|p| !p.host_network && !p.finished)
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
         Self { ips, cidrs: inventory.pod_cidrs.clone() }
     }
 
@@ -47,6 +56,10 @@ pub struct PeerNamespace {
     pub addresses: Vec<IpAddr>,
     /// IPv4 or IPv6 forwarding is on inside it.
     pub forwards: bool,
+    /// Its Ethernet-like links (ARPHRD_ETHER, not loopback, not dummy, not a bridge's port).
+    pub links: usize,
+    /// Its main table routes a specific prefix via a gateway.
+    pub gateway_routes: bool,
     /// The node reaches it through the interface of its default route.
     pub behind_default_route: bool,
 }
@@ -60,7 +73,8 @@ pub fn is_pod_namespace(known: &PodAddresses, peer: &PeerNamespace) -> bool {
         // The inventory knows where pods live, and this namespace holds none of it.
         return false;
     }
-    !peer.forwards && !peer.behind_default_route
+    let router = peer.forwards && (peer.links > 1 || peer.gateway_routes);
+    !router && !peer.behind_default_route
 }
 
 /// Usable addresses: neither loopback nor link-local.
@@ -86,8 +100,20 @@ mod tests {
         }
     }
 
+    /// A namespace with one link and no specific routes (a pod's shape), forwarding or not.
     fn peer(addresses: &[&str], forwards: bool, behind_default_route: bool) -> PeerNamespace {
-        PeerNamespace { addresses: addresses.iter().map(|s| ip(s)).collect(), forwards, behind_default_route }
+        PeerNamespace {
+            addresses: addresses.iter().map(|s| ip(s)).collect(),
+            forwards,
+            behind_default_route,
+            links: 1,
+            gateway_routes: false,
+        }
+    }
+
+    /// A router's shape: forwarding, with several links or routes via gateways.
+    fn router(addresses: &[&str], links: usize, gateway_routes: bool) -> PeerNamespace {
+        PeerNamespace { links, gateway_routes, ..peer(addresses, true, false) }
     }
 
     #[test]
@@ -95,7 +121,7 @@ mod tests {
         let inv = known(&["10.244.1.0/24", "10.244.2.0/24"], &["10.244.1.10"]);
         // The uplink carries only a specific route: not behind the default route, and yet the
         // router is the network.
-        assert!(!is_pod_namespace(&inv, &peer(&["172.31.1.1"], true, false)));
+        assert!(!is_pod_namespace(&inv, &router(&["172.31.1.1"], 3, true)));
         assert!(!is_pod_namespace(&inv, &peer(&["172.31.1.1"], false, false)), "addresses decide, not forwarding");
         assert!(is_pod_namespace(&inv, &peer(&["10.244.1.10"], false, false)));
         // A pod the inventory does not list yet, inside the node's pod CIDR.
@@ -106,16 +132,26 @@ mod tests {
     fn known_pod_addresses_decide_even_without_cidrs_and_ipv6_counts() {
         let inv = known(&[], &["fd00:10:244:1::10"]);
         assert!(is_pod_namespace(&inv, &peer(&["fd00:10:244:1::10"], true, true)));
-        assert!(!is_pod_namespace(&inv, &peer(&["172.31.1.1"], true, false)));
+        assert!(!is_pod_namespace(&inv, &router(&["172.31.1.1"], 2, true)));
     }
 
     #[test]
-    fn without_an_inventory_forwarding_and_the_default_route_exclude() {
+    fn without_an_inventory_a_router_and_the_default_route_exclude() {
         let none = PodAddresses::default();
         assert!(is_pod_namespace(&none, &peer(&["10.0.0.5"], false, false)));
-        assert!(!is_pod_namespace(&none, &peer(&["172.31.1.1"], true, false)), "a router forwards");
+        assert!(!is_pod_namespace(&none, &router(&["172.31.1.1"], 2, false)), "a router has several links");
+        assert!(!is_pod_namespace(&none, &router(&["172.31.1.1"], 1, true)), "or routes to other prefixes");
         assert!(!is_pod_namespace(&none, &peer(&["172.31.1.1"], false, true)), "the default route's far end");
         // A pod being set up, no address yet.
         assert!(is_pod_namespace(&none, &peer(&[], false, false)));
+    }
+
+    #[test]
+    fn pods_of_a_forwarding_node_inherit_ip_forward_and_stay_pods() {
+        // review5 4b: the node has ip_forward=1, so every pod namespace has it too.
+        let none = PodAddresses::default();
+        assert!(is_pod_namespace(&none, &peer(&["10.244.1.11"], true, false)));
+        // A pod with several links that does not forward (Multus' net1) is a pod too.
+        assert!(is_pod_namespace(&none, &PeerNamespace { links: 2, ..peer(&["10.244.1.12"], false, false) }));
     }
 }

@@ -16,7 +16,7 @@ use observer_common::decode::Event;
 use tracing::{debug, warn};
 
 use super::{
-    culprit::{resolve_observed, Culprit},
+    culprit::{resolve_observed, Culprit, RuleNamespace},
     eval::{evaluate_dropped, Packet, Site},
     model::{Counters, Table},
     read::{read_here, Snapshot},
@@ -57,6 +57,9 @@ struct DropFacts {
     ifindex: u32,
     /// None: not a drop (nothing to evaluate).
     packet: Option<Captured>,
+    /// The pods its source and destination addresses name (where a pod's own rule lives).
+    src_pod: Option<String>,
+    dst_pod: Option<String>,
 }
 
 impl DropFacts {
@@ -65,7 +68,16 @@ impl DropFacts {
             Detail::Drop { packet, .. } => Some(packet.clone()),
             _ => None,
         };
-        Self { time: o.time, flow: o.flow, encap: o.encap, ifindex: o.ifindex, packet }
+        let pod = |e: &Option<observer_core::model::Endpoint>| e.as_ref().and_then(|e| e.pod.clone());
+        Self {
+            time: o.time,
+            flow: o.flow,
+            encap: o.encap,
+            ifindex: o.ifindex,
+            packet,
+            src_pod: pod(&o.src),
+            dst_pod: pod(&o.dst),
+        }
     }
 }
 
@@ -251,6 +263,8 @@ impl Drop for Attributor {
 /// The worker's state: the last rulesets read per namespace, and recent culprits to share.
 #[derive(Default)]
 struct Worker {
+    /// The node's namespace (the one primed): its rules are the node's, all others a pod's.
+    node: Option<u32>,
     namespaces: HashMap<u32, Namespace>,
     recent: VecDeque<Arc<Culprit>>,
 }
@@ -262,6 +276,7 @@ struct Namespace {
 
 impl Worker {
     fn prime(&mut self, inode: u32, path: &std::path::Path) {
+        self.node = Some(inode);
         match NetnsTarget::resolve(path.to_str()) {
             Ok(target) => match target.run_inside(read_here) {
                 Ok(snapshot) => self.store(inode, snapshot),
@@ -324,15 +339,32 @@ impl Worker {
         };
         self.store(netns, snapshot);
         let Some(ns) = self.namespaces.get(&netns) else { return unreachable("no ruleset read".into()) };
+        let node = self.node;
         drops
             .iter()
             .zip(packets)
-            .map(|(d, packet)| match packet {
-                Some(packet) => culprit_for(&ns.snapshots, d.time, &packet),
-                None => Culprit::not_identified(None, "the dropped packet's addresses could not be read"),
+            .map(|(d, packet)| {
+                let mut culprit = match &packet {
+                    Some(packet) => culprit_for(&ns.snapshots, d.time, packet),
+                    None => Culprit::not_identified(None, "the dropped packet's addresses could not be read"),
+                };
+                culprit.netns = Some(rule_namespace(netns, node, d, packet.as_ref()));
+                culprit
             })
             .collect()
     }
+}
+
+/// Where the rules read for a drop in namespace `netns` live: the node's namespace, or a pod's,
+/// named by the end of the packet whose address is local there (the destination at INPUT, the
+/// source at OUTPUT), as the inventory names it.
+fn rule_namespace(netns: u32, node: Option<u32>, d: &DropFacts, packet: Option<&Packet>) -> RuleNamespace {
+    if node == Some(netns) {
+        return RuleNamespace::Node { inode: netns };
+    }
+    let end = |local: bool, pod: &Option<String>| local.then(|| pod.clone()).flatten();
+    let pod = packet.and_then(|p| end(p.dst_local, &d.dst_pod).or_else(|| end(p.src_local, &d.src_pod)));
+    RuleNamespace::Pod { inode: netns, pod }
 }
 
 fn netns_of(o: &Observation) -> u32 {

@@ -23,7 +23,15 @@ pub fn text_line(o: &Observation) -> String {
     let what = match &o.detail {
         Detail::Packet { tcp_flags, .. } => tcp_flags.to_string(),
         Detail::Drop { drop_reason, location, netns, culprit, .. } => match culprit {
-            Some(culprit) => format!("DROP {drop_reason} at {location} netns {netns} by {}", culprit.summary()),
+            Some(culprit) => {
+                let pod = match &culprit.netns {
+                    Some(observer_core::netfilter::RuleNamespace::Pod { pod: Some(pod), .. }) => {
+                        format!(" (pod {pod}'s own rules)")
+                    }
+                    _ => String::new(),
+                };
+                format!("DROP {drop_reason} at {location} netns {netns}{pod} by {}", culprit.summary())
+            }
             None => format!("DROP {drop_reason} at {location} netns {netns}"),
         },
         Detail::IcmpError { meaning, quoted, mtu, .. } => {

@@ -101,7 +101,8 @@ pub fn required_flows_on(
 ) -> Vec<RequiredFlow> {
     let here = Here { node, local_pod_ips };
     let on_node = |p: &Pod| here.node_of(p).as_deref() == Some(node) && !p.host_network;
-    let pods: Vec<&Pod> = inv.pods.iter().filter(|p| !p.host_network && !p.ips.is_empty()).collect();
+    // Finished pods (Succeeded/Failed) run no proxy and their addresses may be others' now.
+    let pods: Vec<&Pod> = inv.pods.iter().filter(|p| !p.host_network && !p.finished && !p.ips.is_empty()).collect();
     let istiods: Vec<&Pod> = pods.iter().copied().filter(|p| p.role == Role::Istiod).collect();
     let istiod_service = |ip: IpAddr| inv.services_of_endpoint(ip).next().map(|s| s.key());
     let mut out = Vec::new();
@@ -283,7 +284,8 @@ fn pairs<'a>(a: &'a Pod, b: &'a Pod) -> impl Iterator<Item = (IpAddr, IpAddr)> +
 /// `spec.nodeName` among them), for when the observer is not told its node's name.
 pub fn node_name_of(inv: &Inventory, local_pod_ips: &BTreeSet<IpAddr>) -> Option<String> {
     let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for pod in inv.pods.iter().filter(|p| !p.host_network && p.ips.iter().any(|ip| local_pod_ips.contains(ip))) {
+    let live = |p: &&Pod| !p.host_network && !p.finished;
+    for pod in inv.pods.iter().filter(live).filter(|p| p.ips.iter().any(|ip| local_pod_ips.contains(ip))) {
         if let Some(node) = pod.node.as_deref() {
             *counts.entry(node).or_default() += 1;
         }
@@ -382,6 +384,21 @@ mod tests {
         assert!(xds.iter().all(|f| f.src.node.as_deref() == Some("worker-7") && f.dst.ip == ip("10.244.2.10")));
         assert!(flows.iter().any(|f| f.dst.port == 15021 && f.dst.ip == ip("10.244.1.10")), "kubelet probes too");
         assert_eq!(node_name_of(&inv, &BTreeSet::new()), None);
+    }
+
+    #[test]
+    fn a_finished_pod_needs_no_flows() {
+        let mut list: serde_json::Value = serde_json::from_str(LAB).expect("lab json");
+        let items = list["items"].as_array_mut().expect("items");
+        items.push(serde_json::json!({
+            "kind": "Pod", "metadata": {"name": "migrate-1", "namespace": "bookinfo", "uid": "j1"},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "m"}, {"name": "istio-proxy"}]},
+            "status": {"phase": "Succeeded", "podIP": "10.244.1.99"}
+        }));
+        let inv = Inventory::from_json(&list.to_string()).expect("inventory");
+        let flows = required_flows(&inv, "node-a", &[ip("172.31.1.2")]);
+        assert!(flows.iter().any(|f| f.dst.port == 15012), "the live proxies' xDS flows stay");
+        assert!(!flows.iter().any(|f| f.src.ip == ip("10.244.1.99") || f.dst.ip == ip("10.244.1.99")), "{flows:#?}");
     }
 
     #[test]
