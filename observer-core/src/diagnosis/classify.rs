@@ -123,12 +123,12 @@ pub fn classify(c: &Connection, node: &str, pod_cidrs: &[ipnet::IpNet]) -> Optio
             evidence.location = Some(location.clone());
             evidence.netns = Some(*netns);
             evidence.interface = interface.clone();
-            evidence.hook = c.decisive_drop().map(|d| d.hook.as_str());
+            evidence.hook = c.evidence_drop().map(|d| d.hook.as_str());
         }
         Outcome::Rejected { meaning } => {
             evidence.icmp = Some(meaning.as_str());
             // The REJECT rule also freed the packet: where it happened.
-            if let Some(d) = c.decisive_drop().or(c.drops.first()) {
+            if let Some(d) = c.evidence_drop().or(c.drops.first()) {
                 evidence.drop_reason = Some(d.reason.name.to_string());
                 evidence.location = Some(d.location.clone());
                 evidence.netns = Some(d.netns);

@@ -99,6 +99,15 @@ pub struct ConnectionDrop {
     pub time: SystemTime,
     /// The packet travelled server -> client (a SYN-ACK or the server's data).
     pub reply: bool,
+    /// Its TCP flags, when its header was captured.
+    pub tcp_flags: Option<u8>,
+}
+
+impl ConnectionDrop {
+    /// A FIN or RST (a connection closing), not a handshake or data segment.
+    fn closing(&self) -> bool {
+        self.tcp_flags.is_some_and(|f| f & 0x05 != 0 && f & 0x02 == 0)
+    }
 }
 
 /// Drops kept per connection: the first ones and the latest (a long stall frees a segment at
@@ -125,18 +134,33 @@ const HOUSEKEEPING_DROPS: [&str; 12] = [
     "DUP_FRAG",
 ];
 
-/// Kernel functions (prefixes of the freeing symbol) of the socket layer: a `NOT_SPECIFIED`
-/// drop there is TCP's own bookkeeping (a retransmitted SYN freed because its request socket
-/// exists, a segment for a socket that just closed), while one in the IP layer (`ip_error` for a
-/// blackhole or prohibit route) is a packet lost on its way.
+/// Kernel functions (prefixes of the freeing symbol) of the socket layer: a drop there that is
+/// no firewall or policy is TCP's own work on a connection the network delivered (a
+/// retransmitted SYN freed because its request socket exists, data for a socket the application
+/// closed: `TCP_ABORT_ON_DATA`, a segment outside the window), while one in the IP layer
+/// (`ip_error` for a blackhole or prohibit route) is a packet lost on its way.
 const SOCKET_LAYER: [&str; 5] = ["tcp_", "inet_", "sk_", "__sk_", "skb_queue_purge"];
+
+/// Socket-layer drop reasons that are a packet lost all the same: corrupted on the way
+/// (`TCP_CSUM`), or refused by TCP-MD5/TCP-AO authentication.
+const SOCKET_LAYER_LOSSES: [&str; 9] = [
+    "TCP_CSUM",
+    "TCP_MD5NOTFOUND",
+    "TCP_MD5UNEXPECTED",
+    "TCP_MD5FAILURE",
+    "TCP_AONOTFOUND",
+    "TCP_AOUNEXPECTED",
+    "TCP_AOKEYNOTFOUND",
+    "TCP_AOFAILURE",
+    "TCP_AUTH_HDR",
+];
 
 /// Whether a drop (`reason`, freed at kernel symbol `location`) is the kernel's ordinary work and
 /// never what happened to a connection (see [`HOUSEKEEPING_DROPS`], [`SOCKET_LAYER`]).
 pub fn is_housekeeping(reason: &DropReason, location: &str) -> bool {
     reason.class == DropClass::Other
         && (HOUSEKEEPING_DROPS.contains(&&*reason.name)
-            || (&*reason.name == "NOT_SPECIFIED" && SOCKET_LAYER.iter().any(|p| location.starts_with(p))))
+            || (SOCKET_LAYER.iter().any(|p| location.starts_with(p)) && !SOCKET_LAYER_LOSSES.contains(&&*reason.name)))
 }
 
 /// The first ephemeral port of Linux's default `net.ipv4.ip_local_port_range` (32768-60999):
@@ -176,9 +200,6 @@ pub struct Connection {
     /// The latest SYN-ACK seen at any TC hook (it reached this node; it may still be dropped
     /// here: a TC ingress runs before the node's routing and netfilter).
     pub answered_at: Option<SystemTime>,
-    /// The latest SYN-ACK seen leaving at a TC egress or arriving at the client's socket (past
-    /// this node's netfilter on its way to the client).
-    pub answer_left_at: Option<SystemTime>,
     pub refused_by_application: bool,
     pub server_reset: bool,
     pub failed: bool,
@@ -232,7 +253,6 @@ impl Connection {
             established: false,
             established_at: None,
             answered_at: None,
-            answer_left_at: None,
             refused_by_application: false,
             server_reset: false,
             failed: false,
@@ -289,36 +309,60 @@ impl Connection {
         1 + self.rtos.max(self.syn_retransmits)
     }
 
-    /// Whether drop `d` still explains the connection: no packet of the same direction got past
-    /// this node after it (a SYN answered later, a SYN-ACK that left later: the drop was a loss
-    /// the handshake recovered from).
+    /// Whether drop `d` of the handshake still explains the connection: no SYN-ACK came after it
+    /// (a dropped SYN retransmitted and answered, or a dropped SYN-ACK sent again and not
+    /// dropped: the handshake recovered; each dropped SYN-ACK is seen arriving just before its
+    /// own drop).
     fn drop_stands(&self, d: &ConnectionDrop) -> bool {
-        let later = if d.reply { self.answer_left_at } else { self.answered_at };
-        later.is_none_or(|t| t <= d.time)
+        self.answered_at.is_none_or(|t| t <= d.time)
     }
 
-    /// The drop that decides the connection, if any: among those that still stand (before the
-    /// handshake completed) or came after it (once established), the most telling class (a
-    /// firewall or policy, then no route or the reverse-path filter, a failed neighbour, anything
-    /// else), the first of it.
-    pub fn decisive_drop(&self) -> Option<&ConnectionDrop> {
+    /// Whether drop `d` came after the handshake: once a socket saw it complete, or a data
+    /// segment (TCP flags known, no SYN) after the SYN-ACK reached the node.
+    fn after_handshake(&self, d: &ConnectionDrop) -> bool {
+        let data = d.tcp_flags.is_some_and(|f| f & 0x02 == 0);
+        self.established_at.is_some_and(|at| d.time >= at) || (data && self.answered_at.is_some_and(|at| d.time >= at))
+    }
+
+    /// The most telling of `drops` (a firewall or policy, then no route or the reverse-path
+    /// filter, a failed neighbour, anything else), the first of it.
+    fn most_telling<'a>(drops: impl Iterator<Item = &'a ConnectionDrop>) -> Option<&'a ConnectionDrop> {
         let rank = |d: &ConnectionDrop| match d.reason.class {
             DropClass::Netfilter | DropClass::Policy => 0,
             DropClass::NoRoute | DropClass::ReversePath => 1,
             DropClass::Neighbour => 2,
             _ => 3,
         };
-        let standing = |d: &&ConnectionDrop| match self.established_at {
-            Some(at) => d.time >= at,
-            None => self.drop_stands(d),
-        };
         let mut best: Option<&ConnectionDrop> = None;
-        for d in self.drops.iter().filter(standing) {
+        for d in drops {
             if best.is_none_or(|b| rank(d) < rank(b)) {
                 best = Some(d);
             }
         }
         best
+    }
+
+    /// The drop that decides the connection's handshake, if any: of its handshake's drops that
+    /// still stand ([`Connection::drop_stands`]) the most telling. A lost FIN or RST never
+    /// decides (a connection's close whose conntrack entry was gone).
+    pub fn decisive_drop(&self) -> Option<&ConnectionDrop> {
+        Self::most_telling(
+            self.drops.iter().filter(|d| !d.closing() && !self.after_handshake(d) && self.drop_stands(d)),
+        )
+    }
+
+    /// The firewall, route or neighbour drops of its segments after the handshake (not of a
+    /// closing FIN/RST), the most telling first, and how many.
+    fn late_drops(&self) -> (Option<&ConnectionDrop>, u32) {
+        let late = || {
+            self.drops.iter().filter(|d| d.reason.class != DropClass::Other && !d.closing() && self.after_handshake(d))
+        };
+        (Self::most_telling(late()), late().count() as u32)
+    }
+
+    /// The drop a finding shows: the handshake's decisive one, else the most telling after it.
+    pub fn evidence_drop(&self) -> Option<&ConnectionDrop> {
+        self.decisive_drop().or_else(|| self.late_drops().0)
     }
 
     fn dropped(d: &ConnectionDrop) -> Outcome {
@@ -343,11 +387,14 @@ impl Connection {
         if self.established || (self.answered_at.is_some() && !self.failed && decisive.is_none()) {
             // A firewall, route or neighbour drop after the handshake explains a stall; another
             // (PKT_TOO_BIG: the node's own part of path-MTU discovery, a full queue) leaves it
-            // to the stall's analysis.
-            let firewall_or_route = decisive.filter(|d| d.reason.class != DropClass::Other);
-            return match self.stall() {
-                None => Outcome::Established,
-                Some(stall) => firewall_or_route.map_or(Outcome::Stalled(stall), Self::dropped),
+            // to the stall's analysis. A remote sender's retransmissions are no stall seen here:
+            // its segments dropped here again and again ([`STALL_RETRANSMITS`] times) are.
+            let (late, count) = self.late_drops();
+            return match (self.stall(), late) {
+                (Some(_), Some(d)) => Self::dropped(d),
+                (Some(stall), None) => Outcome::Stalled(stall),
+                (None, Some(d)) if count >= STALL_RETRANSMITS => Self::dropped(d),
+                (None, _) => Outcome::Established,
             };
         }
         if self.refused_by_application {
@@ -539,11 +586,7 @@ impl Correlator {
                     if let Some(c) = self.existing((flow.dst, flow.dport), o) {
                         let at = Some(o.time);
                         match o.hook {
-                            Hook::TcIngress => c.answered_at = c.answered_at.max(at),
-                            Hook::TcEgress => {
-                                c.answered_at = c.answered_at.max(at);
-                                c.answer_left_at = c.answer_left_at.max(at);
-                            }
+                            Hook::TcIngress | Hook::TcEgress => c.answered_at = c.answered_at.max(at),
                             // The client's socket got it.
                             Hook::CgroupIngress => c.set_established(o.time),
                             _ => {}
@@ -558,13 +601,17 @@ impl Correlator {
             // The kernel's ordinary work (a normal close, a bystander of a flooded frame): no
             // connection's fate.
             Detail::Drop { drop_reason, location, .. } if is_housekeeping(drop_reason, location) => {}
-            Detail::Drop { drop_reason, location, netns, culprit, .. } => {
+            Detail::Drop { drop_reason, location, netns, culprit, packet, .. } => {
                 let (forward, backward) = ((flow.src, flow.sport), (flow.dst, flow.dport));
+                let tcp_flags = packet.tcp_flags(flow.src);
+                // A FIN or RST of a connection observer did not see open: its close, whose
+                // conntrack entry is gone (flushed, timed out): no reachability problem.
+                let closing = tcp_flags.is_some_and(|f| f & 0x05 != 0 && f & 0x02 == 0);
                 let key = if self.connections.contains(&backward) {
                     backward
                 } else if self.connections.contains(&forward) {
                     forward
-                } else if drop_reason.class == DropClass::Other {
+                } else if drop_reason.class == DropClass::Other || closing {
                     // Of a connection not followed: an unusual drop (a checksum, a full queue)
                     // is evidence on a followed connection, never one by itself.
                     return;
@@ -599,6 +646,7 @@ impl Correlator {
                         encap: o.encap,
                         time: o.time,
                         reply,
+                        tcp_flags,
                     });
                     let client = c.client;
                     if let Some(d) = self.solicitations.failed(flow.dst, client) {
@@ -616,6 +664,7 @@ impl Correlator {
                         encap: o.encap,
                         time: o.time,
                         reply,
+                        tcp_flags,
                     });
                     if let Some(new) = culprit {
                         if c.culprit.as_ref().is_none_or(|old| new.confidence > old.confidence) {

@@ -990,3 +990,81 @@ fn a_rule_in_a_pods_own_namespace_is_worded_there_not_on_the_node() {
     let json = serde_json::to_value(&node).expect("json");
     assert_eq!(json["culprit"]["netns"], serde_json::json!({"kind": "node", "inode": 4026531840u32}));
 }
+
+/// A NETFILTER_DROP of a packet whose captured IPv4 + TCP header carries `flags`.
+fn dropped_with_flags(flags: u8) -> Detail {
+    let mut bytes = vec![0u8; 40];
+    bytes[0] = 0x45;
+    bytes[9] = 6;
+    bytes[20 + 13] = flags;
+    match dropped("NETFILTER_DROP") {
+        Detail::Drop { drop_reason, location, netns, culprit, quoted, solicited, .. } => {
+            Detail::Drop { drop_reason, location, netns, culprit, quoted, packet: Captured(bytes.into()), solicited }
+        }
+        other => other,
+    }
+}
+
+/// A remote server's answers (data) dropped by this node's rule again and again, to a local
+/// client whose socket saw the handshake: no stall is seen here (the sender is remote), the
+/// repeated drops are the finding. A lone one is not.
+#[test]
+fn a_remote_senders_data_dropped_here_again_and_again_is_dropped() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::SockOps, (PP, 40000), (ISTIOD, 15012), socket(SocketMilestone::Established));
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 40000), dropped_with_flags(0x18));
+    assert_eq!(s.correlator.get((ip(PP), 40000)).expect("c").outcome(), Outcome::Established);
+    for _ in 1..STALL_RETRANSMITS {
+        s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 40000), dropped_with_flags(0x18));
+    }
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0].requirement, f[0].mechanism), (Requirement::R5, Mechanism::Dropped));
+}
+
+/// FINs and RSTs dropped (conntrack lost the connection: flushed, timed out, and a rule drops
+/// INVALID packets): of a connection observer never saw open, no connection; of one it saw
+/// answered, no finding, however often the FIN is retransmitted.
+#[test]
+fn dropped_fins_and_rsts_of_a_connection_whose_conntrack_entry_is_gone_are_no_finding() {
+    let mut s = Scenario::new();
+    for flags in [0x11, 0x14, 0x04] {
+        s.see(Hook::KfreeSkb, (PP, 40000), (ISTIOD, 15012), dropped_with_flags(flags));
+    }
+    assert_eq!(s.correlator.len(), 0);
+    s.see(Hook::TcEgress, (PP, 40001), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40001), packet(TcpFlags::SYN | TcpFlags::ACK));
+    for _ in 0..5 {
+        s.see(Hook::KfreeSkb, (PP, 40001), (ISTIOD, 15012), dropped_with_flags(0x11));
+    }
+    assert_eq!(s.correlator.get((ip(PP), 40001)).expect("c").outcome(), Outcome::Established);
+    assert!(s.findings().is_empty());
+}
+
+/// A node process outside the watched cgroup: its SYN-ACK is dropped once, the next one arrives
+/// and is not dropped (delivered to its socket, no TC egress on the way): recovered.
+#[test]
+fn a_syn_ack_dropped_once_then_delivered_to_a_node_socket_is_established() {
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, ("172.31.1.2", 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), ("172.31.1.2", 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), ("172.31.1.2", 40000), dropped_with_flags(0x12));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), ("172.31.1.2", 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    let c = s.correlator.get((ip("172.31.1.2"), 40000)).expect("c");
+    assert_eq!(c.outcome(), Outcome::Established);
+}
+
+/// Data for a socket its application closed (`TCP_ABORT_ON_DATA` in tcp_v4_do_rcv) and other
+/// socket-layer frees are TCP's own work: no drop of the connection. A bad checksum there is a
+/// packet lost all the same.
+#[test]
+fn socket_layer_frees_are_the_connections_own_work_but_a_bad_checksum_is_a_loss() {
+    use crate::diagnosis::correlate::is_housekeeping;
+    let reason = |name: &str| DropReason::new(0, name);
+    assert!(is_housekeeping(&reason("TCP_ABORT_ON_DATA"), "tcp_v4_do_rcv+0x7c"));
+    assert!(is_housekeeping(&reason("NOT_SPECIFIED"), "tcp_v4_rcv+0x91"));
+    assert!(!is_housekeeping(&reason("NOT_SPECIFIED"), "ip_error+0x94"), "a blackhole route");
+    assert!(!is_housekeeping(&reason("TCP_CSUM"), "tcp_v4_rcv+0x40"));
+    assert!(!is_housekeeping(&reason("NETFILTER_DROP"), "nft_do_chain+0x3e8"));
+}

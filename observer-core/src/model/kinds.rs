@@ -428,6 +428,28 @@ impl Captured {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The TCP flags byte of the captured packet (IP header first) whose source address is of
+    /// the family of `src`: IPv4 with options, IPv6 without extension headers (with them, or
+    /// when the packet is not TCP or too short, None).
+    pub fn tcp_flags(&self, src: std::net::IpAddr) -> Option<u8> {
+        let packet = self.bytes();
+        let offset = match src {
+            std::net::IpAddr::V4(_) => {
+                if packet.get(9) != Some(&6) {
+                    return None;
+                }
+                usize::from(packet.first()? & 0x0f) * 4
+            }
+            std::net::IpAddr::V6(_) => {
+                if packet.get(6) != Some(&6) {
+                    return None;
+                }
+                40
+            }
+        };
+        packet.get(offset + 13).copied()
+    }
 }
 
 #[cfg(test)]

@@ -441,7 +441,7 @@ fn packet_of(drop: &DropFacts, routes: &mut NamespaceRoutes) -> Option<Packet> {
     }
     // skb->dev at a drop is the input device, except on output where it is not set yet.
     let route = routes.route(flow.src, flow.dst, Some(drop.ifindex), false);
-    let flags = tcp_flags(captured, flow.src);
+    let flags = drop.packet.as_ref().and_then(|p| p.tcp_flags(flow.src));
     let mut packet = Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route);
     packet.icmp = icmp_header(captured, flow.src);
     Some(packet)
@@ -479,26 +479,6 @@ fn icmp_header(packet: &[u8], src: IpAddr) -> Option<(u8, u8)> {
     Some((*packet.get(offset)?, *packet.get(offset + 1)?))
 }
 
-/// TCP flags of a captured packet (IP header first): IPv4 with options, IPv6 without
-/// extension headers (with them, the flags stay unknown).
-fn tcp_flags(packet: &[u8], src: IpAddr) -> Option<u8> {
-    let offset = match src {
-        IpAddr::V4(_) => {
-            if packet.get(9) != Some(&6) {
-                return None;
-            }
-            usize::from(packet.first()? & 0x0f) * 4
-        }
-        IpAddr::V6(_) => {
-            if packet.get(6) != Some(&6) {
-                return None;
-            }
-            40
-        }
-    };
-    packet.get(offset + 13).copied()
-}
-
 #[cfg(test)]
 mod tests {
     use std::{
@@ -509,7 +489,7 @@ mod tests {
     use observer_common::decode::Event;
     use observer_core::model::{Detail, Observation};
 
-    use super::{culprit_for, icmp_header, tcp_flags, Attributor, MAX_PENDING};
+    use super::{culprit_for, icmp_header, Attributor, MAX_PENDING};
     use crate::netfilter::{
         culprit::Confidence,
         eval::Packet,
@@ -649,13 +629,14 @@ mod tests {
 
     #[test]
     fn reads_tcp_flags_past_ipv4_options() {
+        let flags = |p: &[u8]| observer_core::model::Captured(p.into()).tcp_flags("10.0.0.1".parse().unwrap());
         let mut p = vec![0u8; 60];
         p[0] = 0x46; // IHL 6: 4 bytes of options
         p[9] = 6;
         p[24 + 13] = 0x02;
-        assert_eq!(tcp_flags(&p, "10.0.0.1".parse().unwrap()), Some(0x02));
+        assert_eq!(flags(&p), Some(0x02));
         p[9] = 17;
-        assert_eq!(tcp_flags(&p, "10.0.0.1".parse().unwrap()), None);
-        assert_eq!(tcp_flags(&p[..20], "10.0.0.1".parse().unwrap()), None);
+        assert_eq!(flags(&p), None);
+        assert_eq!(flags(&p[..20]), None);
     }
 }
