@@ -328,6 +328,24 @@ fn by_firewall(outcome: &Outcome) -> bool {
     }
 }
 
+/// What a rule dropping conntrack-INVALID packets means for the fix.
+const INVALID_STATE_ADVICE: &str = ". That rule drops packets conntrack has no connection for: \
+    opening the port changes nothing. The cause is a reply or segment whose connection conntrack \
+    does not know: an asymmetric path (the request left through another node or interface), a \
+    request that bypassed conntrack (a NOTRACK/raw rule), an entry flushed or timed out; \
+    compare the routes back to the client with the way the request came (`conntrack -L`)";
+
+/// Whether the culprit rule matches conntrack state INVALID (iptables `--ctstate`/`--state
+/// INVALID`, nft `ct state invalid`), by its text.
+fn matches_invalid_state(c: &Culprit) -> bool {
+    c.rule.as_deref().is_some_and(|r| {
+        let r = r.to_ascii_lowercase();
+        (r.contains("--ctstate") || r.contains("--state") || r.contains("ct state"))
+            && r.contains("invalid")
+            && !r.contains("new")
+    })
+}
+
 /// The class of the evidence's drop reason (Other when there is none).
 fn dropped_class(evidence: &Evidence) -> DropClass {
     evidence.drop_reason.as_deref().map_or(DropClass::Other, DropClass::of_name)
@@ -360,10 +378,11 @@ fn remediation(
                 _ => String::new(),
             };
             format!(
-                "{} {} decides it: {}{source}",
+                "{} {} decides it: {}{source}{}",
                 c.place(node),
                 if mechanism == Mechanism::Rejected { "a REJECT" } else { "a DROP" },
-                c.summary()
+                c.summary(),
+                if matches_invalid_state(c) { INVALID_STATE_ADVICE } else { "" }
             )
         }
         (Mechanism::Dropped, None) => super::drop_advice::unattributed(dropped_class(evidence), evidence, client, node),

@@ -1068,3 +1068,34 @@ fn socket_layer_frees_are_the_connections_own_work_but_a_bad_checksum_is_a_loss(
     assert!(!is_housekeeping(&reason("TCP_CSUM"), "tcp_v4_rcv+0x40"));
     assert!(!is_housekeeping(&reason("NETFILTER_DROP"), "nft_do_chain+0x3e8"));
 }
+
+/// A SYN-ACK dropped by an INVALID-state rule: the fix does not stop at "allow the port" but
+/// says what INVALID means (conntrack has no connection for the reply).
+#[test]
+fn a_reply_dropped_by_an_invalid_state_rule_says_what_invalid_means() {
+    use crate::netfilter::{Confidence, Culprit};
+    let mut c = Culprit::not_identified(Some("FORWARD"), "x");
+    (c.confidence, c.backend, c.family, c.table, c.chain) =
+        (Confidence::Confirmed, Some("iptables-nft"), Some("ip"), Some("filter".into()), Some("FORWARD".into()));
+    (c.rule, c.position, c.note) = (Some("-A FORWARD -m conntrack --ctstate INVALID -j DROP".into()), Some(1), None);
+    let drop = match dropped_with_flags(0x12) {
+        Detail::Drop { drop_reason, location, netns, quoted, packet, solicited, .. } => Detail::Drop {
+            drop_reason,
+            location,
+            netns,
+            culprit: Some(std::sync::Arc::new(c)),
+            quoted,
+            packet,
+            solicited,
+        },
+        other => other,
+    };
+    let mut s = Scenario::new();
+    s.see(Hook::TcEgress, (PP, 40000), (ISTIOD, 15012), packet(TcpFlags::SYN));
+    s.see(Hook::TcIngress, (ISTIOD, 15012), (PP, 40000), packet(TcpFlags::SYN | TcpFlags::ACK));
+    s.see(Hook::KfreeSkb, (ISTIOD, 15012), (PP, 40000), drop);
+    let f = s.findings();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].remediation.contains("conntrack has no connection"), "{}", f[0].remediation);
+    assert!(f[0].remediation.contains("asymmetric path"), "{}", f[0].remediation);
+}
