@@ -282,10 +282,16 @@ pub fn resolve(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>
         return Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Evaluated, None);
     }
     let hook = evaluation.candidates.first().map(|c| c.hook.as_str());
-    let note = match (evaluation.doubts.first(), evaluation.candidates.first()) {
+    // A candidate whose counters are known not to have moved did not drop it: never "possibly".
+    let possible = evaluation.candidates.iter().find(|c| rose(c.site) != Some(false));
+    let note = match (evaluation.doubts.first(), possible) {
         (Some(doubt), Some(c)) => format!(
             "{doubt}; possibly {} (counters did not tell)",
             Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Evaluated, None).summary()
+        ),
+        (Some(doubt), None) if !evaluation.candidates.is_empty() => format!(
+            "{doubt}; the rules that may drop it did not count it: something the rulesets read do not \
+             show did (a table of a family observer does not read: nft netdev, bridge, arp)"
         ),
         (Some(doubt), None) => format!("{doubt}; no rule after it drops the packet"),
         (None, _) => format!("no rule of the rulesets read drops this packet at {hooks}"),

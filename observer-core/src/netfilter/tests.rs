@@ -468,3 +468,26 @@ fn a_non_syn_packet_no_rule_drops_as_established_is_evaluated_as_invalid() {
         Packet { tcp_flags: Some(0x02), sport: 40_000, dport: 15012, src: syn_ack.dst, dst: syn_ack.src, ..syn_ack };
     assert!(evaluate(&tables, &syn).candidates.is_empty());
 }
+
+/// A drop by a table observer does not read (an nft netdev ingress table): the INVALID guess's
+/// rule did not count it, so it is not offered as "possibly" the culprit.
+#[test]
+fn a_candidate_whose_counters_did_not_move_is_not_offered_as_possibly_the_culprit() {
+    let tables = tables_of(
+        "*filter\n:FORWARD ACCEPT [0:0]\n\
+         -A FORWARD -m conntrack --ctstate INVALID -j DROP\n\
+         -A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n",
+    );
+    let data = Packet {
+        iif: Some("eth0".into()),
+        oif: Some("cni0".into()),
+        ..Packet::between(6, "10.244.2.7".parse().unwrap(), "10.244.1.5".parse().unwrap(), 15012, 40_000, Some(0x18))
+    };
+    let evaluation = super::eval::evaluate_dropped(&tables, &data);
+    assert_eq!(evaluation.candidates.len(), 1);
+    let c = super::culprit::resolve_observed(&tables, &evaluation, &|_| Some(false), "FORWARD");
+    assert_eq!(c.confidence, Confidence::NotIdentified, "{c:?}");
+    let note = c.note.unwrap_or_default();
+    assert!(!note.contains("possibly"), "{note}");
+    assert!(note.contains("did not count it"), "{note}");
+}
