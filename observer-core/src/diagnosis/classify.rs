@@ -328,6 +328,12 @@ fn by_firewall(outcome: &Outcome) -> bool {
     }
 }
 
+/// `text` with its first letter in upper case (a sentence of its own).
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| first.to_uppercase().chain(chars).collect())
+}
+
 /// What a rule dropping conntrack-INVALID packets means for the fix.
 const INVALID_STATE_ADVICE: &str = ". That rule drops packets conntrack has no connection for: \
     opening the port changes nothing. The cause is a reply or segment whose connection conntrack \
@@ -406,7 +412,10 @@ fn remediation(
         }
         Kind::ApiserverUnreachable => format!("Allow istiod to reach the API server ({target}:{port}): {where_}."),
         Kind::MeshPortBlocked => format!("Allow Istio's port {port} ({}) to {target}: {where_}.", dst.istio_port.unwrap_or("mesh")),
-        Kind::PolicyConflict => format!("An infrastructure rule blocks traffic between mesh workloads that Istio's policies govern: allow TCP {port} to {target} in the host/CNI firewall and keep authorization in Istio. {where_}."),
+        Kind::PolicyConflict => format!(
+            "An infrastructure rule blocks traffic between mesh workloads that Istio's policies govern: allow TCP {port} to {target} where that rule lives and keep authorization in Istio. {}.",
+            capitalized(&where_)
+        ),
         Kind::EndpointUnreachable => match dst.istio_port {
             Some(name) => format!(
                 "Restore L3 reachability to {target}:{port} (Istio's {name}): {where_}. {}",

@@ -352,12 +352,16 @@ impl Connection {
     }
 
     /// The firewall, route or neighbour drops of its segments after the handshake (not of a
-    /// closing FIN/RST), the most telling first, and how many.
+    /// closing FIN/RST): the most telling, and how many.
+    /// The count is of the direction with more of them (a sender's retransmissions are dropped
+    /// one after another in its own direction).
     fn late_drops(&self) -> (Option<&ConnectionDrop>, u32) {
         let late = || {
             self.drops.iter().filter(|d| d.reason.class != DropClass::Other && !d.closing() && self.after_handshake(d))
         };
-        (Self::most_telling(late()), late().count() as u32)
+        let replies = late().filter(|d| d.reply).count() as u32;
+        let requests = late().count() as u32 - replies;
+        (Self::most_telling(late()), replies.max(requests))
     }
 
     /// The drop a finding shows: the handshake's decisive one, else the most telling after it.
@@ -697,7 +701,14 @@ impl Correlator {
                 SocketMilestone::Connecting => self.note_node_socket((flow.dst, flow.dport), (flow.src, flow.sport), o),
                 SocketMilestone::Established => self.entry((flow.src, flow.sport), o).set_established(o.time),
                 SocketMilestone::PassiveEstablished => self.entry((flow.dst, flow.dport), o).set_established(o.time),
-                SocketMilestone::Rto => self.entry((flow.src, flow.sport), o).rtos += 1,
+                // A SYN's retransmission timeout (after the handshake an RTO is a data
+                // segment's, which is no attempt).
+                SocketMilestone::Rto => {
+                    let c = self.entry((flow.src, flow.sport), o);
+                    if !c.established {
+                        c.rtos += 1;
+                    }
+                }
                 SocketMilestone::ConnectFailed => self.entry((flow.src, flow.sport), o).failed = true,
                 SocketMilestone::Unknown => {}
             },

@@ -885,7 +885,7 @@ fn a_tc_program_drop_between_mesh_workloads_is_a_policy_named_as_tc_not_netfilte
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!((f[0].requirement, f[0].kind), (Requirement::R4, Kind::PolicyConflict));
     let r = &f[0].remediation;
-    assert!(r.contains("a tc BPF program or action on lxc12 (ingress)"), "{r}");
+    assert!(r.contains("A tc BPF program or action on lxc12 (ingress)"), "{r}");
     assert!(!r.contains("netfilter rule") && !r.contains("iptables"), "{r}");
 }
 

@@ -281,9 +281,11 @@ pub fn resolve(tables: &[Table], evaluation: &Evaluation, rose: CounterDelta<'_>
         }
         return Culprit::at(tables, c.site, c.hook.as_str(), Confidence::Evaluated, None);
     }
-    let hook = evaluation.candidates.first().map(|c| c.hook.as_str());
-    // A candidate whose counters are known not to have moved did not drop it: never "possibly".
+    // A candidate whose counters are known not to have moved did not drop it: never "possibly",
+    // and its hook is not the drop's.
     let possible = evaluation.candidates.iter().find(|c| rose(c.site) != Some(false));
+    let hook =
+        possible.or(evaluation.candidates.first().filter(|_| evaluation.doubts.is_empty())).map(|c| c.hook.as_str());
     let note = match (evaluation.doubts.first(), possible) {
         (Some(doubt), Some(c)) => format!(
             "{doubt}; possibly {} (counters did not tell)",

@@ -490,4 +490,5 @@ fn a_candidate_whose_counters_did_not_move_is_not_offered_as_possibly_the_culpri
     let note = c.note.unwrap_or_default();
     assert!(!note.contains("possibly"), "{note}");
     assert!(note.contains("did not count it"), "{note}");
+    assert_eq!(c.hook, None, "no hook of a rule that did not count it");
 }

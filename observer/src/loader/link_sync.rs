@@ -74,8 +74,10 @@ pub fn apply(
                 changed = true;
             }
             LinkChange::Deleted { index, name } => {
+                let carried = attached.tc_links.contains_key(&index);
                 if forget(ebpf, attached, index) {
-                    info!(iface = %name, ifindex = index, "interface removed: classifiers detached");
+                    let what = if carried { "interface removed: classifiers detached" } else { "bridge removed" };
+                    info!(iface = %name, ifindex = index, "{what}");
                     changed = true;
                 }
             }
