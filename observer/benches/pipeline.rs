@@ -46,6 +46,21 @@ fn tuple(i: u32) -> FlowTuple {
 }
 
 /// Four records per connection (10,000 records).
+/// The namer the benchmarks name records with: a node namespace 77 with cni0 and veth1, the
+/// monotonic clock `offset_ns` behind the wall clock.
+fn namer<'a>(offset_ns: i128, reasons: &'a DropReasons, syms: &'a Kallsyms) -> Namer<'a> {
+    Namer {
+        clock: MonotonicClock::with_offset_ns(offset_ns),
+        interfaces: BTreeMap::from([(4, "cni0".to_string()), (5, "veth1".to_string())]),
+        watched_netns: 77,
+        drop_reasons: reasons,
+        kallsyms: syms,
+        cgroups: None,
+        inventory: None,
+        processes: Default::default(),
+    }
+}
+
 fn records() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for i in 0..CONNECTIONS {
@@ -94,16 +109,7 @@ fn decode_name_correlate_10k_records(bencher: divan::Bencher) {
     let reasons = DropReasons::from_pairs([(12, "NETFILTER_DROP")]);
     let syms = Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n");
     bencher.counter(divan::counter::ItemsCount::new(records.len())).bench(|| {
-        let namer = Namer {
-            clock: MonotonicClock::with_offset_ns(0),
-            interfaces: BTreeMap::from([(4, "cni0".to_string()), (5, "veth1".to_string())]),
-            watched_netns: 77,
-            drop_reasons: &reasons,
-            kallsyms: &syms,
-            cgroups: None,
-            inventory: None,
-            processes: Default::default(),
-        };
+        let namer = namer(0, &reasons, &syms);
         let mut correlator = Correlator::default();
         for r in &records {
             if let Ok(event) = decode(r) {
@@ -121,16 +127,7 @@ fn decode_name_json_10k_records(bencher: divan::Bencher) {
     let records = records();
     let reasons = DropReasons::from_pairs([(12, "NETFILTER_DROP")]);
     let syms = Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n");
-    let namer = Namer {
-        clock: MonotonicClock::with_offset_ns(1_795_000_000_000_000_000),
-        interfaces: BTreeMap::from([(4, "cni0".to_string()), (5, "veth1".to_string())]),
-        watched_netns: 77,
-        drop_reasons: &reasons,
-        kallsyms: &syms,
-        cgroups: None,
-        inventory: None,
-        processes: Default::default(),
-    };
+    let namer = namer(1_795_000_000_000_000_000, &reasons, &syms);
     let (mut line, mut out) = (Vec::with_capacity(1024), Vec::with_capacity(1 << 20));
     bencher.counter(divan::counter::ItemsCount::new(records.len())).bench_local(|| {
         // Lines are buffered as the trace's stdout is (then written once per drain).

@@ -74,7 +74,6 @@ fn policy(kind: Option<PolicyKind>, reason: &str, iface: Option<&str>, on: &str,
 
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
 
     use super::*;
 
@@ -84,16 +83,9 @@ mod tests {
             location: Some("ip_rcv_finish_core+0x1a0".into()),
             netns: Some(4026533735),
             interface: Some(iface.into()),
-            hook: None,
-            icmp: None,
-            icmp_errors_dropped: Vec::new(),
-            neighbour_solicitation: None,
-            tunnel: None,
-            stall: None,
             attempts: 1,
             connections: 1,
-            first_seen: UNIX_EPOCH,
-            last_seen: UNIX_EPOCH,
+            ..Evidence::default()
         }
     }
 
