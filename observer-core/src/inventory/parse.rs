@@ -335,7 +335,7 @@ fn endpoint_slice(at: &Location, item: &Value) -> Result<EndpointsOf, InventoryE
                 "missing: cannot tell which Service this slice serves",
             )
         })?;
-    let ports = ports_of(item.get("ports"));
+    let ports = ports_of(at, "ports", item.get("ports"))?;
     let mut ips = Vec::new();
     for (i, e) in item.get("endpoints").and_then(Value::as_array).into_iter().flatten().enumerate() {
         for (j, a) in e.get("addresses").and_then(Value::as_array).into_iter().flatten().enumerate() {
@@ -349,18 +349,33 @@ fn endpoint_slice(at: &Location, item: &Value) -> Result<EndpointsOf, InventoryE
 /// Service name, each address with its ports (None: all ports).
 type EndpointsOf = (String, String, Vec<(IpAddr, Option<Vec<u16>>)>);
 
-/// The port numbers of an EndpointSlice's or an Endpoints subset's `ports[]`; None when absent,
-/// empty, or one entry has no number (all ports, per the EndpointSlice API).
-fn ports_of(ports: Option<&Value>) -> Option<Vec<u16>> {
-    let list = ports?.as_array().filter(|l| !l.is_empty())?;
-    list.iter().map(|p| p.get("port")?.as_u64().and_then(|n| u16::try_from(n).ok())).collect()
+/// The port numbers of an EndpointSlice's or an Endpoints subset's `ports[]` (at `field`); None
+/// when absent, empty, or one entry has no number (all ports, per the EndpointSlice API).
+///
+/// Errors: a `port` that is no number from 1 to 65535, naming the field.
+fn ports_of(at: &Location, field: &str, ports: Option<&Value>) -> Result<Option<Vec<u16>>, InventoryError> {
+    let Some(list) = ports.and_then(Value::as_array).filter(|l| !l.is_empty()) else { return Ok(None) };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        let Some(value) = p.get("port").filter(|v| !v.is_null()) else { return Ok(None) };
+        match value.as_u64().and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0) {
+            Some(n) => out.push(n),
+            None => {
+                return Err(field_error(
+                    at.field(&format!("{field}[{i}].port")),
+                    format!("{value} is no port number (1-65535)"),
+                ))
+            }
+        }
+    }
+    Ok(Some(out))
 }
 
 fn legacy_endpoints(at: &Location, item: &Value) -> Result<EndpointsOf, InventoryError> {
     require_name(at)?;
     let mut ips = Vec::new();
     for (i, subset) in item.get("subsets").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        let ports = ports_of(subset.get("ports"));
+        let ports = ports_of(at, &format!("subsets[{i}].ports"), subset.get("ports"))?;
         for (j, a) in subset.get("addresses").and_then(Value::as_array).into_iter().flatten().enumerate() {
             let addr = ip(at, &format!("subsets[{i}].addresses[{j}].ip"), a.get("ip").unwrap_or(&Value::Null))?;
             ips.push((addr, ports.clone()));

@@ -89,6 +89,13 @@ fn bad_input_gets_one_clear_error_naming_where() {
     assert_eq!(err(no_name), "items[0] (Service ns/): metadata.name: missing");
     let slice = r#"{"kind":"EndpointSlice","metadata":{"name":"x","namespace":"ns"},"endpoints":[]}"#;
     assert!(err(slice).contains("kubernetes.io/service-name"));
+    let bad_port = r#"{"kind":"EndpointSlice","metadata":{"name":"x","namespace":"ns","labels":{"kubernetes.io/service-name":"s"}},
+        "ports":[{"port":70000}],"endpoints":[{"addresses":["10.0.0.1"]}]}"#;
+    assert_eq!(err(bad_port), "items[0] (EndpointSlice ns/x): ports[0].port: 70000 is no port number (1-65535)");
+    let text_port = bad_port.replace("70000", "\"http\"");
+    assert!(err(&text_port).ends_with("ports[0].port: \"http\" is no port number (1-65535)"), "{}", err(&text_port));
+    // No number is all ports (the EndpointSlice API), not an error.
+    assert!(Inventory::from_json(&bad_port.replace(r#"{"port":70000}"#, r#"{"name":"any"}"#)).is_ok());
     let in_file = Inventory::from_json(bad_ip).expect_err("fails").in_file(std::path::Path::new("/tmp/inv.json"));
     assert!(in_file.to_string().starts_with("inventory /tmp/inv.json: items[0]"), "{in_file}");
 }

@@ -78,13 +78,17 @@ pub fn text(report: &VerifyReport<'_>) -> String {
                 c.purpose, c.src.ip, c.dst.ip
             ));
             if let Some(culprit) = &c.verdict.culprit {
+                // A block of the reply: the rule must let the destination's answers back.
+                let reply = c.verdict.why.as_deref().is_some_and(|w| w.contains("SYN-ACK"));
+                let what = if reply {
+                    format!("the replies from {}:{} to {} are accepted", c.dst.ip, c.dst.port, c.src.ip)
+                } else {
+                    format!("TCP {} from {} to {} is accepted", c.dst.port, c.src.ip, c.dst.ip)
+                };
                 out.push_str(&format!(
-                    "           rule: {} in {}\n           fix: change or remove that rule so TCP {} from {} to {} is accepted\n",
+                    "           rule: {} in {}\n           fix: change or remove that rule so {what}\n",
                     culprit.summary(),
                     c.verdict.at.as_deref().unwrap_or("?"),
-                    c.dst.port,
-                    c.src.ip,
-                    c.dst.ip
                 ));
             }
             if let Some(why) = &c.verdict.why {
