@@ -22,8 +22,8 @@ pub use stall::{Stall, STALL_RETRANSMITS};
 use crate::{
     inventory::Endpoint,
     model::{
-        Detail, DropClass, DropReason, Hook, IcmpKind, Observation, Protocol, Segment, SocketMilestone, TcpStackEvent,
-        TcpState,
+        Detail, DropClass, DropReason, Hook, IcmpKind, Observation, Protocol, Segment, SocketMilestone, TcpFlags,
+        TcpStackEvent, TcpState,
     },
     netfilter::Culprit,
 };
@@ -100,13 +100,13 @@ pub struct ConnectionDrop {
     /// The packet travelled server -> client (a SYN-ACK or the server's data).
     pub reply: bool,
     /// Its TCP flags, when its header was captured.
-    pub tcp_flags: Option<u8>,
+    pub tcp_flags: Option<TcpFlags>,
 }
 
 impl ConnectionDrop {
     /// A FIN or RST (a connection closing), not a handshake or data segment.
     fn closing(&self) -> bool {
-        self.tcp_flags.is_some_and(|f| f & 0x05 != 0 && f & 0x02 == 0)
+        self.tcp_flags.is_some_and(TcpFlags::is_closing)
     }
 }
 
@@ -320,7 +320,7 @@ impl Connection {
     /// Whether drop `d` came after the handshake: once a socket saw it complete, or a data
     /// segment (TCP flags known, no SYN) after the SYN-ACK reached the node.
     fn after_handshake(&self, d: &ConnectionDrop) -> bool {
-        let data = d.tcp_flags.is_some_and(|f| f & 0x02 == 0);
+        let data = d.tcp_flags.is_some_and(|f| !f.contains(TcpFlags::SYN));
         self.established_at.is_some_and(|at| d.time >= at) || (data && self.answered_at.is_some_and(|at| d.time >= at))
     }
 
@@ -610,7 +610,7 @@ impl Correlator {
                 let tcp_flags = packet.tcp_flags(flow.src);
                 // A FIN or RST of a connection observer did not see open: its close, whose
                 // conntrack entry is gone (flushed, timed out): no reachability problem.
-                let closing = tcp_flags.is_some_and(|f| f & 0x05 != 0 && f & 0x02 == 0);
+                let closing = tcp_flags.is_some_and(TcpFlags::is_closing);
                 let key = if self.connections.contains(&backward) {
                     backward
                 } else if self.connections.contains(&forward) {

@@ -33,6 +33,11 @@ impl TcpFlags {
     pub fn is_rst(self) -> bool {
         self.contains(Self::RST)
     }
+
+    /// A connection's close: FIN or RST, no SYN.
+    pub fn is_closing(self) -> bool {
+        self.intersects(Self::FIN | Self::RST) && !self.contains(Self::SYN)
+    }
 }
 
 impl fmt::Display for TcpFlags {
@@ -429,10 +434,17 @@ impl Captured {
         self.0.is_empty()
     }
 
-    /// The TCP flags byte of the captured packet (IP header first) whose source address is of
-    /// the family of `src`: IPv4 with options, IPv6 without extension headers (with them, or
-    /// when the packet is not TCP or too short, None).
-    pub fn tcp_flags(&self, src: std::net::IpAddr) -> Option<u8> {
+    /// The TCP flags of the captured packet (IP header first) whose source address is of the
+    /// family of `src`: IPv4 with options, IPv6 without extension headers (with them, or when
+    /// the packet is not TCP or too short, None). Bits beyond [`TcpFlags`]' (URG, ECE, CWR)
+    /// are dropped.
+    pub fn tcp_flags(&self, src: std::net::IpAddr) -> Option<TcpFlags> {
+        self.tcp_flags_byte(src).map(TcpFlags::from_bits_truncate)
+    }
+
+    /// The TCP flags byte itself (see [`Captured::tcp_flags`]), every bit kept, as netfilter
+    /// matches it.
+    pub fn tcp_flags_byte(&self, src: std::net::IpAddr) -> Option<u8> {
         let packet = self.bytes();
         let offset = match src {
             std::net::IpAddr::V4(_) => {

@@ -441,7 +441,7 @@ fn packet_of(drop: &DropFacts, routes: &mut NamespaceRoutes) -> Option<Packet> {
     }
     // skb->dev at a drop is the input device, except on output where it is not set yet.
     let route = routes.route(flow.src, flow.dst, Some(drop.ifindex), false);
-    let flags = drop.packet.as_ref().and_then(|p| p.tcp_flags(flow.src));
+    let flags = drop.packet.as_ref().and_then(|p| p.tcp_flags_byte(flow.src));
     let mut packet = Packet::routed(flow.protocol.0, flow.src, flow.dst, flow.sport, flow.dport, flags, route);
     packet.icmp = icmp_header(captured, flow.src);
     Some(packet)
@@ -629,7 +629,7 @@ mod tests {
 
     #[test]
     fn reads_tcp_flags_past_ipv4_options() {
-        let flags = |p: &[u8]| observer_core::model::Captured(p.into()).tcp_flags("10.0.0.1".parse().unwrap());
+        let flags = |p: &[u8]| observer_core::model::Captured(p.into()).tcp_flags_byte("10.0.0.1".parse().unwrap());
         let mut p = vec![0u8; 60];
         p[0] = 0x46; // IHL 6: 4 bytes of options
         p[9] = 6;
