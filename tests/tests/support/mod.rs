@@ -189,7 +189,11 @@ impl Running {
                 return v;
             }
             if start.elapsed() > limit {
-                panic!("no event {what} within {limit:?}; saw:\n{}", self.lines().join("\n"));
+                panic!(
+                    "no event {what} within {limit:?}; saw:\n{}\nobserver's stderr:\n{}",
+                    self.lines().join("\n"),
+                    self.stderr().join("\n")
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
