@@ -114,6 +114,7 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
         netns: args.netns.clone(),
         cgroup_root: args.cgroup_root.clone(),
         kernel_log: args.kernel_log,
+        cgroup_skb: args.cgroup_skb.is_on(),
         ..SessionConfig::default()
     };
     let session = session::spawn(SessionSide {

@@ -48,6 +48,11 @@ pub struct AgentArgs {
     /// cgroup v2 directory whose processes are watched (default: the whole node).
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
+    /// Also attach the cgroup_skb programs (every packet at the watched sockets). Off by default:
+    /// they run on every packet of every socket, and connect/sock_ops, always attached, tell the
+    /// diagnosis what the sockets did.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = observer::cli::Switch::Off)]
+    pub cgroup_skb: observer::cli::Switch,
     /// A finding not seen again for this many seconds (by its last-seen time, none of its
     /// connections still being decided) is cleared; a working connection between the same ends
     /// clears it at once.

@@ -118,6 +118,11 @@ pub struct DiagnoseArgs {
     /// filters stay until the next start removes them).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = crate::loader::attach::TcAttachMode::Tcx)]
     pub tc_attach: crate::loader::attach::TcAttachMode,
+    /// Also attach the cgroup_skb programs (every packet at the watched sockets). Off by default:
+    /// they run on every packet of every socket, and connect/sock_ops, always attached, tell the
+    /// diagnosis what the sockets did (BENCHMARKS.md, "Datapath cost: directions").
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::Off)]
+    pub cgroup_skb: Switch,
     /// Also record every event, with the kernel facts to name it, to FILE (docs/recording.md).
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
     pub record: Option<std::path::PathBuf>,
@@ -215,6 +220,11 @@ pub struct TraceArgs {
     /// filters stay until the next start removes them).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = crate::loader::attach::TcAttachMode::Tcx)]
     pub tc_attach: crate::loader::attach::TcAttachMode,
+    /// The cgroup_skb programs: the handshake at the watched sockets (`cgroup-ingress`,
+    /// `cgroup-egress` lines). On by default here; `off` spares their cost (about 50 ns per
+    /// packet of every socket, BENCHMARKS.md).
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
+    pub cgroup_skb: Switch,
     /// Record every event handed on (before the userspace filters), with the kernel facts to
     /// name it, to FILE (docs/recording.md); `diagnose --replay FILE` diagnoses it later.
     #[arg(long, value_name = "FILE", conflicts_with = "replay")]
@@ -223,6 +233,20 @@ pub struct TraceArgs {
     /// `--cgroup-root`, `--all-netns` and `--no-culprit` do not apply).
     #[arg(long, value_name = "FILE")]
     pub replay: Option<std::path::PathBuf>,
+}
+
+/// An on/off option (`--cgroup-skb on|off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    /// Whether it is on.
+    pub fn is_on(self) -> bool {
+        self == Self::On
+    }
 }
 
 /// Which events `trace --verdict` shows.
@@ -235,4 +259,33 @@ pub enum Verdict {
     /// Everything.
     #[default]
     All,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("observer").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn cgroup_skb_is_on_for_trace_and_off_for_diagnose_by_default() {
+        let Ok(Command::Trace(trace)) = parse(&["trace"]) else { panic!("trace parses") };
+        assert_eq!(trace.cgroup_skb, Switch::On);
+        let Ok(Command::Diagnose(diagnose)) = parse(&["diagnose", "--inventory", "i.json"]) else {
+            panic!("diagnose parses")
+        };
+        assert_eq!(diagnose.cgroup_skb, Switch::Off);
+        let Ok(Command::Diagnose(on)) = parse(&["diagnose", "--inventory", "i.json", "--cgroup-skb", "on"]) else {
+            panic!("--cgroup-skb on parses")
+        };
+        assert!(on.cgroup_skb.is_on());
+        let Ok(Command::Trace(off)) = parse(&["trace", "--cgroup-skb", "off"]) else { panic!("off parses") };
+        assert!(!off.cgroup_skb.is_on());
+        let err = parse(&["trace", "--cgroup-skb", "maybe"]).expect_err("not a switch");
+        assert!(err.to_string().contains("possible values: on, off"), "{err}");
+    }
 }

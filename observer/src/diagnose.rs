@@ -45,6 +45,7 @@ pub fn run(args: &DiagnoseArgs, stop: &StopToken) -> anyhow::Result<bool> {
         record: None,
         kernel_log: args.node.kernel_log,
         tc_attach: args.tc_attach,
+        cgroup_skb: args.cgroup_skb.is_on(),
     };
     let netns = crate::loader::NetnsTarget::resolve(config.netns.as_deref())?;
     let node = args.node.node_name.clone().unwrap_or_else(|| netns.name.clone());

@@ -46,7 +46,8 @@ use crate::{
 
 /// What a session watches and how. `SessionConfig::default()` is: the current network
 /// namespace, every process on the node (the cgroup v2 mount), culprit rules named, only the
-/// node's namespaces (the watched one and its pods'), no time limit, no kernel log lines.
+/// node's namespaces (the watched one and its pods'), no time limit, no kernel log lines, tcx
+/// links, no cgroup_skb programs.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// The network namespace to watch: None = the current one; a bare name = `/run/netns/NAME`;
@@ -74,6 +75,11 @@ pub struct SessionConfig {
     pub kernel_log: bool,
     /// How the classifiers are attached to interfaces (see [`TcAttachMode`]). Default tcx.
     pub tc_attach: TcAttachMode,
+    /// Also attach the cgroup_skb programs: every packet at the watched sockets (a handshake as
+    /// the socket sees it, for `trace`). They run on every packet of every socket (about 50 ns
+    /// each, BENCHMARKS.md), where connect and sock_ops, always attached, run per connection and
+    /// tell the diagnosis the same socket facts. Default false.
+    pub cgroup_skb: bool,
 }
 
 impl Default for SessionConfig {
@@ -87,6 +93,7 @@ impl Default for SessionConfig {
             record: None,
             kernel_log: false,
             tc_attach: TcAttachMode::Tcx,
+            cgroup_skb: false,
         }
     }
 }
@@ -180,7 +187,7 @@ impl Loaded {
             Some(path) => path.clone(),
             None => cgroup::default_root()?,
         };
-        let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, &kernel)?;
+        let cgroup_hooks = cgroup::attach(&mut ebpf, &cgroup_root, &kernel, config.cgroup_skb)?;
         // A first read of the node's rulesets: the counters' "before" for the first drop.
         let culprits = config.culprits.then(|| Attributor::new(Some((netns.inode as u32, netns.path()))));
         let clock = MonotonicClock::now();
@@ -448,5 +455,6 @@ mod tests {
         assert!(!c.all_netns, "only the node's namespaces by default");
         assert_eq!(c.duration, None);
         assert!(!c.kernel_log, "no kernel log lines by default");
+        assert!(!c.cgroup_skb, "no per-packet socket programs by default");
     }
 }

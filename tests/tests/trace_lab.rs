@@ -306,6 +306,50 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
 
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn cgroup_skb_off_leaves_the_sockets_to_connect_and_sock_ops() {
+    require_root();
+    let lab = lab();
+    let istiod = lab.pod("istiod").expect("pod").clone();
+    let productpage = lab.pod("productpage").expect("pod").clone();
+    let cgroup_root = lab.cgroup().display().to_string();
+    let observer = Running::start(&[
+        "trace",
+        "--netns",
+        &lab.node_netns("node-a"),
+        "--cgroup-root",
+        &cgroup_root,
+        "--output",
+        "json",
+        "--port",
+        "15012",
+        "--cgroup-skb",
+        "off",
+    ]);
+    let ready = observer.stderr().into_iter().find(|l| l.contains("ready")).expect("a ready line");
+    assert!(ready.contains("cgroup_skb=false") && ready.contains("sock_ops=true"), "{ready}");
+    let ok = lab
+        .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3))
+        .expect("connect");
+    assert_eq!(ok.result, "ok");
+    let sport = ok.local_addr().expect("local").port();
+    // The handshake at the node's interfaces and the socket's own milestones, without the
+    // per-packet socket programs.
+    let syn = observer.wait_for("the SYN at productpage's veth", Duration::from_secs(5), |v| {
+        v["hook"] == "tc-ingress" && v["tcp_flags"] == "SYN" && v["flow"]["sport"] == sport
+    });
+    assert_eq!(syn["flow"]["src"], productpage.ip.to_string());
+    let established = observer.wait_for("established at productpage's socket", Duration::from_secs(5), |v| {
+        v["type"] == "socket" && v["event"] == "established" && v["flow"]["sport"] == sport
+    });
+    assert_eq!(established["flow"]["dst"], istiod.ip.to_string());
+    std::thread::sleep(Duration::from_millis(300));
+    let socket_packets: Vec<_> =
+        observer.json().into_iter().filter(|v| v["hook"].as_str().is_some_and(|h| h.starts_with("cgroup-"))).collect();
+    assert!(socket_packets.is_empty(), "no cgroup_skb lines with --cgroup-skb off: {socket_packets:?}");
+}
+
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn drops_in_pod_namespaces_behind_the_node_are_in_scope() {
     use std::os::unix::fs::MetadataExt as _;
     require_root();

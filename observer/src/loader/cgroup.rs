@@ -1,4 +1,5 @@
-//! Attaching the cgroup hooks (connect4/connect6, sock_ops) to a cgroup v2 directory.
+//! Attaching the cgroup hooks (connect4/connect6, sock_ops, optionally cgroup_skb) to a cgroup v2
+//! directory.
 
 use std::{
     fs::File,
@@ -49,11 +50,16 @@ pub struct CgroupHooks {
     pub skb: bool,
 }
 
-/// Attaches the loaded cgroup programs to `root`; a hook that fails is a warning naming it.
-pub fn attach(ebpf: &mut Ebpf, root: &Path, loaded: &KernelInfo) -> Result<CgroupHooks, CgroupError> {
+/// Attaches the loaded cgroup programs to `root`, the cgroup_skb pair only when `skb` (they run
+/// on every packet of every socket below `root`; connect and sock_ops run per connection); a hook
+/// that fails is a warning naming it.
+///
+/// # Errors
+/// [`CgroupError::Open`] when `root` cannot be opened.
+pub fn attach(ebpf: &mut Ebpf, root: &Path, loaded: &KernelInfo, skb: bool) -> Result<CgroupHooks, CgroupError> {
     let dir = File::open(root).map_err(|source| CgroupError::Open { path: root.to_path_buf(), source })?;
     let mut hooks = CgroupHooks::default();
-    if loaded.cgroup_skb_available {
+    if skb && loaded.cgroup_skb_available {
         hooks.skb = attach_each(
             [(CGROUP_INGRESS, CgroupSkbAttachType::Ingress), (CGROUP_EGRESS, CgroupSkbAttachType::Egress)],
             root,

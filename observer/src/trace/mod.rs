@@ -40,6 +40,7 @@ pub fn run(args: &TraceArgs, stop: &StopToken) -> anyhow::Result<()> {
         record: args.record.clone().map(|path| RecordTo { path, node: netns.name.clone() }),
         kernel_log: args.kernel_log,
         tc_attach: args.tc_attach,
+        cgroup_skb: args.cgroup_skb.is_on(),
     };
     let loaded = Session::load(config)?;
     let kernel = &loaded.kernel;
