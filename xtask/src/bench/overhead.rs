@@ -77,6 +77,10 @@ pub struct Overhead {
     pub observer_ns_per_round_trip_net_of_empty: Option<f64>,
     /// Test runs per synthetic measurement.
     pub synthetic_repeat: u32,
+    /// `observer diagnose --cgroup-skb on` (the socket programs attached too, as `trace` has
+    /// them) in a request/response run of its own: (ns per round trip, runs per round trip) of
+    /// all its programs by the statistics.
+    pub with_cgroup_skb: Option<(f64, f64)>,
 }
 
 /// What the statistics pass measured.
@@ -88,6 +92,8 @@ struct Costs {
     synthetic: Vec<SyntheticCost>,
     /// (ns per run, runs per round trip) of the empty classifier in traffic.
     empty_in_traffic: Option<(f64, f64)>,
+    /// (ns, runs) per round trip of observer with the cgroup_skb programs attached.
+    with_cgroup_skb: Option<(f64, f64)>,
 }
 
 /// Test runs per synthetic measurement.
@@ -171,6 +177,7 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Overhead> {
         observer_ns_per_round_trip_net: floor.map(|f| ns_per_rt - f * costs.runs_per_round_trip),
         synthetic: costs.synthetic,
         synthetic_repeat: TEST_RUN_REPEAT,
+        with_cgroup_skb: costs.with_cgroup_skb,
         empty_in_traffic_ns: costs.empty_in_traffic.map(|e| e.0),
         empty_in_traffic_runs_per_round_trip: costs.empty_in_traffic.map(|e| e.1),
         observer_ns_per_round_trip_net_of_empty: costs
@@ -245,6 +252,7 @@ fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<Costs> {
     output_of(in_netns(None, None, "sysctl", &["-w", "kernel.bpf_stats_enabled=1"]))?;
     let result = (|| {
         let empty_in_traffic = empty_in_traffic(b, server)?;
+        let with_cgroup_skb = with_cgroup_skb(b, server)?;
         let observer = b.start_observer(&["diagnose", "--output", "json"], true)?;
         let pid = observer.pid();
         let s0 = bpf_fds(pid);
@@ -291,6 +299,7 @@ fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<Costs> {
             runs_per_round_trip: per_rt(rr_total_runs as f64),
             synthetic,
             empty_in_traffic,
+            with_cgroup_skb,
         })
     })();
     output_of(in_netns(None, None, "sysctl", &["-w", &format!("kernel.bpf_stats_enabled={previous}")]))?;
@@ -353,6 +362,26 @@ fn empty_in_traffic(b: &Bench<'_>, server: &str) -> anyhow::Result<Option<(f64, 
         .then(|| (t1.saturating_sub(t0) as f64 / runs as f64, runs as f64 / round_trips));
     if let Some((ns, per_rt)) = result {
         println!("   empty classifier in traffic: {ns:.1} ns/run, {per_rt:.1} runs per round trip");
+    }
+    Ok(result)
+}
+
+/// `observer diagnose --cgroup-skb on` during a request/response run of its own (the statistics
+/// on): (ns, runs) per round trip of all its programs, None when the run made no round trips.
+fn with_cgroup_skb(b: &Bench<'_>, server: &str) -> anyhow::Result<Option<(f64, f64)>> {
+    let observer = b.start_observer(&["diagnose", "--output", "json", "--cgroup-skb", "on"], true)?;
+    let pid = observer.pid();
+    let total = |s: &BTreeMap<(bool, u64), super::procs::BpfFd>| {
+        s.iter().filter(|(k, _)| k.0).fold((0u64, 0u64), |(ns, runs), (_, fd)| (ns + fd.run_time_ns, runs + fd.run_cnt))
+    };
+    let (ns0, runs0) = total(&bpf_fds(pid));
+    let (_, round_trips) = rr_run(b, server)?;
+    let (ns1, runs1) = total(&bpf_fds(pid));
+    observer.stop();
+    let result = (round_trips > 0.0)
+        .then(|| (ns1.saturating_sub(ns0) as f64 / round_trips, runs1.saturating_sub(runs0) as f64 / round_trips));
+    if let Some((ns, runs)) = result {
+        println!("   with --cgroup-skb on: {ns:.0} ns and {runs:.1} program runs per round trip");
     }
     Ok(result)
 }

@@ -232,6 +232,8 @@ pub fn markdown(r: &Results) -> String {
          `--tc-attach netlink` (cls_bpf filters), {:.2} s with one veth pair.\n\
          - The same veths given an empty classifier by tcx links (ingress and egress): {:.1} ms per link from one\n  \
          thread, {:.1} ms per link from {} threads at once (see \"Datapath cost: directions\" above).\n\
+         - New interfaces (a veth pair added to a watched namespace, `observer trace` running, tcx links): {:.1} ms\n  \
+         median, {:.1} ms max from the pair being up to observer holding its links ({} pairs, one at a time).\n\
          - Kernel maps:\n\n| map | max entries | memory (KiB) |\n| --- | ---: | ---: |\n",
         sc.rss_idle_kib as f64 / 1024.0,
         sc.rss_with_flows_kib as f64 / 1024.0,
@@ -243,7 +245,10 @@ pub fn markdown(r: &Results) -> String {
         sc.ready_secs_baseline,
         sc.tcx_attach_ms_serial,
         sc.tcx_attach_ms_parallel,
-        sc.parallel_threads
+        sc.parallel_threads,
+        super::procs::median(&sc.new_interface_ms),
+        sc.new_interface_ms.last().copied().unwrap_or(0.0),
+        sc.new_interface_ms.len()
     ));
     for map in &sc.maps {
         s.push_str(&format!("| {} | {} | {} |\n", map.name, map.max_entries, map.memlock_kib));
@@ -362,16 +367,26 @@ fn push_directions(s: &mut String, r: &Results) {
          headers, likely a cache miss the kernel's own IP receive would otherwise pay a moment later (not\n  \
          measured separately).\n\
          - **Attach only where evidence is needed** (bridges: kept): a pod-to-pod round trip across the\n  \
-         node crosses {:.1} observer program runs (the pod's veth and the uplink each way, the cgroup_skb\n  \
-         hooks at both sockets; 10.0 before). A bridge device carries no classifiers any more: every frame\n  \
+         node crosses {:.1} observer program runs (the pod's veth and the uplink each way; 10.0 with the bridges\n  \
+         and the cgroup_skb hooks at both sockets). A bridge device carries no classifiers any more: every frame\n  \
          crossing a bridge passes a port's ingress before the bridge's rx handler and a port's egress after\n  \
          the bridge forwards, and every port is an interface observer attaches to, so the bridge's own\n  \
          hooks saw each packet between a port and the host stack a second time (2 of the 10 runs). The sum per\n  \
          round trip dropped less than the runs: the bridge's runs were cheap second looks at headers the\n  \
          veth's run had just brought into cache (first run on a 2-CPU VM under load: 524 ns per round trip in\n  \
          8 runs against 510 ns in 10 in a quieter run). Drops on the bridge keep its name; the diagnosis,\n  \
-         trace, culprit, overlay and cross-node lab scenarios pass unchanged. The cgroup_skb hooks stay: they are the only view of pods whose traffic passes no\n  \
-         veth of the node (ipvlan, macvlan, host-network) and of delivery to the socket.\n\
+         trace, culprit, overlay and cross-node lab scenarios pass unchanged.\n\
+         - **cgroup_skb only where its evidence is wanted** (kept: off by default for `diagnose` and the\n  \
+         agent, on for `trace`, `--cgroup-skb on|off` on each): the cgroup_skb programs run on every packet\n  \
+         of every socket of the node, two runs per round trip at each local end, to show a handshake as the\n  \
+         socket sees it. What the diagnosis takes from them, connect4/6 and sock_ops (always attached, run\n  \
+         per connection) already tell it: the SYN sent (TCP_CONNECT_CB), the answer at the client's socket\n  \
+         (ACTIVE_ESTABLISHED_CB), the server's (PASSIVE_ESTABLISHED_CB), a SYN's retransmission timeouts\n  \
+         (RTO_CB) and an attempt's end in SYN_SENT (a reset or the client's give-up, STATE_CB); drops\n  \
+         between the veth and the socket come from kfree_skb with their reason. `diagnose --cgroup-skb on`\n  \
+         in a request/response run of its own: {}. The diagnosis, culprit, verify, agent, overlay and\n  \
+         cross-node lab scenarios pass with them off; `trace`'s socket lines (`cgroup-ingress`,\n  \
+         `cgroup-egress`) stay on by default, where a person watches for minutes.\n\
          - **Parallel attach** ({}): a tcx link costs {:.1} ms from one thread and {:.1} ms per link\n  \
          from {} threads. The kernel attaches under the RTNL lock and waits for an RCU grace period\n  \
          (`synchronize_rcu`) inside it, so attaches serialise whoever issues them. The start-up with {}\n  \
@@ -385,6 +400,10 @@ fn push_directions(s: &mut String, r: &Results) {
         f(synthetic(super::overhead::EMPTY)),
         f(o.empty_in_traffic_ns),
         o.observer_runs_per_round_trip,
+        o.with_cgroup_skb.map_or("not measured".to_string(), |(ns, runs)| format!(
+            "{ns:.0} ns in {runs:.1} runs per round trip, against {:.0} ns in {:.1} runs without them above",
+            o.observer_ns_per_round_trip, o.observer_runs_per_round_trip
+        )),
         if sc.tcx_attach_ms_parallel * 2.0 < sc.tcx_attach_ms_serial {
             "it would pay here; observer still attaches from one thread".to_string()
         } else {
@@ -403,6 +422,24 @@ fn push_directions(s: &mut String, r: &Results) {
         sc.ready_secs_with_veths_netlink,
         sc.ready_secs_baseline,
     ));
+    if let (Some(link_ms), Some(ready)) = (sc.tcx_attach_ms_expedited, sc.ready_secs_with_veths_expedited) {
+        s.push_str(&format!(
+            "- **Expedited RCU grace periods** (measured, not adopted): with `/sys/kernel/rcu_expedited` set to 1\n  \
+             for the measurement (restored after), a tcx link costs {link_ms:.1} ms from one thread (against {:.1} ms)\n  \
+             and `observer trace` is ready with the {} veths in {ready:.2} s (against {:.2} s). The knob is\n  \
+             node-wide: every synchronize_rcu() of every subsystem then interrupts all CPUs (IPIs) instead of\n  \
+             waiting for them, a cost latency-sensitive workloads pay; a node observer does not change it.\n  \
+             {}\n",
+            sc.tcx_attach_ms_serial,
+            sc.veths,
+            sc.ready_secs_with_veths,
+            if ready < 1.0 {
+                "An operator who wants tcx links and a start under 1 s can set it around observer's start."
+            } else {
+                "Even so the start-up stays above 1 s: the grace period is not all of an attach's cost here."
+            }
+        ));
+    }
     let events_map = sc.maps.iter().find(|m| m.name == "EVENTS").map_or(0, |m| m.max_entries);
     let lossy =
         r.pipeline.iter().filter(|f| f.ringbuf_full > 0).min_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec));
@@ -538,19 +575,38 @@ fn push_goals(s: &mut String, r: &Results) {
             verdict(obs.bulk_ratio >= 0.995, [obs.bulk_spread, none_bulk])
         ));
     }
-    if let Some(top) = r.pipeline.iter().max_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec)) {
+    // The goal is a rate: the offered rates' rows judge it; the flat-out row says where losses begin.
+    let offered = r.pipeline.iter().filter(|f| f.target_rate > 0);
+    if let Some(top) = offered.clone().max_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec)) {
+        let flat_out =
+            r.pipeline.iter().find(|f| f.target_rate == 0).map_or(String::new(), |f| {
+                format!("; flat out {:.0} events/s: {} lost", f.events_per_sec, f.ringbuf_full)
+            });
         s.push_str(&format!(
-            "| no ring-buffer loss at 400k events/s | 0 lost | highest rate reached {:.0} events/s: {} lost | {} |\n",
+            "| no ring-buffer loss at 400k events/s | 0 lost | highest offered rate: {:.0} events/s, {} lost; {} lost at the lower rates{flat_out} | {} |\n",
             top.events_per_sec,
             top.ringbuf_full,
-            yes(r.pipeline.iter().all(|f| f.ringbuf_full == 0) && top.events_per_sec >= 400_000.0)
+            offered.clone().filter(|f| !std::ptr::eq(*f, top)).map(|f| f.ringbuf_full).sum::<u64>(),
+            yes(offered.clone().all(|f| f.ringbuf_full == 0) && top.events_per_sec >= 400_000.0)
+        ));
+    }
+    if let Some(new) = (!r.scale.new_interface_ms.is_empty()).then_some(&r.scale.new_interface_ms) {
+        let max = new.last().copied().unwrap_or(0.0);
+        s.push_str(&format!(
+            "| new interfaces attached | within 100 ms of appearing | median {:.1} ms, max {max:.1} ms ({} veth pairs, tcx) | {} |\n",
+            super::procs::median(new),
+            new.len(),
+            yes(max <= 100.0)
         ));
     }
     s.push_str(&format!(
-        "| start-up with {} pod interfaces | < 1 s to `ready` | {:.2} s (tcx links, the default); {:.2} s with `--tc-attach netlink` | {} (tcx); {} (netlink) |\n",
+        "| start-up with {} pod interfaces | < 1 s to `ready` | {:.2} s (tcx links, the default); {:.2} s with `--tc-attach netlink`{} | {} (tcx); {} (netlink) |\n",
         r.scale.veths,
         r.scale.ready_secs_with_veths,
         r.scale.ready_secs_with_veths_netlink,
+        r.scale.ready_secs_with_veths_expedited.map_or(String::new(), |x| format!(
+            "; {x:.2} s tcx with RCU grace periods expedited (a node-wide knob observer does not set)"
+        )),
         yes(r.scale.ready_secs_with_veths < 1.0),
         yes(r.scale.ready_secs_with_veths_netlink < 1.0)
     ));

@@ -29,6 +29,8 @@ pub struct Scale {
     /// Start to `ready` with the veths present (default tcx links), and on a namespace with one
     /// veth pair.
     pub ready_secs_with_veths: f64,
+    /// The same with RCU grace periods expedited (see `tcx_attach_ms_expedited`).
+    pub ready_secs_with_veths_expedited: Option<f64>,
     /// Start to `ready` with the veths present and `--tc-attach netlink` (cls_bpf filters).
     pub ready_secs_with_veths_netlink: f64,
     pub ready_secs_baseline: f64,
@@ -37,7 +39,18 @@ pub struct Scale {
     pub tcx_attach_ms_serial: f64,
     pub tcx_attach_ms_parallel: f64,
     pub parallel_threads: usize,
+    /// The one-thread figure again with the kernel's RCU grace periods expedited
+    /// (`/sys/kernel/rcu_expedited` = 1 for that measurement only, restored after; None when the
+    /// knob is absent): what the grace period each tcx attach waits for costs. observer never
+    /// sets it.
+    pub tcx_attach_ms_expedited: Option<f64>,
+    /// ms from a new veth pair being up (`ip link set ... up` returned) to a running `observer
+    /// trace` holding its tcx links (both veths, both directions), one pair at a time; sorted.
+    pub new_interface_ms: Vec<f64>,
 }
+
+/// New veth pairs of the new-interface measurement.
+pub const NEW_INTERFACES: usize = 20;
 
 /// Threads of the parallel tcx attach measurement.
 pub const PARALLEL_THREADS: usize = 8;
@@ -72,14 +85,22 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
         rss_idle_kib / 1024,
         rss_with_flows_kib / 1024
     );
-    let (veths, (ready_secs_with_veths, ready_secs_with_veths_netlink), ready_secs_baseline, (serial, parallel)) =
-        attach_time(b)?;
+    let at = attach_time(b)?;
+    let (serial, parallel) = (at.links.serial_ms, at.links.parallel_ms);
+    let expedited = |x: Option<f64>, unit: &str| x.map_or("not measured".to_string(), |v| format!("{v:.2} {unit}"));
     println!(
-        "   ready with {veths} veths: {ready_secs_with_veths:.2} s with tcx links, \
-         {ready_secs_with_veths_netlink:.2} s with netlink filters (1 veth pair: {ready_secs_baseline:.2} s)"
+        "   ready with {} veths: {:.2} s with tcx links ({} with RCU grace periods expedited), \
+         {:.2} s with netlink filters (1 veth pair: {:.2} s)",
+        at.veths,
+        at.ready_tcx,
+        expedited(at.ready_tcx_expedited, "s"),
+        at.ready_netlink,
+        at.ready_baseline
     );
     println!(
-        "   tcx attach: {serial:.2} ms per link from one thread, {parallel:.2} ms with {PARALLEL_THREADS} threads"
+        "   tcx attach: {serial:.2} ms per link from one thread, {parallel:.2} ms with {PARALLEL_THREADS} threads, \
+         {} with RCU grace periods expedited",
+        expedited(at.links.expedited_ms, "ms")
     );
     Ok(Scale {
         rss_idle_kib,
@@ -87,26 +108,55 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
         tracked_connections,
         syns_sent: sent,
         maps,
-        veths,
-        ready_secs_with_veths,
-        ready_secs_with_veths_netlink,
-        ready_secs_baseline,
+        veths: at.veths,
+        ready_secs_with_veths: at.ready_tcx,
+        ready_secs_with_veths_expedited: at.ready_tcx_expedited,
+        ready_secs_with_veths_netlink: at.ready_netlink,
+        ready_secs_baseline: at.ready_baseline,
         tcx_attach_ms_serial: serial,
         tcx_attach_ms_parallel: parallel,
         parallel_threads: PARALLEL_THREADS,
+        tcx_attach_ms_expedited: at.links.expedited_ms,
+        new_interface_ms: at.new_ms,
     })
 }
 
-/// (veths, (s to ready with tcx, with netlink), s to ready with one pair, (ms per tcx link from
-/// one thread, from several)).
-type AttachTimes = (usize, (f64, f64), f64, (f64, f64));
+/// The start-up and attach measurements on the scratch namespaces.
+struct AttachTimes {
+    veths: usize,
+    /// s to `ready` with the 200 veths: tcx links, tcx with RCU grace periods expedited, netlink.
+    ready_tcx: f64,
+    ready_tcx_expedited: Option<f64>,
+    ready_netlink: f64,
+    /// s to `ready` with one veth pair (tcx).
+    ready_baseline: f64,
+    links: LinkTimes,
+    /// ms to attach to each new pair, sorted.
+    new_ms: Vec<f64>,
+}
+
+/// ms per tcx link of an empty classifier: from one thread, from [`PARALLEL_THREADS`], and from
+/// one thread with RCU grace periods expedited (None when the kernel has no such knob).
+#[derive(Debug, Default, Clone, Copy)]
+struct LinkTimes {
+    serial_ms: f64,
+    parallel_ms: f64,
+    expedited_ms: Option<f64>,
+}
 
 /// Time from start to `ready` of `observer trace` on a scratch namespace with 100 veth pairs
-/// (200 veths; tcx links, then netlink filters), and with one pair (tcx).
+/// (200 veths; netlink filters, tcx links, tcx links with RCU grace periods expedited), the tcx
+/// attach cost per link there, and on a namespace with one pair: `ready` (tcx) and new pairs.
 fn attach_time(b: &Bench<'_>) -> anyhow::Result<AttachTimes> {
-    let mut measured = Vec::new();
-    let mut netlink = 0.0;
-    let mut links_ms = (0.0, 0.0);
+    let mut at = AttachTimes {
+        veths: 0,
+        ready_tcx: 0.0,
+        ready_tcx_expedited: None,
+        ready_netlink: 0.0,
+        ready_baseline: 0.0,
+        links: LinkTimes::default(),
+        new_ms: Vec::new(),
+    };
     for pairs in [100usize, 1] {
         let ns = format!("{}-scale{pairs}", b.lab.name);
         output_of(in_netns(None, None, "ip", &["netns", "add", &ns]))?;
@@ -139,23 +189,65 @@ fn attach_time(b: &Bench<'_>) -> anyhow::Result<AttachTimes> {
             // Netlink first: a tcx run's exit detaches its links one RCU grace period each, under
             // the RTNL lock the next run's attaches need.
             if pairs > 1 {
-                netlink = ready("netlink")?;
+                at.veths = 2 * pairs;
+                at.ready_netlink = ready("netlink")?;
+                at.ready_tcx = ready("tcx")?;
+                at.ready_tcx_expedited = match Expedited::set() {
+                    Some(_expedited) => Some(ready("tcx")?),
+                    None => None,
+                };
+                at.links = tcx_attach_ms(&ns)?;
+            } else {
+                at.ready_baseline = ready("tcx")?;
+                at.new_ms = new_interface_ms(b, &ns)?;
             }
-            let tcx = ready("tcx")?;
-            if pairs > 1 {
-                links_ms = tcx_attach_ms(&ns)?;
-            }
-            Ok::<_, anyhow::Error>(tcx)
+            Ok::<_, anyhow::Error>(())
         })();
         let _ = output_of(in_netns(None, None, "ip", &["netns", "del", &ns]));
-        measured.push(result?);
+        result?;
     }
-    Ok((200, (measured[0], netlink), measured[1], links_ms))
+    Ok(at)
+}
+
+/// With `observer trace` (tcx links) watching `ns`, adds [`NEW_INTERFACES`] veth pairs one at a
+/// time: ms from each pair being up to observer holding its four tcx links (polled every 1 ms
+/// from `/proc/PID/fdinfo`), sorted.
+fn new_interface_ms(b: &Bench<'_>, ns: &str) -> anyhow::Result<Vec<f64>> {
+    let args = ["trace", "--netns", ns, "--output", "json"];
+    let observer = Background::start(in_netns(None, Some(TOOLS_CPU), &b.observer, &args), false)?;
+    observer.wait_for("ready", Duration::from_secs(120))?;
+    let pid = observer.pid();
+    let mut took = Vec::new();
+    for i in 0..NEW_INTERFACES {
+        let before = super::churn::holdings(pid).tcx_links;
+        let (a, z) = (format!("nv{i}a"), format!("nv{i}b"));
+        output_of(in_netns(None, None, "ip", &["-n", ns, "link", "add", &a, "type", "veth", "peer", "name", &z]))?;
+        output_of(in_netns(None, None, "ip", &["-n", ns, "link", "set", &a, "up"]))?;
+        output_of(in_netns(None, None, "ip", &["-n", ns, "link", "set", &z, "up"]))?;
+        let up = Instant::now();
+        while super::churn::holdings(pid).tcx_links < before + 4 && up.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        anyhow::ensure!(
+            super::churn::holdings(pid).tcx_links >= before + 4,
+            "observer did not attach to the new veth pair {a}/{z} within 10 s"
+        );
+        took.push(up.elapsed().as_secs_f64() * 1e3);
+    }
+    observer.stop();
+    took.sort_by(f64::total_cmp);
+    println!(
+        "   new interfaces: {:.1} ms median, {:.1} ms max from up to attached ({NEW_INTERFACES} veth pairs)",
+        super::procs::median(&took),
+        took.last().copied().unwrap_or(0.0)
+    );
+    Ok(took)
 }
 
 /// ms per tcx link of an empty classifier on every interface of `ns` (ingress and egress),
-/// attached from one thread, then (after detaching) from [`PARALLEL_THREADS`] threads at once.
-fn tcx_attach_ms(ns: &str) -> anyhow::Result<(f64, f64)> {
+/// attached from one thread, then (after detaching) from [`PARALLEL_THREADS`] threads at once,
+/// then from one thread with RCU grace periods expedited.
+fn tcx_attach_ms(ns: &str) -> anyhow::Result<LinkTimes> {
     let listed = output_of(in_netns(None, None, "ip", &["-n", ns, "-o", "link", "show"]))?;
     let ifindexes: Vec<u32> = listed
         .lines()
@@ -183,5 +275,40 @@ fn tcx_attach_ms(ns: &str) -> anyhow::Result<(f64, f64)> {
     for result in parallel {
         drop(result?);
     }
-    Ok((serial_ms, parallel_ms))
+    let expedited_ms = match Expedited::set() {
+        Some(_expedited) => {
+            let started = Instant::now();
+            let links_held = testrun::attach_tcx(&empty, &path, &ifindexes)?;
+            let ms = started.elapsed().as_secs_f64() * 1e3 / links;
+            drop(links_held);
+            Some(ms)
+        }
+        None => None,
+    };
+    Ok(LinkTimes { serial_ms, parallel_ms, expedited_ms })
+}
+
+/// `/sys/kernel/rcu_expedited` set to 1 (synchronize_rcu() behaves as synchronize_rcu_expedited(),
+/// Documentation/RCU/Design/Expedited-Grace-Periods), the earlier value written back on drop.
+struct Expedited {
+    before: String,
+}
+
+const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
+
+impl Expedited {
+    /// None when the knob is absent or cannot be written (then nothing was changed).
+    fn set() -> Option<Self> {
+        let before = std::fs::read_to_string(RCU_EXPEDITED).ok()?.trim().to_string();
+        std::fs::write(RCU_EXPEDITED, "1").ok()?;
+        Some(Self { before })
+    }
+}
+
+impl Drop for Expedited {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(RCU_EXPEDITED, &self.before) {
+            eprintln!("could not restore {RCU_EXPEDITED} to {}: {e}; write it back by hand", self.before);
+        }
+    }
 }
