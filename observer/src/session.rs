@@ -329,10 +329,12 @@ impl Session {
                 }
             }
             // Drops waiting for their culprit are checked on often (the worker's answer is handed
-            // on within 1 ms of arriving); otherwise wake up every 100 ms.
+            // on within 1 ms of arriving); otherwise wake up every 100 ms or at a link change.
             let timeout_ms = if self.culprits.as_ref().is_some_and(|a| !a.is_idle()) { 1 } else { 100 };
             let (watch, out_of_scope, culprits) = (&self.watch, &mut self.out_of_scope, &mut self.culprits);
-            self.events.poll(timeout_ms, |event| {
+            // A link notification wakes the wait too: new interfaces are attached within the
+            // attach's own time, not after the timeout.
+            self.events.poll(timeout_ms, Some(watch.link_monitor_fd()), |event| {
                 if consumer.done {
                     return;
                 }

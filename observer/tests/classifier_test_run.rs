@@ -47,7 +47,7 @@ impl Harness {
             .unwrap_or_else(|e| panic!("test run of a {}-byte frame: {e:?}", frame.len()));
         assert_eq!(result.return_value, TC_ACT_PIPE, "the classifier must always let the packet continue");
         let mut out = Vec::new();
-        self.events.poll(0, |e| out.push(e)).expect("poll");
+        self.events.poll(0, None, |e| out.push(e)).expect("poll");
         out
     }
 
@@ -359,7 +359,7 @@ fn cgroup_skb_parses_packets_without_a_link_header() {
         program.test_run(TestRunOptions { data_in: Some(&packet), repeat: 1, ..Default::default() }).expect("test run");
     assert_eq!(result.return_value, 1, "cgroup_skb must always allow");
     let mut events = Vec::new();
-    h.events.poll(0, |e| events.push(e)).expect("poll");
+    h.events.poll(0, None, |e| events.push(e)).expect("poll");
     let p = only_packet(&events);
     assert_eq!(p.hook, observer_common::event::HOOK_CGROUP_INGRESS);
     assert_eq!(p.flow, v4_flow([10, 244, 1, 10], 40000, [10, 244, 2, 10], 15012, PROTO_TCP));

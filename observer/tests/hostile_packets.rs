@@ -89,7 +89,7 @@ fn hostile_frames_continue_and_are_counted_exactly() {
             let before = (counter(&ebpf, "tc_packets"), counter(&ebpf, "tc_events"), counter(&ebpf, "tc_parse_errors"));
             let rc = run(&mut ebpf, program, &data);
             let mut emitted = 0u64;
-            events.poll(0, |_| emitted += 1).expect("poll");
+            events.poll(0, None, |_| emitted += 1).expect("poll");
             let after = (counter(&ebpf, "tc_packets"), counter(&ebpf, "tc_events"), counter(&ebpf, "tc_parse_errors"));
             let got = (rc, after.0 - before.0, emitted, after.1 - before.1, after.2 - before.2);
             let events_want =

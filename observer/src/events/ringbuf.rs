@@ -1,6 +1,6 @@
 //! Reading records from the kernel's ring buffer and the per-CPU counters.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
@@ -37,10 +37,23 @@ impl EventSource {
         Ok(Self { ring, undecodable: 0 })
     }
 
-    /// Waits up to `timeout_ms` for data, then hands every available event to `sink`.
-    pub fn poll(&mut self, timeout_ms: u16, mut sink: impl FnMut(Event)) -> Result<usize, RingError> {
-        let mut fds = [nix::poll::PollFd::new(self.ring.as_fd(), nix::poll::PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(timeout_ms)) {
+    /// Waits up to `timeout_ms` for data (or for `wake`, another fd, to become readable: a link
+    /// monitor whose news should not wait for the timeout), then hands every available event to
+    /// `sink`. Returns how many were handed on.
+    ///
+    /// # Errors
+    /// [`RingError::Poll`] when poll(2) fails for another reason than a signal.
+    pub fn poll(
+        &mut self,
+        timeout_ms: u16,
+        wake: Option<BorrowedFd<'_>>,
+        mut sink: impl FnMut(Event),
+    ) -> Result<usize, RingError> {
+        let ring = self.ring.as_fd();
+        let readable = nix::poll::PollFlags::POLLIN;
+        let mut fds = [nix::poll::PollFd::new(ring, readable), nix::poll::PollFd::new(wake.unwrap_or(ring), readable)];
+        let fds = &mut fds[..if wake.is_some() { 2 } else { 1 }];
+        match nix::poll::poll(fds, nix::poll::PollTimeout::from(timeout_ms)) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(err) => return Err(RingError::Poll(err)),
         }

@@ -91,6 +91,12 @@ impl NodeWatch {
         }
     }
 
+    /// The link monitor's socket, readable when interfaces changed: a caller waiting for events
+    /// polls it too, so a new interface is followed at once, not at its next timeout.
+    pub fn link_monitor_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.monitor.as_fd()
+    }
+
     /// Whether a drop in namespace `inode` belongs to this node.
     pub fn in_scope(&self, inode: u32) -> bool {
         self.scope.contains_key(&inode)

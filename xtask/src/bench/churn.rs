@@ -69,7 +69,7 @@ fn ip_batch(netns: Option<&str>, script: &str) -> anyhow::Result<()> {
 }
 
 /// What process `pid` holds now (fds, BPF maps and links from `/proc/PID/fdinfo`, RSS).
-pub(super) fn holdings(pid: u32) -> Holdings {
+fn holdings(pid: u32) -> Holdings {
     let mut h = Holdings { rss_kib: rss_kib(pid), ..Default::default() };
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return h };
     for entry in dir.flatten() {
