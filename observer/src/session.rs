@@ -78,7 +78,8 @@ pub struct SessionConfig {
     /// Also attach the cgroup_skb programs: every packet at the watched sockets (a handshake as
     /// the socket sees it, for `trace`). They run on every packet of every socket (about 50 ns
     /// each, BENCHMARKS.md), where connect and sock_ops, always attached, run per connection and
-    /// tell the diagnosis the same socket facts. Default false.
+    /// tell the diagnosis the same socket facts. Off, they are not even loaded (no verifier time
+    /// at start-up). Default false.
     pub cgroup_skb: bool,
 }
 
@@ -157,7 +158,10 @@ impl Session {
     /// Resolves the namespace and loads the programs; nothing is attached yet.
     pub fn load(config: SessionConfig) -> anyhow::Result<Loaded> {
         let netns = NetnsTarget::resolve(config.netns.as_deref())?;
-        let (ebpf, kernel) = loader::programs::load_options(LoadOptions { kernel_log: config.kernel_log })?;
+        let (ebpf, kernel) = loader::programs::load_options(LoadOptions {
+            kernel_log: config.kernel_log,
+            cgroup_skb: config.cgroup_skb,
+        })?;
         Ok(Loaded { ebpf, kernel, netns, config })
     }
 }

@@ -95,7 +95,8 @@ fn run_frame_and_forward(ebpf: &mut Ebpf, log: &mut KernelLog, frame: &[u8], rep
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn with_kernel_log_on_a_parse_bound_reached_is_one_warning_in_tracing_for_a_thousand_packets() {
     require_root();
-    let (mut ebpf, _) = load_options(LoadOptions { kernel_log: true }).expect("load with kernel log lines");
+    let (mut ebpf, _) =
+        load_options(LoadOptions { kernel_log: true, ..Default::default() }).expect("load with kernel log lines");
     let mut log = KernelLog::init(&mut ebpf).expect("the log ring buffer");
     let text = run_and_forward(&mut ebpf, &mut log);
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("extension header walk limit")).collect();
@@ -151,7 +152,8 @@ fn ipv4_syn() -> Vec<u8> {
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn with_kernel_log_on_a_full_event_ring_buffer_is_logged_once_not_per_lost_event() {
     require_root();
-    let (mut ebpf, _) = load_options(LoadOptions { kernel_log: true }).expect("load with kernel log lines");
+    let (mut ebpf, _) =
+        load_options(LoadOptions { kernel_log: true, ..Default::default() }).expect("load with kernel log lines");
     let mut log = KernelLog::init(&mut ebpf).expect("the log ring buffer");
     let counter = |ebpf: &Ebpf| {
         let counters = observer::events::ringbuf::read_counters(ebpf).expect("counters");

@@ -27,13 +27,34 @@ fn release_build_passes_the_verifier() {
     assert_all_hooks(&info, "release");
 }
 
+/// `--cgroup-skb off` (diagnose's and the agent's default): the two cgroup_skb programs are not
+/// even loaded (no verifier time at start-up); every other hook still is.
+#[test]
+#[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
+fn without_cgroup_skb_the_socket_packet_programs_are_not_loaded() {
+    use observer::loader::programs::{load_options, LoadOptions, CGROUP_EGRESS, CGROUP_INGRESS};
+    require_root();
+    let (ebpf, info) =
+        load_options(LoadOptions { cgroup_skb: false, ..Default::default() }).expect("load without cgroup_skb");
+    assert!(!info.cgroup_skb_available);
+    for name in [CGROUP_INGRESS, CGROUP_EGRESS] {
+        assert!(!info.has(name), "{name} reported loaded");
+        let program = ebpf.program(name).expect("the program is in the object");
+        assert!(program.fd().is_err(), "{name} has a kernel fd: it was loaded");
+    }
+    assert!(info.drops_available && info.connect_available && info.sockops_available && info.tcp_tracepoints_available);
+    let others: Vec<&str> =
+        OPTIONAL_PROGRAMS.iter().map(|p| p.name).filter(|n| ![CGROUP_INGRESS, CGROUP_EGRESS].contains(n)).collect();
+    assert!(others.iter().all(|n| info.has(n)), "other optional programs missing: {:?}", info.loaded);
+}
+
 /// With `--kernel-log` the programs' log statements are live code (off, `AYA_LOG_LEVEL` is a
 /// read-only 0 and the verifier may treat them as dead code): they must pass too.
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn release_build_with_kernel_log_lines_passes_the_verifier() {
     require_root();
-    let options = observer::loader::programs::LoadOptions { kernel_log: true };
+    let options = observer::loader::programs::LoadOptions { kernel_log: true, ..Default::default() };
     let (_ebpf, info) = observer::loader::programs::load_options(options).expect("load with kernel log lines on");
     assert_all_hooks(&info, "release, kernel log on");
 }
@@ -57,7 +78,7 @@ fn debug_build_passes_the_verifier() {
     let (ebpf, info) = observer::loader::programs::load_object(&object).expect("load the debug build");
     assert_all_hooks(&info, "debug");
     drop(ebpf);
-    let options = observer::loader::programs::LoadOptions { kernel_log: true };
+    let options = observer::loader::programs::LoadOptions { kernel_log: true, ..Default::default() };
     let (_ebpf, info) =
         observer::loader::programs::load_with(&object, options).expect("load the debug build, kernel log on");
     assert_all_hooks(&info, "debug, kernel log on");

@@ -139,12 +139,24 @@ impl KernelInfo {
     }
 }
 
-/// How the programs are loaded. `LoadOptions::default()`: kernel log lines off.
-#[derive(Clone, Copy, Debug, Default)]
+/// How the programs are loaded. `LoadOptions::default()`: kernel log lines off, every program
+/// loaded.
+#[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     /// The programs' log lines of rare paths ([`super::kernel_log`]) on; off, the programs skip
     /// them (`AYA_LOG_LEVEL` 0) and their log ring buffer is one page.
     pub kernel_log: bool,
+    /// Load the cgroup_skb programs ([`CGROUP_INGRESS`], [`CGROUP_EGRESS`]). Off when they will
+    /// not be attached (`--cgroup-skb off`): their verification is about half of the start-up on
+    /// a node with few interfaces (BENCHMARKS.md section 4), and [`KernelInfo`] then says they
+    /// are not available.
+    pub cgroup_skb: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { kernel_log: false, cgroup_skb: true }
+    }
 }
 
 /// Checks privileges and BTF, resolves offsets, loads the object and its programs (not attached).
@@ -192,9 +204,10 @@ pub fn load_with(object: &[u8], options: LoadOptions) -> Result<(Ebpf, KernelInf
         program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
     }
     let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
+    let wanted = |name: &str| options.cgroup_skb || ![CGROUP_INGRESS, CGROUP_EGRESS].contains(&name);
     let loaded: Vec<&'static str> = OPTIONAL_PROGRAMS
         .iter()
-        .filter(|p| optional(p.feature, || load_optional(&mut ebpf, p.name, &btf)))
+        .filter(|p| wanted(p.name) && optional(p.feature, || load_optional(&mut ebpf, p.name, &btf)))
         .map(|p| p.name)
         .collect();
     let has = |name: &str| loaded.contains(&name);

@@ -252,7 +252,7 @@ fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<Costs> {
     output_of(in_netns(None, None, "sysctl", &["-w", "kernel.bpf_stats_enabled=1"]))?;
     let result = (|| {
         let empty_in_traffic = empty_in_traffic(b, server)?;
-        let with_cgroup_skb = with_cgroup_skb(b, server)?;
+        let (with_cgroup_skb, synthetic) = with_cgroup_skb(b, server)?;
         let observer = b.start_observer(&["diagnose", "--output", "json"], true)?;
         let pid = observer.pid();
         let s0 = bpf_fds(pid);
@@ -263,9 +263,7 @@ fn program_costs(b: &Bench<'_>, server: &str) -> anyhow::Result<Costs> {
         b.syn_flood(20_000, 2.0)?;
         let s3 = bpf_fds(pid);
         let names: BTreeMap<u64, String> = s3.keys().filter(|k| k.0).map(|k| (k.1, bpf_name(true, k.1))).collect();
-        let synthetic = synthetic_costs(&names);
         observer.stop();
-        let synthetic = synthetic?;
         let mut programs = Vec::new();
         let (mut rr_total_ns, mut rr_total_runs) = (0.0, 0u64);
         for (key, end) in s3.iter().filter(|(k, _)| k.0) {
@@ -366,9 +364,14 @@ fn empty_in_traffic(b: &Bench<'_>, server: &str) -> anyhow::Result<Option<(f64, 
     Ok(result)
 }
 
+/// (ns, program runs) per round trip.
+type NsAndRuns = (f64, f64);
+
 /// `observer diagnose --cgroup-skb on` during a request/response run of its own (the statistics
-/// on): (ns, runs) per round trip of all its programs, None when the run made no round trips.
-fn with_cgroup_skb(b: &Bench<'_>, server: &str) -> anyhow::Result<Option<(f64, f64)>> {
+/// on): (ns, runs) per round trip of all its programs (None when the run made no round trips),
+/// and the synthetic test runs of its packet programs (all of them loaded here; `diagnose`
+/// without the switch does not load the cgroup_skb ones).
+fn with_cgroup_skb(b: &Bench<'_>, server: &str) -> anyhow::Result<(Option<NsAndRuns>, Vec<SyntheticCost>)> {
     let observer = b.start_observer(&["diagnose", "--output", "json", "--cgroup-skb", "on"], true)?;
     let pid = observer.pid();
     let total = |s: &BTreeMap<(bool, u64), super::procs::BpfFd>| {
@@ -376,12 +379,17 @@ fn with_cgroup_skb(b: &Bench<'_>, server: &str) -> anyhow::Result<Option<(f64, f
     };
     let (ns0, runs0) = total(&bpf_fds(pid));
     let (_, round_trips) = rr_run(b, server)?;
-    let (ns1, runs1) = total(&bpf_fds(pid));
+    let after = bpf_fds(pid);
+    let (ns1, runs1) = total(&after);
+    let names: BTreeMap<u64, String> = after.keys().filter(|k| k.0).map(|k| (k.1, bpf_name(true, k.1))).collect();
+    let synthetic = synthetic_costs(&names);
     observer.stop();
+    // The test runs leave the statistics off; the measurements after this need them.
+    output_of(in_netns(None, None, "sysctl", &["-w", "kernel.bpf_stats_enabled=1"]))?;
     let result = (round_trips > 0.0)
         .then(|| (ns1.saturating_sub(ns0) as f64 / round_trips, runs1.saturating_sub(runs0) as f64 / round_trips));
     if let Some((ns, runs)) = result {
         println!("   with --cgroup-skb on: {ns:.0} ns and {runs:.1} program runs per round trip");
     }
-    Ok(result)
+    Ok((result, synthetic?))
 }

@@ -27,14 +27,18 @@ pub struct Scale {
     pub syns_sent: u64,
     pub maps: Vec<MapSize>,
     pub veths: usize,
-    /// Start to `ready` with the veths present (default tcx links), and on a namespace with one
-    /// veth pair.
+    /// Start to `ready` of `observer trace --cgroup-skb off` (the programs `diagnose` and the
+    /// agent load by default) with the veths present (default tcx links), and on a namespace with
+    /// one veth pair.
     pub ready_secs_with_veths: f64,
     /// The same with RCU grace periods expedited (see `tcx_attach_ms_expedited`).
     pub ready_secs_with_veths_expedited: Option<f64>,
     /// Start to `ready` with the veths present and `--tc-attach netlink` (cls_bpf filters).
     pub ready_secs_with_veths_netlink: f64,
     pub ready_secs_baseline: f64,
+    /// One veth pair with `--cgroup-skb on` (`trace`'s default): the cgroup_skb programs loaded
+    /// and verified too.
+    pub ready_secs_baseline_with_cgroup_skb: f64,
     /// The same namespace's veths given an empty classifier by tcx links (ingress and egress)
     /// from one thread, then from [`PARALLEL_THREADS`] threads at once: ms per link.
     pub tcx_attach_ms_serial: f64,
@@ -94,12 +98,13 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
     let expedited = |x: Option<f64>, unit: &str| x.map_or("not measured".to_string(), |v| format!("{v:.2} {unit}"));
     println!(
         "   ready with {} veths: {:.2} s with tcx links ({} with RCU grace periods expedited), \
-         {:.2} s with netlink filters (1 veth pair: {:.2} s)",
+         {:.2} s with netlink filters (1 veth pair: {:.2} s; {:.2} s with the cgroup_skb programs too)",
         at.veths,
         at.ready_tcx,
         expedited(at.ready_tcx_expedited, "s"),
         at.ready_netlink,
-        at.ready_baseline
+        at.ready_baseline,
+        at.ready_baseline_with_cgroup_skb
     );
     println!(
         "   tcx attach: {serial:.2} ms per link from one thread, {parallel:.2} ms with {PARALLEL_THREADS} threads, \
@@ -117,6 +122,7 @@ pub fn run(b: &Bench<'_>) -> anyhow::Result<Scale> {
         ready_secs_with_veths_expedited: at.ready_tcx_expedited,
         ready_secs_with_veths_netlink: at.ready_netlink,
         ready_secs_baseline: at.ready_baseline,
+        ready_secs_baseline_with_cgroup_skb: at.ready_baseline_with_cgroup_skb,
         tcx_attach_ms_serial: serial,
         tcx_attach_ms_parallel: parallel,
         parallel_threads: PARALLEL_THREADS,
@@ -133,8 +139,9 @@ struct AttachTimes {
     ready_tcx: f64,
     ready_tcx_expedited: Option<f64>,
     ready_netlink: f64,
-    /// s to `ready` with one veth pair (tcx).
+    /// s to `ready` with one veth pair (tcx), and with the cgroup_skb programs loaded too.
     ready_baseline: f64,
+    ready_baseline_with_cgroup_skb: f64,
     links: LinkTimes,
     /// ms to attach to each new pair, sorted: tcx links, netlink filters.
     new_ms: Vec<f64>,
@@ -160,6 +167,7 @@ fn attach_time(b: &Bench<'_>) -> anyhow::Result<AttachTimes> {
         ready_tcx_expedited: None,
         ready_netlink: 0.0,
         ready_baseline: 0.0,
+        ready_baseline_with_cgroup_skb: 0.0,
         links: LinkTimes::default(),
         new_ms: Vec::new(),
         new_ms_netlink: Vec::new(),
@@ -185,14 +193,17 @@ fn attach_time(b: &Bench<'_>) -> anyhow::Result<AttachTimes> {
                 std::io::Write::write_all(&mut stdin, up.as_bytes())?;
             }
             child.wait()?;
-            let ready = |mode: &str| -> anyhow::Result<f64> {
+            // `--cgroup-skb off` unless asked: the programs diagnose and the agent load by default.
+            let ready_with = |mode: &str, cgroup_skb: &str| -> anyhow::Result<f64> {
                 let started = Instant::now();
-                let args = ["trace", "--netns", &ns, "--output", "json", "--tc-attach", mode];
+                let args =
+                    ["trace", "--netns", &ns, "--output", "json", "--tc-attach", mode, "--cgroup-skb", cgroup_skb];
                 let observer = Background::start(in_netns(None, Some(TOOLS_CPU), &b.observer, &args), false)?;
                 let at = observer.wait_for("ready", Duration::from_secs(120))?;
                 observer.stop();
                 Ok(at.duration_since(started).as_secs_f64())
             };
+            let ready = |mode: &str| ready_with(mode, "off");
             // Netlink first: a tcx run's exit detaches its links one RCU grace period each, under
             // the RTNL lock the next run's attaches need.
             if pairs > 1 {
@@ -206,6 +217,7 @@ fn attach_time(b: &Bench<'_>) -> anyhow::Result<AttachTimes> {
                 at.links = tcx_attach_ms(&ns)?;
             } else {
                 at.ready_baseline = ready("tcx")?;
+                at.ready_baseline_with_cgroup_skb = ready_with("tcx", "on")?;
                 at.new_ms = new_interface_ms(b, &ns, "tcx")?;
                 at.new_ms_netlink = new_interface_ms(b, &ns, "netlink")?;
             }
