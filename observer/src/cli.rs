@@ -221,8 +221,9 @@ pub struct TraceArgs {
     #[arg(long, value_enum, value_name = "MODE", default_value_t = crate::loader::attach::TcAttachMode::Tcx)]
     pub tc_attach: crate::loader::attach::TcAttachMode,
     /// The cgroup_skb programs: the handshake at the watched sockets (`cgroup-ingress`,
-    /// `cgroup-egress` lines). On by default here; `off` spares their cost (about 50 ns per
-    /// packet of every socket, BENCHMARKS.md).
+    /// `cgroup-egress` lines). On by default here; `off` spares their cost (two more program runs
+    /// per round trip at each local end, about twice observer's cost per round trip in
+    /// BENCHMARKS.md) and their load at start-up.
     #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
     pub cgroup_skb: Switch,
     /// Record every event handed on (before the userspace filters), with the kernel facts to
@@ -238,7 +239,9 @@ pub struct TraceArgs {
 /// An on/off option (`--cgroup-skb on|off`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
+    /// `on`: the feature is used.
     On,
+    /// `off`: the feature is not used (for programs: not loaded either).
     Off,
 }
 

@@ -244,6 +244,16 @@ fn sock_ops_reports_syn_retransmits_and_the_failed_connect() {
     assert!(!observer.json().iter().any(|v| v["type"] == "drop" && v["flow"]["sport"] == sport));
 }
 
+/// `observer trace` of node-a with the lab's cgroup tree as the socket hooks' root, JSON lines,
+/// port 15012 (istiod's XDS) and `extra` arguments.
+fn trace_node_a_sockets(lab: &observer_lab::Lab, extra: &[&str]) -> Running {
+    let (netns, cgroup_root) = (lab.node_netns("node-a"), lab.cgroup().display().to_string());
+    let mut args =
+        vec!["trace", "--netns", &netns, "--cgroup-root", &cgroup_root, "--output", "json", "--port", "15012"];
+    args.extend_from_slice(extra);
+    Running::start(&args)
+}
+
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
@@ -251,20 +261,7 @@ fn cgroup_skb_sees_the_handshake_at_the_sockets_and_localizes_a_pod_drop() {
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
-    let cgroup_root = lab.cgroup().display().to_string();
-    let observer = Running::start(&[
-        "trace",
-        "--netns",
-        &lab.node_netns("node-a"),
-        "--cgroup-root",
-        &cgroup_root,
-        "--output",
-        "json",
-        "--port",
-        "15012",
-        "--port",
-        "15010",
-    ]);
+    let observer = trace_node_a_sockets(&lab, &["--port", "15010"]);
     let ok = lab
         .connect_as_proxy("productpage", SocketAddr::from((istiod.ip, 15012)), Duration::from_secs(3))
         .expect("connect");
@@ -311,20 +308,7 @@ fn cgroup_skb_off_leaves_the_sockets_to_connect_and_sock_ops() {
     let lab = lab();
     let istiod = lab.pod("istiod").expect("pod").clone();
     let productpage = lab.pod("productpage").expect("pod").clone();
-    let cgroup_root = lab.cgroup().display().to_string();
-    let observer = Running::start(&[
-        "trace",
-        "--netns",
-        &lab.node_netns("node-a"),
-        "--cgroup-root",
-        &cgroup_root,
-        "--output",
-        "json",
-        "--port",
-        "15012",
-        "--cgroup-skb",
-        "off",
-    ]);
+    let observer = trace_node_a_sockets(&lab, &["--cgroup-skb", "off"]);
     let ready = observer.stderr().into_iter().find(|l| l.contains("ready")).expect("a ready line");
     assert!(ready.contains("cgroup_skb=false") && ready.contains("sock_ops=true"), "{ready}");
     let ok = lab

@@ -47,7 +47,8 @@ pub struct OptionalProgram {
 }
 
 /// Every optional program, each loaded (and, when refused, warned about) on its own, so that one
-/// refused program costs only what it reports.
+/// refused program costs only what it reports; the cgroup_skb ones only when
+/// [`LoadOptions::cgroup_skb`] asks for them.
 pub const OPTIONAL_PROGRAMS: [OptionalProgram; 8] = [
     OptionalProgram {
         name: KFREE_SKB,
@@ -124,7 +125,8 @@ pub struct KernelInfo {
     pub connect_available: bool,
     /// sock_ops loaded.
     pub sockops_available: bool,
-    /// cgroup_skb ingress/egress loaded.
+    /// cgroup_skb ingress/egress loaded (false too when [`LoadOptions::cgroup_skb`] did not ask
+    /// for them).
     pub cgroup_skb_available: bool,
     /// tcp_retransmit_skb or tcp_send_reset BTF tracepoint loaded (see `loaded` for which).
     pub tcp_tracepoints_available: bool,

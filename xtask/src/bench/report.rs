@@ -322,15 +322,15 @@ fn push_floor(s: &mut String, o: &Overhead) {
             "\nAn empty classifier attached alone (tcx, both directions) to the same interfaces, in a\n\
              request/response run of its own, costs **{empty:.1} ns per run** by the same statistics ({per_rt:.1} runs\n\
              per round trip): what any program at these hooks costs on this machine, cold caches included.\n\
-             Less that for each of observer's runs (its cgroup_skb runs counted at the classifier's\n\
-             figure), observer's own work is **{net:.0} ns per round trip**.\n"
+             Less that for each of observer's runs, observer's own work is **{net:.0} ns per round trip**.\n"
         ));
     }
     if o.synthetic.is_empty() {
         return;
     }
     s.push_str(&format!(
-        "\nThe same programs on a synthetic ordinary TCP segment (ACK|PSH, one byte) with\n\
+        "\nobserver's packet programs (from the `--cgroup-skb on` run, which loads all four) on a synthetic\n\
+         ordinary TCP segment (ACK|PSH, one byte) with\n\
          `BPF_PROG_TEST_RUN` ({} runs each): ns per run by the statistics, and by the test run's own clock\n\
          with the statistics off (the loop's overhead included, as the empty classifier shows):\n\n\
          | program | ns/run (statistics) | ns/run (test run, statistics off) |\n| --- | ---: | ---: |\n",
@@ -611,7 +611,7 @@ fn push_goals(s: &mut String, r: &Results) {
                 format!("; flat out {:.0} events/s: {} lost", f.events_per_sec, f.ringbuf_full)
             });
         s.push_str(&format!(
-            "| no ring-buffer loss at 400k events/s | 0 lost | highest offered rate: {:.0} events/s, {} lost; {} lost at the lower rates{flat_out} | {} |\n",
+            "| no ring-buffer loss at 400k events/s | 0 lost | highest rate reached at an offered rate: {:.0} events/s, {} lost; {} lost at the lower rates{flat_out} | {} |\n",
             top.events_per_sec,
             top.ringbuf_full,
             offered.clone().filter(|f| !std::ptr::eq(*f, top)).map(|f| f.ringbuf_full).sum::<u64>(),

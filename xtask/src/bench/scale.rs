@@ -315,12 +315,15 @@ struct Expedited {
     before: String,
 }
 
+/// The kernel's switch making every synchronize_rcu() expedited (Documentation/RCU/Design/
+/// Expedited-Grace-Periods): "0" or "1".
 const RCU_EXPEDITED: &str = "/sys/kernel/rcu_expedited";
 
 impl Expedited {
     /// None when the knob is absent or cannot be written (then nothing was changed).
     fn set() -> Option<Self> {
         let before = std::fs::read_to_string(RCU_EXPEDITED).ok()?.trim().to_string();
+        println!("   setting {RCU_EXPEDITED} to 1 for one measurement (if interrupted, write {before} back)");
         std::fs::write(RCU_EXPEDITED, "1").ok()?;
         Some(Self { before })
     }
