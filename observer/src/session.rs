@@ -77,9 +77,9 @@ pub struct SessionConfig {
     pub tc_attach: TcAttachMode,
     /// Also attach the cgroup_skb programs: every packet at the watched sockets (a handshake as
     /// the socket sees it, for `trace`). They run on every packet of every socket (two more runs
-    /// per round trip at each local end; BENCHMARKS.md), where connect and sock_ops, always attached, run per connection and
-    /// tell the diagnosis the same socket facts. Off, they are not even loaded (no verifier time
-    /// at start-up). Default false.
+    /// per round trip at each local end; BENCHMARKS.md), where connect and sock_ops, always
+    /// attached, run per connection and tell the diagnosis the same socket facts. Off, they are
+    /// not even loaded (no verifier time at start-up). Default false.
     pub cgroup_skb: bool,
 }
 

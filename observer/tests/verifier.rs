@@ -32,19 +32,19 @@ fn release_build_passes_the_verifier() {
 #[test]
 #[ignore = "privileged: needs root (netns, eBPF); run by cargo xtask test"]
 fn without_cgroup_skb_the_socket_packet_programs_are_not_loaded() {
-    use observer::loader::programs::{load_options, LoadOptions, CGROUP_EGRESS, CGROUP_INGRESS};
+    use observer::loader::programs::{load_options, LoadOptions, CGROUP_SKB_PROGRAMS};
     require_root();
     let (ebpf, info) =
         load_options(LoadOptions { cgroup_skb: false, ..Default::default() }).expect("load without cgroup_skb");
     assert!(!info.cgroup_skb_available);
-    for name in [CGROUP_INGRESS, CGROUP_EGRESS] {
+    for name in CGROUP_SKB_PROGRAMS {
         assert!(!info.has(name), "{name} reported loaded");
         let program = ebpf.program(name).expect("the program is in the object");
         assert!(program.fd().is_err(), "{name} has a kernel fd: it was loaded");
     }
     assert!(info.drops_available && info.connect_available && info.sockops_available && info.tcp_tracepoints_available);
     let others: Vec<&str> =
-        OPTIONAL_PROGRAMS.iter().map(|p| p.name).filter(|n| ![CGROUP_INGRESS, CGROUP_EGRESS].contains(n)).collect();
+        OPTIONAL_PROGRAMS.iter().map(|p| p.name).filter(|n| !CGROUP_SKB_PROGRAMS.contains(n)).collect();
     assert!(others.iter().all(|n| info.has(n)), "other optional programs missing: {:?}", info.loaded);
 }
 

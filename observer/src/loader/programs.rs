@@ -34,6 +34,8 @@ pub const CONNECT6: &str = "observer_connect6";
 pub const SOCKOPS: &str = "observer_sockops";
 pub const CGROUP_INGRESS: &str = "observer_cgroup_ingress";
 pub const CGROUP_EGRESS: &str = "observer_cgroup_egress";
+/// The cgroup_skb pair, loaded only when [`LoadOptions::cgroup_skb`] asks for it.
+pub const CGROUP_SKB_PROGRAMS: [&str; 2] = [CGROUP_INGRESS, CGROUP_EGRESS];
 pub const TCP_RETRANSMIT: &str = "observer_tcp_retransmit";
 pub const TCP_SEND_RESET: &str = "observer_tcp_send_reset";
 
@@ -148,7 +150,7 @@ pub struct LoadOptions {
     /// The programs' log lines of rare paths ([`super::kernel_log`]) on; off, the programs skip
     /// them (`AYA_LOG_LEVEL` 0) and their log ring buffer is one page.
     pub kernel_log: bool,
-    /// Load the cgroup_skb programs ([`CGROUP_INGRESS`], [`CGROUP_EGRESS`]). Off when they will
+    /// Load the cgroup_skb programs ([`CGROUP_SKB_PROGRAMS`]). Off when they will
     /// not be attached (`--cgroup-skb off`): their verification is about half of the start-up on
     /// a node with few interfaces (BENCHMARKS.md section 4), and [`KernelInfo`] then says they
     /// are not available.
@@ -206,7 +208,7 @@ pub fn load_with(object: &[u8], options: LoadOptions) -> Result<(Ebpf, KernelInf
         program.load().map_err(|source| LoadError::Program { name, source: Box::new(source) })?;
     }
     let btf = AyaBtf::from_sys_fs().map_err(|e| LoadError::Object(Box::new(EbpfError::BtfError(e))))?;
-    let wanted = |name: &str| options.cgroup_skb || ![CGROUP_INGRESS, CGROUP_EGRESS].contains(&name);
+    let wanted = |name: &str| options.cgroup_skb || !CGROUP_SKB_PROGRAMS.contains(&name);
     let loaded: Vec<&'static str> = OPTIONAL_PROGRAMS
         .iter()
         .filter(|p| wanted(p.name) && optional(p.feature, || load_optional(&mut ebpf, p.name, &btf)))
